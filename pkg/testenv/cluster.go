@@ -1,0 +1,145 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+)
+
+// startTimeout bounds how long etcd and kube-apiserver may take to answer.
+// Several clusters start at once on a small shared machine, so it is generous.
+const startTimeout = 2 * time.Minute
+
+// Cluster is one running local cluster.
+type Cluster struct {
+	// Name is the cluster's name and its context in the merged kubeconfig.
+	Name string
+	// Config reaches the API server as a cluster administrator.
+	Config *rest.Config
+	// Client is a controller-runtime client with core and meshrelay types.
+	Client client.Client
+	// Kubeconfig is the path of this cluster's own kubeconfig file.
+	Kubeconfig string
+	// Dir holds the cluster's kubeconfig and its processes' logs.
+	Dir string
+
+	env *envtest.Environment
+	kcm *controllerManager
+}
+
+// Scheme returns a scheme with the core Kubernetes types and meshrelay's.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add core types to scheme: %w", err)
+	}
+	if err := meshv1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add meshrelay types to scheme: %w", err)
+	}
+	return s, nil
+}
+
+// startCluster starts etcd and kube-apiserver for one cluster in dir,
+// installs the CRDs found in crdDirs, and starts kube-controller-manager
+// when withKCM is set. On error everything it started is stopped.
+func startCluster(name, dir, assets string, crdDirs []string, withKCM bool) (c *Cluster, err error) {
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	apiLog, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to create kube-apiserver log: %w", err)
+	}
+	etcdLog, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to create etcd log: %w", err)
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    assets,
+		CRDDirectoryPaths:        crdDirs,
+		ErrorIfCRDPathMissing:    true,
+		Scheme:                   scheme,
+		ControlPlaneStartTimeout: startTimeout,
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	api := env.ControlPlane.GetAPIServer()
+	api.Out, api.Err = apiLog, apiLog
+
+	c = &Cluster{Name: name, Dir: dir, env: env}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, c.stop())
+		}
+	}()
+	if c.Config, err = env.Start(); err != nil {
+		return c, fmt.Errorf("failed to start cluster %s (logs in %s): %w", name, dir, err)
+	}
+	admin, err := env.AddUser(envtest.User{Name: "meshrelay-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return c, fmt.Errorf("failed to add admin user to cluster %s: %w", name, err)
+	}
+	c.Config = admin.Config()
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kubeconfigFor([]*Cluster{c}), c.Kubeconfig); err != nil {
+		return c, fmt.Errorf("failed to write kubeconfig of cluster %s: %w", name, err)
+	}
+	if c.Client, err = client.New(c.Config, client.Options{Scheme: scheme}); err != nil {
+		return c, fmt.Errorf("failed to build client for cluster %s: %w", name, err)
+	}
+	if withKCM {
+		if c.kcm, err = startControllerManager(c, assets); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// stop stops kube-controller-manager, kube-apiserver and etcd.
+func (c *Cluster) stop() error {
+	var errs []error
+	if c.kcm != nil {
+		errs = append(errs, c.kcm.stop())
+	}
+	if c.env != nil {
+		if err := c.env.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("failed to stop cluster %s: %w", c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kubeconfigFor returns a kubeconfig with one context per cluster, named
+// after the cluster; the first cluster is the current context.
+func kubeconfigFor(clusters []*Cluster) *clientcmdapi.Config {
+	cfg := clientcmdapi.NewConfig()
+	for _, c := range clusters {
+		cfg.Clusters[c.Name] = &clientcmdapi.Cluster{
+			Server:                   c.Config.Host,
+			CertificateAuthorityData: c.Config.CAData,
+		}
+		cfg.AuthInfos[c.Name] = &clientcmdapi.AuthInfo{
+			ClientCertificateData: c.Config.CertData,
+			ClientKeyData:         c.Config.KeyData,
+			Token:                 c.Config.BearerToken,
+		}
+		cfg.Contexts[c.Name] = &clientcmdapi.Context{Cluster: c.Name, AuthInfo: c.Name}
+	}
+	if len(clusters) > 0 {
+		cfg.CurrentContext = clusters[0].Name
+	}
+	return cfg
+}

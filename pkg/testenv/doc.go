@@ -1,0 +1,11 @@
+// Package testenv starts real local Kubernetes clusters for tests: each
+// cluster is its own etcd and kube-apiserver (controller-runtime envtest),
+// optionally with kube-controller-manager so that Deployments make Pods. It
+// writes one kubeconfig per cluster and a merged one with a context per
+// cluster, installs meshrelay's CRDs, runs kubectl against them, and stops
+// everything when the test ends.
+//
+// The binaries come from KUBEBUILDER_ASSETS, or from the folder that
+// `make envtest-assets` fills. When one is missing the test fails and says
+// how to get it; it is never skipped.
+package testenv
