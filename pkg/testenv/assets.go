@@ -23,18 +23,32 @@ const (
 const AssetsEnv = "KUBEBUILDER_ASSETS"
 
 // KubernetesVersion returns the Kubernetes version matching the k8s.io/api
-// module this binary was built with: v0.37.2 gives "1.37.2".
+// module the project requires: v0.37.2 gives "1.37.2". It reads the build
+// info of the running binary and, where that lacks dependencies (test
+// binaries), the repository's go.mod.
 func KubernetesVersion() (string, error) {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "", errors.New("failed to read build info: binary was built without module support")
-	}
-	for _, dep := range info.Deps {
-		if dep.Path == "k8s.io/api" {
-			return kubeVersionOf(dep.Version)
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "k8s.io/api" {
+				return kubeVersionOf(dep.Version)
+			}
 		}
 	}
-	return "", errors.New("failed to find k8s.io/api among the build's dependencies")
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", fmt.Errorf("failed to read go.mod: %w", err)
+	}
+	for line := range strings.Lines(string(data)) {
+		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
+		if len(fields) >= 2 && fields[0] == "k8s.io/api" {
+			return kubeVersionOf(fields[1])
+		}
+	}
+	return "", fmt.Errorf("failed to find k8s.io/api in %s", filepath.Join(root, "go.mod"))
 }
 
 func kubeVersionOf(apiVersion string) (string, error) {

@@ -7,5 +7,6 @@
 //
 // The binaries come from KUBEBUILDER_ASSETS, or from the folder that
 // `make envtest-assets` fills. When one is missing the test fails and says
-// how to get it; it is never skipped.
+// how to get it; it is never skipped for that. Only `go test -short` (make
+// test-unit) skips tests that need local clusters, and says so.
 package testenv

@@ -46,6 +46,9 @@ type Env struct {
 // binary is missing or a cluster does not come up.
 func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs local clusters, which -short (make test-unit) does not start: run make test")
+	}
 	env, err := start(t.TempDir(), opts)
 	if env != nil {
 		t.Cleanup(func() {

@@ -60,7 +60,3 @@ type KubernetesClusterList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []KubernetesCluster `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&KubernetesCluster{}, &KubernetesClusterList{})
-}

@@ -1,17 +1,27 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
-var (
-	// GroupVersion is the API group and version of meshrelay's resources.
-	GroupVersion = schema.GroupVersion{Group: "meshrelay.dev", Version: "v1alpha1"}
+// GroupVersion is the API group and version of meshrelay's resources.
+var GroupVersion = schema.GroupVersion{Group: "meshrelay.dev", Version: "v1alpha1"}
 
+var (
 	// SchemeBuilder registers this package's types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds this package's types to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&KubernetesCluster{}, &KubernetesClusterList{},
+		&RootTrustPolicy{}, &RootTrustPolicyList{},
+	)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

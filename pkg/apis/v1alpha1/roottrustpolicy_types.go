@@ -85,7 +85,3 @@ type RootTrustPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []RootTrustPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&RootTrustPolicy{}, &RootTrustPolicyList{})
-}
