@@ -31,6 +31,9 @@ BENCHCOUNT ?= 5
 TEST_FLAGS ?=
 CONTROLLER_GEN := $(TOOLS)/controller-gen
 STATICCHECK    := $(TOOLS)/staticcheck
+BUF            := $(TOOLS)/buf
+PROTOC_GEN_GO  := $(TOOLS)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(TOOLS)/protoc-gen-go-grpc
 
 ##@ Main
 
@@ -77,9 +80,10 @@ lint: $(STATICCHECK) ## Run gofmt, go vet and the pinned staticcheck.
 	$(STATICCHECK) ./...
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code and CRDs from pkg/apis.
+generate: $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) ## Regenerate deepcopy code, CRDs and the relay API's gRPC code.
 	$(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=manifests/crds
+	$(BUF) generate --template buf.gen.yaml
 
 .PHONY: verify
 verify: ## Check that tidy and generation change nothing and versions agree.
@@ -90,7 +94,7 @@ verify: ## Check that tidy and generation change nothing and versions agree.
 	@pinned=$$(cd hack/controlplane && $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes); \
 	if [[ "$$pinned" != "v$(K8S_VERSION)" ]]; then \
 		echo "hack/controlplane pins k8s.io/kubernetes $$pinned but go.mod has k8s.io/api $(K8S_API_VERSION): set it to v$(K8S_VERSION)"; exit 1; fi
-	@changed=$$(git status --porcelain -- go.mod go.sum hack manifests pkg/apis); \
+	@changed=$$(git status --porcelain -- go.mod go.sum hack manifests pkg/apis relay/api); \
 	if [[ -n "$$changed" ]]; then echo "make verify changed files; commit the result of tidy and generate:"; echo "$$changed"; git diff --stat; exit 1; fi
 	@echo "verify: tidy, generated code and CRDs are up to date; control-plane pin matches Kubernetes $(K8S_VERSION)"
 
@@ -125,6 +129,15 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 
 $(STATICCHECK): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+$(BUF): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ github.com/bufbuild/buf/cmd/buf
+
+$(PROTOC_GEN_GO): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
+
+$(PROTOC_GEN_GO_GRPC): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 .PHONY: clean
 clean: ## Remove bin/ except the cached control-plane binaries.
