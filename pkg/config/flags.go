@@ -1,0 +1,53 @@
+package config
+
+import (
+	"github.com/spf13/pflag"
+)
+
+// BindServer binds s's settings to fs as flags, with s's current values as
+// defaults.
+func BindServer(fs *pflag.FlagSet, s *Server) {
+	fs.StringVar(&s.Namespace, "namespace", s.Namespace, "namespace of the relay secrets and KubernetesClusters")
+	fs.BoolVar(&s.DisableCa, "disable-ca", s.DisableCa, "turn off the built-in CA: never sign, never generate (disableCa)")
+	fs.BoolVar(&s.DisableCaCertGeneration, "disable-ca-cert-generation", s.DisableCaCertGeneration, "never create the root, signing and server certificate secrets; they must exist (disableCaCertGeneration)")
+	fs.BoolVar(&s.DisableTokenGeneration, "disable-token-generation", s.DisableTokenGeneration, "never create the identity token secret (disableTokenGeneration)")
+	bindRef(fs, "signing-tls-secret", "intermediate CA secret that signs client certificates (signingTlsSecret)", &s.SigningTLSSecret)
+	bindRef(fs, "tls-secret", "server certificate secret (tlsSecret)", &s.TLSSecret)
+	bindRef(fs, "root-tls-secret", "root CA secret (rootTlsSecret)", &s.RootTLSSecret)
+	bindToken(fs, &s.TokenSecret)
+	fs.StringVar(&s.Authority, "authority", s.Authority, "SNI name agents dial; the server certificate covers it (authority)")
+	fs.BoolVar(&s.Insecure, "insecure", s.Insecure, "serve plaintext gRPC without TLS: for tests only (insecure)")
+	fs.StringVar(&s.ListenAddress, "listen-address", s.ListenAddress, "relay gRPC address")
+	fs.StringVar(&s.MetricsAddress, "metrics-address", s.MetricsAddress, "address of /metrics, /healthz and /readyz")
+	fs.DurationVar(&s.ClientCertificateTTL.Duration, "client-certificate-ttl", s.ClientCertificateTTL.Duration, "lifetime of signed client certificates, capped by the intermediate's expiry")
+	fs.IntVar(&s.MaxConcurrentSigning, "max-concurrent-signing", s.MaxConcurrentSigning, "Bootstrap and Renew calls in flight across all agents; more get ResourceExhausted")
+	fs.Float64Var(&s.PeerSigningRate, "peer-signing-rate", s.PeerSigningRate, "Bootstrap and Renew calls per second allowed from one peer address")
+	fs.IntVar(&s.PeerSigningBurst, "peer-signing-burst", s.PeerSigningBurst, "Bootstrap and Renew calls one peer address may make at once")
+}
+
+// BindAgent binds a's settings to fs as flags, with a's current values as
+// defaults.
+func BindAgent(fs *pflag.FlagSet, a *Agent) {
+	fs.StringVar(&a.Cluster, "cluster", a.Cluster, "this workload cluster's registered name (a KubernetesCluster on the management cluster)")
+	fs.StringVar(&a.Namespace, "namespace", a.Namespace, "namespace of the agent's relay secrets and Lease")
+	fs.StringVar(&a.ServerAddress, "server-address", a.ServerAddress, "relay-server host:port (serverAddress)")
+	fs.StringVar(&a.Authority, "authority", a.Authority, "SNI name to dial; must match the server certificate (authority)")
+	bindRef(fs, "client-tls-secret", "client certificate secret (clientTlsSecret)", &a.ClientTLSSecret)
+	bindRef(fs, "root-tls-secret", "root CA secret that verifies the server; may hold tls.key to self-issue (rootTlsSecret)", &a.RootTLSSecret)
+	bindToken(fs, &a.TokenSecret)
+	fs.Float64Var(&a.ClientTLSSecretRotationGracePeriodRatio, "client-tls-secret-rotation-grace-period-ratio", a.ClientTLSSecretRotationGracePeriodRatio, "renew when this fraction of the certificate's lifetime is left (clientTlsSecretRotationGracePeriodRatio)")
+	fs.BoolVar(&a.Insecure, "insecure", a.Insecure, "dial plaintext gRPC without TLS: for tests only (insecure)")
+	fs.StringVar(&a.MetricsAddress, "metrics-address", a.MetricsAddress, "address of /metrics, /healthz and /readyz")
+	fs.BoolVar(&a.LeaderElection, "leader-election", a.LeaderElection, "run the rotator only on the replica holding the Lease")
+}
+
+func bindRef(fs *pflag.FlagSet, name, usage string, r *SecretRef) {
+	fs.StringVar(&r.Name, name, r.Name, "name of the "+usage)
+	fs.StringVar(&r.Namespace, name+"-namespace", r.Namespace, "namespace of the "+usage+"; empty means --namespace")
+}
+
+func bindToken(fs *pflag.FlagSet, r *TokenSecretRef) {
+	fs.StringVar(&r.Name, "token-secret", r.Name, "name of the identity token secret (tokenSecret.name)")
+	fs.StringVar(&r.Key, "token-secret-key", r.Key, "key of the token in that secret (tokenSecret.key)")
+	fs.StringVar(&r.Namespace, "token-secret-namespace", r.Namespace, "namespace of that secret; empty means --namespace (tokenSecret.namespace)")
+}

@@ -1,0 +1,147 @@
+package config
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Defaults shared by the server and the agent, from the compatibility table.
+const (
+	DefaultNamespace        = "gloo-mesh"
+	DefaultAuthority        = "gloo-mesh-mgmt-server.gloo-mesh"
+	DefaultRootTLSSecret    = "relay-root-tls-secret"
+	DefaultServerTLSSecret  = "relay-server-tls-secret"
+	DefaultSigningTLSSecret = "relay-tls-signing-secret"
+	DefaultTokenSecret      = "relay-identity-token-secret"
+	DefaultTokenKey         = "token"
+	DefaultClientTLSSecret  = "relay-client-tls-secret"
+	DefaultListenAddress    = ":9900"
+	DefaultMetricsAddress   = ":9091"
+	// DefaultClientCertificateTTL is one year, as the reference documents.
+	DefaultClientCertificateTTL = 365 * 24 * time.Hour
+	// DefaultRotationGracePeriodRatio renews when a tenth of the lifetime is
+	// left: 36.5 days before a one-year certificate expires.
+	DefaultRotationGracePeriodRatio = 0.1
+)
+
+// SecretRef names a secret; an empty namespace means the component's own.
+type SecretRef struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// TokenSecretRef names the identity token secret and the key holding it.
+type TokenSecretRef struct {
+	Name      string `json:"name"`
+	Key       string `json:"key"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// Server is relay-server's configuration.
+type Server struct {
+	// Namespace holds the relay secrets and KubernetesClusters.
+	Namespace string `json:"namespace"`
+	// DisableCa turns off the built-in CA: no signing, no generation; agents
+	// must be given client certificates (for example by cert-manager).
+	DisableCa bool `json:"disableCa"`
+	// DisableCaCertGeneration keeps the CA but never creates the root,
+	// intermediate or server certificate secrets: they must be provided.
+	DisableCaCertGeneration bool `json:"disableCaCertGeneration"`
+	// DisableTokenGeneration never creates the identity token secret.
+	DisableTokenGeneration bool           `json:"disableTokenGeneration"`
+	SigningTLSSecret       SecretRef      `json:"signingTlsSecret"`
+	TLSSecret              SecretRef      `json:"tlsSecret"`
+	RootTLSSecret          SecretRef      `json:"rootTlsSecret"`
+	TokenSecret            TokenSecretRef `json:"tokenSecret"`
+	// Authority is the SNI name agents dial; the server certificate covers it.
+	Authority string `json:"authority"`
+	// Insecure serves plaintext gRPC with no certificates at all.
+	Insecure bool `json:"insecure"`
+	// ListenAddress is the relay gRPC address.
+	ListenAddress string `json:"listenAddress"`
+	// MetricsAddress serves /metrics, /healthz and /readyz.
+	MetricsAddress string `json:"metricsAddress"`
+	// ClientCertificateTTL is the lifetime of the client certificates the
+	// server signs, capped by the intermediate's own expiry.
+	ClientCertificateTTL metav1.Duration `json:"clientCertificateTTL"`
+	// MaxConcurrentSigning caps Bootstrap and Renew calls in flight across
+	// all peers; more are refused at once with ResourceExhausted.
+	MaxConcurrentSigning int `json:"maxConcurrentSigning"`
+	// PeerSigningRate is how many Bootstrap or Renew calls one peer address
+	// may make per second, with PeerSigningBurst at once.
+	PeerSigningRate  float64 `json:"peerSigningRate"`
+	PeerSigningBurst int     `json:"peerSigningBurst"`
+}
+
+// Agent is relay-agent's configuration.
+type Agent struct {
+	// Cluster is this workload cluster's registered name.
+	Cluster string `json:"cluster"`
+	// Namespace holds the agent's relay secrets and its Lease.
+	Namespace string `json:"namespace"`
+	// ServerAddress is host:port of relay-server's gRPC endpoint.
+	ServerAddress string `json:"serverAddress"`
+	// Authority is the SNI name; it must match the server certificate.
+	Authority       string         `json:"authority"`
+	ClientTLSSecret SecretRef      `json:"clientTlsSecret"`
+	RootTLSSecret   SecretRef      `json:"rootTlsSecret"`
+	TokenSecret     TokenSecretRef `json:"tokenSecret"`
+	// ClientTLSSecretRotationGracePeriodRatio renews the client certificate
+	// when this fraction of its lifetime is left.
+	ClientTLSSecretRotationGracePeriodRatio float64 `json:"clientTlsSecretRotationGracePeriodRatio"`
+	// Insecure dials plaintext gRPC with no certificates at all.
+	Insecure bool `json:"insecure"`
+	// MetricsAddress serves /metrics, /healthz and /readyz.
+	MetricsAddress string `json:"metricsAddress"`
+	// LeaderElection runs the rotator only on the replica holding the Lease.
+	LeaderElection bool `json:"leaderElection"`
+}
+
+// DefaultServer returns the server settings of the reference's defaults.
+func DefaultServer() Server {
+	return Server{
+		Namespace:            DefaultNamespace,
+		SigningTLSSecret:     SecretRef{Name: DefaultSigningTLSSecret},
+		TLSSecret:            SecretRef{Name: DefaultServerTLSSecret},
+		RootTLSSecret:        SecretRef{Name: DefaultRootTLSSecret},
+		TokenSecret:          TokenSecretRef{Name: DefaultTokenSecret, Key: DefaultTokenKey},
+		Authority:            DefaultAuthority,
+		ListenAddress:        DefaultListenAddress,
+		MetricsAddress:       DefaultMetricsAddress,
+		ClientCertificateTTL: metav1.Duration{Duration: DefaultClientCertificateTTL},
+		MaxConcurrentSigning: 64,
+		PeerSigningRate:      5,
+		PeerSigningBurst:     10,
+	}
+}
+
+// DefaultAgent returns the agent settings of the reference's defaults.
+func DefaultAgent() Agent {
+	return Agent{
+		Namespace:                               DefaultNamespace,
+		Authority:                               DefaultAuthority,
+		ClientTLSSecret:                         SecretRef{Name: DefaultClientTLSSecret},
+		RootTLSSecret:                           SecretRef{Name: DefaultRootTLSSecret},
+		TokenSecret:                             TokenSecretRef{Name: DefaultTokenSecret, Key: DefaultTokenKey},
+		ClientTLSSecretRotationGracePeriodRatio: DefaultRotationGracePeriodRatio,
+		MetricsAddress:                          DefaultMetricsAddress,
+		LeaderElection:                          true,
+	}
+}
+
+// In returns ref's namespace, or ns when ref leaves it empty.
+func (r SecretRef) In(ns string) string {
+	if r.Namespace != "" {
+		return r.Namespace
+	}
+	return ns
+}
+
+// In returns ref's namespace, or ns when ref leaves it empty.
+func (r TokenSecretRef) In(ns string) string {
+	if r.Namespace != "" {
+		return r.Namespace
+	}
+	return ns
+}
