@@ -1,0 +1,165 @@
+package pki
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+)
+
+// Bounds on what the decoders accept. Real relay secrets are a few KiB.
+const (
+	// MaxPEMBytes is the largest PEM input accepted.
+	MaxPEMBytes = 64 << 10
+	// MaxChainLength is the most certificates one chain may hold.
+	MaxChainLength = 10
+)
+
+// PEM block types.
+const (
+	blockCertificate = "CERTIFICATE"
+	blockCSR         = "CERTIFICATE REQUEST"
+	blockPKCS1       = "RSA PRIVATE KEY"
+	blockSEC1        = "EC PRIVATE KEY"
+	blockPKCS8       = "PRIVATE KEY"
+)
+
+// DecodeError says which PEM block of an input is wrong and why. Block
+// counts from 1; 0 means the input as a whole.
+type DecodeError struct {
+	Block  int
+	Type   string
+	Reason string
+}
+
+func (e *DecodeError) Error() string {
+	if e.Block == 0 {
+		return e.Reason
+	}
+	return fmt.Sprintf("block %d (%q): %s", e.Block, e.Type, e.Reason)
+}
+
+// blocks splits data into its PEM blocks, refusing inputs over MaxPEMBytes,
+// inputs with no block, more than max blocks (of what), and non-space
+// bytes after the last block.
+func blocks(data []byte, max int, what string) ([]*pem.Block, error) {
+	if len(data) > MaxPEMBytes {
+		return nil, &DecodeError{Reason: fmt.Sprintf("input is %d bytes, more than the %d allowed", len(data), MaxPEMBytes)}
+	}
+	var out []*pem.Block
+	rest := data
+	for {
+		block, next := pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if len(out) == max {
+			return nil, &DecodeError{Reason: fmt.Sprintf("input has more than %d %s", max, what)}
+		}
+		out = append(out, block)
+		rest = next
+	}
+	if len(out) == 0 {
+		if len(bytes.TrimSpace(data)) == 0 {
+			return nil, &DecodeError{Reason: "input is empty: expected PEM data"}
+		}
+		return nil, &DecodeError{Reason: "no PEM data found: expected a block starting with \"-----BEGIN\""}
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, &DecodeError{Block: len(out), Type: out[len(out)-1].Type, Reason: fmt.Sprintf("followed by %d bytes that are not PEM", len(bytes.TrimSpace(rest)))}
+	}
+	return out, nil
+}
+
+// DecodeCertificates decodes a PEM chain of at most MaxChainLength
+// certificates, in the order given.
+func DecodeCertificates(data []byte) ([]*x509.Certificate, error) {
+	bs, err := blocks(data, MaxChainLength, "certificates")
+	if err != nil {
+		return nil, err
+	}
+	certs := make([]*x509.Certificate, 0, len(bs))
+	for i, b := range bs {
+		if b.Type != blockCertificate {
+			return nil, &DecodeError{Block: i + 1, Type: b.Type, Reason: "expected \"CERTIFICATE\""}
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, &DecodeError{Block: i + 1, Type: b.Type, Reason: fmt.Sprintf("failed to parse certificate: %v", err)}
+		}
+		certs = append(certs, cert)
+	}
+	return certs, nil
+}
+
+// DecodeCertificate decodes exactly one PEM certificate.
+func DecodeCertificate(data []byte) (*x509.Certificate, error) {
+	certs, err := DecodeCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) != 1 {
+		return nil, &DecodeError{Reason: fmt.Sprintf("expected one certificate, found %d", len(certs))}
+	}
+	return certs[0], nil
+}
+
+// DecodePrivateKey decodes one PEM private key: PKCS#1 ("RSA PRIVATE KEY"),
+// SEC1 ("EC PRIVATE KEY") or PKCS#8 ("PRIVATE KEY", including Ed25519).
+// Encrypted keys are refused.
+func DecodePrivateKey(data []byte) (crypto.Signer, error) {
+	bs, err := blocks(data, 1, "PEM block: expected one private key")
+	if err != nil {
+		return nil, err
+	}
+	b := bs[0]
+	fail := func(reason string) error { return &DecodeError{Block: 1, Type: b.Type, Reason: reason} }
+	if _, encrypted := b.Headers["Proc-Type"]; encrypted || b.Type == "ENCRYPTED PRIVATE KEY" {
+		return nil, fail("the key is encrypted: store it unencrypted, the secret protects it")
+	}
+	var key any
+	switch b.Type {
+	case blockPKCS1:
+		key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+	case blockSEC1:
+		key, err = x509.ParseECPrivateKey(b.Bytes)
+	case blockPKCS8:
+		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+	default:
+		return nil, fail(`expected "PRIVATE KEY", "RSA PRIVATE KEY" or "EC PRIVATE KEY"`)
+	}
+	if err != nil {
+		return nil, fail(fmt.Sprintf("failed to parse private key: %v", err))
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return k, nil
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	}
+	return nil, fail(fmt.Sprintf("unsupported private key type %T", key))
+}
+
+// DecodeCSR decodes one PEM certificate request. It does not check its
+// signature; Issuer.Sign does.
+func DecodeCSR(data []byte) (*x509.CertificateRequest, error) {
+	bs, err := blocks(data, 1, "PEM block: expected one certificate request")
+	if err != nil {
+		return nil, err
+	}
+	b := bs[0]
+	if b.Type != blockCSR && b.Type != "NEW CERTIFICATE REQUEST" {
+		return nil, &DecodeError{Block: 1, Type: b.Type, Reason: `expected "CERTIFICATE REQUEST"`}
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return nil, &DecodeError{Block: 1, Type: b.Type, Reason: fmt.Sprintf("failed to parse certificate request: %v", err)}
+	}
+	return csr, nil
+}

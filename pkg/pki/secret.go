@@ -1,0 +1,108 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"time"
+)
+
+// Keys of a kubernetes.io/tls secret as the relay uses it.
+const (
+	KeyTLSCert = "tls.crt"
+	KeyTLSKey  = "tls.key"
+	KeyCACert  = "ca.crt"
+)
+
+// SecretError is a problem with one key of a secret.
+type SecretError struct {
+	// Key is the secret data key at fault, such as "tls.crt".
+	Key string
+	Err error
+}
+
+func (e *SecretError) Error() string { return fmt.Sprintf("data[%s]: %v", e.Key, e.Err) }
+
+func (e *SecretError) Unwrap() error { return e.Err }
+
+// KeyPair is a decoded and checked tls.crt, tls.key and ca.crt.
+type KeyPair struct {
+	// Cert is the first certificate of tls.crt.
+	Cert *x509.Certificate
+	// Intermediates are the rest of tls.crt.
+	Intermediates []*x509.Certificate
+	Key           crypto.Signer
+	// Roots are the certificates of ca.crt.
+	Roots []*x509.Certificate
+	// Chain is the verified chain from Cert to a root.
+	Chain []*x509.Certificate
+}
+
+// DecodeKeyPair decodes tls.crt, tls.key and ca.crt and checks that the key
+// matches the certificate, without verifying the chain.
+func DecodeKeyPair(tlsCrt, tlsKey, caCrt []byte) (*KeyPair, error) {
+	certs, err := DecodeCertificates(tlsCrt)
+	if err != nil {
+		return nil, &SecretError{KeyTLSCert, err}
+	}
+	key, err := DecodePrivateKey(tlsKey)
+	if err != nil {
+		return nil, &SecretError{KeyTLSKey, err}
+	}
+	if err := KeyMatchesCertificate(key, certs[0]); err != nil {
+		return nil, &SecretError{KeyTLSKey, err}
+	}
+	kp := &KeyPair{Cert: certs[0], Intermediates: certs[1:], Key: key}
+	if len(caCrt) > 0 {
+		if kp.Roots, err = DecodeCertificates(caCrt); err != nil {
+			return nil, &SecretError{KeyCACert, err}
+		}
+	}
+	return kp, nil
+}
+
+// ValidateClientSecret checks a relay-client-tls-secret: the data decode,
+// tls.key matches tls.crt, the chain verifies to ca.crt for client auth at
+// now, and the one DNS SAN is cluster.
+func ValidateClientSecret(tlsCrt, tlsKey, caCrt []byte, cluster string, now time.Time) (*KeyPair, error) {
+	kp, err := validateLeaf(tlsCrt, tlsKey, caCrt, RoleClient, now)
+	if err != nil {
+		return nil, err
+	}
+	name, err := ClientIdentity(kp.Cert)
+	if err != nil {
+		return nil, &SecretError{KeyTLSCert, err}
+	}
+	if name != cluster {
+		return nil, &SecretError{KeyTLSCert, fmt.Errorf("client certificate is for cluster %q, not this cluster %q: issue it with DNS name %q", name, cluster, cluster)}
+	}
+	return kp, nil
+}
+
+// ValidateServerSecret checks a relay-server-tls-secret: the data decode,
+// tls.key matches tls.crt, the chain verifies to ca.crt for server auth at
+// now, and the DNS SANs cover authority.
+func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now time.Time) (*KeyPair, error) {
+	kp, err := validateLeaf(tlsCrt, tlsKey, caCrt, RoleServer, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := CoversAuthority(kp.Cert, authority); err != nil {
+		return nil, &SecretError{KeyTLSCert, err}
+	}
+	return kp, nil
+}
+
+func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*KeyPair, error) {
+	kp, err := DecodeKeyPair(tlsCrt, tlsKey, caCrt)
+	if err != nil {
+		return nil, err
+	}
+	if len(kp.Roots) == 0 {
+		return nil, &SecretError{KeyCACert, fmt.Errorf("missing: add the root CA certificate that signed the chain")}
+	}
+	if kp.Chain, err = VerifyChain(kp.Cert, kp.Intermediates, kp.Roots, role, now); err != nil {
+		return nil, &SecretError{KeyTLSCert, err}
+	}
+	return kp, nil
+}
