@@ -66,31 +66,26 @@ func TestValidateSecretsNameTheKeyAtFault(t *testing.T) {
 		name         string
 		crt, key, ca []byte
 		server       bool
+		cluster      string
 		want         string
 	}{
-		{"a good client secret passes", cli.CertPEM(), cliKey, cli.CAPEM(), false, ""},
-		{"a client secret for another cluster names both", cli.CertPEM(), cliKey, cli.CAPEM(), true, ""},
-		{"a broken tls.crt is named", []byte("x"), cliKey, cli.CAPEM(), false, "data[tls.crt]: no PEM data found"},
-		{"a broken tls.key is named", cli.CertPEM(), []byte("x"), cli.CAPEM(), false, "data[tls.key]: no PEM data found"},
-		{"a key of another certificate is named", cli.CertPEM(), srvKey, cli.CAPEM(), false, "data[tls.key]: private key does not match"},
-		{"a broken ca.crt is named", cli.CertPEM(), cliKey, []byte("x"), false, "data[ca.crt]: no PEM data found"},
-		{"a missing ca.crt is named", cli.CertPEM(), cliKey, nil, false, "data[ca.crt]: missing"},
-		{"a chain to another root is named", cli.CertPEM(), cliKey, other.root.CertPEM(), false, "data[tls.crt]: client certificate chain does not verify"},
-		{"a server certificate as client is refused", srv.CertPEM(), srvKey, srv.CAPEM(), false, "incompatible key usage"},
-		{"a server secret covering the authority passes", srv.CertPEM(), srvKey, srv.CAPEM(), true, ""},
+		{"a good client secret passes", cli.CertPEM(), cliKey, cli.CAPEM(), false, "cluster-1", ""},
+		{"a client secret for another cluster names both", cli.CertPEM(), cliKey, cli.CAPEM(), false, "cluster-2", `client certificate is for cluster "cluster-1", not this cluster "cluster-2"`},
+		{"a broken tls.crt is named", []byte("x"), cliKey, cli.CAPEM(), false, "cluster-1", "data[tls.crt]: no PEM data found"},
+		{"a broken tls.key is named", cli.CertPEM(), []byte("x"), cli.CAPEM(), false, "cluster-1", "data[tls.key]: no PEM data found"},
+		{"a key of another certificate is named", cli.CertPEM(), srvKey, cli.CAPEM(), false, "cluster-1", "data[tls.key]: private key does not match"},
+		{"a broken ca.crt is named", cli.CertPEM(), cliKey, []byte("x"), false, "cluster-1", "data[ca.crt]: no PEM data found"},
+		{"a missing ca.crt is named", cli.CertPEM(), cliKey, nil, false, "cluster-1", "data[ca.crt]: missing"},
+		{"a chain to another root is named", cli.CertPEM(), cliKey, other.root.CertPEM(), false, "cluster-1", "data[tls.crt]: client certificate chain does not verify"},
+		{"a server certificate as client is refused", srv.CertPEM(), srvKey, srv.CAPEM(), false, "cluster-1", "incompatible key usage"},
+		{"a server secret covering the authority passes", srv.CertPEM(), srvKey, srv.CAPEM(), true, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
 			if tc.server {
-				crt, key := tc.crt, tc.key
-				if tc.name == "a client secret for another cluster names both" {
-					_, err = ValidateClientSecret(crt, key, tc.ca, "cluster-2", t0)
-					wantErr(t, err, `client certificate is for cluster "cluster-1", not this cluster "cluster-2"`)
-					return
-				}
-				_, err = ValidateServerSecret(crt, key, tc.ca, "gloo-mesh-mgmt-server.gloo-mesh", t0)
+				_, err = ValidateServerSecret(tc.crt, tc.key, tc.ca, "gloo-mesh-mgmt-server.gloo-mesh", t0)
 			} else {
-				_, err = ValidateClientSecret(tc.crt, tc.key, tc.ca, "cluster-1", t0)
+				_, err = ValidateClientSecret(tc.crt, tc.key, tc.ca, tc.cluster, t0)
 			}
 			wantErr(t, err, tc.want)
 		})
