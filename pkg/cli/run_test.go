@@ -19,7 +19,9 @@ func TestRunMapsErrorsToExitStatus(t *testing.T) {
 	}{
 		{"a command that succeeds exits 0 and prints nothing", func(*cobra.Command, []string) error { return nil }, nil, 0, ""},
 		{"a plain error exits 1 with its message", func(*cobra.Command, []string) error { return errors.New("failed to read secret") }, nil, 1, "Error: failed to read secret\n"},
-		{"an ExitError exits with its code", func(*cobra.Command, []string) error { return &ExitError{Code: 3, Err: errors.New("check found 2 problems")} }, nil, 3, "Error: check found 2 problems\n"},
+		{"an ExitError exits with its code", func(*cobra.Command, []string) error {
+			return &ExitError{Code: 3, Err: errors.New("check found 2 problems")}
+		}, nil, 3, "Error: check found 2 problems\n"},
 		{"a capability not built yet exits 2 and points at the README", func(*cobra.Command, []string) error { return NotYetBuilt("relay-agent") }, nil, 2, "relay-agent is not built yet"},
 		{"an unknown flag exits 1 naming the flag", func(*cobra.Command, []string) error { return nil }, []string{"--bogus"}, 1, "unknown flag: --bogus"},
 	} {

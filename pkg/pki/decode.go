@@ -110,16 +110,12 @@ func DecodeCertificate(data []byte) (*x509.Certificate, error) {
 
 // DecodePrivateKey decodes one PEM private key: PKCS#1 ("RSA PRIVATE KEY"),
 // SEC1 ("EC PRIVATE KEY") or PKCS#8 ("PRIVATE KEY", including Ed25519).
-// Encrypted keys are refused.
+// Encrypted keys are refused. The key is fully validated, so it is ready to
+// sign with.
 func DecodePrivateKey(data []byte) (crypto.Signer, error) {
-	bs, err := blocks(data, 1, "PEM block: expected one private key")
+	b, err := keyBlock(data)
 	if err != nil {
 		return nil, err
-	}
-	b := bs[0]
-	fail := func(reason string) error { return &DecodeError{Block: 1, Type: b.Type, Reason: reason} }
-	if _, encrypted := b.Headers["Proc-Type"]; encrypted || b.Type == "ENCRYPTED PRIVATE KEY" {
-		return nil, fail("the key is encrypted: store it unencrypted, the secret protects it")
 	}
 	var key any
 	switch b.Type {
@@ -129,11 +125,9 @@ func DecodePrivateKey(data []byte) (crypto.Signer, error) {
 		key, err = x509.ParseECPrivateKey(b.Bytes)
 	case blockPKCS8:
 		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-	default:
-		return nil, fail(`expected "PRIVATE KEY", "RSA PRIVATE KEY" or "EC PRIVATE KEY"`)
 	}
 	if err != nil {
-		return nil, fail(fmt.Sprintf("failed to parse private key: %v", err))
+		return nil, keyError(b, fmt.Sprintf("failed to parse private key: %v", err))
 	}
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
@@ -143,7 +137,28 @@ func DecodePrivateKey(data []byte) (crypto.Signer, error) {
 	case ed25519.PrivateKey:
 		return k, nil
 	}
-	return nil, fail(fmt.Sprintf("unsupported private key type %T", key))
+	return nil, keyError(b, fmt.Sprintf("unsupported private key type %T", key))
+}
+
+// keyBlock decodes the one PEM block of a private key and checks its type.
+func keyBlock(data []byte) (*pem.Block, error) {
+	bs, err := blocks(data, 1, "PEM block: expected one private key")
+	if err != nil {
+		return nil, err
+	}
+	b := bs[0]
+	if _, encrypted := b.Headers["Proc-Type"]; encrypted || b.Type == "ENCRYPTED PRIVATE KEY" {
+		return nil, keyError(b, "the key is encrypted: store it unencrypted, the secret protects it")
+	}
+	switch b.Type {
+	case blockPKCS1, blockSEC1, blockPKCS8:
+		return b, nil
+	}
+	return nil, keyError(b, `expected "PRIVATE KEY", "RSA PRIVATE KEY" or "EC PRIVATE KEY"`)
+}
+
+func keyError(b *pem.Block, reason string) error {
+	return &DecodeError{Block: 1, Type: b.Type, Reason: reason}
 }
 
 // DecodeCSR decodes one PEM certificate request. It does not check its

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"fmt"
@@ -34,6 +35,16 @@ type KeyPair struct {
 	Key           crypto.Signer
 	// Roots are the certificates of ca.crt.
 	Roots []*x509.Certificate
+}
+
+// Verified is a secret whose tls.crt chain verified to its ca.crt.
+type Verified struct {
+	// Cert is the first certificate of tls.crt.
+	Cert *x509.Certificate
+	// Intermediates are the rest of tls.crt.
+	Intermediates []*x509.Certificate
+	// Roots are the certificates of ca.crt.
+	Roots []*x509.Certificate
 	// Chain is the verified chain from Cert to a root.
 	Chain []*x509.Certificate
 }
@@ -64,7 +75,7 @@ func DecodeKeyPair(tlsCrt, tlsKey, caCrt []byte) (*KeyPair, error) {
 // ValidateClientSecret checks a relay-client-tls-secret: the data decode,
 // tls.key matches tls.crt, the chain verifies to ca.crt for client auth at
 // now, and the one DNS SAN is cluster.
-func ValidateClientSecret(tlsCrt, tlsKey, caCrt []byte, cluster string, now time.Time) (*KeyPair, error) {
+func ValidateClientSecret(tlsCrt, tlsKey, caCrt []byte, cluster string, now time.Time) (*Verified, error) {
 	kp, err := validateLeaf(tlsCrt, tlsKey, caCrt, RoleClient, now)
 	if err != nil {
 		return nil, err
@@ -82,7 +93,7 @@ func ValidateClientSecret(tlsCrt, tlsKey, caCrt []byte, cluster string, now time
 // ValidateServerSecret checks a relay-server-tls-secret: the data decode,
 // tls.key matches tls.crt, the chain verifies to ca.crt for server auth at
 // now, and the DNS SANs cover authority.
-func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now time.Time) (*KeyPair, error) {
+func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now time.Time) (*Verified, error) {
 	kp, err := validateLeaf(tlsCrt, tlsKey, caCrt, RoleServer, now)
 	if err != nil {
 		return nil, err
@@ -93,16 +104,29 @@ func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now ti
 	return kp, nil
 }
 
-func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*KeyPair, error) {
-	kp, err := DecodeKeyPair(tlsCrt, tlsKey, caCrt)
+// validateLeaf decodes and checks a leaf secret. The key is matched by its
+// public half (PublicKeyOfPrivateKey), not loaded for signing.
+func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*Verified, error) {
+	certs, err := DecodeCertificates(tlsCrt)
 	if err != nil {
-		return nil, err
-	}
-	if len(kp.Roots) == 0 {
-		return nil, &SecretError{KeyCACert, fmt.Errorf("missing: add the root CA certificate that signed the chain")}
-	}
-	if kp.Chain, err = VerifyChain(kp.Cert, kp.Intermediates, kp.Roots, role, now); err != nil {
 		return nil, &SecretError{KeyTLSCert, err}
 	}
-	return kp, nil
+	pub, err := PublicKeyOfPrivateKey(tlsKey)
+	if err != nil {
+		return nil, &SecretError{KeyTLSKey, err}
+	}
+	if err := PublicKeyMatchesCertificate(pub, certs[0]); err != nil {
+		return nil, &SecretError{KeyTLSKey, err}
+	}
+	v := &Verified{Cert: certs[0], Intermediates: certs[1:]}
+	if len(bytes.TrimSpace(caCrt)) == 0 {
+		return nil, &SecretError{KeyCACert, fmt.Errorf("missing: add the root CA certificate that signed the chain")}
+	}
+	if v.Roots, err = DecodeCertificates(caCrt); err != nil {
+		return nil, &SecretError{KeyCACert, err}
+	}
+	if v.Chain, err = VerifyChain(v.Cert, v.Intermediates, v.Roots, role, now); err != nil {
+		return nil, &SecretError{KeyTLSCert, err}
+	}
+	return v, nil
 }
