@@ -8,14 +8,13 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/kube"
 )
 
 // startTimeout bounds how long etcd and kube-apiserver may take to answer.
@@ -40,16 +39,7 @@ type Cluster struct {
 }
 
 // Scheme returns a scheme with the core Kubernetes types and meshrelay's.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("failed to add core types to scheme: %w", err)
-	}
-	if err := meshv1alpha1.AddToScheme(s); err != nil {
-		return nil, fmt.Errorf("failed to add meshrelay types to scheme: %w", err)
-	}
-	return s, nil
-}
+func Scheme() (*runtime.Scheme, error) { return kube.Scheme() }
 
 // startCluster starts etcd and kube-apiserver for one cluster in dir,
 // installs the CRDs found in crdDirs, and starts kube-controller-manager

@@ -1,0 +1,24 @@
+// Package kube holds what every meshrelay component needs to talk to
+// Kubernetes: the scheme of the core types and meshrelay's own.
+package kube
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+)
+
+// Scheme returns a scheme with the core Kubernetes types and meshrelay's.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add core types to scheme: %w", err)
+	}
+	if err := meshv1alpha1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("failed to add meshrelay types to scheme: %w", err)
+	}
+	return s, nil
+}

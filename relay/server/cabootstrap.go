@@ -1,0 +1,216 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// Lifetimes of what the server generates. The reference does not rotate the
+// root, the intermediate or the server certificate, so they are long.
+const (
+	rootTTL         = 10 * 365 * 24 * time.Hour
+	intermediateTTL = 5 * 365 * 24 * time.Hour
+	serverCertTTL   = 2 * 365 * 24 * time.Hour
+)
+
+// generatedLabel marks the secrets the server generated, so that relayctl
+// backup finds them.
+const generatedLabel = "meshrelay.dev/generated"
+
+// EnsureCA creates what flow 1 of the design needs and is absent: the root
+// CA, the intermediate signing CA, the server certificate and the identity
+// token, each in its secret, as the settings allow. It only ever creates:
+// a secret that exists is used as it is, never overwritten, so any number
+// of replicas may run it at once; the one whose create wins defines the
+// material and the others read it back.
+func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr.Logger) error {
+	if !cfg.DisableTokenGeneration {
+		if err := ensureToken(ctx, c, cfg, log); err != nil {
+			return err
+		}
+	}
+	if cfg.DisableCa || cfg.DisableCaCertGeneration {
+		return nil
+	}
+	now := time.Now()
+	root, err := ensureCASecret(ctx, c, ref(cfg.RootTLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
+		return pki.NewRootCA(pki.Options{CommonName: "meshrelay-root-ca", Organization: []string{"meshrelay"}, TTL: rootTTL, Now: now})
+	})
+	if err != nil {
+		return err
+	}
+	_, err = ensureCASecret(ctx, c, ref(cfg.SigningTLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
+		if root.Key == nil {
+			return nil, fmt.Errorf("secret %s has no tls.key to sign an intermediate with: provide %s, or add the root key",
+				ref(cfg.RootTLSSecret, cfg.Namespace), ref(cfg.SigningTLSSecret, cfg.Namespace))
+		}
+		return root.NewIntermediateCA(pki.Options{CommonName: "meshrelay-signing-ca", Organization: []string{"meshrelay"}, TTL: intermediateTTL, Now: now})
+	})
+	if err != nil {
+		return err
+	}
+	_, err = ensureCASecret(ctx, c, ref(cfg.TLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
+		if root.Key == nil {
+			return nil, fmt.Errorf("secret %s has no tls.key to sign the server certificate with: provide %s",
+				ref(cfg.RootTLSSecret, cfg.Namespace), ref(cfg.TLSSecret, cfg.Namespace))
+		}
+		return root.IssueServer(pki.Options{
+			CommonName: cfg.Authority,
+			DNSNames:   uniq("*."+cfg.Namespace, cfg.Authority),
+			TTL:        serverCertTTL,
+			Now:        now,
+		})
+	})
+	return err
+}
+
+func ref(r config.SecretRef, ns string) types.NamespacedName {
+	return types.NamespacedName{Namespace: r.In(ns), Name: r.Name}
+}
+
+func uniq(names ...string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ensureCASecret returns the certificate stored in the secret key, creating
+// the secret from make when it is absent. The stored key may be missing
+// (a root without tls.key); the certificate must decode.
+func ensureCASecret(ctx context.Context, c client.Client, key types.NamespacedName, log logr.Logger, make func() (*pki.Certified, error)) (*pki.Certified, error) {
+	var s corev1.Secret
+	err := c.Get(ctx, key, &s)
+	if apierrors.IsNotFound(err) {
+		made, merr := make()
+		if merr != nil {
+			return nil, merr
+		}
+		keyPEM, kerr := made.KeyPEM()
+		if kerr != nil {
+			return nil, kerr
+		}
+		s = corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true"}},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{pki.KeyTLSCert: made.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: made.CAPEM()},
+		}
+		err = c.Create(ctx, &s)
+		if err == nil {
+			log.Info("created secret", "secret", key.String(), "notAfter", made.Cert.NotAfter)
+			return made, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("failed to create secret %s: %w", key, err)
+		}
+		// Another replica won the race: use what it stored.
+		err = getUncached(ctx, c, key, &s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to get secret %s: %w", key, err)
+	}
+	return certifiedFromSecret(&s)
+}
+
+// getUncached retries a Get until a just-created object shows in the cache.
+func getUncached(ctx context.Context, c client.Client, key types.NamespacedName, s *corev1.Secret) error {
+	var err error
+	for range 50 {
+		if err = c.Get(ctx, key, s); !apierrors.IsNotFound(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// certifiedFromSecret reads tls.crt (leaf then intermediates), tls.key when
+// present, and ca.crt (the root) from a CA secret. A root secret may hold
+// only ca.crt.
+func certifiedFromSecret(s *corev1.Secret) (*pki.Certified, error) {
+	crt := s.Data[pki.KeyTLSCert]
+	if len(crt) == 0 {
+		crt = s.Data[pki.KeyCACert]
+	}
+	certs, err := pki.DecodeCertificates(crt)
+	if err != nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSCert, Err: err})
+	}
+	c := &pki.Certified{Cert: certs[0], Issuers: certs[1:]}
+	if ca := s.Data[pki.KeyCACert]; len(ca) > 0 {
+		roots, err := pki.DecodeCertificates(ca)
+		if err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err})
+		}
+		if !roots[0].Equal(c.Cert) && (len(c.Issuers) == 0 || !c.Issuers[len(c.Issuers)-1].Equal(roots[0])) {
+			c.Issuers = append(c.Issuers, roots[0])
+		}
+	}
+	if key := s.Data[pki.KeyTLSKey]; len(key) > 0 {
+		if c.Key, err = pki.DecodePrivateKey(key); err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
+		}
+		if err := pki.KeyMatchesCertificate(c.Key, c.Cert); err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
+		}
+	}
+	return c, nil
+}
+
+// tokenBytes is the entropy of a generated identity token.
+const tokenBytes = 32
+
+func ensureToken(ctx context.Context, c client.Client, cfg *config.Server, log logr.Logger) error {
+	key := types.NamespacedName{Namespace: cfg.TokenSecret.In(cfg.Namespace), Name: cfg.TokenSecret.Name}
+	var s corev1.Secret
+	err := c.Get(ctx, key, &s)
+	if err == nil {
+		if len(s.Data[cfg.TokenSecret.Key]) == 0 {
+			return fmt.Errorf("secret %s has no %q key: add the identity token under it, or delete the secret so the server generates one", key, cfg.TokenSecret.Key)
+		}
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("failed to get secret %s: %w", key, err)
+	}
+	raw := make([]byte, tokenBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return fmt.Errorf("failed to generate identity token: %w", err)
+	}
+	s = corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true"}},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{cfg.TokenSecret.Key: []byte(base64.RawURLEncoding.EncodeToString(raw))},
+	}
+	switch err := c.Create(ctx, &s); {
+	case err == nil:
+		log.Info("created identity token secret", "secret", key.String())
+		return nil
+	case apierrors.IsAlreadyExists(err):
+		return nil
+	default:
+		return fmt.Errorf("failed to create secret %s: %w", key, err)
+	}
+}

@@ -1,0 +1,6 @@
+// Package server is the management side of the relay: it bootstraps the CA
+// into secrets, checks identity tokens, signs agents' CSRs with the
+// intermediate, serves the Relay gRPC API over mutual TLS with credentials
+// that reload when their secrets change, and tracks which clusters are
+// connected.
+package server

@@ -1,0 +1,57 @@
+package server
+
+import (
+	"context"
+	"net"
+
+	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// InsecureClusterHeader names the caller's cluster in insecure mode, where
+// no certificate can. It is trusted as is: insecure mode is for tests.
+const InsecureClusterHeader = "x-meshrelay-cluster"
+
+// callerCluster returns the cluster the caller proved with its verified
+// client certificate (its one DNS SAN), or in insecure mode the cluster it
+// names in InsecureClusterHeader.
+func callerCluster(ctx context.Context, insecure bool) (string, error) {
+	if insecure {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if v := md.Get(InsecureClusterHeader); len(v) == 1 && pki.CheckDNSLabel(v[0]) == nil {
+			return v[0], nil
+		}
+		return "", status.Errorf(codes.Unauthenticated, "insecure mode: send the cluster name in the %s header", InsecureClusterHeader)
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := p.AuthInfo.(grpccreds.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 {
+		return "", status.Error(codes.Unauthenticated, "this call needs a client certificate: bootstrap first, then connect with relay-client-tls-secret")
+	}
+	name, err := pki.ClientIdentity(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return "", status.Error(codes.Unauthenticated, err.Error())
+	}
+	return name, nil
+}
+
+// peerHost returns the caller's IP address, the key of its rate limit.
+func peerHost(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}

@@ -1,0 +1,271 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// Options wire a Server.
+type Options struct {
+	Config     config.Server
+	RESTConfig *rest.Config
+	Log        logr.Logger
+	// Listener and MetricsListener, when set, replace Config.ListenAddress
+	// and Config.MetricsAddress (tests listen on 127.0.0.1:0).
+	Listener, MetricsListener net.Listener
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is a relay server.
+type Server struct {
+	opts     Options
+	cfg      *config.Server
+	log      logr.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+	creds    *credentials
+	svc      *service
+	ready    atomic.Bool
+}
+
+// New validates opts and builds a server; Run starts it.
+func New(opts Options) (*Server, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid relay-server settings: %w", err)
+	}
+	if opts.RESTConfig == nil {
+		return nil, errors.New("no Kubernetes client configuration")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	cfg := opts.Config
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg)
+	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, creds: newCredentials(&cfg, m)}
+	s.svc = &service{
+		cfg:     s.cfg,
+		creds:   s.creds,
+		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
+		conns:   newConnections(m),
+		hub:     newHub(),
+		metrics: m,
+		now:     opts.Now,
+		log:     s.log.WithName("relay"),
+	}
+	return s, nil
+}
+
+// Registry returns the server's Prometheus registry.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// RenewNow asks the connected agents of cluster to renew at once.
+func (s *Server) RenewNow(cluster, reason string) int { return s.svc.RenewNow(cluster, reason) }
+
+// Run bootstraps the CA (unless disabled), starts watching the relay
+// secrets and KubernetesClusters, and serves gRPC and metrics until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return err
+	}
+	if s.cfg.Insecure {
+		s.log.Info("WARNING: insecure mode: relay gRPC is plaintext with no certificates and no authentication; use it only for tests")
+	} else {
+		direct, err := client.New(s.opts.RESTConfig, client.Options{Scheme: scheme})
+		if err != nil {
+			return fmt.Errorf("failed to build Kubernetes client: %w", err)
+		}
+		if err := EnsureCA(ctx, direct, s.cfg, s.log.WithName("ca")); err != nil {
+			return fmt.Errorf("failed to bootstrap the CA: %w", err)
+		}
+	}
+
+	mgr, err := ctrl.NewManager(s.opts.RESTConfig, ctrl.Options{
+		Scheme:                 scheme,
+		Logger:                 s.log,
+		Cache:                  cache.Options{DefaultNamespaces: s.namespaces()},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create manager: %w", err)
+	}
+	s.svc.reader = mgr.GetClient()
+	if err := s.setupControllers(mgr); err != nil {
+		return err
+	}
+
+	lis, err := s.listen(s.opts.Listener, s.cfg.ListenAddress)
+	if err != nil {
+		return err
+	}
+	mlis, err := s.listen(s.opts.MetricsListener, s.cfg.MetricsAddress)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	gs := s.grpcServer()
+	hs := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mgr.Start(ctx) })
+	g.Go(func() error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return ctx.Err()
+		}
+		_ = s.creds.load(ctx, mgr.GetClient(), s.opts.Now(), s.log)
+		s.ready.Store(true)
+		s.log.Info("serving relay", "address", lis.Addr().String(), "metrics", mlis.Addr().String())
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("relay gRPC server failed: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hs.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("metrics server failed: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		s.ready.Store(false)
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			gs.Stop()
+		}
+		lis.Close()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(shut)
+	})
+	return g.Wait()
+}
+
+func (s *Server) listen(given net.Listener, addr string) (net.Listener, error) {
+	if given != nil {
+		return given, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen on %s: %w", addr, err)
+	}
+	return lis, nil
+}
+
+// namespaces are those the cache watches: the server's and any a secret
+// reference names.
+func (s *Server) namespaces() map[string]cache.Config {
+	out := map[string]cache.Config{s.cfg.Namespace: {}}
+	for _, k := range s.creds.secretKeys() {
+		out[k.Namespace] = cache.Config{}
+	}
+	return out
+}
+
+func (s *Server) setupControllers(mgr ctrl.Manager) error {
+	keys := s.creds.secretKeys()
+	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+	})
+	err := ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").
+		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			_ = s.creds.load(ctx, mgr.GetClient(), s.opts.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
+			return reconcile.Result{}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("failed to set up the relay secret watcher: %w", err)
+	}
+	err = ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
+		For(&meshv1alpha1.KubernetesCluster{}).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			var kc meshv1alpha1.KubernetesCluster
+			err := mgr.GetClient().Get(ctx, req.NamespacedName, &kc)
+			if apierrors.IsNotFound(err) || (err == nil && kc.DeletionTimestamp != nil) {
+				if n := s.svc.conns.drop(req.Name); n > 0 {
+					s.log.Info("cluster deregistered: dropped its streams", "cluster", req.Name, "streams", n)
+				}
+				return reconcile.Result{}, nil
+			}
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}))
+	if err != nil {
+		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) grpcServer() *grpc.Server {
+	var creds grpccreds.TransportCredentials = insecure.NewCredentials()
+	if !s.cfg.Insecure {
+		creds = grpccreds.NewTLS(s.creds.tlsConfig())
+	}
+	gs := grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxConcurrentStreams(1000),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	relayv1.RegisterRelayServer(gs, s.svc)
+	return gs
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !s.ready.Load():
+			http.Error(w, "not ready: caches are syncing", http.StatusServiceUnavailable)
+		case !s.cfg.Insecure && s.creds.server.Load() == nil:
+			http.Error(w, fmt.Sprintf("not ready: no valid server certificate in secret %s", ref(s.cfg.TLSSecret, s.cfg.Namespace)), http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
+}

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// Bounds on request fields, as relay.proto documents them.
+const (
+	maxTokenBytes   = 4096
+	maxCSRBytes     = 16 << 10
+	maxShortField   = 253
+	maxVersionBytes = 128
+	// maxMessageBytes bounds every gRPC message the server receives.
+	maxMessageBytes = 64 << 10
+)
+
+// Refusal reasons in relay_certificates_refused_total.
+const (
+	reasonToken        = "token"
+	reasonUnregistered = "unregistered"
+	reasonBadRequest   = "bad_request"
+	reasonUnavailable  = "unavailable"
+	reasonOverload     = "overload"
+)
+
+// service implements the Relay gRPC API.
+type service struct {
+	relayv1.UnimplementedRelayServer
+
+	cfg     *config.Server
+	creds   *credentials
+	reader  client.Reader
+	limiter *signingLimiter
+	conns   *connections
+	hub     *hub
+	metrics *metrics
+	now     func() time.Time
+	log     logr.Logger
+}
+
+var _ relayv1.RelayServer = (*service)(nil)
+
+// Bootstrap trades the identity token and a CSR for a first client
+// certificate (flow 3).
+func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
+	const call = "bootstrap"
+	log := s.log.WithValues("call", call, "cluster", req.GetCluster(), "peer", peerHost(ctx))
+	release, err := s.limiter.acquire(peerHost(ctx))
+	if err != nil {
+		return nil, s.refuse(log, call, reasonOverload, err)
+	}
+	defer release()
+	if len(req.GetToken()) > maxTokenBytes || len(req.GetCsr()) > maxCSRBytes {
+		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "token or CSR too large: at most %d and %d bytes", maxTokenBytes, maxCSRBytes))
+	}
+	if err := pki.CheckDNSLabel(req.GetCluster()); err != nil {
+		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "cluster %v", err))
+	}
+	stored := s.creds.token.Load()
+	if stored == nil {
+		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no identity token loaded yet: check secret %s", s.tokenKey()))
+	}
+	if !tokensEqual([]byte(req.GetToken()), *stored) {
+		return nil, s.refuse(log, call, reasonToken, status.Errorf(codes.Unauthenticated,
+			"identity token does not match %s on the management cluster: copy it to the workload cluster again (relayctl register)", s.tokenKey()))
+	}
+	return s.sign(ctx, log, call, req.GetCluster(), req.GetCsr())
+}
+
+// Renew signs a CSR for the caller's own cluster, over mTLS (flow 5).
+func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv1.CertificateResponse, error) {
+	const call = "renew"
+	cluster, err := callerCluster(ctx, s.cfg.Insecure)
+	if err != nil {
+		return nil, s.refuse(s.log.WithValues("call", call), call, reasonToken, err)
+	}
+	log := s.log.WithValues("call", call, "cluster", cluster, "peer", peerHost(ctx))
+	release, err := s.limiter.acquire(peerHost(ctx))
+	if err != nil {
+		return nil, s.refuse(log, call, reasonOverload, err)
+	}
+	defer release()
+	if len(req.GetCsr()) > maxCSRBytes {
+		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "CSR too large: at most %d bytes", maxCSRBytes))
+	}
+	return s.sign(ctx, log, call, cluster, req.GetCsr())
+}
+
+func (s *service) sign(ctx context.Context, log logr.Logger, call, cluster string, csr []byte) (*relayv1.CertificateResponse, error) {
+	if s.cfg.DisableCa {
+		return nil, s.refuse(log, call, reasonUnavailable, status.Error(codes.FailedPrecondition,
+			"this server's CA is disabled (disableCa): give the agent its client certificate in relay-client-tls-secret, for example with cert-manager"))
+	}
+	if err := s.registered(ctx, cluster); err != nil {
+		return nil, s.refuse(log, call, reasonUnregistered, err)
+	}
+	iss := s.creds.issuer.Load()
+	if iss == nil {
+		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", ref(s.cfg.SigningTLSSecret, s.cfg.Namespace)))
+	}
+	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}}, s.now())
+	if err != nil {
+		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "%v", err))
+	}
+	s.metrics.issued.WithLabelValues(call).Inc()
+	s.metrics.clientExpiry.WithLabelValues(cluster).Set(float64(issued.Cert.NotAfter.Unix()))
+	log.Info("issued client certificate", "serial", issued.Cert.SerialNumber.Text(16), "notAfter", issued.Cert.NotAfter)
+	return &relayv1.CertificateResponse{CertificateChain: issued.CertPEM, CaCertificate: issued.CAPEM}, nil
+}
+
+// refuse counts a refusal, logs its detail and returns the status for the caller.
+func (s *service) refuse(log logr.Logger, call, reason string, err error) error {
+	s.metrics.refused.WithLabelValues(call, reason).Inc()
+	log.Info("refused", "reason", reason, "error", err.Error())
+	return err
+}
+
+// registered returns PermissionDenied unless cluster has a KubernetesCluster.
+func (s *service) registered(ctx context.Context, cluster string) error {
+	var kc meshv1alpha1.KubernetesCluster
+	err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "failed to look up KubernetesCluster %s: %v", cluster, err)
+	case kc.DeletionTimestamp != nil:
+		return status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+	}
+	return nil
+}
+
+func (s *service) tokenKey() types.NamespacedName {
+	return types.NamespacedName{Namespace: s.cfg.TokenSecret.In(s.cfg.Namespace), Name: s.cfg.TokenSecret.Name}
+}
+
+// openStream authenticates a stream's caller, checks its registration and
+// records the stream; the returned context ends when the cluster is dropped.
+func (s *service) openStream(ctx context.Context, kind streamKind) (context.Context, string, func(), error) {
+	cluster, err := callerCluster(ctx, s.cfg.Insecure)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := s.registered(ctx, cluster); err != nil {
+		return nil, "", nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	closeStream := s.conns.open(cluster, kind, cancel)
+	if s.cfg.Insecure {
+		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind)
+	}
+	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind)
+	return ctx, cluster, func() { closeStream(); cancel() }, nil
+}
+
+// Push receives the agent's status while it is connected.
+func (s *service) Push(stream relayv1.Relay_PushServer) error {
+	ctx, cluster, done, err := s.openStream(stream.Context(), pushStream)
+	if err != nil {
+		return err
+	}
+	defer done()
+	recv := make(chan error, 1)
+	var received int64
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recv <- err
+				return
+			}
+			received++
+			s.handlePush(cluster, msg)
+		}
+	}()
+	select {
+	case err := <-recv:
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&relayv1.PushSummary{Received: received})
+		}
+		return err
+	case <-ctx.Done():
+		if stream.Context().Err() != nil {
+			return nil
+		}
+		return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", cluster)
+	}
+}
+
+func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
+	if st := msg.GetStatus(); st != nil {
+		if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
+			s.log.Info("ignored oversized agent status", "cluster", cluster)
+			return
+		}
+		if na := st.GetClientCertificateNotAfter(); na > 0 {
+			s.metrics.clientExpiry.WithLabelValues(cluster).Set(float64(na))
+		}
+		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
+			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
+	}
+}
+
+// Pull sends the server's instructions while the agent is connected,
+// starting with the trust bundle.
+func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer) error {
+	if len(req.GetReplica()) > maxShortField {
+		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
+	}
+	ctx, cluster, done, err := s.openStream(stream.Context(), pullStream)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ch, unsubscribe := s.hub.subscribe(cluster)
+	defer unsubscribe()
+	if roots := s.creds.rootPEM.Load(); roots != nil {
+		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			if stream.Context().Err() != nil {
+				return nil
+			}
+			return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", cluster)
+		case in := <-ch:
+			if err := stream.Send(in); err != nil {
+				return fmt.Errorf("failed to send instruction to %s: %w", cluster, err)
+			}
+		}
+	}
+}
+
+// RenewNow asks every connected agent of cluster to renew at once and
+// returns how many pull streams took the instruction.
+func (s *service) RenewNow(cluster, reason string) int {
+	return s.hub.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
+}

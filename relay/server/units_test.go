@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+func TestTokensCompare(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		presented, stored string
+		want              bool
+	}{
+		{"the same token matches", "s3cret", "s3cret", true},
+		{"another token does not match", "s3cres", "s3cret", false},
+		{"a prefix does not match", "s3c", "s3cret", false},
+		{"an empty stored token matches nothing", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tokensEqual([]byte(tc.presented), []byte(tc.stored)); got != tc.want {
+				t.Errorf("tokensEqual = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSigningLimiterRefusesAtOnceWhenOverloaded(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newSigningLimiter(2, 1, 2, func() time.Time { return now })
+	r1, err := l.acquire("10.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.acquire("10.0.0.1"); err != nil {
+		t.Fatalf("second call within the burst: %v", err)
+	}
+	_, err = l.acquire("10.0.0.1")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("third call from one peer: %v, want ResourceExhausted", err)
+	}
+	_, err = l.acquire("10.0.0.2")
+	if st, _ := status.FromError(err); st.Code() != codes.ResourceExhausted || st.Message() != "server is signing at capacity: retry with backoff" {
+		t.Errorf("a new peer while two calls are in flight: %v, want the global cap", err)
+	}
+	r1()
+	if _, err := l.acquire("10.0.0.2"); err != nil {
+		t.Errorf("after a release: %v", err)
+	}
+	now = now.Add(peerIdle + time.Minute)
+	l.acquire("10.0.0.3")
+	if _, ok := l.peers["10.0.0.1"]; ok {
+		t.Error("an idle peer's bucket was kept")
+	}
+}
+
+func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry())
+	c := newConnections(m)
+	ctx, cancel := context.WithCancel(context.Background())
+	closePush := c.open("a", pushStream, cancel)
+	closePull := c.open("a", pullStream, func() {})
+	if c.count("a", pushStream) != 1 || c.count("a", pullStream) != 1 || testutil.ToFloat64(m.push.WithLabelValues("a")) != 1 {
+		t.Error("streams not counted")
+	}
+	if n := c.drop("a"); n != 2 || ctx.Err() == nil {
+		t.Errorf("drop = %d, cancelled = %v", n, ctx.Err() != nil)
+	}
+	closePush()
+	closePush()
+	closePull()
+	if c.count("a", pushStream) != 0 || testutil.ToFloat64(m.push.WithLabelValues("a")) != 0 || testutil.ToFloat64(m.pull.WithLabelValues("a")) != 0 {
+		t.Error("closed streams still counted (or closed twice)")
+	}
+}
+
+func TestHubNeverBlocksTheSender(t *testing.T) {
+	h := newHub()
+	ch, unsubscribe := h.subscribe("a")
+	in := &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{}}}
+	for range hubBuffer {
+		if h.send("a", in) != 1 {
+			t.Fatal("send within the buffer not delivered")
+		}
+	}
+	if h.send("a", in) != 0 {
+		t.Error("send to a full stream blocked or was counted")
+	}
+	if len(ch) != hubBuffer {
+		t.Errorf("buffer holds %d", len(ch))
+	}
+	unsubscribe()
+	if h.send("a", in) != 0 || len(h.subs) != 0 {
+		t.Error("unsubscribed stream still receives")
+	}
+}
