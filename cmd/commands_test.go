@@ -44,7 +44,7 @@ func TestEveryBinaryPrintsHelpNamedAfterItself(t *testing.T) {
 }
 
 func TestBinariesWhoseCapabilityHasNotLandedExitTwo(t *testing.T) {
-	for _, name := range []string{"relay-server", "relay-agent", "relay-webhook"} {
+	for _, name := range []string{"relay-agent", "relay-webhook"} {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			if code := cli.Run(t.Context(), commands[name](), nil, &stderr); code != 2 {
@@ -66,5 +66,28 @@ func TestRelayctlVersionPrintsTheBuildVersion(t *testing.T) {
 	}
 	if want := "relayctl " + version.String() + "\n"; out.String() != want {
 		t.Errorf("relayctl version printed %q, want %q", out.String(), want)
+	}
+}
+
+func TestRelayServerRefusesBadSettingsBeforeStarting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a TTL under a minute is named", []string{"--client-certificate-ttl=1s"}, "clientCertificateTTL: Invalid value"},
+		{"an authority with an underscore is named", []string{"--authority=mgmt_server.gloo-mesh"}, "contains an underscore"},
+		{"a missing config file is named", []string{"--config=/nonexistent/relay.yaml"}, "failed to open config file"},
+		{"no reachable cluster is named", []string{"--kubeconfig=/nonexistent/kubeconfig"}, "failed to load Kubernetes client configuration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := cli.Run(t.Context(), server.NewCommand(), tc.args, &stderr); code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.want)
+			}
+		})
 	}
 }

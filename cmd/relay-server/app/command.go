@@ -2,28 +2,67 @@
 package app
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
+	"github.com/meshrelay/meshrelay/relay/server"
 )
 
 // NewCommand returns the relay-server command.
 func NewCommand() *cobra.Command {
-	return &cobra.Command{
+	cfg := config.DefaultServer()
+	var (
+		configFile string
+		kube       cli.KubeFlags
+		logs       cli.LogFlags
+	)
+	cmd := &cobra.Command{
 		Use:   "relay-server",
 		Short: "Relay server: certificate authority and mTLS gRPC endpoint for relay agents",
 		Long: `relay-server runs in the management cluster. It is the certificate authority for relay
 agents: it creates the root CA, the intermediate signing CA, its own serving certificate and
-the identity token (each only if absent), checks an agent's identity token, signs the CSR
-for its registered cluster name, and serves gRPC over mutual TLS on :9900 with metrics on
-:9091/metrics. It reloads its own credentials when their secrets change.
+the identity token (each only if absent, never overwriting), checks an agent's identity
+token, signs the CSR for its registered cluster name (a KubernetesCluster in --namespace),
+and serves gRPC over mutual TLS on :9900 with metrics, /healthz and /readyz on :9091.
+It reloads its credentials when their secrets change, without dropping streams.
 
-Status: the server itself lands with the relay issue; this build only prints help and version.`,
+Settings come from flags and from --config, a YAML file with the reference's names
+(disableCa, signingTlsSecret: {name: ...}, tokenSecret: {name, key, namespace}, ...);
+a flag given on the command line wins over the file.
+
+Status: the server works; its manifests land with the relayctl and manifests issue.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return cli.NotYetBuilt("relay-server")
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.Load(cmd.Flags(), configFile, &cfg); err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid relay-server settings: %w", err)
+			}
+			rest, err := kube.RESTConfig()
+			if err != nil {
+				return err
+			}
+			log := logs.Logger()
+			ctrllog.SetLogger(log)
+			srv, err := server.New(server.Options{Config: cfg, RESTConfig: rest, Log: log})
+			if err != nil {
+				return err
+			}
+			log.Info("starting relay-server", "version", version.String(), "namespace", cfg.Namespace)
+			return srv.Run(cmd.Context())
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&configFile, "config", "", "YAML or JSON settings file; flags given on the command line win over it")
+	config.BindServer(fs, &cfg)
+	kube.Bind(fs)
+	logs.Bind(fs)
+	return cmd
 }
