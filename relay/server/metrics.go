@@ -10,6 +10,7 @@ import (
 // the reference's names so that its verification steps work as written.
 type metrics struct {
 	push, pull   *prometheus.GaugeVec
+	opened       *prometheus.CounterVec
 	issued       *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	expiry       *prometheus.GaugeVec
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "relay_pull_clients_connected",
 			Help: "Open pull streams (server to agent), by cluster.",
 		}, []string{"cluster"}),
+		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_streams_opened_total",
+			Help: "Push and pull streams opened, by cluster and stream; a steady value while connected means no reconnects.",
+		}, []string{"cluster", "stream"}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_certificates_issued_total",
 			Help: "Client certificates signed, by call (bootstrap or renew).",
@@ -50,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.",
 		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.push, m.pull, m.issued, m.refused, m.expiry, m.clientExpiry)
+	reg.MustRegister(m.push, m.pull, m.opened, m.issued, m.refused, m.expiry, m.clientExpiry)
 	return m
 }
 

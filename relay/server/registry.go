@@ -45,6 +45,7 @@ func (c *connections) open(cluster string, kind streamKind, cancel context.Cance
 	}
 	c.streams[cluster][id] = stream{kind: kind, cancel: cancel}
 	c.metrics.connected(kind, cluster).Inc()
+	c.metrics.opened.WithLabelValues(cluster, string(kind)).Inc()
 	var once sync.Once
 	return func() {
 		once.Do(func() {

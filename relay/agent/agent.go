@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/version"
+)
+
+// Options wire an Agent.
+type Options struct {
+	Config     config.Agent
+	RESTConfig *rest.Config
+	Log        logr.Logger
+	// MetricsListener, when set, replaces Config.MetricsAddress.
+	MetricsListener net.Listener
+	// Replica names this agent pod; empty means the host name.
+	Replica string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Jitter returns a fraction in [0, 1) that spreads renewals; nil means
+	// a random one.
+	Jitter func() float64
+}
+
+// Agent is a relay agent.
+type Agent struct {
+	cfg      *config.Agent
+	opts     Options
+	log      logr.Logger
+	provider *Provider
+	secrets  *secrets
+	now      func() time.Time
+	renewNow chan string
+	metrics  *agentMetrics
+	ready    atomic.Bool
+	roots    atomic.Pointer[[]*x509.Certificate]
+	// managed reports whether the client secret is managed elsewhere.
+	managed atomic.Bool
+}
+
+// New validates opts and builds an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid relay-agent settings: %w", err)
+	}
+	if opts.RESTConfig == nil {
+		return nil, errors.New("no Kubernetes client configuration")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Replica == "" {
+		opts.Replica, _ = os.Hostname()
+	}
+	cfg := opts.Config
+	ns := cfg.Namespace
+	return &Agent{
+		cfg:      &cfg,
+		opts:     opts,
+		log:      opts.Log.WithName("relay-agent").WithValues("cluster", cfg.Cluster),
+		provider: NewProvider(),
+		now:      opts.Now,
+		renewNow: make(chan string, 1),
+		metrics:  newAgentMetrics(),
+		secrets: &secrets{
+			client: types.NamespacedName{Namespace: cfg.ClientTLSSecret.In(ns), Name: cfg.ClientTLSSecret.Name},
+			root:   types.NamespacedName{Namespace: cfg.RootTLSSecret.In(ns), Name: cfg.RootTLSSecret.Name},
+			token:  types.NamespacedName{Namespace: cfg.TokenSecret.In(ns), Name: cfg.TokenSecret.Name},
+			tokKey: cfg.TokenSecret.Key,
+		},
+	}, nil
+}
+
+// Provider returns the agent's certificate provider.
+func (a *Agent) Provider() *Provider { return a.provider }
+
+// Registry returns the agent's Prometheus registry.
+func (a *Agent) Registry() *prometheus.Registry { return a.metrics.registry }
+
+// Run watches the relay secrets (every replica), rotates the client
+// certificate (the leader only, by a Lease), and keeps the push and pull
+// streams open (every replica) until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return err
+	}
+	namespaces := map[string]cache.Config{}
+	for _, k := range []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token} {
+		namespaces[k.Namespace] = cache.Config{}
+	}
+	mgr, err := ctrl.NewManager(a.opts.RESTConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        a.log,
+		Cache:                         cache.Options{DefaultNamespaces: namespaces, ByObject: map[client.Object]cache.ByObject{}},
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                a.cfg.LeaderElection,
+		LeaderElectionID:              "relay-agent-" + a.cfg.Cluster,
+		LeaderElectionNamespace:       a.cfg.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    crconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create manager: %w", err)
+	}
+	a.secrets.reader = mgr.GetClient()
+	a.secrets.writer = mgr.GetClient()
+
+	keys := []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token}
+	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		k := types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
+		return k == keys[0] || k == keys[1] || k == keys[2]
+	})
+	changed := make(chan struct{}, 1)
+	err = ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
+		WithOptions(controllerOptions()).
+		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
+		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+			a.watch(ctx)
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+			return reconcile.Result{}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("failed to set up the secret watcher: %w", err)
+	}
+	if err := mgr.Add(&rotator{agent: a, changed: changed, jitter: a.opts.Jitter}); err != nil {
+		return err
+	}
+	if err := mgr.Add(nonLeader(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil
+		}
+		a.watch(ctx)
+		a.ready.Store(true)
+		return a.stream(ctx)
+	})); err != nil {
+		return err
+	}
+	mlis := a.opts.MetricsListener
+	if mlis == nil {
+		if mlis, err = net.Listen("tcp", a.cfg.MetricsAddress); err != nil {
+			return fmt.Errorf("failed to listen on %s: %w", a.cfg.MetricsAddress, err)
+		}
+	}
+	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shut)
+	}()
+	go func() {
+		if err := hs.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error(err, "metrics server failed")
+		}
+	}()
+	a.log.Info("starting relay-agent", "version", version.String(), "server", a.cfg.ServerAddress, "replica", a.opts.Replica)
+	return mgr.Start(ctx)
+}
+
+// watch loads the client secret into the provider when it is usable: every
+// replica's new handshakes then use it.
+func (a *Agent) watch(ctx context.Context) {
+	t, err := a.secrets.read(ctx, a.cfg.Cluster, a.now())
+	if err != nil {
+		a.log.Info("failed to read relay secrets", "error", err.Error())
+		return
+	}
+	a.managed.Store(t.managed)
+	if len(t.roots) > 0 {
+		a.setRoots(t.roots)
+	}
+	if t.client == nil || t.clientOK != nil {
+		return
+	}
+	if cur, _ := a.provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
+		return
+	}
+	a.provider.Set(t.client, nil)
+	a.metrics.expiry.Set(float64(t.client.Leaf.NotAfter.Unix()))
+	a.log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
+}
+
+func (a *Agent) setRoots(roots []*x509.Certificate) { a.roots.Store(&roots) }
+
+func (a *Agent) currentRoots() []*x509.Certificate {
+	if r := a.roots.Load(); r != nil {
+		return *r
+	}
+	return nil
+}
+
+func (a *Agent) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		cert, _ := a.provider.Current()
+		switch {
+		case !a.ready.Load():
+			http.Error(w, "not ready: caches are syncing", http.StatusServiceUnavailable)
+		case cert == nil && !a.cfg.Insecure:
+			http.Error(w, fmt.Sprintf("not ready: no valid client certificate in secret %s yet", a.secrets.client), http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
+}

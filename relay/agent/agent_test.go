@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+	"github.com/meshrelay/meshrelay/relay/server"
+)
+
+const ns = "gloo-mesh"
+
+type world struct {
+	t        *testing.T
+	mgmt     *testenv.Cluster
+	workload *testenv.Cluster
+	srv      *server.Server
+	addr     string
+	metrics  string
+}
+
+// run starts r in the background and stops it when the test ends.
+func run(t *testing.T, name string, r func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s did not stop within 20s", name)
+		}
+	})
+}
+
+func listen(t *testing.T) net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func newWorld(t *testing.T) *world {
+	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "workload"}})
+	w := &world{t: t, mgmt: env.Cluster("mgmt"), workload: env.Cluster("workload")}
+	for _, c := range env.Clusters {
+		if err := c.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.DefaultServer()
+	cfg.ClientCertificateTTL = metav1.Duration{Duration: time.Hour}
+	lis, mlis := listen(t), listen(t)
+	srv, err := server.New(server.Options{Config: cfg, RESTConfig: w.mgmt.Config, Log: testr.New(t).WithName("mgmt"), Listener: lis, MetricsListener: mlis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.srv, w.addr, w.metrics = srv, lis.Addr().String(), "http://"+mlis.Addr().String()
+	run(t, "relay-server", srv.Run)
+	w.eventually("the server is ready", func() error { return httpOK(w.metrics + "/readyz") })
+	return w
+}
+
+func httpOK(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+func (w *world) metric(prefix string) string {
+	resp, err := http.Get(w.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
+}
+
+func (w *world) eventually(what string, check func() error) {
+	w.t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%s: still failing after 45s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (w *world) secret(c *testenv.Cluster, namespace, name string) (*corev1.Secret, error) {
+	var s corev1.Secret
+	err := c.Client.Get(w.t.Context(), types.NamespacedName{Namespace: namespace, Name: name}, &s)
+	return &s, err
+}
+
+// copySecret copies keys of a management secret into the workload cluster,
+// as relayctl register (or reference 001's manual steps) does.
+func (w *world) copySecret(name, namespace string, keys ...string) {
+	w.t.Helper()
+	src, err := w.secret(w.mgmt, ns, name)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	dst := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Data: map[string][]byte{}}
+	for _, k := range keys {
+		dst.Data[k] = src.Data[k]
+	}
+	if err := w.workload.Client.Create(w.t.Context(), dst); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) register(name string) {
+	w.t.Helper()
+	if err := w.mgmt.Client.Create(w.t.Context(), &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) startAgent(cluster, namespace string) (*Agent, string) {
+	w.t.Helper()
+	cfg := config.DefaultAgent()
+	cfg.Cluster, cfg.Namespace, cfg.ServerAddress = cluster, namespace, w.addr
+	cfg.ClientTLSSecretRotationGracePeriodRatio = 0.5
+	mlis := listen(w.t)
+	a, err := New(Options{Config: cfg, RESTConfig: w.workload.Config, Log: testr.New(w.t).WithName(cluster), MetricsListener: mlis, Replica: cluster + "-0"})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	run(w.t, "relay-agent "+cluster, a.Run)
+	return a, "http://" + mlis.Addr().String()
+}
+
+// clientSerial returns the serial of the client certificate stored in the
+// workload cluster, after checking it validates for cluster.
+func (w *world) clientSerial(namespace, cluster string) (string, error) {
+	s, err := w.secret(w.workload, namespace, "relay-client-tls-secret")
+	if err != nil {
+		return "", err
+	}
+	v, err := pki.ValidateClientSecret(s.Data["tls.crt"], s.Data["tls.key"], s.Data["ca.crt"], cluster, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return v.Cert.SerialNumber.String(), nil
+}
+
+func (w *world) connected(cluster string) error {
+	for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
+		if m := w.metric(g + `{cluster="` + cluster + `"}`); !strings.HasSuffix(m, " 1") {
+			return fmt.Errorf("%s = %q, want 1", g, m)
+		}
+	}
+	return nil
+}
+
+func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
+	w := newWorld(t)
+	w.register("cluster-1")
+	a, agentURL := w.startAgent("cluster-1", ns)
+
+	t.Run("with no secrets the agent waits and names what is missing", func(t *testing.T) {
+		w.eventually("readyz names the client secret", func() error {
+			err := httpOK(agentURL + "/readyz")
+			if err == nil || !strings.Contains(err.Error(), "no valid client certificate in secret gloo-mesh/relay-client-tls-secret") {
+				return fmt.Errorf("readyz: %v", err)
+			}
+			return nil
+		})
+	})
+
+	w.copySecret("relay-root-tls-secret", ns, "ca.crt")
+	w.copySecret("relay-identity-token-secret", ns, "token")
+	var first string
+	t.Run("with the token and root it bootstraps, stores its secret and connects", func(t *testing.T) {
+		w.eventually("the client secret validates", func() (err error) {
+			first, err = w.clientSerial(ns, "cluster-1")
+			return err
+		})
+		w.eventually("push and pull are connected", func() error { return w.connected("cluster-1") })
+		if err := httpOK(agentURL + "/readyz"); err != nil {
+			t.Errorf("agent readyz: %v", err)
+		}
+	})
+
+	t.Run("a renewal asked by the server rotates without dropping the streams", func(t *testing.T) {
+		opened := w.metric(`relay_streams_opened_total{cluster="cluster-1",stream="pull"}`)
+		if n := w.srv.RenewNow("cluster-1", "test"); n != 1 {
+			t.Fatalf("RenewNow reached %d agents", n)
+		}
+		w.eventually("the stored certificate changes", func() error {
+			s, err := w.clientSerial(ns, "cluster-1")
+			if err == nil && s == first {
+				err = fmt.Errorf("serial still %s", s)
+			}
+			return err
+		})
+		w.eventually("the agent's provider holds the new certificate", func() error {
+			cert, _ := a.Provider().Current()
+			if s, _ := w.clientSerial(ns, "cluster-1"); cert == nil || cert.Leaf.SerialNumber.String() != s {
+				return fmt.Errorf("provider has another certificate")
+			}
+			return nil
+		})
+		if m := w.metric(`relay_certificates_issued_total{call="renew"}`); !strings.HasSuffix(m, " 1") {
+			t.Errorf("renewals = %q, want 1", m)
+		}
+		if again := w.metric(`relay_streams_opened_total{cluster="cluster-1",stream="pull"}`); again != opened || w.connected("cluster-1") != nil {
+			t.Errorf("streams reopened across the rotation: %q then %q", opened, again)
+		}
+	})
+
+	t.Run("an expired certificate is replaced by bootstrapping again", func(t *testing.T) {
+		signing, err := w.secret(w.mgmt, ns, "relay-tls-signing-secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, err := pki.DecodeKeyPair(signing.Data["tls.crt"], signing.Data["tls.key"], signing.Data["ca.crt"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := &pki.Certified{Cert: kp.Cert, Key: kp.Key, Issuers: kp.Roots}
+		old, err := ca.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := w.secret(w.workload, ns, "relay-client-tls-secret")
+		s.Data["tls.crt"] = old.CertPEM()
+		s.Data["tls.key"], _ = old.KeyPEM()
+		if err := w.workload.Client.Update(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually("a valid certificate is back", func() error {
+			_, err := w.clientSerial(ns, "cluster-1")
+			return err
+		})
+		if m := w.metric(`relay_certificates_issued_total{call="bootstrap"}`); !strings.HasSuffix(m, " 2") {
+			t.Errorf("bootstraps = %q, want 2 (first and after expiry)", m)
+		}
+	})
+
+	t.Run("a client secret managed by cert-manager is never rotated", func(t *testing.T) {
+		s, _ := w.secret(w.workload, ns, "relay-client-tls-secret")
+		before, _ := w.clientSerial(ns, "cluster-1")
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations["cert-manager.io/certificate-name"] = "relay-client"
+		if err := w.workload.Client.Update(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually("the agent sees the annotation", func() error {
+			if !a.managed.Load() {
+				return fmt.Errorf("not marked managed")
+			}
+			return nil
+		})
+		w.srv.RenewNow("cluster-1", "should be ignored")
+		time.Sleep(3 * time.Second)
+		if after, _ := w.clientSerial(ns, "cluster-1"); after != before {
+			t.Errorf("managed secret rotated: %s -> %s", before, after)
+		}
+	})
+}
+
+func TestAgentWithTheRootKeyIssuesItsOwnCertificate(t *testing.T) {
+	w := newWorld(t)
+	w.register("cluster-2")
+	const other = "relay-selfissue"
+	if err := w.workload.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	w.copySecret("relay-root-tls-secret", other, "ca.crt", "tls.crt", "tls.key")
+	w.startAgent("cluster-2", other)
+	w.eventually("the self-issued client secret validates", func() error {
+		_, err := w.clientSerial(other, "cluster-2")
+		return err
+	})
+	w.eventually("it connects with it", func() error { return w.connected("cluster-2") })
+	if m := w.metric(`relay_certificates_issued_total`); m != "" {
+		t.Errorf("the server signed something (%q); the agent should have issued its own", m)
+	}
+}

@@ -1,0 +1,34 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// agentMetrics are relay-agent's Prometheus metrics.
+type agentMetrics struct {
+	registry  *prometheus.Registry
+	expiry    prometheus.Gauge
+	connected *prometheus.GaugeVec
+	rotations *prometheus.CounterVec
+}
+
+func newAgentMetrics() *agentMetrics {
+	m := &agentMetrics{
+		registry: prometheus.NewRegistry(),
+		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_agent_client_certificate_expiry_timestamp_seconds",
+			Help: "NotAfter of the client certificate the agent connects with, in Unix seconds.",
+		}),
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_agent_stream_connected",
+			Help: "1 while the agent's push or pull stream to the server is open.",
+		}, []string{"stream"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_agent_certificate_rotations_total",
+			Help: "Client certificates the agent obtained, by how (renewed, bootstrapped, self-issued) and result.",
+		}, []string{"result"}),
+	}
+	m.registry.MustRegister(m.expiry, m.connected, m.rotations, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

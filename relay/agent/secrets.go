@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// secrets reads and writes the agent's relay secrets.
+type secrets struct {
+	reader client.Reader
+	writer client.Client
+	client types.NamespacedName
+	root   types.NamespacedName
+	token  types.NamespacedName
+	tokKey string
+}
+
+// errMissing says a secret does not exist.
+type errMissing struct{ key types.NamespacedName }
+
+func (e *errMissing) Error() string { return fmt.Sprintf("secret %s is missing", e.key) }
+
+func (s *secrets) get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	err := s.reader.Get(ctx, key, &sec)
+	if apierrors.IsNotFound(err) {
+		return nil, &errMissing{key}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to get secret %s: %w", key, err)
+	}
+	return &sec, nil
+}
+
+// trust is what the agent has to connect with.
+type trust struct {
+	// roots verify the server: relay-root-tls-secret's ca.crt, or the
+	// client secret's ca.crt when the root secret is absent (reference 004's
+	// known issue).
+	roots    []*x509.Certificate
+	rootKey  *pki.Certified // the root with its key, when relay-root-tls-secret holds tls.key
+	client   *tls.Certificate
+	clientOK error // why client is unusable, when it is
+	managed  bool  // the client secret is managed by something else (cert-manager)
+	token    []byte
+}
+
+// managedAnnotationPrefixes mark a client secret that another controller
+// writes; the agent then only watches it and never rotates it.
+var managedAnnotationPrefixes = []string{"cert-manager.io/"}
+
+// ManagedElsewhereAnnotation lets a user mark a client secret as managed by
+// their own tooling, so that the agent never rotates it.
+const ManagedElsewhereAnnotation = "meshrelay.dev/managed-elsewhere"
+
+func managedElsewhere(s *corev1.Secret) bool {
+	for k, v := range s.Annotations {
+		if k == ManagedElsewhereAnnotation && v == "true" {
+			return true
+		}
+		for _, p := range managedAnnotationPrefixes {
+			if strings.HasPrefix(k, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// read collects the agent's trust from its secrets. Missing or broken
+// secrets are not errors here: the caller decides what it can do without.
+func (s *secrets) read(ctx context.Context, cluster string, now time.Time) (*trust, error) {
+	t := &trust{}
+	root, err := s.get(ctx, s.root)
+	var miss *errMissing
+	if err != nil && !errors.As(err, &miss) {
+		return nil, err
+	}
+	if root != nil {
+		if t.roots, err = pki.DecodeCertificates(root.Data[pki.KeyCACert]); err != nil {
+			return nil, fmt.Errorf("secret %s: %w", s.root, &pki.SecretError{Key: pki.KeyCACert, Err: err})
+		}
+		if len(root.Data[pki.KeyTLSKey]) > 0 {
+			key, err := pki.DecodePrivateKey(root.Data[pki.KeyTLSKey])
+			if err != nil {
+				return nil, fmt.Errorf("secret %s: %w", s.root, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
+			}
+			t.rootKey = &pki.Certified{Cert: t.roots[0], Key: key}
+		}
+	}
+	cs, err := s.get(ctx, s.client)
+	if err != nil && !errors.As(err, &miss) {
+		return nil, err
+	}
+	t.clientOK = err
+	if cs != nil {
+		t.managed = managedElsewhere(cs)
+		if len(t.roots) == 0 && len(cs.Data[pki.KeyCACert]) > 0 {
+			t.roots, _ = pki.DecodeCertificates(cs.Data[pki.KeyCACert])
+		}
+		t.client, t.clientOK = clientCertificate(cs, t.roots, cluster, now)
+	}
+	if tok, err := s.get(ctx, s.token); err == nil {
+		t.token = tok.Data[s.tokKey]
+	}
+	return t, nil
+}
+
+// clientCertificate checks the client secret against the roots and the
+// cluster name and returns it ready for TLS. An expired certificate is
+// returned with its error, so that the caller can re-bootstrap.
+func clientCertificate(s *corev1.Secret, roots []*x509.Certificate, cluster string, now time.Time) (*tls.Certificate, error) {
+	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], nil)
+	if err != nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	cert := &tls.Certificate{PrivateKey: kp.Key, Leaf: kp.Cert}
+	cert.Certificate = append(cert.Certificate, kp.Cert.Raw)
+	for _, c := range kp.Intermediates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	if name, err := pki.ClientIdentity(kp.Cert); err != nil || name != cluster {
+		if err == nil {
+			err = fmt.Errorf("client certificate is for cluster %q, not %q", name, cluster)
+		}
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	if len(roots) > 0 {
+		if _, err := pki.VerifyChain(kp.Cert, kp.Intermediates, roots, pki.RoleClient, now); err != nil {
+			return cert, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+		}
+	}
+	return cert, pki.CheckValidity(kp.Cert, now)
+}
+
+// writeClient stores a new client certificate, key and root in the client
+// secret, creating it or updating only its data.
+func (s *secrets) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []byte) error {
+	data := map[string][]byte{pki.KeyTLSCert: certPEM, pki.KeyTLSKey: keyPEM, pki.KeyCACert: caPEM}
+	var cur corev1.Secret
+	err := s.writer.Get(ctx, s.client, &cur)
+	if apierrors.IsNotFound(err) {
+		sec := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.client.Namespace, Name: s.client.Name},
+			Type:       corev1.SecretTypeTLS,
+			Data:       data,
+		}
+		if err := s.writer.Create(ctx, sec); err != nil {
+			return fmt.Errorf("failed to create secret %s: %w", s.client, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("failed to get secret %s: %w", s.client, err)
+	}
+	cur.Data = data
+	if err := s.writer.Update(ctx, &cur); err != nil {
+		return fmt.Errorf("failed to update secret %s: %w", s.client, err)
+	}
+	return nil
+}
