@@ -44,7 +44,7 @@ func TestEveryBinaryPrintsHelpNamedAfterItself(t *testing.T) {
 }
 
 func TestBinariesWhoseCapabilityHasNotLandedExitTwo(t *testing.T) {
-	for _, name := range []string{"relay-agent", "relay-webhook"} {
+	for _, name := range []string{"relay-webhook"} {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			if code := cli.Run(t.Context(), commands[name](), nil, &stderr); code != 2 {
@@ -83,6 +83,28 @@ func TestRelayServerRefusesBadSettingsBeforeStarting(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			if code := cli.Run(t.Context(), server.NewCommand(), tc.args, &stderr); code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestRelayAgentRefusesBadSettingsBeforeStarting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a missing cluster name is named with its flag", []string{"--server-address=relay:9900"}, "cluster: Required value: set it to this workload cluster's registered name (--cluster)"},
+		{"a missing server address is named", []string{"--cluster=cluster-1"}, "serverAddress: Required value"},
+		{"a grace ratio above 1 is named", []string{"--cluster=c", "--server-address=r:1", "--client-tls-secret-rotation-grace-period-ratio=2"}, "must be between 0 and 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := cli.Run(t.Context(), agent.NewCommand(), tc.args, &stderr); code != 1 {
 				t.Errorf("exit %d, want 1", code)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {

@@ -2,28 +2,71 @@
 package app
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
+	"github.com/meshrelay/meshrelay/relay/agent"
 )
 
 // NewCommand returns the relay-agent command.
 func NewCommand() *cobra.Command {
-	return &cobra.Command{
+	cfg := config.DefaultAgent()
+	var (
+		configFile string
+		kube       cli.KubeFlags
+		logs       cli.LogFlags
+	)
+	cmd := &cobra.Command{
 		Use:   "relay-agent",
-		Short: "Relay agent: gets, stores, watches and rotates a workload cluster's client certificate",
-		Long: `relay-agent runs in each workload cluster. It establishes trust with the relay server
-(identity token and root CA, a directly provided client certificate, or a root key that lets
-it issue its own), stores its client certificate in relay-client-tls-secret, watches that
-secret, renews the certificate before it expires (leader only), and keeps its push and pull
-streams to the server open over mutual TLS.
+		Short: "Relay agent: the workload cluster's mTLS client of the relay server",
+		Long: `relay-agent runs in each workload cluster. It establishes trust with the relay server in
+one of three ways: the identity token and root CA (relay-identity-token-secret and
+relay-root-tls-secret: it bootstraps and stores relay-client-tls-secret), a client certificate
+provided in relay-client-tls-secret, or a root key in relay-root-tls-secret (it issues its own).
+With none of these it waits and says which secret is missing.
 
-Status: the agent itself lands with the relay issue; this build only prints help and version.`,
+Every replica watches the client secret and keeps push and pull streams to the server open
+over mutual TLS, reconnecting with backoff. The replica holding the Lease renews the
+certificate when clientTlsSecretRotationGracePeriodRatio of its lifetime is left, or at
+once when the server asks, and bootstraps again if it has expired. A client secret managed
+by cert-manager (or annotated meshrelay.dev/managed-elsewhere=true) is only watched.
+
+Settings come from flags and from --config, a YAML file with the reference's names; a flag
+given on the command line wins over the file.
+
+Status: the agent works; its manifests land with the relayctl and manifests issue.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return cli.NotYetBuilt("relay-agent")
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.Load(cmd.Flags(), configFile, &cfg); err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid relay-agent settings: %w", err)
+			}
+			rest, err := kube.RESTConfig()
+			if err != nil {
+				return err
+			}
+			log := logs.Logger()
+			ctrllog.SetLogger(log)
+			a, err := agent.New(agent.Options{Config: cfg, RESTConfig: rest, Log: log, Replica: os.Getenv("POD_NAME")})
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&configFile, "config", "", "YAML or JSON settings file; flags given on the command line win over it")
+	config.BindAgent(fs, &cfg)
+	kube.Bind(fs)
+	logs.Bind(fs)
+	return cmd
 }
