@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,24 +34,33 @@ type world struct {
 	srv      *server.Server
 	addr     string
 	metrics  string
+	edit     func(*config.Server)
+	// stopServer stops the running relay server and waits for it.
+	stopServer func()
 }
 
-// run starts r in the background and stops it when the test ends.
-func run(t *testing.T, name string, r func(context.Context) error) {
+// run starts r in the background and returns a function that stops it and
+// waits; the test's cleanup calls it too.
+func run(t *testing.T, name string, r func(context.Context) error) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s: %v", name, err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("%s did not stop within 20s", name)
 			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("%s did not stop within 20s", name)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func listen(t *testing.T) net.Listener {
@@ -60,7 +71,7 @@ func listen(t *testing.T) net.Listener {
 	return l
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, edit func(*config.Server)) *world {
 	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "workload"}})
 	w := &world{t: t, mgmt: env.Cluster("mgmt"), workload: env.Cluster("workload")}
 	for _, c := range env.Clusters {
@@ -68,17 +79,38 @@ func newWorld(t *testing.T) *world {
 			t.Fatal(err)
 		}
 	}
+	lis, mlis := listen(t), listen(t)
+	w.addr, w.metrics = lis.Addr().String(), "http://"+mlis.Addr().String()
+	w.edit = edit
+	w.startServer(lis, mlis)
+	return w
+}
+
+// startServer starts the relay server on the given listeners, or on the
+// world's addresses when they are nil (a restart).
+func (w *world) startServer(lis, mlis net.Listener) {
+	t := w.t
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", w.addr); err != nil {
+			t.Fatal(err)
+		}
+		if mlis, err = net.Listen("tcp", strings.TrimPrefix(w.metrics, "http://")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg := config.DefaultServer()
 	cfg.ClientCertificateTTL = metav1.Duration{Duration: time.Hour}
-	lis, mlis := listen(t), listen(t)
+	if w.edit != nil {
+		w.edit(&cfg)
+	}
 	srv, err := server.New(server.Options{Config: cfg, RESTConfig: w.mgmt.Config, Log: testr.New(t).WithName("mgmt"), Listener: lis, MetricsListener: mlis})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.srv, w.addr, w.metrics = srv, lis.Addr().String(), "http://"+mlis.Addr().String()
-	run(t, "relay-server", srv.Run)
+	w.srv = srv
+	w.stopServer = run(t, "relay-server", srv.Run)
 	w.eventually("the server is ready", func() error { return httpOK(w.metrics + "/readyz") })
-	return w
 }
 
 func httpOK(url string) error {
@@ -154,13 +186,17 @@ func (w *world) register(name string) {
 	}
 }
 
-func (w *world) startAgent(cluster, namespace string) (*Agent, string) {
+func (w *world) startAgent(cluster, namespace string, edit ...func(*config.Agent)) (*Agent, string) {
 	w.t.Helper()
 	cfg := config.DefaultAgent()
 	cfg.Cluster, cfg.Namespace, cfg.ServerAddress = cluster, namespace, w.addr
 	cfg.ClientTLSSecretRotationGracePeriodRatio = 0.5
+	for _, e := range edit {
+		e(&cfg)
+	}
 	mlis := listen(w.t)
-	a, err := New(Options{Config: cfg, RESTConfig: w.workload.Config, Log: testr.New(w.t).WithName(cluster), MetricsListener: mlis, Replica: cluster + "-0"})
+	replica := fmt.Sprintf("%s-%d", cluster, replicas.Add(1))
+	a, err := New(Options{Config: cfg, RESTConfig: w.workload.Config, Log: testr.New(w.t).WithName(replica), MetricsListener: mlis, Replica: replica})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -182,17 +218,22 @@ func (w *world) clientSerial(namespace, cluster string) (string, error) {
 	return v.Cert.SerialNumber.String(), nil
 }
 
-func (w *world) connected(cluster string) error {
+var replicas atomic.Int32
+
+func (w *world) connected(cluster string) error { return w.connectedN(cluster, 1) }
+
+// connectedN checks the server counts n push and n pull streams of cluster.
+func (w *world) connectedN(cluster string, n int) error {
 	for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
-		if m := w.metric(g + `{cluster="` + cluster + `"}`); !strings.HasSuffix(m, " 1") {
-			return fmt.Errorf("%s = %q, want 1", g, m)
+		if m := w.metric(g + `{cluster="` + cluster + `"}`); !strings.HasSuffix(m, fmt.Sprintf(" %d", n)) {
+			return fmt.Errorf("%s = %q, want %d", g, m, n)
 		}
 	}
 	return nil
 }
 
 func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, nil)
 	w.register("cluster-1")
 	a, agentURL := w.startAgent("cluster-1", ns)
 
@@ -301,7 +342,7 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 }
 
 func TestAgentWithTheRootKeyIssuesItsOwnCertificate(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, nil)
 	w.register("cluster-2")
 	const other = "relay-selfissue"
 	if err := w.workload.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}); client.IgnoreAlreadyExists(err) != nil {
