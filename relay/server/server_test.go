@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -371,6 +372,51 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		}
 	})
 
+	t.Run("a new signing secret signs the next certificates", func(t *testing.T) {
+		rootCA, err := certifiedFromSecret(f.secret("relay-root-tls-secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := rootCA.NewIntermediateCA(pki.Options{CommonName: "rotated-signing-ca", TTL: 24 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := f.secret("relay-tls-signing-secret")
+		s.Data["tls.crt"] = next.CertPEM()
+		s.Data["tls.key"], _ = next.KeyPEM()
+		if err := f.cluster.Client.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		f.eventually("renewals chain through the new intermediate", func() error {
+			nkey, _ := pki.GenerateKey(pki.ECDSAP256)
+			csr, _ := pki.NewCSR(nkey, "cluster-1")
+			got, err := mtls.Renew(ctx, &relayv1.RenewRequest{Csr: csr})
+			if err != nil {
+				return err
+			}
+			chain, _ := pki.DecodeCertificates(got.CertificateChain)
+			if len(chain) != 2 || chain[1].Subject.CommonName != "rotated-signing-ca" {
+				return fmt.Errorf("chain ends with %q", chain[len(chain)-1].Subject.CommonName)
+			}
+			return nil
+		})
+		if got := metricValue(f.metric(`relay_certificate_expiry_timestamp_seconds{certificate="intermediate"}`)); got != float64(next.Cert.NotAfter.Unix()) {
+			t.Errorf("intermediate expiry metric %v, want %d", got, next.Cert.NotAfter.Unix())
+		}
+	})
+
+	t.Run("expiry metrics cover the root, the server and the cluster", func(t *testing.T) {
+		for _, p := range []string{
+			`relay_certificate_expiry_timestamp_seconds{certificate="root"}`,
+			`relay_certificate_expiry_timestamp_seconds{certificate="server"}`,
+			`relay_client_certificate_expiry_timestamp_seconds{cluster="cluster-1"}`,
+		} {
+			if v := metricValue(f.metric(p)); v < float64(time.Now().Unix()) {
+				t.Errorf("metric %s = %v, want a time in the future", p, v)
+			}
+		}
+	})
+
 	t.Run("deleting the KubernetesCluster drops its streams and refuses renewal", func(t *testing.T) {
 		kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "gloo-mesh", Name: "cluster-1"}}
 		if err := f.cluster.Client.Delete(ctx, kc); err != nil {
@@ -417,4 +463,17 @@ func handshakeSerial(t *testing.T, f *relayFixture) *big.Int {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// metricValue returns the value of a scraped metric line, or -1.
+func metricValue(line string) float64 {
+	fields := strings.Fields(line)
+	if len(fields) != 2 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(fields[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
