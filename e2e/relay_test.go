@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -108,36 +107,6 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func scrape(url, prefix string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-	return ""
-}
-
-func eventually(t *testing.T, what string, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // TestRelayBinariesConnectAcrossClusters runs relay-server and relay-agent
 // as processes and registers the workload cluster with the manual steps of
 // reference 001, run through kubectl.
@@ -161,7 +130,7 @@ func TestRelayBinariesConnectAcrossClusters(t *testing.T) {
 	relayAddr, serverMetrics, agentMetrics := freeAddr(t), freeAddr(t), freeAddr(t)
 	start(t, filepath.Join(bins, "relay-server"), "--kubeconfig", env.Cluster("mgmt").Kubeconfig,
 		"--listen-address", relayAddr, "--metrics-address", serverMetrics)
-	eventually(t, "relay-server is ready", time.Minute, func() error {
+	testenv.Eventually(t, "relay-server is ready", time.Minute, func() error {
 		resp, err := http.Get("http://" + serverMetrics + "/readyz")
 		if err != nil {
 			return err
@@ -193,9 +162,9 @@ func TestRelayBinariesConnectAcrossClusters(t *testing.T) {
 	start(t, filepath.Join(bins, "relay-agent"), "--kubeconfig", env.Cluster("workload").Kubeconfig,
 		"--cluster", "cluster-1", "--server-address", relayAddr, "--metrics-address", agentMetrics)
 
-	eventually(t, "the relay metrics read 1 for cluster-1", 90*time.Second, func() error {
+	testenv.Eventually(t, "the relay metrics read 1 for cluster-1", 90*time.Second, func() error {
 		for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
-			if m := scrape("http://"+serverMetrics+"/metrics", g+`{cluster="cluster-1"}`); !strings.HasSuffix(m, " 1") {
+			if m := testenv.ScrapeMetric("http://"+serverMetrics+"/metrics", g+`{cluster="cluster-1"}`); !strings.HasSuffix(m, " 1") {
 				return fmt.Errorf("%s line %q", g, m)
 			}
 		}

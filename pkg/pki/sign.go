@@ -76,6 +76,13 @@ func NewIssuer(ca *Certified, p Policy, now time.Time) (*Issuer, error) {
 	return &Issuer{ca: ca, policy: p, caPEM: EncodeCertificates(root), chain: chain, interPM: EncodeCertificates(inter...)}, nil
 }
 
+// backdate is the policy's backdate, at most a tenth of the TTL: a short
+// certificate backdated by minutes would spend most of its lifetime in its
+// renewal window.
+func (i *Issuer) backdate() time.Duration {
+	return min(backdate(i.policy.Backdate), i.policy.TTL/10)
+}
+
 // CA returns the issuer's CA.
 func (i *Issuer) CA() *Certified { return i.ca }
 
@@ -106,7 +113,7 @@ func (i *Issuer) SignPEM(csrPEM []byte, id Identity, now time.Time) (*Issued, er
 //     or email SANs, and no CA;
 //   - the certificate carries the identity's names, the role's usages, is
 //     not a CA, lives min(TTL, issuer NotAfter − now) and starts Backdate
-//     before now (never before the issuer).
+//     before now, at most TTL/10 (never before the issuer).
 //
 // Before returning, the chain is verified: x509.CreateCertificate checks
 // the new signature with the issuer's public key (and that the signing key
@@ -121,7 +128,7 @@ func (i *Issuer) Sign(csr *x509.CertificateRequest, id Identity, now time.Time) 
 		return nil, err
 	}
 	spec, _ := KeySpecOf(csr.PublicKey)
-	tmpl, err := template(i.policy.Role, spec.Algorithm, "", id.DNSNames, now.Add(-backdate(i.policy.Backdate)), now.Add(i.policy.TTL))
+	tmpl, err := template(i.policy.Role, spec.Algorithm, "", id.DNSNames, now.Add(-i.backdate()), now.Add(i.policy.TTL))
 	if err != nil {
 		return nil, err
 	}

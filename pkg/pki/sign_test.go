@@ -60,6 +60,15 @@ func TestSignCapsTheTTLAtTheIssuer(t *testing.T) {
 	}
 	_, err = iss.Sign(mustCSR(t, mustKey(t, ECDSAP256), "c"), Identity{DNSNames: []string{"c"}}, p.inter.Cert.NotAfter.Add(time.Minute))
 	wantErr(t, err, "expired at")
+
+	short := newTestIssuer(t, p, Policy{Role: RoleClient, TTL: time.Minute})
+	got, err = short.Sign(mustCSR(t, mustKey(t, ECDSAP256), "c"), Identity{DNSNames: []string{"c"}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(-6 * time.Second); !got.Cert.NotBefore.Equal(want) {
+		t.Errorf("a one-minute certificate starts at %s, want backdated by a tenth of its TTL to %s", got.Cert.NotBefore, want)
+	}
 }
 
 func TestSignRefusesRequestsOutsideThePolicy(t *testing.T) {

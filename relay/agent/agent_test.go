@@ -127,33 +127,12 @@ func httpOK(url string) error {
 }
 
 func (w *world) metric(prefix string) string {
-	resp, err := http.Get(w.metrics + "/metrics")
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-	return ""
+	return testenv.ScrapeMetric(w.metrics+"/metrics", prefix)
 }
 
 func (w *world) eventually(what string, check func() error) {
 	w.t.Helper()
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("%s: still failing after 45s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testenv.Eventually(w.t, what, 45*time.Second, check)
 }
 
 func (w *world) secret(c *testenv.Cluster, namespace, name string) (*corev1.Secret, error) {
@@ -196,7 +175,8 @@ func (w *world) startAgent(cluster, namespace string, edit ...func(*config.Agent
 	}
 	mlis := listen(w.t)
 	replica := fmt.Sprintf("%s-%d", cluster, replicas.Add(1))
-	a, err := New(Options{Config: cfg, RESTConfig: w.workload.Config, Log: testr.New(w.t).WithName(replica), MetricsListener: mlis, Replica: replica})
+	a, err := New(Options{Config: cfg, RESTConfig: w.workload.Config, Log: testr.New(w.t).WithName(replica), MetricsListener: mlis, Replica: replica,
+		Jitter: func() float64 { return 0 }})
 	if err != nil {
 		w.t.Fatal(err)
 	}

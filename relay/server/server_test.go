@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,28 +107,12 @@ func (f *relayFixture) get(path string) (string, int) {
 
 // metric returns the line of the scraped /metrics that starts with prefix.
 func (f *relayFixture) metric(prefix string) string {
-	body, _ := f.get("/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-	return ""
+	return testenv.ScrapeMetric(f.metrics+"/metrics", prefix)
 }
 
 func (f *relayFixture) eventually(what string, check func() error) {
 	f.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("%s: still failing after 30s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(f.t, what, 30*time.Second, check)
 }
 
 func (f *relayFixture) secret(name string) *corev1.Secret {
@@ -400,7 +383,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 			}
 			return nil
 		})
-		if got := metricValue(f.metric(`relay_certificate_expiry_timestamp_seconds{certificate="intermediate"}`)); got != float64(next.Cert.NotAfter.Unix()) {
+		if got := testenv.MetricValue(f.metric(`relay_certificate_expiry_timestamp_seconds{certificate="intermediate"}`)); got != float64(next.Cert.NotAfter.Unix()) {
 			t.Errorf("intermediate expiry metric %v, want %d", got, next.Cert.NotAfter.Unix())
 		}
 	})
@@ -411,7 +394,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 			`relay_certificate_expiry_timestamp_seconds{certificate="server"}`,
 			`relay_client_certificate_expiry_timestamp_seconds{cluster="cluster-1"}`,
 		} {
-			if v := metricValue(f.metric(p)); v < float64(time.Now().Unix()) {
+			if v := testenv.MetricValue(f.metric(p)); v < float64(time.Now().Unix()) {
 				t.Errorf("metric %s = %v, want a time in the future", p, v)
 			}
 		}
@@ -463,17 +446,4 @@ func handshakeSerial(t *testing.T, f *relayFixture) *big.Int {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber
-}
-
-// metricValue returns the value of a scraped metric line, or -1.
-func metricValue(line string) float64 {
-	fields := strings.Fields(line)
-	if len(fields) != 2 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(fields[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }
