@@ -3,8 +3,12 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
@@ -240,6 +244,19 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 	t.Run("a cluster name with an underscore is InvalidArgument", func(t *testing.T) {
 		_, err := rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: "cluster_1", Token: f.token(), Csr: csr1})
 		wantStatus(t, err, codes.InvalidArgument, `use "cluster-1"`)
+	})
+	t.Run("a CSR asking to be a CA is InvalidArgument", func(t *testing.T) {
+		ext, _ := asn1.Marshal(struct{ IsCA bool }{true})
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			DNSNames:        []string{"cluster-1"},
+			ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Value: ext}},
+		}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+		_, err = rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: "cluster-1", Token: f.token(), Csr: csr})
+		wantStatus(t, err, codes.InvalidArgument, "asks to be a CA")
 	})
 	t.Run("a CSR that is not PEM is InvalidArgument", func(t *testing.T) {
 		_, err := rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: "cluster-1", Token: f.token(), Csr: []byte("junk")})
