@@ -167,6 +167,14 @@ func (w *world) register(name string) {
 
 func (w *world) startAgent(cluster, namespace string, edit ...func(*config.Agent)) (*Agent, string) {
 	w.t.Helper()
+	a, url, _ := w.startAgentWithStop(cluster, namespace, edit...)
+	return a, url
+}
+
+// startAgentWithStop starts an agent and also returns the function that
+// stops it.
+func (w *world) startAgentWithStop(cluster, namespace string, edit ...func(*config.Agent)) (*Agent, string, func()) {
+	w.t.Helper()
 	cfg := config.DefaultAgent()
 	cfg.Cluster, cfg.Namespace, cfg.ServerAddress = cluster, namespace, w.addr
 	cfg.ClientTLSSecretRotationGracePeriodRatio = 0.5
@@ -180,8 +188,8 @@ func (w *world) startAgent(cluster, namespace string, edit ...func(*config.Agent
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	run(w.t, "relay-agent "+cluster, a.Run)
-	return a, "http://" + mlis.Addr().String()
+	stop := run(w.t, "relay-agent "+replica, a.Run)
+	return a, "http://" + mlis.Addr().String(), stop
 }
 
 // clientSerial returns the serial of the client certificate stored in the

@@ -77,3 +77,27 @@ func TestAgentAndServerInInsecureMode(t *testing.T) {
 		t.Error("an insecure server generated a CA")
 	}
 }
+
+func TestLeaderFailoverMovesTheRotator(t *testing.T) {
+	w := newWorld(t, nil)
+	w.register("cluster-1")
+	w.copySecret("relay-root-tls-secret", ns, "ca.crt")
+	w.copySecret("relay-identity-token-secret", ns, "token")
+	_, _, stopFirst := w.startAgentWithStop("cluster-1", ns)
+	w.eventually("the first replica bootstraps as the leader", func() error {
+		_, err := w.clientSerial(ns, "cluster-1")
+		return err
+	})
+	w.startAgent("cluster-1", ns)
+	w.eventually("both replicas connect", func() error { return w.connectedN("cluster-1", 2) })
+
+	stopFirst()
+	w.eventually("the remaining replica alone is connected", func() error { return w.connectedN("cluster-1", 1) })
+	w.eventually("the remaining replica takes the Lease and renews on request", func() error {
+		w.srv.RenewNow("cluster-1", "failover")
+		if m := w.metric(`relay_certificates_issued_total{call="renew"}`); !strings.HasSuffix(m, " 1") {
+			return fmt.Errorf("renewals = %q", m)
+		}
+		return nil
+	})
+}
