@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// fuzzService is a service with real credentials whose cluster lookups
+// come from an in-memory client holding KubernetesCluster cluster-1: the
+// request handling is pure logic over them.
+func fuzzService(t testing.TB) *service {
+	t.Helper()
+	root, err := pki.NewRootCA(pki.Options{CommonName: "fuzz-root", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.NewIntermediateCA(pki.Options{CommonName: "fuzz-signing", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.DefaultServer()
+	m := newMetrics(prometheus.NewRegistry())
+	creds := newCredentials(&cfg, m)
+	iss, err := pki.NewIssuer(inter, pki.Policy{Role: pki.RoleClient, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds.issuer.Store(iss)
+	tok := []byte("the-token")
+	creds.token.Store(&tok)
+	scheme, _ := kube.Scheme()
+	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "cluster-1"}},
+	).Build()
+	return &service{
+		cfg: &cfg, creds: creds, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
+		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: newConnections(m), hub: newHub(),
+	}
+}
+
+// FuzzBootstrap decodes arbitrary bytes as a BootstrapRequest, as gRPC
+// would, and hands it to Bootstrap. Property: it never panics; it answers
+// with one of the documented codes; and a certificate comes back only for
+// the right token and the registered cluster, naming exactly that cluster.
+func FuzzBootstrap(f *testing.F) {
+	key, _ := pki.GenerateKey(pki.ECDSAP256)
+	good, _ := pki.NewCSR(key, "cluster-1")
+	other, _ := pki.NewCSR(key, "cluster-2")
+	for _, r := range []*relayv1.BootstrapRequest{
+		{Cluster: "cluster-1", Token: "the-token", Csr: good},
+		{Cluster: "cluster-1", Token: "wrong", Csr: good},
+		{Cluster: "cluster-2", Token: "the-token", Csr: other},
+		{Cluster: "cluster_1", Token: "the-token", Csr: []byte("junk")},
+	} {
+		b, _ := proto.Marshal(r)
+		f.Add(b)
+	}
+	svc := fuzzService(f)
+	allowed := []codes.Code{codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req relayv1.BootstrapRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		resp, err := svc.Bootstrap(context.Background(), &req)
+		if err != nil {
+			if code := status.Code(err); !slices.Contains(allowed, code) {
+				t.Fatalf("unexpected code %s: %v", code, err)
+			}
+			return
+		}
+		if req.GetToken() != "the-token" || req.GetCluster() != "cluster-1" {
+			t.Fatalf("issued for cluster %q with token %q", req.GetCluster(), req.GetToken())
+		}
+		certs, err := pki.DecodeCertificates(resp.GetCertificateChain())
+		if err != nil || !slices.Equal(certs[0].DNSNames, []string{"cluster-1"}) || certs[0].IsCA {
+			t.Fatalf("issued certificate %v: %v", certs[0].DNSNames, err)
+		}
+	})
+}
+
+// FuzzPushMessage decodes arbitrary bytes as a PushMessage and handles it.
+// Property: it never panics and never records a status it should ignore.
+func FuzzPushMessage(f *testing.F) {
+	for _, m := range []*relayv1.PushMessage{
+		{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "v1", ClientCertificateNotAfter: 1e9, Replica: "a"}}},
+		{Message: &relayv1.PushMessage_IntermediateCsr{IntermediateCsr: &relayv1.IntermediateCSR{Policy: "p", Csr: []byte("x")}}},
+	} {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	svc := fuzzService(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var msg relayv1.PushMessage
+		if err := proto.Unmarshal(data, &msg); err != nil {
+			return
+		}
+		svc.handlePush("cluster-1", &msg)
+	})
+}
