@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/meshrelay/meshrelay/pkg/pki"
 	"net"
 	"net/http"
 	"os"
@@ -107,13 +108,15 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// TestRelayBinariesConnectAcrossClusters runs relay-server and relay-agent
-// as processes and registers the workload cluster with the manual steps of
-// reference 001, run through kubectl.
-func TestRelayBinariesConnectAcrossClusters(t *testing.T) {
+// TestIdentityTokenFlowAcrossTwoWorkloadClusters runs relay-server and one
+// relay-agent per workload cluster as processes, registers the clusters with
+// the manual steps of reference 001 through kubectl, and asserts the eight
+// steps of reference 000's identity-token flow for each cluster.
+func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 	bins := buildBinaries(t, "relay-server", "relay-agent")
-	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "workload"}})
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	workloads := []string{"cluster-1", "cluster-2"}
+	env := testenv.Start(t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
@@ -123,11 +126,21 @@ func TestRelayBinariesConnectAcrossClusters(t *testing.T) {
 		}
 		return out
 	}
-	for _, c := range []string{"mgmt", "workload"} {
-		kubectl("", "--context", c, "create", "namespace", "gloo-mesh")
+	secretData := func(kctx, name, key string) []byte {
+		t.Helper()
+		enc := kubectl("", "--context", kctx, "-n", "gloo-mesh", "get", "secret", name, "-o", "jsonpath={.data."+strings.ReplaceAll(key, ".", `\.`)+"}")
+		raw, err := base64.StdEncoding.DecodeString(enc)
+		if err != nil || len(raw) == 0 {
+			t.Fatalf("%s: secret %s key %s: %q %v", kctx, name, key, enc, err)
+		}
+		return raw
+	}
+	for _, c := range env.Clusters {
+		kubectl("", "--context", c.Name, "create", "namespace", "gloo-mesh")
 	}
 
-	relayAddr, serverMetrics, agentMetrics := freeAddr(t), freeAddr(t), freeAddr(t)
+	// Step 1: installing the management plane creates the identity token.
+	relayAddr, serverMetrics := freeAddr(t), freeAddr(t)
 	start(t, filepath.Join(bins, "relay-server"), "--kubeconfig", env.Cluster("mgmt").Kubeconfig,
 		"--listen-address", relayAddr, "--metrics-address", serverMetrics)
 	testenv.Eventually(t, "relay-server is ready", time.Minute, func() error {
@@ -141,40 +154,67 @@ func TestRelayBinariesConnectAcrossClusters(t *testing.T) {
 		}
 		return nil
 	})
-
-	// Reference 001: copy the root CA and the identity token by hand.
-	dir := t.TempDir()
-	for _, s := range []struct{ secret, key string }{{"relay-root-tls-secret", "ca.crt"}, {"relay-identity-token-secret", "token"}} {
-		enc := kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", s.secret, "-o", "jsonpath={.data."+strings.ReplaceAll(s.key, ".", `\.`)+"}")
-		raw, err := base64.StdEncoding.DecodeString(enc)
-		if err != nil || len(raw) == 0 {
-			t.Fatalf("secret %s key %s: %q %v", s.secret, s.key, enc, err)
-		}
-		path := filepath.Join(dir, s.key)
-		if err := os.WriteFile(path, raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		kubectl("", "--context", "workload", "-n", "gloo-mesh", "create", "secret", "generic", s.secret, "--from-file", s.key+"="+path)
+	token := secretData("mgmt", "relay-identity-token-secret", "token")
+	signingCert, err := pki.DecodeCertificates(secretData("mgmt", "relay-tls-signing-secret", "tls.crt"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	kubectl("apiVersion: meshrelay.dev/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: cluster-1\n  namespace: gloo-mesh\n",
-		"--context", "mgmt", "apply", "-f", "-")
 
-	start(t, filepath.Join(bins, "relay-agent"), "--kubeconfig", env.Cluster("workload").Kubeconfig,
-		"--cluster", "cluster-1", "--server-address", relayAddr, "--metrics-address", agentMetrics)
-
-	testenv.Eventually(t, "the relay metrics read 1 for cluster-1", 90*time.Second, func() error {
-		for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
-			if m := testenv.ScrapeMetric("http://"+serverMetrics+"/metrics", g+`{cluster="cluster-1"}`); !strings.HasSuffix(m, " 1") {
-				return fmt.Errorf("%s line %q", g, m)
+	dir := t.TempDir()
+	for _, cluster := range workloads {
+		// Step 2: the token (and the root CA) exist on the workload cluster
+		// with the management cluster's values, copied as reference 001 does.
+		for _, s := range []struct{ secret, key string }{{"relay-root-tls-secret", "ca.crt"}, {"relay-identity-token-secret", "token"}} {
+			path := filepath.Join(dir, cluster+"-"+s.key)
+			if err := os.WriteFile(path, secretData("mgmt", s.secret, s.key), 0o600); err != nil {
+				t.Fatal(err)
 			}
+			kubectl("", "--context", cluster, "-n", "gloo-mesh", "create", "secret", "generic", s.secret, "--from-file", s.key+"="+path)
+		}
+		if got := secretData(cluster, "relay-identity-token-secret", "token"); !bytes.Equal(got, token) {
+			t.Fatalf("%s: token differs from the management cluster's", cluster)
+		}
+		kubectl("apiVersion: meshrelay.dev/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: "+cluster+"\n  namespace: gloo-mesh\n",
+			"--context", "mgmt", "apply", "-f", "-")
+		// Step 3: the agent reads the token and sends it with its CSR.
+		start(t, filepath.Join(bins, "relay-agent"), "--kubeconfig", env.Cluster(cluster).Kubeconfig,
+			"--cluster", cluster, "--server-address", relayAddr, "--metrics-address", freeAddr(t))
+	}
+
+	metrics := "http://" + serverMetrics + "/metrics"
+	// Steps 4 to 6: the server checked both tokens and signed both CSRs.
+	testenv.Eventually(t, "two bootstraps signed", 90*time.Second, func() error {
+		if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_certificates_issued_total{call="bootstrap"}`)); v != 2 {
+			return fmt.Errorf("bootstraps = %v", v)
 		}
 		return nil
 	})
-	out := kubectl("", "--context", "workload", "-n", "gloo-mesh", "get", "secret", "relay-client-tls-secret", "-o", "jsonpath={.type} {.data}")
-	if !strings.HasPrefix(out, "kubernetes.io/tls ") || !bytes.Contains([]byte(out), []byte("ca.crt")) {
-		t.Errorf("relay-client-tls-secret: %s", out)
-	}
-	if lease := kubectl("", "--context", "workload", "-n", "gloo-mesh", "get", "lease", "relay-agent-cluster-1", "-o", "jsonpath={.spec.holderIdentity}"); lease == "" {
-		t.Error("the agent holds no Lease: the rotator must run only on the leader")
+	for _, cluster := range workloads {
+		// Step 7: the agent stored its certificate, signed by relay-tls-signing-secret.
+		var v *pki.Verified
+		testenv.Eventually(t, cluster+" stores relay-client-tls-secret", 30*time.Second, func() (err error) {
+			out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "secret", "relay-client-tls-secret", "-o", "jsonpath={.type}")
+			if err != nil || out != "kubernetes.io/tls" {
+				return fmt.Errorf("type %q: %v", out, err)
+			}
+			v, err = pki.ValidateClientSecret(secretData(cluster, "relay-client-tls-secret", "tls.crt"),
+				secretData(cluster, "relay-client-tls-secret", "tls.key"), secretData(cluster, "relay-client-tls-secret", "ca.crt"), cluster, time.Now())
+			return err
+		})
+		if err := v.Cert.CheckSignatureFrom(signingCert[0]); err != nil {
+			t.Errorf("%s: client certificate not signed by relay-tls-signing-secret: %v", cluster, err)
+		}
+		// Step 8: the agent connects with mTLS: one push and one pull stream.
+		testenv.Eventually(t, cluster+" relay metrics read 1", 60*time.Second, func() error {
+			for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
+				if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, g+`{cluster="`+cluster+`"}`)); v != 1 {
+					return fmt.Errorf("%s = %v", g, v)
+				}
+			}
+			return nil
+		})
+		if holder := kubectl("", "--context", cluster, "-n", "gloo-mesh", "get", "lease", "relay-agent-"+cluster, "-o", "jsonpath={.spec.holderIdentity}"); holder == "" {
+			t.Errorf("%s: the agent holds no Lease: the rotator must run only on the leader", cluster)
+		}
 	}
 }
