@@ -43,42 +43,93 @@ func (e *DecodeError) Error() string {
 	return fmt.Sprintf("block %d (%q): %s", e.Block, e.Type, e.Reason)
 }
 
-// blocks splits data into its PEM blocks, refusing inputs over MaxPEMBytes,
-// inputs with no block, more than max blocks (of what), and non-space
-// bytes after the last block.
-func blocks(data []byte, max int, what string) ([]*pem.Block, error) {
+// blocks splits data into its PEM blocks. It refuses inputs over
+// MaxPEMBytes, inputs with no block, more than max blocks (tooMany says so,
+// given the count), a block that is not valid PEM (encoding/pem would skip
+// it silently), and anything but space after the last block, which is
+// named. Text before and between blocks, such as the summary `openssl x509
+// -text` prints, is ignored.
+func blocks(data []byte, max int, tooMany func(n int) string) ([]*pem.Block, error) {
 	if len(data) > MaxPEMBytes {
 		return nil, &DecodeError{Reason: fmt.Sprintf("input is %d bytes, more than the %d allowed", len(data), MaxPEMBytes)}
 	}
 	var out []*pem.Block
-	rest := data
+	n, rest := 0, data
 	for {
 		block, next := pem.Decode(rest)
 		if block == nil {
 			break
 		}
-		if len(out) == max {
-			return nil, &DecodeError{Reason: fmt.Sprintf("input has more than %d %s", max, what)}
+		if skipped := beginLines(rest[:len(rest)-len(next)]); len(skipped) > 1 {
+			return nil, malformed(n+1, skipped[0])
 		}
-		out = append(out, block)
+		if n++; n <= max {
+			out = append(out, block)
+		}
 		rest = next
 	}
-	if len(out) == 0 {
+	if n > max {
+		return nil, &DecodeError{Reason: tooMany(n)}
+	}
+	if begins := beginLines(rest); len(begins) > 0 {
+		return nil, malformed(n+1, begins[0])
+	}
+	if n == 0 {
 		if len(bytes.TrimSpace(data)) == 0 {
 			return nil, &DecodeError{Reason: "input is empty: expected PEM data"}
 		}
-		return nil, &DecodeError{Reason: "no PEM data found: expected a block starting with \"-----BEGIN\""}
+		return nil, &DecodeError{Reason: `no PEM data found: expected a block starting with "-----BEGIN"`}
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, &DecodeError{Block: len(out), Type: out[len(out)-1].Type, Reason: fmt.Sprintf("followed by %d bytes that are not PEM", len(bytes.TrimSpace(rest)))}
+	if trailing := bytes.TrimSpace(rest); len(trailing) > 0 {
+		return nil, &DecodeError{Block: n, Type: out[n-1].Type, Reason: fmt.Sprintf("followed by %d bytes that are not PEM: %s", len(trailing), preview(trailing))}
 	}
 	return out, nil
+}
+
+var beginMarker = []byte("-----BEGIN ")
+
+// beginLines returns the lines of b that start with "-----BEGIN ", as
+// encoding/pem looks for them, each from its marker to the end of the line.
+func beginLines(b []byte) [][]byte {
+	var lines [][]byte
+	for i := 0; ; {
+		j := bytes.Index(b[i:], beginMarker)
+		if j < 0 {
+			return lines
+		}
+		i += j
+		if i == 0 || b[i-1] == '\n' {
+			line, _, _ := bytes.Cut(b[i:], []byte("\n"))
+			lines = append(lines, line)
+		}
+		i += len(beginMarker)
+	}
+}
+
+// malformed is the error for block number n, whose BEGIN line is begin,
+// when encoding/pem cannot decode it.
+func malformed(n int, begin []byte) error {
+	typ := bytes.TrimPrefix(bytes.TrimSpace(begin), beginMarker)
+	typ, _, _ = bytes.Cut(typ, []byte("-----"))
+	return &DecodeError{Block: n, Type: string(typ[:min(len(typ), 64)]),
+		Reason: "is not valid PEM: its END line is missing or does not match, or its base64 is corrupt"}
+}
+
+// preview quotes the start of b for an error message.
+func preview(b []byte) string {
+	const max = 24
+	if len(b) > max {
+		return fmt.Sprintf("%q...", b[:max])
+	}
+	return fmt.Sprintf("%q", b)
 }
 
 // DecodeCertificates decodes a PEM chain of at most MaxChainLength
 // certificates, in the order given.
 func DecodeCertificates(data []byte) ([]*x509.Certificate, error) {
-	bs, err := blocks(data, MaxChainLength, "certificates")
+	bs, err := blocks(data, MaxChainLength, func(n int) string {
+		return fmt.Sprintf("chain has %d certificates, more than the %d allowed", n, MaxChainLength)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +193,7 @@ func DecodePrivateKey(data []byte) (crypto.Signer, error) {
 
 // keyBlock decodes the one PEM block of a private key and checks its type.
 func keyBlock(data []byte) (*pem.Block, error) {
-	bs, err := blocks(data, 1, "PEM block: expected one private key")
+	bs, err := blocks(data, 1, expectOne("private key"))
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +208,11 @@ func keyBlock(data []byte) (*pem.Block, error) {
 	return nil, keyError(b, `expected "PRIVATE KEY", "RSA PRIVATE KEY" or "EC PRIVATE KEY"`)
 }
 
+// expectOne is the too-many message of an input that holds one what.
+func expectOne(what string) func(int) string {
+	return func(n int) string { return fmt.Sprintf("input has %d PEM blocks: expected one %s", n, what) }
+}
+
 func keyError(b *pem.Block, reason string) error {
 	return &DecodeError{Block: 1, Type: b.Type, Reason: reason}
 }
@@ -164,7 +220,7 @@ func keyError(b *pem.Block, reason string) error {
 // DecodeCSR decodes one PEM certificate request. It does not check its
 // signature; Issuer.Sign does.
 func DecodeCSR(data []byte) (*x509.CertificateRequest, error) {
-	bs, err := blocks(data, 1, "PEM block: expected one certificate request")
+	bs, err := blocks(data, 1, expectOne("certificate request"))
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,10 @@ func TestDecodeCertificatesSaysWhichBlockAndWhy(t *testing.T) {
 	p := newTestPKI(t, ECDSAP256)
 	cert := EncodeCertificates(p.inter.Cert)
 	key := mustPEM(t, p.inter.Key)
-	tooMany := []byte(strings.Repeat(string(cert), MaxChainLength+1))
+	tooMany := []byte(strings.Repeat(string(cert), 12))
+	root := EncodeCertificates(p.root.Cert)
+	corrupt := []byte(strings.Replace(string(cert), "\n", "\n!!!!", 2))
+	unterminated := cert[:len(cert)-len("-----END CERTIFICATE-----\n")]
 	for _, tc := range []struct {
 		name  string
 		input []byte
@@ -26,9 +29,14 @@ func TestDecodeCertificatesSaysWhichBlockAndWhy(t *testing.T) {
 		{"an empty input is named", []byte("  \n"), 0, "input is empty"},
 		{"text that is not PEM is named", []byte("hello"), 0, "no PEM data found"},
 		{"a key among certificates is named by block", append(append([]byte{}, cert...), key...), 0, `block 2 ("PRIVATE KEY"): expected "CERTIFICATE"`},
-		{"garbage after the last block is named", append(append([]byte{}, cert...), "trailing"...), 0, `block 1 ("CERTIFICATE"): followed by 8 bytes that are not PEM`},
+		{"garbage after the last block is named", append(append([]byte{}, cert...), "trailing"...), 0, `block 1 ("CERTIFICATE"): followed by 8 bytes that are not PEM: "trailing"`},
+		{"long garbage is named by its start", append(append([]byte{}, cert...), strings.Repeat("x", 100)...), 0, `followed by 100 bytes that are not PEM: "xxxxxxxxxxxxxxxxxxxxxxxx"...`},
+		{"text before the first block is ignored", append([]byte("Certificate:\n    Data: ...\n"), cert...), 1, ""},
+		{"a corrupt block between good ones is named, not skipped", append(append(append([]byte{}, cert...), corrupt...), root...), 0, `block 2 ("CERTIFICATE"): is not valid PEM`},
+		{"a last block without its END line is named", append(append([]byte{}, cert...), unterminated...), 0, `block 2 ("CERTIFICATE"): is not valid PEM: its END line is missing`},
+		{"a lone corrupt block is named", corrupt, 0, `block 1 ("CERTIFICATE"): is not valid PEM`},
 		{"a block that is not DER is named", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}}), 0, `block 1 ("CERTIFICATE"): failed to parse certificate`},
-		{"too long a chain is refused", tooMany, 0, "more than 10 certificates"},
+		{"too long a chain is refused with its length", tooMany, 0, "chain has 12 certificates, more than the 10 allowed"},
 		{"too large an input is refused", make([]byte, MaxPEMBytes+1), 0, "more than the 65536 allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,7 +74,7 @@ func TestDecodePrivateKeyReadsEveryEncoding(t *testing.T) {
 		{"a legacy encrypted key is refused", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: []byte{1}}), "the key is encrypted"},
 		{"a certificate in tls.key is named", EncodeCertificates(newTestPKI(t, ECDSAP256).root.Cert), `block 1 ("CERTIFICATE"): expected "PRIVATE KEY"`},
 		{"a SEC1 body labelled PKCS#1 is refused", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: sec1}), "failed to parse private key"},
-		{"two keys are refused", append(mustPEM(t, ec), mustPEM(t, ec)...), "more than 1 PEM block"},
+		{"two keys are refused", append(mustPEM(t, ec), mustPEM(t, ec)...), "input has 2 PEM blocks: expected one private key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key, err := DecodePrivateKey(tc.input)
@@ -92,6 +100,7 @@ func TestDecodeCSRChecksTheBlock(t *testing.T) {
 		_, err := DecodeCSR(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{0x30, 0}}))
 		return err
 	}(), "failed to parse certificate request")
+	wantErr(t, func() error { _, err := DecodeCSR(append(append([]byte{}, good...), good...)); return err }(), "input has 2 PEM blocks: expected one certificate request")
 	wantErr(t, func() error { _, err := NewCSR(mustKey(t, ECDSAP256)); return err }(), "at least one DNS name")
 	wantErr(t, func() error { _, err := NewCSR(mustKey(t, ECDSAP256), "Cluster"); return err }(), `use "cluster"`)
 }

@@ -1,8 +1,17 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +39,7 @@ func FuzzDecodeCertificates(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		certs, err := DecodeCertificates(data)
 		if err != nil {
+			mustBeDecodeError(t, err)
 			return
 		}
 		if len(certs) == 0 || len(certs) > MaxChainLength {
@@ -49,6 +59,7 @@ func FuzzDecodePrivateKey(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		key, err := DecodePrivateKey(data)
 		if err != nil {
+			mustBeDecodeError(t, err)
 			return
 		}
 		enc, err := EncodePrivateKey(key)
@@ -71,10 +82,25 @@ func FuzzDecodeCSR(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		csr, err := DecodeCSR(data)
-		if err == nil && csr == nil {
-			t.Fatal("no CSR and no error")
+		if err != nil {
+			mustBeDecodeError(t, err)
+			return
+		}
+		again, err := DecodeCSR(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
+		if err != nil || !bytes.Equal(again.Raw, csr.Raw) {
+			t.Fatalf("re-encoded CSR does not decode the same: %v", err)
 		}
 	})
+}
+
+// mustBeDecodeError fails t unless err is a *DecodeError, which callers
+// such as the webhooks rely on to say which block is wrong.
+func mustBeDecodeError(t *testing.T, err error) {
+	t.Helper()
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		t.Fatalf("error %q (%T) is not a *DecodeError", err, err)
+	}
 }
 
 var fuzzIssuer = sync.OnceValues(func() (*Issuer, error) {
@@ -123,6 +149,94 @@ func FuzzSign(f *testing.F) {
 		}
 		if c.NotAfter.After(iss.CA().Cert.NotAfter) || c.NotAfter.After(now.Add(time.Hour)) {
 			t.Fatalf("NotAfter %s outlives the issuer or the TTL", c.NotAfter)
+		}
+	})
+}
+
+// fuzzKeys are the CSR keys FuzzSignRequest picks from: made once, as an
+// RSA key per input would make the target too slow to explore.
+var fuzzKeys = sync.OnceValue(func() []crypto.Signer {
+	var keys []crypto.Signer
+	for _, spec := range []KeySpec{ECDSAP256, ECDSAP384, Ed25519Key} {
+		k, err := GenerateKey(spec)
+		if err != nil {
+			panic(err)
+		}
+		keys = append(keys, k)
+	}
+	return keys
+})
+
+// FuzzSignRequest builds correctly signed CSRs from fuzzed contents (the
+// names asked for, the names the identity may hold, an IP SAN, a request to
+// be a CA, the key) and signs them at a fuzzed time, so that the policy
+// itself is explored rather than the signature check. Property: what is
+// issued carries exactly the identity's names and nothing else, was asked
+// for with exactly those names, no IP and no CA; is not a CA; lives within
+// the TTL, its backdate and the issuer's validity; and verifies to the root
+// for client auth.
+func FuzzSignRequest(f *testing.F) {
+	f.Add("cluster-1", "cluster-1", uint8(0), false, false, int64(0))
+	f.Add("cluster-1,cluster-2", "cluster-1", uint8(0), false, false, int64(0))
+	f.Add("b,a", "a,b", uint8(1), false, false, int64(600))
+	f.Add("cluster-1", "cluster-1", uint8(2), true, false, int64(3600))
+	f.Add("cluster-1", "cluster-1", uint8(0), false, true, int64(60))
+	f.Add("cluster-1", "cluster_1", uint8(0), false, false, int64(0))
+	f.Add("x", "x", uint8(1), false, false, int64(22*3600+30*60))
+	f.Add("x", "x", uint8(2), false, false, int64(30*3600))
+	f.Fuzz(func(t *testing.T, asked, allowed string, keyIndex uint8, askIP, askCA bool, offset int64) {
+		iss, err := fuzzIssuer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := fuzzKeys()
+		tmpl := &x509.CertificateRequest{DNSNames: strings.Split(asked, ",")}
+		if askIP {
+			tmpl.IPAddresses = []net.IP{net.IPv4(10, 0, 0, 1)}
+		}
+		if askCA {
+			tmpl.ExtraExtensions = []pkix.Extension{{Id: oidBasicConstraints, Critical: true, Value: must(asn1.Marshal(struct{ IsCA bool }{true}))}}
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, keys[int(keyIndex)%len(keys)])
+		if err != nil {
+			return // names x509 cannot encode
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			return
+		}
+		id := Identity{DNSNames: strings.Split(allowed, ",")}
+		now := t0.Add(time.Duration(offset%(48*3600)) * time.Second)
+		got, err := iss.Sign(csr, id, now)
+		if err != nil {
+			if got != nil {
+				t.Fatal("a refused request returned a certificate")
+			}
+			return
+		}
+		c, ca := got.Cert, iss.CA().Cert
+		switch {
+		case !slices.Equal(c.DNSNames, id.DNSNames):
+			t.Fatalf("issued DNS names %v, identity %v", c.DNSNames, id.DNSNames)
+		case !sameNames(csr.DNSNames, id.DNSNames):
+			t.Fatalf("signed a request for %v as identity %v", csr.DNSNames, id.DNSNames)
+		case askIP || askCA:
+			t.Fatalf("signed a request asking for an IP (%v) or to be a CA (%v)", askIP, askCA)
+		case c.IsCA || len(c.IPAddresses)+len(c.URIs)+len(c.EmailAddresses) > 0:
+			t.Fatalf("issued a CA (%v) or other SANs", c.IsCA)
+		case c.NotAfter.After(now.Add(time.Hour)) || c.NotAfter.After(ca.NotAfter):
+			t.Fatalf("NotAfter %s outlives the TTL from %s or the issuer's %s", c.NotAfter, now, ca.NotAfter)
+		case c.NotBefore.Before(now.Add(-time.Hour/10)) || c.NotBefore.Before(ca.NotBefore):
+			t.Fatalf("NotBefore %s is backdated more than a tenth of the TTL from %s or before the issuer's %s", c.NotBefore, now, ca.NotBefore)
+		}
+		roots, inters := x509.NewCertPool(), x509.NewCertPool()
+		roots.AddCert(got.Chain[len(got.Chain)-1])
+		for _, i := range got.Chain[1 : len(got.Chain)-1] {
+			inters.AddCert(i)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("issued certificate does not verify to the root: %v", err)
 		}
 	})
 }

@@ -105,7 +105,8 @@ func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now ti
 }
 
 // validateLeaf decodes and checks a leaf secret. The key is matched by its
-// public half (PublicKeyOfPrivateKey), not loaded for signing.
+// public half (PublicKeyOfPrivateKey), which accepts exactly the keys
+// DecodePrivateKey loads without paying for a full RSA load.
 func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*Verified, error) {
 	certs, err := DecodeCertificates(tlsCrt)
 	if err != nil {
