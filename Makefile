@@ -28,6 +28,8 @@ CONTROL_PLANE := etcd kube-apiserver kube-controller-manager kubectl
 
 FUZZTIME   ?= 30s
 BENCHCOUNT ?= 5
+AGENTS     ?= 10000
+BOOTSTRAPS ?= 2000
 TEST_FLAGS ?=
 CONTROLLER_GEN := $(TOOLS)/controller-gen
 STATICCHECK    := $(TOOLS)/staticcheck
@@ -66,8 +68,9 @@ test-unit: ## Run the tests that need no local cluster (go test -short).
 	$(GO) test -short $(TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks beside their stdlib baselines (BENCHCOUNT=5).
+bench: envtest-assets build ## Run the benchmarks beside their stdlib baselines (BENCHCOUNT=5), then the relay load generator (AGENTS=10000).
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/loadgen --server-binary $(BIN)/relay-server --agents $(AGENTS) --bootstraps $(BOOTSTRAPS)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).

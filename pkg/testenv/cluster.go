@@ -84,8 +84,8 @@ func startCluster(name, dir, assets string, crdDirs []string, withKCM bool) (c *
 	}
 	c.Config = admin.Config()
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kubeconfigFor([]*Cluster{c}), c.Kubeconfig); err != nil {
-		return c, fmt.Errorf("failed to write kubeconfig of cluster %s: %w", name, err)
+	if err := WriteKubeconfig(c.Kubeconfig, name, c.Config); err != nil {
+		return c, err
 	}
 	if c.Client, err = client.New(c.Config, client.Options{Scheme: scheme}); err != nil {
 		return c, fmt.Errorf("failed to build client for cluster %s: %w", name, err)
@@ -110,6 +110,15 @@ func (c *Cluster) stop() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// WriteKubeconfig writes a kubeconfig with one context, name, that reaches
+// the API server of cfg with its credentials.
+func WriteKubeconfig(path, name string, cfg *rest.Config) error {
+	if err := clientcmd.WriteToFile(*kubeconfigFor([]*Cluster{{Name: name, Config: cfg}}), path); err != nil {
+		return fmt.Errorf("failed to write kubeconfig %s: %w", path, err)
+	}
+	return nil
 }
 
 // kubeconfigFor returns a kubeconfig with one context per cluster, named

@@ -237,6 +237,10 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	return nil
 }
 
+// connBufferBytes is the read and write buffer of one agent connection;
+// gRPC's default is 32 KiB each.
+const connBufferBytes = 4 << 10
+
 func (s *Server) grpcServer() *grpc.Server {
 	var creds grpccreds.TransportCredentials = insecure.NewCredentials()
 	if !s.cfg.Insecure {
@@ -245,6 +249,12 @@ func (s *Server) grpcServer() *grpc.Server {
 	gs := grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
+		// Agents hold their streams open and send little: small per-connection
+		// buffers, and a write buffer returned to a pool after each flush,
+		// keep a connected agent's cost low (see make bench).
+		grpc.ReadBufferSize(connBufferBytes),
+		grpc.WriteBufferSize(connBufferBytes),
+		grpc.SharedWriteBuffer(true),
 		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

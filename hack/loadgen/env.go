@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+)
+
+const namespace = "gloo-mesh"
+
+// environment is a local cluster with a relay-server process.
+type environment struct {
+	dir     string
+	api     *envtest.Environment
+	client  client.Client
+	server  *exec.Cmd
+	addr    string
+	metrics string
+
+	token   string
+	roots   *x509.CertPool
+	signing *pki.Certified
+}
+
+func startEnvironment(ctx context.Context, serverBin string) (*environment, error) {
+	if _, err := os.Stat(serverBin); err != nil {
+		return nil, fmt.Errorf("relay-server binary %s: %w (run make build)", serverBin, err)
+	}
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := testenv.CheckAssets(assets, testenv.Etcd, testenv.KubeAPIServer); err != nil {
+		return nil, err
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "loadgen-")
+	if err != nil {
+		return nil, err
+	}
+	e := &environment{dir: dir, api: &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "manifests", "crds")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}}
+	if _, err := e.api.Start(); err != nil {
+		return nil, fmt.Errorf("failed to start the local cluster: %w", err)
+	}
+	admin, err := e.api.AddUser(envtest.User{Name: "loadgen", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		e.stop()
+		return nil, err
+	}
+	cfg := admin.Config()
+	cfg.QPS, cfg.Burst = 1000, 2000
+	if e.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		e.stop()
+		return nil, err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := testenv.WriteKubeconfig(kubeconfig, "loadgen", cfg); err != nil {
+		e.stop()
+		return nil, err
+	}
+	if err := e.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		e.stop()
+		return nil, err
+	}
+	e.addr, e.metrics = freeAddr(), freeAddr()
+	log, err := os.Create(filepath.Join(dir, "relay-server.log"))
+	if err != nil {
+		e.stop()
+		return nil, err
+	}
+	e.server = exec.Command(serverBin, "--kubeconfig", kubeconfig, "--namespace", namespace,
+		"--listen-address", e.addr, "--metrics-address", e.metrics,
+		"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024")
+	e.server.Stdout, e.server.Stderr = log, log
+	if err := e.server.Start(); err != nil {
+		e.stop()
+		return nil, fmt.Errorf("failed to start relay-server: %w", err)
+	}
+	if err := e.waitReady(ctx); err != nil {
+		e.stop()
+		return nil, fmt.Errorf("%w (log in %s)", err, log.Name())
+	}
+	if err := e.loadSecrets(ctx); err != nil {
+		e.stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *environment) waitReady(ctx context.Context) error {
+	for {
+		resp, err := http.Get("http://" + e.metrics + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("relay-server did not become ready")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (e *environment) loadSecrets(ctx context.Context) error {
+	get := func(name string) (*corev1.Secret, error) {
+		var s corev1.Secret
+		err := e.client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s)
+		return &s, err
+	}
+	tok, err := get("relay-identity-token-secret")
+	if err != nil {
+		return err
+	}
+	e.token = string(tok.Data["token"])
+	root, err := get("relay-root-tls-secret")
+	if err != nil {
+		return err
+	}
+	e.roots = x509.NewCertPool()
+	e.roots.AppendCertsFromPEM(root.Data["ca.crt"])
+	signing, err := get("relay-tls-signing-secret")
+	if err != nil {
+		return err
+	}
+	kp, err := pki.DecodeKeyPair(signing.Data["tls.crt"], signing.Data["tls.key"], signing.Data["ca.crt"])
+	if err != nil {
+		return err
+	}
+	e.signing = &pki.Certified{Cert: kp.Cert, Key: kp.Key, Issuers: kp.Roots}
+	return nil
+}
+
+// register creates KubernetesClusters agent-0 … agent-(n-1).
+func (e *environment) register(ctx context.Context, n, concurrency int) error {
+	start := time.Now()
+	jobs := make(chan int)
+	errs := make(chan error, concurrency)
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for i := range jobs {
+				kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: agentName(i)}}
+				if err := e.client.Create(ctx, kc); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	var err error
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case err = <-errs:
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("failed to register clusters: %w", err)
+	}
+	fmt.Printf("registered %d KubernetesClusters in %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func agentName(i int) string { return fmt.Sprintf("agent-%d", i) }
+
+func (e *environment) stop() {
+	if e.server != nil && e.server.Process != nil {
+		_ = e.server.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = e.server.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = e.server.Process.Kill()
+		}
+	}
+	if e.api != nil {
+		_ = e.api.Stop()
+	}
+	_ = os.RemoveAll(e.dir)
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+type scaleResult struct {
+	agents                            int
+	elapsed                           time.Duration
+	heapBefore, heapAfter             float64
+	rssBefore, rssAfter               float64
+	goroutinesBefore, goroutinesAfter float64
+	stackBefore, stackAfter           float64
+}
+
+// measureScale connects n agents, each with its own client certificate and
+// connection holding one push and one pull stream, and reads the server's
+// memory before and after.
+func measureScale(ctx context.Context, e *environment, n, concurrency int) (*scaleResult, error) {
+	certs := make([]tls.Certificate, n)
+	for i := range certs {
+		c, err := e.signing.IssueClient(pki.Options{DNSNames: []string{agentName(i)}, TTL: time.Hour})
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, _ := c.KeyPEM()
+		if certs[i], err = tls.X509KeyPair(c.CertPEM(), keyPEM); err != nil {
+			return nil, err
+		}
+	}
+	res := &scaleResult{agents: n}
+	settle(ctx)
+	res.heapBefore, res.stackBefore, res.rssBefore, res.goroutinesBefore = e.memory()
+
+	var connected atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	conns := make([]*grpc.ClientConn, n)
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				conn, err := connectAgent(ctx, e, &certs[i])
+				if err != nil {
+					failed.Store(fmt.Errorf("agent %d: %w", i, err))
+					return
+				}
+				conns[i] = conn
+				connected.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if err, _ := failed.Load().(error); err != nil {
+		return nil, err
+	}
+	// All streams are open on this side; wait for the server to count them.
+	for {
+		push := e.sumMetric("relay_push_clients_connected")
+		pull := e.sumMetric("relay_pull_clients_connected")
+		if int(push) == n && int(pull) == n {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("server counts %v push and %v pull streams, want %d", push, pull, n)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	res.elapsed = time.Since(start)
+	settle(ctx)
+	res.heapAfter, res.stackAfter, res.rssAfter, res.goroutinesAfter = e.memory()
+	return res, nil
+}
+
+// connectAgent opens one agent's connection with its push and pull
+// streams, and waits for the trust bundle on pull.
+func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate) (*grpc.ClientConn, error) {
+	tc := &tls.Config{RootCAs: e.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
+		grpc.WithReadBufferSize(4096), grpc.WithWriteBufferSize(4096))
+	if err != nil {
+		return nil, err
+	}
+	rc := relayv1.NewRelayClient(conn)
+	push, err := rc.Push(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "loadgen"}}}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	pull, err := rc.Pull(ctx, &relayv1.PullRequest{})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if _, err := pull.Recv(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// settle gives the server a moment to finish its work and collect garbage
+// before its memory is read.
+func settle(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second):
+	}
+}
+
+// memory reads the server's heap in use, goroutine stacks in use, resident
+// memory and goroutines.
+func (e *environment) memory() (heap, stack, rss, goroutines float64) {
+	url := "http://" + e.metrics + "/metrics"
+	return testenv.MetricValue(testenv.ScrapeMetric(url, "go_memstats_heap_inuse_bytes ")),
+		testenv.MetricValue(testenv.ScrapeMetric(url, "go_memstats_stack_inuse_bytes ")),
+		testenv.MetricValue(testenv.ScrapeMetric(url, "process_resident_memory_bytes ")),
+		testenv.MetricValue(testenv.ScrapeMetric(url, "go_goroutines "))
+}
