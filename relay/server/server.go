@@ -250,11 +250,10 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		// Agents hold their streams open and send little: small per-connection
-		// buffers, and a write buffer returned to a pool after each flush,
-		// keep a connected agent's cost low (see make bench).
+		// buffers keep a connected agent's cost low (see make bench); gRPC
+		// returns the write buffer to a pool after each flush by default.
 		grpc.ReadBufferSize(connBufferBytes),
 		grpc.WriteBufferSize(connBufferBytes),
-		grpc.SharedWriteBuffer(true),
 		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
