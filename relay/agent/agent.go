@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -29,6 +27,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/probe"
 	"github.com/meshrelay/meshrelay/pkg/version"
 )
 
@@ -172,15 +171,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("failed to listen on %s: %w", a.cfg.MetricsAddress, err)
 		}
 	}
-	hs := &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		<-ctx.Done()
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(shut)
-	}()
-	go func() {
-		if err := hs.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := probe.Serve(ctx, mlis, probe.Handler(a.metrics.registry, a.readiness)); err != nil {
 			a.log.Error(err, "metrics server failed")
 		}
 	}()
@@ -220,20 +212,13 @@ func (a *Agent) currentRoots() []*x509.Certificate {
 	return nil
 }
 
-func (a *Agent) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		cert, _ := a.provider.Current()
-		switch {
-		case !a.ready.Load():
-			http.Error(w, "not ready: caches are syncing", http.StatusServiceUnavailable)
-		case cert == nil && !a.cfg.Insecure:
-			http.Error(w, fmt.Sprintf("not ready: no valid client certificate in secret %s yet", a.secrets.client), http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok")
-		}
-	})
-	return mux
+func (a *Agent) readiness() error {
+	cert, _ := a.provider.Current()
+	switch {
+	case !a.ready.Load():
+		return errors.New("caches are syncing")
+	case cert == nil && !a.cfg.Insecure:
+		return fmt.Errorf("no valid client certificate in secret %s yet", a.secrets.client)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -36,6 +34,7 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/probe"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -143,7 +142,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	gs := s.grpcServer()
-	hs := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Start(ctx) })
@@ -159,12 +157,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error {
-		if err := hs.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("metrics server failed: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return probe.Serve(ctx, mlis, probe.Handler(s.registry, s.readiness)) })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.ready.Store(false)
@@ -176,9 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 			gs.Stop()
 		}
 		lis.Close()
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return hs.Shutdown(shut)
+		return nil
 	})
 	return g.Wait()
 }
@@ -262,19 +253,12 @@ func (s *Server) grpcServer() *grpc.Server {
 	return gs
 }
 
-func (s *Server) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case !s.ready.Load():
-			http.Error(w, "not ready: caches are syncing", http.StatusServiceUnavailable)
-		case !s.cfg.Insecure && s.creds.server.Load() == nil:
-			http.Error(w, fmt.Sprintf("not ready: no valid server certificate in secret %s", ref(s.cfg.TLSSecret, s.cfg.Namespace)), http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ok")
-		}
-	})
-	return mux
+func (s *Server) readiness() error {
+	switch {
+	case !s.ready.Load():
+		return errors.New("caches are syncing")
+	case !s.cfg.Insecure && s.creds.server.Load() == nil:
+		return fmt.Errorf("no valid server certificate in secret %s", ref(s.cfg.TLSSecret, s.cfg.Namespace))
+	}
+	return nil
 }
