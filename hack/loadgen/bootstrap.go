@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,27 +64,12 @@ func measureBootstrap(ctx context.Context, e *environment, n, concurrency int) (
 		}
 	}
 	tc := &tls.Config{RootCAs: e.roots, ServerName: config.DefaultAuthority, MinVersion: tls.VersionTLS12}
-	var next atomic.Int64
-	var failed atomic.Value
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := bootstrapOnce(ctx, e.addr, tc, agentName(i), e.token, csrs[i]); err != nil {
-					failed.Store(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	err := forEach(ctx, n, concurrency, func(i int) error {
+		return bootstrapOnce(ctx, e.addr, tc, agentName(i), e.token, csrs[i])
+	})
 	elapsed := time.Since(start)
-	if err, _ := failed.Load().(error); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("bootstrap failed: %w", err)
 	}
 	return &bootstrapResult{count: n, elapsed: elapsed, perSecond: float64(n) / elapsed.Seconds()}, nil

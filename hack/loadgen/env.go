@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -168,31 +167,9 @@ func (e *environment) loadSecrets(ctx context.Context) error {
 // register creates KubernetesClusters agent-0 … agent-(n-1).
 func (e *environment) register(ctx context.Context, n, concurrency int) error {
 	start := time.Now()
-	jobs := make(chan int)
-	errs := make(chan error, concurrency)
-	var wg sync.WaitGroup
-	for range concurrency {
-		wg.Go(func() {
-			for i := range jobs {
-				kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: agentName(i)}}
-				if err := e.client.Create(ctx, kc); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	var err error
-feed:
-	for i := range n {
-		select {
-		case jobs <- i:
-		case err = <-errs:
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
+	err := forEach(ctx, n, concurrency, func(i int) error {
+		return e.client.Create(ctx, &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: agentName(i)}})
+	})
 	if err != nil {
 		return fmt.Errorf("failed to register clusters: %w", err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -45,30 +43,15 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 	settle(ctx)
 	res.heapBefore, res.stackBefore, res.rssBefore, res.goroutinesBefore = e.memory()
 
-	var connected atomic.Int64
-	var failed atomic.Value
-	var wg sync.WaitGroup
-	var next atomic.Int64
 	conns := make([]*grpc.ClientConn, n)
 	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				conn, err := connectAgent(ctx, e, &certs[i])
-				if err != nil {
-					failed.Store(fmt.Errorf("agent %d: %w", i, err))
-					return
-				}
-				conns[i] = conn
-				connected.Add(1)
-			}
-		})
-	}
-	wg.Wait()
+	err := forEach(ctx, n, concurrency, func(i int) (err error) {
+		conns[i], err = connectAgent(ctx, e, &certs[i])
+		if err != nil {
+			return fmt.Errorf("agent %d: %w", i, err)
+		}
+		return nil
+	})
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -76,7 +59,7 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 			}
 		}
 	}()
-	if err, _ := failed.Load().(error); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	// All streams are open on this side; wait for the server to count them.
