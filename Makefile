@@ -51,7 +51,8 @@ demo: ## Run the end-to-end demo on local clusters (placeholder until the demo i
 	@echo "a bad secret denied by kubectl, an injected agent pod and a rotation, then stop everything."
 	@echo
 	@echo "It is not built yet: it lands with the issue \"relayctl, kustomize manifests, the end-to-end"
-	@echo "suite, and make demo\". Today: make test starts three local clusters and exercises pkg/pki."
+	@echo "suite, and make demo\". Today, make test runs relay-server and relay-agent on a local management"
+	@echo "cluster and two workload clusters (e2e/relay_test.go) through the reference's identity-token flow."
 
 .PHONY: test
 test: envtest-assets docker-build-check ## Run every test: unit, on local clusters, end to end.
