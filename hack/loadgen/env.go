@@ -160,7 +160,7 @@ func (e *environment) loadSecrets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.signing = &pki.Certified{Cert: kp.Cert, Key: kp.Key, Issuers: kp.Roots}
+	e.signing = kp.Certified()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -48,6 +49,28 @@ func TestDecodeKeyPairLoadsAKeyToSignWith(t *testing.T) {
 	}
 	if !kp.Cert.Equal(cli.Cert) || len(kp.Intermediates) != 1 || len(kp.Roots) != 1 || kp.Key == nil {
 		t.Errorf("DecodeKeyPair = %+v", kp)
+	}
+	tc := kp.TLSCertificate()
+	if len(tc.Certificate) != 2 || !bytes.Equal(tc.Certificate[1], p.inter.Cert.Raw) || tc.Leaf != kp.Cert || tc.PrivateKey != kp.Key {
+		t.Errorf("TLSCertificate does not carry the leaf, the intermediate and the key: %d certificates", len(tc.Certificate))
+	}
+	ca, err := DecodeKeyPair(p.inter.CertPEM(), must(p.inter.KeyPEM()), p.inter.CAPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRoot, err := DecodeKeyPair(append(p.inter.CertPEM(), p.inter.CAPEM()...), must(p.inter.KeyPEM()), p.inter.CAPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(withRoot.Certified().Issuers); n != 1 {
+		t.Errorf("a tls.crt that ends with the root gives %d issuers, want the root once", n)
+	}
+	leaf, err := ca.Certified().IssueClient(Options{DNSNames: []string{"cluster-2"}, TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatalf("a decoded CA cannot issue: %v", err)
+	}
+	if _, err := ValidateClientSecret(leaf.CertPEM(), must(leaf.KeyPEM()), leaf.CAPEM(), "cluster-2", t0); err != nil {
+		t.Errorf("certificate issued by a decoded CA does not chain to its root: %v", err)
 	}
 	if kp, err := DecodeKeyPair(cli.CertPEM(), must(cli.KeyPEM()), nil); err != nil || kp.Roots != nil {
 		t.Errorf("DecodeKeyPair without ca.crt = %v, %v", kp, err)

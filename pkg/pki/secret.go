@@ -3,8 +3,10 @@ package pki
 import (
 	"bytes"
 	"crypto"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -130,4 +132,29 @@ func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*Veri
 		return nil, &SecretError{KeyTLSCert, err}
 	}
 	return v, nil
+}
+
+// TLSCertificate returns the pair ready for crypto/tls: the leaf and the
+// intermediates of tls.crt, the key, and the parsed leaf.
+func (kp *KeyPair) TLSCertificate() *tls.Certificate {
+	cert := &tls.Certificate{PrivateKey: kp.Key, Leaf: kp.Cert, Certificate: [][]byte{kp.Cert.Raw}}
+	for _, c := range kp.Intermediates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert
+}
+
+// Certified returns the pair as a CA that can issue: its issuers are the
+// intermediates of tls.crt followed by the first root of ca.crt, unless
+// tls.crt already ends with that root (or is it).
+func (kp *KeyPair) Certified() *Certified {
+	issuers := slices.Clone(kp.Intermediates)
+	last := kp.Cert
+	if len(issuers) > 0 {
+		last = issuers[len(issuers)-1]
+	}
+	if len(kp.Roots) > 0 && !kp.Roots[0].Equal(last) {
+		issuers = append(issuers, kp.Roots[0])
+	}
+	return &Certified{Cert: kp.Cert, Key: kp.Key, Issuers: issuers}
 }

@@ -285,7 +285,7 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ca := &pki.Certified{Cert: kp.Cert, Key: kp.Key, Issuers: kp.Roots}
+		ca := kp.Certified()
 		old, err := ca.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
 		if err != nil {
 			t.Fatal(err)

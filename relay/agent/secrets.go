@@ -127,11 +127,7 @@ func clientCertificate(s *corev1.Secret, roots []*x509.Certificate, cluster stri
 	if err != nil {
 		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	cert := &tls.Certificate{PrivateKey: kp.Key, Leaf: kp.Cert}
-	cert.Certificate = append(cert.Certificate, kp.Cert.Raw)
-	for _, c := range kp.Intermediates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
+	cert := kp.TLSCertificate()
 	if name, err := pki.ClientIdentity(kp.Cert); err != nil || name != cluster {
 		if err == nil {
 			err = fmt.Errorf("client certificate is for cluster %q, not %q", name, cluster)

@@ -146,10 +146,17 @@ func getUncached(ctx context.Context, c client.Client, key types.NamespacedName,
 	return err
 }
 
-// certifiedFromSecret reads tls.crt (leaf then intermediates), tls.key when
-// present, and ca.crt (the root) from a CA secret. A root secret may hold
-// only ca.crt.
+// certifiedFromSecret reads a CA secret: tls.crt (leaf then intermediates),
+// tls.key and ca.crt (the root). A root secret may hold no tls.key, and
+// then perhaps only ca.crt.
 func certifiedFromSecret(s *corev1.Secret) (*pki.Certified, error) {
+	if len(s.Data[pki.KeyTLSKey]) > 0 {
+		kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
+		if err != nil {
+			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+		}
+		return kp.Certified(), nil
+	}
 	crt := s.Data[pki.KeyTLSCert]
 	if len(crt) == 0 {
 		crt = s.Data[pki.KeyCACert]
@@ -158,25 +165,7 @@ func certifiedFromSecret(s *corev1.Secret) (*pki.Certified, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSCert, Err: err})
 	}
-	c := &pki.Certified{Cert: certs[0], Issuers: certs[1:]}
-	if ca := s.Data[pki.KeyCACert]; len(ca) > 0 {
-		roots, err := pki.DecodeCertificates(ca)
-		if err != nil {
-			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err})
-		}
-		if !roots[0].Equal(c.Cert) && (len(c.Issuers) == 0 || !c.Issuers[len(c.Issuers)-1].Equal(roots[0])) {
-			c.Issuers = append(c.Issuers, roots[0])
-		}
-	}
-	if key := s.Data[pki.KeyTLSKey]; len(key) > 0 {
-		if c.Key, err = pki.DecodePrivateKey(key); err != nil {
-			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
-		}
-		if err := pki.KeyMatchesCertificate(c.Key, c.Cert); err != nil {
-			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
-		}
-	}
-	return c, nil
+	return &pki.Certified{Cert: certs[0], Issuers: certs[1:]}, nil
 }
 
 // tokenBytes is the entropy of a generated identity token.

@@ -79,12 +79,11 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 	}
 
 	if s := get(ref(c.cfg.TLSSecret, ns)); s != nil {
-		if err := c.loadServer(s, now); err != nil {
+		serverRoots, err := c.loadServer(s, now)
+		if err != nil {
 			errs = append(errs, err)
 		}
-		if ca, err := pki.DecodeCertificates(s.Data[pki.KeyCACert]); err == nil {
-			roots = append(roots, ca...)
-		}
+		roots = append(roots, serverRoots...)
 	}
 
 	if !c.cfg.DisableCa {
@@ -130,25 +129,24 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 	return errors.Join(errs...)
 }
 
-func (c *credentials) loadServer(s *corev1.Secret, now time.Time) error {
-	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], nil)
+// loadServer makes the server secret the serving certificate of new
+// handshakes and returns its ca.crt, which also verifies clients; a secret
+// whose pair is unusable still contributes its ca.crt.
+func (c *credentials) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
+	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
 	if err != nil {
-		return fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
+		roots, _ := pki.DecodeCertificates(s.Data[pki.KeyCACert])
+		return roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if err := pki.CoversAuthority(kp.Cert, c.cfg.Authority); err != nil {
-		return fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
+		return kp.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	if err := pki.CheckValidity(kp.Cert, now); err != nil {
-		return fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
+		return kp.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	cert := &tls.Certificate{PrivateKey: kp.Key, Leaf: kp.Cert}
-	cert.Certificate = append(cert.Certificate, kp.Cert.Raw)
-	for _, i := range kp.Intermediates {
-		cert.Certificate = append(cert.Certificate, i.Raw)
-	}
-	c.server.Store(cert)
+	c.server.Store(kp.TLSCertificate())
 	c.metrics.setExpiry(certServer, kp.Cert)
-	return nil
+	return kp.Roots, nil
 }
 
 func dedupe(certs []*x509.Certificate) []*x509.Certificate {
