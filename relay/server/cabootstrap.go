@@ -35,7 +35,8 @@ const generatedLabel = "meshrelay.dev/generated"
 // token, each in its secret, as the settings allow. It only ever creates:
 // a secret that exists is used as it is, never overwritten, so any number
 // of replicas may run it at once; the one whose create wins defines the
-// material and the others read it back.
+// material and the others read it back. c must read from the API server,
+// not from a cache, so that a secret another replica just created is seen.
 func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr.Logger) error {
 	if !cfg.DisableTokenGeneration {
 		if err := ensureToken(ctx, c, cfg, log); err != nil {
@@ -52,20 +53,26 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 	if err != nil {
 		return err
 	}
-	_, err = ensureCASecret(ctx, c, ref(cfg.SigningTLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
-		if root.Key == nil {
-			return nil, fmt.Errorf("secret %s has no tls.key to sign an intermediate with: provide %s, or add the root key",
-				ref(cfg.RootTLSSecret, cfg.Namespace), ref(cfg.SigningTLSSecret, cfg.Namespace))
+	// needRootKey says why a secret signed by the root cannot be made.
+	needRootKey := func(what string, target types.NamespacedName) error {
+		if root.Key != nil {
+			return nil
+		}
+		return fmt.Errorf("secret %s has no tls.key to sign %s with: provide %s, or add the root key", ref(cfg.RootTLSSecret, cfg.Namespace), what, target)
+	}
+	signingRef, serverRef := ref(cfg.SigningTLSSecret, cfg.Namespace), ref(cfg.TLSSecret, cfg.Namespace)
+	_, err = ensureCASecret(ctx, c, signingRef, log, func() (*pki.Certified, error) {
+		if err := needRootKey("an intermediate", signingRef); err != nil {
+			return nil, err
 		}
 		return root.NewIntermediateCA(pki.Options{CommonName: "meshrelay-signing-ca", Organization: []string{"meshrelay"}, TTL: intermediateTTL, Now: now})
 	})
 	if err != nil {
 		return err
 	}
-	_, err = ensureCASecret(ctx, c, ref(cfg.TLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
-		if root.Key == nil {
-			return nil, fmt.Errorf("secret %s has no tls.key to sign the server certificate with: provide %s",
-				ref(cfg.RootTLSSecret, cfg.Namespace), ref(cfg.TLSSecret, cfg.Namespace))
+	_, err = ensureCASecret(ctx, c, serverRef, log, func() (*pki.Certified, error) {
+		if err := needRootKey("the server certificate", serverRef); err != nil {
+			return nil, err
 		}
 		return root.IssueServer(pki.Options{
 			CommonName: cfg.Authority,
@@ -122,28 +129,12 @@ func ensureCASecret(ctx context.Context, c client.Client, key types.NamespacedNa
 			return nil, fmt.Errorf("failed to create secret %s: %w", key, err)
 		}
 		// Another replica won the race: use what it stored.
-		err = getUncached(ctx, c, key, &s)
+		err = c.Get(ctx, key, &s)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to get secret %s: %w", key, err)
 	}
 	return certifiedFromSecret(&s)
-}
-
-// getUncached retries a Get until a just-created object shows in the cache.
-func getUncached(ctx context.Context, c client.Client, key types.NamespacedName, s *corev1.Secret) error {
-	var err error
-	for range 50 {
-		if err = c.Get(ctx, key, s); !apierrors.IsNotFound(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return err
 }
 
 // certifiedFromSecret reads a CA secret: tls.crt (leaf then intermediates),

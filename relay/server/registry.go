@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"sync"
+
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
 // streamKind is the direction of a long-lived agent stream.
@@ -13,9 +15,13 @@ const (
 	pullStream streamKind = "pull"
 )
 
-// connections tracks the open push and pull streams of each cluster, keeps
-// the relay_*_clients_connected gauges equal to them, and drops every
-// stream of a cluster whose registration is deleted.
+// instructionBuffer is how many instructions wait for one pull stream.
+const instructionBuffer = 16
+
+// connections tracks the open push and pull streams of each cluster: it
+// keeps the relay_*_clients_connected gauges equal to them, delivers
+// instructions to the pull streams, and drops every stream of a cluster
+// whose registration is deleted.
 type connections struct {
 	metrics *metrics
 
@@ -27,6 +33,8 @@ type connections struct {
 type stream struct {
 	kind   streamKind
 	cancel context.CancelFunc
+	// instructions is the pull stream's queue; nil for a push stream.
+	instructions chan *relayv1.Instruction
 }
 
 func newConnections(m *metrics) *connections {
@@ -34,8 +42,9 @@ func newConnections(m *metrics) *connections {
 }
 
 // open records a stream of cluster; cancel ends it when the cluster is
-// dropped. The returned close must be called when the stream ends.
-func (c *connections) open(cluster string, kind streamKind, cancel context.CancelFunc) (close func()) {
+// dropped. A pull stream gets the channel its instructions arrive on. The
+// returned close must be called when the stream ends.
+func (c *connections) open(cluster string, kind streamKind, cancel context.CancelFunc) (instructions <-chan *relayv1.Instruction, close func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.next++
@@ -43,17 +52,18 @@ func (c *connections) open(cluster string, kind streamKind, cancel context.Cance
 	if c.streams[cluster] == nil {
 		c.streams[cluster] = map[uint64]stream{}
 	}
-	c.streams[cluster][id] = stream{kind: kind, cancel: cancel}
+	s := stream{kind: kind, cancel: cancel}
+	if kind == pullStream {
+		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
+	}
+	c.streams[cluster][id] = s
 	c.metrics.connected(kind, cluster).Inc()
 	c.metrics.opened.WithLabelValues(cluster, string(kind)).Inc()
 	var once sync.Once
-	return func() {
+	return s.instructions, func() {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if _, ok := c.streams[cluster][id]; !ok {
-				return
-			}
 			delete(c.streams[cluster], id)
 			if len(c.streams[cluster]) == 0 {
 				delete(c.streams, cluster)
@@ -61,6 +71,27 @@ func (c *connections) open(cluster string, kind streamKind, cancel context.Cance
 			c.metrics.connected(kind, cluster).Dec()
 		})
 	}
+}
+
+// send offers in to every pull stream of cluster and returns how many took
+// it. A slow agent never blocks the sender: an instruction that does not
+// fit a stream's queue is dropped for that stream, and the agent catches
+// up when it reconnects (trust bundle first, renewal on its own schedule).
+func (c *connections) send(cluster string, in *relayv1.Instruction) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.streams[cluster] {
+		if s.kind != pullStream {
+			continue
+		}
+		select {
+		case s.instructions <- in:
+			n++
+		default:
+		}
+	}
+	return n
 }
 
 // drop cancels every open stream of cluster. Each stream's handler returns
@@ -72,17 +103,4 @@ func (c *connections) drop(cluster string) int {
 		s.cancel()
 	}
 	return len(c.streams[cluster])
-}
-
-// count returns the open streams of cluster of the given kind.
-func (c *connections) count(cluster string, kind streamKind) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, s := range c.streams[cluster] {
-		if s.kind == kind {
-			n++
-		}
-	}
-	return n
 }

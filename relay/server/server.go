@@ -83,16 +83,12 @@ func New(opts Options) (*Server, error) {
 		creds:   s.creds,
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
 		conns:   newConnections(m),
-		hub:     newHub(),
 		metrics: m,
 		now:     opts.Now,
 		log:     s.log.WithName("relay"),
 	}
 	return s, nil
 }
-
-// Registry returns the server's Prometheus registry.
-func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
 // RenewNow asks the connected agents of cluster to renew at once.
 func (s *Server) RenewNow(cluster, reason string) int { return s.svc.RenewNow(cluster, reason) }

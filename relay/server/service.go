@@ -48,7 +48,6 @@ type service struct {
 	reader  client.Reader
 	limiter *signingLimiter
 	conns   *connections
-	hub     *hub
 	metrics *metrics
 	now     func() time.Time
 	log     logr.Logger
@@ -150,32 +149,51 @@ func (s *service) tokenKey() types.NamespacedName {
 	return types.NamespacedName{Namespace: s.cfg.TokenSecret.In(s.cfg.Namespace), Name: s.cfg.TokenSecret.Name}
 }
 
+// openedStream is an authenticated, registered and recorded stream.
+type openedStream struct {
+	// ctx ends when the stream ends or its cluster is dropped.
+	ctx     context.Context
+	cluster string
+	// instructions is a pull stream's queue.
+	instructions <-chan *relayv1.Instruction
+	close        func()
+}
+
 // openStream authenticates a stream's caller, checks its registration and
-// records the stream; the returned context ends when the cluster is dropped.
-func (s *service) openStream(ctx context.Context, kind streamKind) (context.Context, string, func(), error) {
-	cluster, err := callerCluster(ctx, s.cfg.Insecure)
+// records the stream.
+func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
+	cluster, err := callerCluster(streamCtx, s.cfg.Insecure)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
-	if err := s.registered(ctx, cluster); err != nil {
-		return nil, "", nil, err
+	if err := s.registered(streamCtx, cluster); err != nil {
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	closeStream := s.conns.open(cluster, kind, cancel)
+	ctx, cancel := context.WithCancel(streamCtx)
+	instructions, closeStream := s.conns.open(cluster, kind, cancel)
 	if s.cfg.Insecure {
 		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind)
 	}
 	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind)
-	return ctx, cluster, func() { closeStream(); cancel() }, nil
+	return &openedStream{ctx: ctx, cluster: cluster, instructions: instructions, close: func() { closeStream(); cancel() }}, nil
+}
+
+// ended is what a stream handler returns once o.ctx is done: nothing when
+// the agent went away, PermissionDenied when its cluster was dropped.
+func (o *openedStream) ended(streamCtx context.Context) error {
+	if streamCtx.Err() != nil {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", o.cluster)
 }
 
 // Push receives the agent's status while it is connected.
 func (s *service) Push(stream relayv1.Relay_PushServer) error {
-	ctx, cluster, done, err := s.openStream(stream.Context(), pushStream)
+	o, err := s.openStream(stream.Context(), pushStream)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer o.close()
 	recv := make(chan error, 1)
 	var received int64
 	go func() {
@@ -186,7 +204,7 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 				return
 			}
 			received++
-			s.handlePush(cluster, msg)
+			s.handlePush(o.cluster, msg)
 		}
 	}()
 	select {
@@ -195,11 +213,8 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 			return stream.SendAndClose(&relayv1.PushSummary{Received: received})
 		}
 		return err
-	case <-ctx.Done():
-		if stream.Context().Err() != nil {
-			return nil
-		}
-		return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", cluster)
+	case <-o.ctx.Done():
+		return o.ended(stream.Context())
 	}
 }
 
@@ -223,13 +238,11 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	if len(req.GetReplica()) > maxShortField {
 		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
 	}
-	ctx, cluster, done, err := s.openStream(stream.Context(), pullStream)
+	o, err := s.openStream(stream.Context(), pullStream)
 	if err != nil {
 		return err
 	}
-	defer done()
-	ch, unsubscribe := s.hub.subscribe(cluster)
-	defer unsubscribe()
+	defer o.close()
 	if roots := s.creds.rootPEM.Load(); roots != nil {
 		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
 			return err
@@ -237,14 +250,11 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	}
 	for {
 		select {
-		case <-ctx.Done():
-			if stream.Context().Err() != nil {
-				return nil
-			}
-			return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", cluster)
-		case in := <-ch:
+		case <-o.ctx.Done():
+			return o.ended(stream.Context())
+		case in := <-o.instructions:
 			if err := stream.Send(in); err != nil {
-				return fmt.Errorf("failed to send instruction to %s: %w", cluster, err)
+				return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, err)
 			}
 		}
 	}
@@ -253,5 +263,5 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 // RenewNow asks every connected agent of cluster to renew at once and
 // returns how many pull streams took the instruction.
 func (s *service) RenewNow(cluster, reason string) int {
-	return s.hub.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
+	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
 }

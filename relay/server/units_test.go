@@ -65,10 +65,13 @@ func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
 	c := newConnections(m)
 	ctx, cancel := context.WithCancel(context.Background())
-	closePush := c.open("a", pushStream, cancel)
-	closePull := c.open("a", pullStream, func() {})
-	if c.count("a", pushStream) != 1 || c.count("a", pullStream) != 1 || testutil.ToFloat64(m.push.WithLabelValues("a")) != 1 {
-		t.Error("streams not counted")
+	_, closePush := c.open("a", pushStream, cancel)
+	_, closePull := c.open("a", pullStream, func() {})
+	gauges := func() (float64, float64) {
+		return testutil.ToFloat64(m.push.WithLabelValues("a")), testutil.ToFloat64(m.pull.WithLabelValues("a"))
+	}
+	if push, pull := gauges(); push != 1 || pull != 1 {
+		t.Errorf("gauges push=%v pull=%v, want 1 and 1", push, pull)
 	}
 	if n := c.drop("a"); n != 2 || ctx.Err() == nil {
 		t.Errorf("drop = %d, cancelled = %v", n, ctx.Err() != nil)
@@ -76,28 +79,33 @@ func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
 	closePush()
 	closePush()
 	closePull()
-	if c.count("a", pushStream) != 0 || testutil.ToFloat64(m.push.WithLabelValues("a")) != 0 || testutil.ToFloat64(m.pull.WithLabelValues("a")) != 0 {
-		t.Error("closed streams still counted (or closed twice)")
+	if push, pull := gauges(); push != 0 || pull != 0 {
+		t.Errorf("closed streams still counted (or closed twice): push=%v pull=%v", push, pull)
+	}
+	if len(c.streams) != 0 {
+		t.Errorf("closed streams still recorded: %v", c.streams)
 	}
 }
 
-func TestHubNeverBlocksTheSender(t *testing.T) {
-	h := newHub()
-	ch, unsubscribe := h.subscribe("a")
+func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
+	c := newConnections(newMetrics(prometheus.NewRegistry()))
+	ch, closePull := c.open("a", pullStream, func() {})
+	_, closePush := c.open("a", pushStream, func() {})
+	defer closePush()
 	in := &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{}}}
-	for range hubBuffer {
-		if h.send("a", in) != 1 {
-			t.Fatal("send within the buffer not delivered")
+	for range instructionBuffer {
+		if c.send("a", in) != 1 {
+			t.Fatal("send within the queue not delivered to exactly the pull stream")
 		}
 	}
-	if h.send("a", in) != 0 {
-		t.Error("send to a full stream blocked or was counted")
+	if c.send("a", in) != 0 {
+		t.Error("send to a full queue was counted")
 	}
-	if len(ch) != hubBuffer {
-		t.Errorf("buffer holds %d", len(ch))
+	if len(ch) != instructionBuffer {
+		t.Errorf("queue holds %d", len(ch))
 	}
-	unsubscribe()
-	if h.send("a", in) != 0 || len(h.subs) != 0 {
-		t.Error("unsubscribed stream still receives")
+	closePull()
+	if c.send("a", in) != 0 {
+		t.Error("a closed pull stream still receives")
 	}
 }
