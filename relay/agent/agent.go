@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -99,9 +99,6 @@ func New(opts Options) (*Agent, error) {
 // Provider returns the agent's certificate provider.
 func (a *Agent) Provider() *Provider { return a.provider }
 
-// Registry returns the agent's Prometheus registry.
-func (a *Agent) Registry() *prometheus.Registry { return a.metrics.registry }
-
 // Run watches the relay secrets (every replica), rotates the client
 // certificate (the leader only, by a Lease), and keeps the push and pull
 // streams open (every replica) until ctx ends.
@@ -110,14 +107,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	keys := []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token}
 	namespaces := map[string]cache.Config{}
-	for _, k := range []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token} {
+	for _, k := range keys {
 		namespaces[k.Namespace] = cache.Config{}
 	}
 	mgr, err := ctrl.NewManager(a.opts.RESTConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Logger:                        a.log,
-		Cache:                         cache.Options{DefaultNamespaces: namespaces, ByObject: map[client.Object]cache.ByObject{}},
+		Cache:                         cache.Options{DefaultNamespaces: namespaces},
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                a.cfg.LeaderElection,
@@ -132,17 +130,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.secrets.reader = mgr.GetClient()
 	a.secrets.writer = mgr.GetClient()
 
-	keys := []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token}
 	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		k := types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
-		return k == keys[0] || k == keys[1] || k == keys[2]
+		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
 	})
 	changed := make(chan struct{}, 1)
 	err = ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
 		WithOptions(controllerOptions()).
 		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
 		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-			a.watch(ctx)
+			_, _ = a.watch(ctx)
 			select {
 			case changed <- struct{}{}:
 			default:
@@ -159,7 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return nil
 		}
-		a.watch(ctx)
+		_, _ = a.watch(ctx)
 		a.ready.Store(true)
 		return a.stream(ctx)
 	})); err != nil {
@@ -180,27 +176,29 @@ func (a *Agent) Run(ctx context.Context) error {
 	return mgr.Start(ctx)
 }
 
-// watch loads the client secret into the provider when it is usable: every
-// replica's new handshakes then use it.
-func (a *Agent) watch(ctx context.Context) {
+// watch reads the relay secrets and loads the client certificate into the
+// provider when it is usable: every replica's new handshakes then use it.
+// It returns what it read, for the rotator.
+func (a *Agent) watch(ctx context.Context) (*trust, error) {
 	t, err := a.secrets.read(ctx, a.cfg.Cluster, a.now())
 	if err != nil {
 		a.log.Info("failed to read relay secrets", "error", err.Error())
-		return
+		return nil, err
 	}
 	a.managed.Store(t.managed)
 	if len(t.roots) > 0 {
 		a.setRoots(t.roots)
 	}
 	if t.client == nil || t.clientOK != nil {
-		return
+		return t, nil
 	}
-	if cur, _ := a.provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
-		return
+	if cur := a.provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
+		return t, nil
 	}
-	a.provider.Set(t.client, nil)
+	a.provider.Set(t.client)
 	a.metrics.expiry.Set(float64(t.client.Leaf.NotAfter.Unix()))
 	a.log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
+	return t, nil
 }
 
 func (a *Agent) setRoots(roots []*x509.Certificate) { a.roots.Store(&roots) }
@@ -213,7 +211,7 @@ func (a *Agent) currentRoots() []*x509.Certificate {
 }
 
 func (a *Agent) readiness() error {
-	cert, _ := a.provider.Current()
+	cert := a.provider.Current()
 	switch {
 	case !a.ready.Load():
 		return errors.New("caches are syncing")

@@ -262,7 +262,7 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 			return err
 		})
 		w.eventually("the agent's provider holds the new certificate", func() error {
-			cert, _ := a.Provider().Current()
+			cert := a.Provider().Current()
 			if s, _ := w.clientSerial(ns, "cluster-1"); cert == nil || cert.Leaf.SerialNumber.String() != s {
 				return fmt.Errorf("provider has another certificate")
 			}

@@ -26,7 +26,7 @@ func newAgentMetrics() *agentMetrics {
 		}, []string{"stream"}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_agent_certificate_rotations_total",
-			Help: "Client certificates the agent obtained, by how (renewed, bootstrapped, self-issued) and result.",
+			Help: "Attempts by the rotator to obtain a client certificate, by result (succeeded or failed).",
 		}, []string{"result"}),
 	}
 	m.registry.MustRegister(m.expiry, m.connected, m.rotations, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

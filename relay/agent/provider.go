@@ -2,7 +2,6 @@ package agent
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"sync"
 )
@@ -13,7 +12,6 @@ import (
 type Provider struct {
 	mu      sync.RWMutex
 	cert    *tls.Certificate
-	roots   *x509.CertPool
 	changed chan struct{}
 }
 
@@ -23,20 +21,20 @@ func NewProvider() *Provider {
 }
 
 // Set makes cert (whose Leaf must be parsed) the certificate of the next
-// handshakes, and roots the pool that verifies the server.
-func (p *Provider) Set(cert *tls.Certificate, roots *x509.CertPool) {
+// handshakes.
+func (p *Provider) Set(cert *tls.Certificate) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cert, p.roots = cert, roots
+	p.cert = cert
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
 
-// Current returns the current certificate and roots, or nil when none is set.
-func (p *Provider) Current() (*tls.Certificate, *x509.CertPool) {
+// Current returns the current certificate, or nil when none is set.
+func (p *Provider) Current() *tls.Certificate {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.cert, p.roots
+	return p.cert
 }
 
 // Changed returns a channel closed at the next Set.
@@ -49,7 +47,7 @@ func (p *Provider) Changed() <-chan struct{} {
 // GetClientCertificate is a tls.Config.GetClientCertificate that returns the
 // current certificate.
 func (p *Provider) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	cert, _ := p.Current()
+	cert := p.Current()
 	if cert == nil {
 		return nil, errors.New("no client certificate yet: the agent has not bootstrapped")
 	}

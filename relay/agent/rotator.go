@@ -69,8 +69,7 @@ func (r *rotator) Start(ctx context.Context) error {
 // wait before looking again.
 func (r *rotator) step(ctx context.Context, force string) (time.Duration, error) {
 	a := r.agent
-	a.watch(ctx)
-	t, err := a.secrets.read(ctx, a.cfg.Cluster, a.now())
+	t, err := a.watch(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -100,13 +99,12 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 	}
 	a.metrics.rotations.WithLabelValues("succeeded").Inc()
 	a.log.Info("obtained client certificate", "how", how, "requestedBecause", orDefault(force, "schedule or missing certificate"))
-	// Wait until the cache shows the new secret, so the next step does not
-	// renew the old certificate again.
+	// Wait until the cache shows the new secret (and the provider holds it),
+	// so the next step does not renew the old certificate again.
 	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		t, err := a.secrets.read(ctx, a.cfg.Cluster, a.now())
+		t, err := a.watch(ctx)
 		return err == nil && t.client != nil && t.client.Leaf.SerialNumber.String() != before, nil
 	})
-	a.watch(ctx)
 	return 0, nil
 }
 

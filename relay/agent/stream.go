@@ -38,7 +38,7 @@ func (a *Agent) stream(ctx context.Context) error {
 // session runs one connection's push and pull streams until one ends.
 func (a *Agent) session(ctx context.Context) error {
 	for !a.cfg.Insecure {
-		if cert, _ := a.provider.Current(); cert != nil {
+		if cert := a.provider.Current(); cert != nil {
 			break
 		}
 		select {
@@ -129,7 +129,7 @@ func (a *Agent) handle(in *relayv1.Instruction) {
 
 func (a *Agent) status() *relayv1.PushMessage {
 	st := &relayv1.AgentStatus{AgentVersion: version.Version, Replica: a.opts.Replica}
-	if cert, _ := a.provider.Current(); cert != nil {
+	if cert := a.provider.Current(); cert != nil {
 		st.ClientCertificateNotAfter = cert.Leaf.NotAfter.Unix()
 	}
 	return &relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: st}}
