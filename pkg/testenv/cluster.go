@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -38,14 +37,11 @@ type Cluster struct {
 	kcm *controllerManager
 }
 
-// Scheme returns a scheme with the core Kubernetes types and meshrelay's.
-func Scheme() (*runtime.Scheme, error) { return kube.Scheme() }
-
 // startCluster starts etcd and kube-apiserver for one cluster in dir,
 // installs the CRDs found in crdDirs, and starts kube-controller-manager
 // when withKCM is set. On error everything it started is stopped.
 func startCluster(name, dir, assets string, crdDirs []string, withKCM bool) (c *Cluster, err error) {
-	scheme, err := Scheme()
+	scheme, err := kube.Scheme()
 	if err != nil {
 		return nil, err
 	}

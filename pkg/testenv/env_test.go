@@ -138,20 +138,16 @@ spec:
 		t.Fatalf("apply Deployment: %v", err)
 	}
 	c := env.Clusters[0]
-	for {
+	Eventually(t, "Deployment agent has 2 Pods (kube-controller-manager log in "+c.Dir+")", 2*time.Minute, func() error {
 		var pods corev1.PodList
 		if err := c.Client.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{"app": "agent"}); err != nil {
-			t.Fatalf("list pods: %v", err)
+			return err
 		}
-		if len(pods.Items) == 2 {
-			return
+		if len(pods.Items) != 2 {
+			return fmt.Errorf("%d Pods", len(pods.Items))
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("Deployment agent has %d Pods after waiting, want 2 (kube-controller-manager log in %s)", len(pods.Items), c.Dir)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 }
 
 func TestStartRefusesNamesThatCannotBeContexts(t *testing.T) {
