@@ -26,8 +26,8 @@ func TestDefaultsFollowTheReferenceAndValidate(t *testing.T) {
 	if err := a.Validate(); err != nil {
 		t.Errorf("DefaultAgent() with cluster and server address: Validate() = %v", err)
 	}
-	if a.ClientTLSSecret.In("gloo-mesh") != "gloo-mesh" || (SecretRef{Name: "x", Namespace: "other"}).In("gloo-mesh") != "other" {
-		t.Error("SecretRef.In does not default to the component namespace")
+	if a.ClientTLSSecret.NamespacedName("gloo-mesh").Namespace != "gloo-mesh" || (SecretRef{Name: "x", Namespace: "other"}).NamespacedName("gloo-mesh").String() != "other/x" {
+		t.Error("SecretRef.NamespacedName does not default to the component namespace")
 	}
 }
 
@@ -152,7 +152,7 @@ func TestServerFlagsBindEverySetting(t *testing.T) {
 	}
 	if !s.DisableCa || !s.DisableCaCertGeneration || !s.DisableTokenGeneration || !s.Insecure ||
 		s.SigningTLSSecret.Name != "sign" || s.TLSSecret.Name != "srv" || s.RootTLSSecret.Name != "root" ||
-		s.TokenSecret.Name != "tok" || s.TokenSecret.In("gloo-mesh") != "other" || s.Authority != "relay.example.com" ||
+		s.TokenSecret.Name != "tok" || s.TokenSecret.NamespacedName("gloo-mesh").Namespace != "other" || s.Authority != "relay.example.com" ||
 		s.ClientCertificateTTL.Duration != 2*time.Hour {
 		t.Errorf("flags not bound: %+v", s)
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Defaults shared by the server and the agent, from the compatibility table.
@@ -33,9 +34,8 @@ type SecretRef struct {
 
 // TokenSecretRef names the identity token secret and the key holding it.
 type TokenSecretRef struct {
-	Name      string `json:"name"`
-	Key       string `json:"key"`
-	Namespace string `json:"namespace,omitempty"`
+	SecretRef
+	Key string `json:"key"`
 }
 
 // Server is relay-server's configuration.
@@ -105,7 +105,7 @@ func DefaultServer() Server {
 		SigningTLSSecret:     SecretRef{Name: DefaultSigningTLSSecret},
 		TLSSecret:            SecretRef{Name: DefaultServerTLSSecret},
 		RootTLSSecret:        SecretRef{Name: DefaultRootTLSSecret},
-		TokenSecret:          TokenSecretRef{Name: DefaultTokenSecret, Key: DefaultTokenKey},
+		TokenSecret:          TokenSecretRef{SecretRef: SecretRef{Name: DefaultTokenSecret}, Key: DefaultTokenKey},
 		Authority:            DefaultAuthority,
 		ListenAddress:        DefaultListenAddress,
 		MetricsAddress:       DefaultMetricsAddress,
@@ -123,25 +123,18 @@ func DefaultAgent() Agent {
 		Authority:                               DefaultAuthority,
 		ClientTLSSecret:                         SecretRef{Name: DefaultClientTLSSecret},
 		RootTLSSecret:                           SecretRef{Name: DefaultRootTLSSecret},
-		TokenSecret:                             TokenSecretRef{Name: DefaultTokenSecret, Key: DefaultTokenKey},
+		TokenSecret:                             TokenSecretRef{SecretRef: SecretRef{Name: DefaultTokenSecret}, Key: DefaultTokenKey},
 		ClientTLSSecretRotationGracePeriodRatio: DefaultRotationGracePeriodRatio,
 		MetricsAddress:                          DefaultMetricsAddress,
 		LeaderElection:                          true,
 	}
 }
 
-// In returns ref's namespace, or ns when ref leaves it empty.
-func (r SecretRef) In(ns string) string {
+// NamespacedName returns the secret's name and namespace; an empty
+// namespace in r means ns, the component's own.
+func (r SecretRef) NamespacedName(ns string) types.NamespacedName {
 	if r.Namespace != "" {
-		return r.Namespace
+		ns = r.Namespace
 	}
-	return ns
-}
-
-// In returns ref's namespace, or ns when ref leaves it empty.
-func (r TokenSecretRef) In(ns string) string {
-	if r.Namespace != "" {
-		return r.Namespace
-	}
-	return ns
+	return types.NamespacedName{Namespace: ns, Name: r.Name}
 }

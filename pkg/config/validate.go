@@ -103,7 +103,7 @@ func secretRef(p *field.Path, r SecretRef) field.ErrorList {
 }
 
 func tokenRef(p *field.Path, r TokenSecretRef) field.ErrorList {
-	errs := secretRef(p, SecretRef{Name: r.Name, Namespace: r.Namespace})
+	errs := secretRef(p, r.SecretRef)
 	if msgs := validation.IsConfigMapKey(r.Key); len(msgs) > 0 {
 		errs = append(errs, field.Invalid(p.Child("key"), r.Key, strings.Join(msgs, "; ")))
 	}

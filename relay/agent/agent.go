@@ -88,9 +88,9 @@ func New(opts Options) (*Agent, error) {
 		renewNow: make(chan string, 1),
 		metrics:  newAgentMetrics(),
 		secrets: &secrets{
-			client: types.NamespacedName{Namespace: cfg.ClientTLSSecret.In(ns), Name: cfg.ClientTLSSecret.Name},
-			root:   types.NamespacedName{Namespace: cfg.RootTLSSecret.In(ns), Name: cfg.RootTLSSecret.Name},
-			token:  types.NamespacedName{Namespace: cfg.TokenSecret.In(ns), Name: cfg.TokenSecret.Name},
+			client: cfg.ClientTLSSecret.NamespacedName(ns),
+			root:   cfg.RootTLSSecret.NamespacedName(ns),
+			token:  cfg.TokenSecret.NamespacedName(ns),
 			tokKey: cfg.TokenSecret.Key,
 		},
 	}, nil

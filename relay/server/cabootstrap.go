@@ -47,7 +47,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		return nil
 	}
 	now := time.Now()
-	root, err := ensureCASecret(ctx, c, ref(cfg.RootTLSSecret, cfg.Namespace), log, func() (*pki.Certified, error) {
+	root, err := ensureCASecret(ctx, c, cfg.RootTLSSecret.NamespacedName(cfg.Namespace), log, func() (*pki.Certified, error) {
 		return pki.NewRootCA(pki.Options{CommonName: "meshrelay-root-ca", Organization: []string{"meshrelay"}, TTL: rootTTL, Now: now})
 	})
 	if err != nil {
@@ -58,9 +58,9 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		if root.Key != nil {
 			return nil
 		}
-		return fmt.Errorf("secret %s has no tls.key to sign %s with: provide %s, or add the root key", ref(cfg.RootTLSSecret, cfg.Namespace), what, target)
+		return fmt.Errorf("secret %s has no tls.key to sign %s with: provide %s, or add the root key", cfg.RootTLSSecret.NamespacedName(cfg.Namespace), what, target)
 	}
-	signingRef, serverRef := ref(cfg.SigningTLSSecret, cfg.Namespace), ref(cfg.TLSSecret, cfg.Namespace)
+	signingRef, serverRef := cfg.SigningTLSSecret.NamespacedName(cfg.Namespace), cfg.TLSSecret.NamespacedName(cfg.Namespace)
 	_, err = ensureCASecret(ctx, c, signingRef, log, func() (*pki.Certified, error) {
 		if err := needRootKey("an intermediate", signingRef); err != nil {
 			return nil, err
@@ -82,10 +82,6 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		})
 	})
 	return err
-}
-
-func ref(r config.SecretRef, ns string) types.NamespacedName {
-	return types.NamespacedName{Namespace: r.In(ns), Name: r.Name}
 }
 
 func uniq(names ...string) []string {
@@ -163,7 +159,7 @@ func certifiedFromSecret(s *corev1.Secret) (*pki.Certified, error) {
 const tokenBytes = 32
 
 func ensureToken(ctx context.Context, c client.Client, cfg *config.Server, log logr.Logger) error {
-	key := types.NamespacedName{Namespace: cfg.TokenSecret.In(cfg.Namespace), Name: cfg.TokenSecret.Name}
+	key := cfg.TokenSecret.NamespacedName(cfg.Namespace)
 	var s corev1.Secret
 	err := c.Get(ctx, key, &s)
 	if err == nil {

@@ -44,8 +44,8 @@ func newCredentials(cfg *config.Server, m *metrics) *credentials {
 func (c *credentials) secretKeys() []types.NamespacedName {
 	ns := c.cfg.Namespace
 	return []types.NamespacedName{
-		ref(c.cfg.TLSSecret, ns), ref(c.cfg.RootTLSSecret, ns), ref(c.cfg.SigningTLSSecret, ns),
-		{Namespace: c.cfg.TokenSecret.In(ns), Name: c.cfg.TokenSecret.Name},
+		c.cfg.TLSSecret.NamespacedName(ns), c.cfg.RootTLSSecret.NamespacedName(ns), c.cfg.SigningTLSSecret.NamespacedName(ns),
+		c.cfg.TokenSecret.NamespacedName(ns),
 	}
 }
 
@@ -68,7 +68,7 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 	}
 
 	var roots []*x509.Certificate
-	if s := get(ref(c.cfg.RootTLSSecret, ns)); s != nil {
+	if s := get(c.cfg.RootTLSSecret.NamespacedName(ns)); s != nil {
 		certs, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err}))
@@ -78,7 +78,7 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 		}
 	}
 
-	if s := get(ref(c.cfg.TLSSecret, ns)); s != nil {
+	if s := get(c.cfg.TLSSecret.NamespacedName(ns)); s != nil {
 		serverRoots, err := c.loadServer(s, now)
 		if err != nil {
 			errs = append(errs, err)
@@ -87,7 +87,7 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 	}
 
 	if !c.cfg.DisableCa {
-		if s := get(ref(c.cfg.SigningTLSSecret, ns)); s != nil {
+		if s := get(c.cfg.SigningTLSSecret.NamespacedName(ns)); s != nil {
 			ca, err := certifiedFromSecret(s)
 			if err == nil && ca.Key == nil {
 				err = fmt.Errorf("secret %s/%s has no tls.key: the signing CA needs its key", s.Namespace, s.Name)
@@ -106,7 +106,7 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 		}
 	}
 
-	if s := get(types.NamespacedName{Namespace: c.cfg.TokenSecret.In(ns), Name: c.cfg.TokenSecret.Name}); s != nil {
+	if s := get(c.cfg.TokenSecret.NamespacedName(ns)); s != nil {
 		if tok := s.Data[c.cfg.TokenSecret.Key]; len(tok) > 0 {
 			c.token.Store(&tok)
 		} else {

@@ -254,7 +254,7 @@ func (s *Server) readiness() error {
 	case !s.ready.Load():
 		return errors.New("caches are syncing")
 	case !s.cfg.Insecure && s.creds.server.Load() == nil:
-		return fmt.Errorf("no valid server certificate in secret %s", ref(s.cfg.TLSSecret, s.cfg.Namespace))
+		return fmt.Errorf("no valid server certificate in secret %s", s.cfg.TLSSecret.NamespacedName(s.cfg.Namespace))
 	}
 	return nil
 }

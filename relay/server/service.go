@@ -111,7 +111,7 @@ func (s *service) sign(ctx context.Context, log logr.Logger, call, cluster strin
 	}
 	iss := s.creds.issuer.Load()
 	if iss == nil {
-		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", ref(s.cfg.SigningTLSSecret, s.cfg.Namespace)))
+		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace)))
 	}
 	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}}, s.now())
 	if err != nil {
@@ -146,7 +146,7 @@ func (s *service) registered(ctx context.Context, cluster string) error {
 }
 
 func (s *service) tokenKey() types.NamespacedName {
-	return types.NamespacedName{Namespace: s.cfg.TokenSecret.In(s.cfg.Namespace), Name: s.cfg.TokenSecret.Name}
+	return s.cfg.TokenSecret.NamespacedName(s.cfg.Namespace)
 }
 
 // openedStream is an authenticated, registered and recorded stream.
