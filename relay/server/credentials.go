@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,86 +35,84 @@ type credentials struct {
 	rootPEM atomic.Pointer[[]byte]
 	issuer  atomic.Pointer[pki.Issuer]
 	token   atomic.Pointer[[]byte]
+
+	// mu serialises load; seen remembers what each secret's last decoded
+	// version gave, so that a change to one secret decodes only that one.
+	mu   sync.Mutex
+	seen map[types.NamespacedName]decoded
+}
+
+// decoded is what one version of a secret gave: the roots it contributes
+// to client verification and its problem, if any.
+type decoded struct {
+	resourceVersion string
+	roots           []*x509.Certificate
+	err             error
+}
+
+// part is one secret the credentials come from, with the function that
+// decodes it, stores what it provides, and returns the roots it adds.
+type part struct {
+	key    types.NamespacedName
+	decode func(*corev1.Secret, time.Time) ([]*x509.Certificate, error)
 }
 
 func newCredentials(cfg *config.Server, m *metrics) *credentials {
-	return &credentials{cfg: cfg, metrics: m}
+	return &credentials{cfg: cfg, metrics: m, seen: map[types.NamespacedName]decoded{}}
+}
+
+func (c *credentials) parts() []part {
+	ns := c.cfg.Namespace
+	parts := []part{
+		{c.cfg.RootTLSSecret.NamespacedName(ns), c.loadRoot},
+		{c.cfg.TLSSecret.NamespacedName(ns), c.loadServer},
+		{c.cfg.TokenSecret.NamespacedName(ns), c.loadToken},
+	}
+	if !c.cfg.DisableCa {
+		parts = append(parts, part{c.cfg.SigningTLSSecret.NamespacedName(ns), c.loadSigning})
+	}
+	return parts
 }
 
 // secretKeys are the secrets load reads.
 func (c *credentials) secretKeys() []types.NamespacedName {
-	ns := c.cfg.Namespace
-	return []types.NamespacedName{
-		c.cfg.TLSSecret.NamespacedName(ns), c.cfg.RootTLSSecret.NamespacedName(ns), c.cfg.SigningTLSSecret.NamespacedName(ns),
-		c.cfg.TokenSecret.NamespacedName(ns),
+	var keys []types.NamespacedName
+	for _, p := range c.parts() {
+		keys = append(keys, p.key)
 	}
+	return keys
 }
 
-// load reads every secret and replaces what changed. It returns what is
-// missing or broken, for readiness and the log.
+// load reads every secret, decodes those whose version changed since the
+// last load, and rebuilds the client roots. It returns what is missing or
+// broken, for readiness and the log.
 func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, log logr.Logger) error {
-	ns := c.cfg.Namespace
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var errs []error
-	get := func(key types.NamespacedName) *corev1.Secret {
-		var s corev1.Secret
-		if err := r.Get(ctx, key, &s); err != nil {
-			if apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("secret %s is missing", key))
-			} else {
-				errs = append(errs, fmt.Errorf("failed to get secret %s: %w", key, err))
-			}
-			return nil
-		}
-		return &s
-	}
-
 	var roots []*x509.Certificate
-	if s := get(c.cfg.RootTLSSecret.NamespacedName(ns)); s != nil {
-		certs, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err}))
-		} else {
-			roots = append(roots, certs...)
-			c.metrics.setExpiry(certRoot, certs[0])
-		}
-	}
-
-	if s := get(c.cfg.TLSSecret.NamespacedName(ns)); s != nil {
-		serverRoots, err := c.loadServer(s, now)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		roots = append(roots, serverRoots...)
-	}
-
-	if !c.cfg.DisableCa {
-		if s := get(c.cfg.SigningTLSSecret.NamespacedName(ns)); s != nil {
-			ca, err := certifiedFromSecret(s)
-			if err == nil && ca.Key == nil {
-				err = fmt.Errorf("secret %s/%s has no tls.key: the signing CA needs its key", s.Namespace, s.Name)
-			}
-			var iss *pki.Issuer
-			if err == nil {
-				iss, err = pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: c.cfg.ClientCertificateTTL.Duration}, now)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err))
+	for _, p := range c.parts() {
+		var s corev1.Secret
+		if err := r.Get(ctx, p.key, &s); err != nil {
+			delete(c.seen, p.key)
+			if apierrors.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("secret %s is missing", p.key))
 			} else {
-				c.issuer.Store(iss)
-				c.metrics.setExpiry(certIntermediate, ca.Cert)
-				roots = append(roots, ca.Root())
+				errs = append(errs, fmt.Errorf("failed to get secret %s: %w", p.key, err))
 			}
+			continue
+		}
+		d, ok := c.seen[p.key]
+		if !ok || d.resourceVersion != s.ResourceVersion {
+			d.roots, d.err = p.decode(&s, now)
+			d.resourceVersion = s.ResourceVersion
+			c.seen[p.key] = d
+		}
+		roots = append(roots, d.roots...)
+		if d.err != nil {
+			errs = append(errs, d.err)
 		}
 	}
-
-	if s := get(c.cfg.TokenSecret.NamespacedName(ns)); s != nil {
-		if tok := s.Data[c.cfg.TokenSecret.Key]; len(tok) > 0 {
-			c.token.Store(&tok)
-		} else {
-			errs = append(errs, fmt.Errorf("secret %s/%s has no %q key: add the identity token", s.Namespace, s.Name, c.cfg.TokenSecret.Key))
-		}
-	}
-
 	if len(roots) > 0 {
 		pool := x509.NewCertPool()
 		for _, r := range roots {
@@ -127,6 +126,45 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 		log.Info("relay credentials incomplete; keeping what loaded before", "problems", errors.Join(errs...).Error())
 	}
 	return errors.Join(errs...)
+}
+
+// loadRoot takes the roots of relay-root-tls-secret's ca.crt.
+func (c *credentials) loadRoot(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
+	certs, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err})
+	}
+	c.metrics.setExpiry(certRoot, certs[0])
+	return certs, nil
+}
+
+// loadSigning makes the signing secret the issuer of the next CSRs and
+// returns its root.
+func (c *credentials) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
+	ca, err := certifiedFromSecret(s)
+	if err == nil && ca.Key == nil {
+		err = fmt.Errorf("secret %s/%s has no tls.key: the signing CA needs its key", s.Namespace, s.Name)
+	}
+	var iss *pki.Issuer
+	if err == nil {
+		iss, err = pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: c.cfg.ClientCertificateTTL.Duration}, now)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	c.issuer.Store(iss)
+	c.metrics.setExpiry(certIntermediate, ca.Cert)
+	return []*x509.Certificate{ca.Root()}, nil
+}
+
+// loadToken takes the identity token.
+func (c *credentials) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
+	tok := s.Data[c.cfg.TokenSecret.Key]
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("secret %s/%s has no %q key: add the identity token", s.Namespace, s.Name, c.cfg.TokenSecret.Key)
+	}
+	c.token.Store(&tok)
+	return nil, nil
 }
 
 // loadServer makes the server secret the serving certificate of new

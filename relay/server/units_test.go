@@ -5,10 +5,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
 
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -107,5 +113,46 @@ func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
 	closePull()
 	if c.send("a", in) != 0 {
 		t.Error("a closed pull stream still receives")
+	}
+}
+
+func TestCredentialsDecodeOnlyTheSecretsThatChanged(t *testing.T) {
+	scheme, _ := kube.Scheme()
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	cfg := config.DefaultServer()
+	if err := EnsureCA(t.Context(), c, &cfg, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	creds := newCredentials(&cfg, newMetrics(prometheus.NewRegistry()))
+	load := func() {
+		t.Helper()
+		if err := creds.load(t.Context(), c, time.Now(), logr.Discard()); err != nil {
+			t.Fatalf("load: %v", err)
+		}
+	}
+	load()
+	issuer, server := creds.issuer.Load(), creds.server.Load()
+	if issuer == nil || server == nil || creds.token.Load() == nil || creds.roots.Load() == nil {
+		t.Fatal("first load left material unset")
+	}
+	load()
+	if creds.issuer.Load() != issuer || creds.server.Load() != server {
+		t.Error("a load with no secret changed decoded the secrets again")
+	}
+
+	var signing corev1.Secret
+	if err := c.Get(t.Context(), cfg.SigningTLSSecret.NamespacedName(cfg.Namespace), &signing); err != nil {
+		t.Fatal(err)
+	}
+	signing.Labels = map[string]string{"touched": "true"}
+	if err := c.Update(t.Context(), &signing); err != nil {
+		t.Fatal(err)
+	}
+	load()
+	if creds.issuer.Load() == issuer {
+		t.Error("a changed signing secret was not decoded again")
+	}
+	if creds.server.Load() != server {
+		t.Error("an unchanged server secret was decoded again")
 	}
 }
