@@ -56,7 +56,8 @@ demo: ## Run the end-to-end demo on local clusters (placeholder until the demo i
 
 .PHONY: test
 test: envtest-assets docker-build-check ## Run every test: unit, on local clusters, end to end.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test -timeout 40m $(TEST_FLAGS) ./...
+	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
