@@ -35,6 +35,8 @@ type environment struct {
 	server  *exec.Cmd
 	addr    string
 	metrics string
+	// profileDir keeps the server's heap profiles after the run.
+	profileDir string
 
 	token   string
 	roots   *x509.CertPool
@@ -101,7 +103,8 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 	}
 	e.server = exec.Command(serverBin, "--kubeconfig", kubeconfig, "--namespace", namespace,
 		"--listen-address", e.addr, "--metrics-address", e.metrics,
-		"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024")
+		"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024",
+		"--enable-profiling")
 	e.server.Stdout, e.server.Stderr = log, log
 	if err := e.server.Start(); err != nil {
 		e.stop()

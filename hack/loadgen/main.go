@@ -26,6 +26,7 @@ type options struct {
 	bootstraps  int
 	concurrency int
 	timeout     time.Duration
+	profileDir  string
 }
 
 func main() {
@@ -35,6 +36,7 @@ func main() {
 	flag.IntVar(&o.bootstraps, "bootstraps", 2000, "bootstraps in the throughput phase")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up after this long")
+	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after the scale phase are kept")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -52,6 +54,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer env.stop()
+	env.profileDir = o.profileDir
 	fmt.Printf("relay-server %s on a local cluster; %d agents, %d bootstraps, concurrency %d\n", env.addr, o.agents, o.bootstraps, o.concurrency)
 
 	if err := env.register(ctx, max(o.agents, 1), o.concurrency); err != nil {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,6 +45,9 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 	}
 	res := &scaleResult{agents: n}
 	settle(ctx)
+	if err := e.heapProfile(ctx, "heap-before.pprof"); err != nil {
+		return nil, err
+	}
 	res.heapBefore, res.stackBefore, res.rssBefore, res.goroutinesBefore = e.memory()
 
 	conns := make([]*grpc.ClientConn, n)
@@ -77,6 +84,9 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 	}
 	res.elapsed = time.Since(start)
 	settle(ctx)
+	if err := e.heapProfile(ctx, "heap-after.pprof"); err != nil {
+		return nil, err
+	}
 	res.heapAfter, res.stackAfter, res.rssAfter, res.goroutinesAfter = e.memory()
 	return res, nil
 }
@@ -112,13 +122,58 @@ func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate) (*
 	return conn, nil
 }
 
-// settle gives the server a moment to finish its work and collect garbage
-// before its memory is read.
+// settle gives the server a moment to finish its work before its memory is
+// read.
 func settle(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 	case <-time.After(3 * time.Second):
 	}
+}
+
+// collections is how many garbage collections run before memory is read. A
+// collection halves a goroutine stack that uses less than a quarter of it,
+// so the stacks that grew during TLS handshakes reach their steady size
+// after a few; a running server gets there by the runtime's forced
+// collection every two minutes alone.
+const collections = 3
+
+// heapProfile fetches the server's heap profile with ?gc=1, which runs the
+// garbage collector first (collections times), so that the heap read next is live memory and
+// not garbage awaiting collection. The profile is kept in --profile-dir for
+// go tool pprof.
+func (e *environment) heapProfile(ctx context.Context, name string) error {
+	var resp *http.Response
+	for range collections {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.metrics+"/debug/pprof/heap?gc=1", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			return fmt.Errorf("failed to fetch the server's heap profile: %w", err)
+		}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("server's heap profile: %s (is --enable-profiling set?)", resp.Status)
+	}
+	if err := os.MkdirAll(e.profileDir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(e.profileDir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	fmt.Printf("server heap profile: %s\n", path)
+	return f.Close()
 }
 
 // memory reads the server's heap in use, goroutine stacks in use, resident

@@ -23,6 +23,7 @@ func BindServer(fs *pflag.FlagSet, s *Server) {
 	fs.IntVar(&s.MaxConcurrentSigning, "max-concurrent-signing", s.MaxConcurrentSigning, "Bootstrap and Renew calls in flight across all agents; more get ResourceExhausted")
 	fs.Float64Var(&s.PeerSigningRate, "peer-signing-rate", s.PeerSigningRate, "Bootstrap and Renew calls per second allowed from one peer address")
 	fs.IntVar(&s.PeerSigningBurst, "peer-signing-burst", s.PeerSigningBurst, "Bootstrap and Renew calls one peer address may make at once")
+	fs.BoolVar(&s.EnableProfiling, "enable-profiling", s.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address")
 }
 
 // BindAgent binds a's settings to fs as flags, with a's current values as

@@ -72,6 +72,9 @@ type Server struct {
 	// may make per second, with PeerSigningBurst at once.
 	PeerSigningRate  float64 `json:"peerSigningRate"`
 	PeerSigningBurst int     `json:"peerSigningBurst"`
+	// EnableProfiling serves Go's profiles under /debug/pprof/ on the
+	// metrics address. Off by default.
+	EnableProfiling bool `json:"enableProfiling"`
 }
 
 // Agent is relay-agent's configuration.

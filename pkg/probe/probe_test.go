@@ -49,3 +49,33 @@ func TestHandlerAnswersProbesAndScrapes(t *testing.T) {
 		t.Errorf("ready: GET /readyz = %d %q", code, body)
 	}
 }
+
+func TestWithProfilingServesProfilesAndKeepsTheProbes(t *testing.T) {
+	srv := httptest.NewServer(WithProfiling(Handler(prometheus.NewRegistry(), func() error { return nil })))
+	defer srv.Close()
+	for _, tc := range []struct{ path, body string }{
+		{"/debug/pprof/", "heap"},
+		{"/debug/pprof/heap?gc=1&debug=1", "heap profile"},
+		{"/healthz", "ok"},
+	} {
+		resp, err := http.Get(srv.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), tc.body) {
+			t.Errorf("GET %s = %d, want 200 containing %q", tc.path, resp.StatusCode, tc.body)
+		}
+	}
+	plain := httptest.NewServer(Handler(prometheus.NewRegistry(), func() error { return nil }))
+	defer plain.Close()
+	resp, err := http.Get(plain.URL + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("without profiling, GET /debug/pprof/ = %d, want 404", resp.StatusCode)
+	}
+}

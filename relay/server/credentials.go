@@ -35,6 +35,10 @@ type credentials struct {
 	rootPEM atomic.Pointer[[]byte]
 	issuer  atomic.Pointer[pki.Issuer]
 	token   atomic.Pointer[[]byte]
+	// serving is the TLS configuration built from the current server and
+	// roots, shared by every handshake until either changes: a
+	// connection keeps its configuration for its whole life.
+	serving atomic.Pointer[servingConfig]
 
 	// mu serialises load; seen remembers what each secret's last decoded
 	// version gave, so that a change to one secret decodes only that one.
@@ -215,19 +219,32 @@ func (c *credentials) tlsConfig() *tls.Config {
 				return nil, errors.New("no server certificate loaded yet")
 			}
 			roots := c.roots.Load()
-			if roots == nil {
-				roots = x509.NewCertPool()
+			if s := c.serving.Load(); s != nil && s.cert == cert && s.roots == roots {
+				return s.config, nil
 			}
-			return &tls.Config{
+			s := &servingConfig{cert: cert, roots: roots, config: &tls.Config{
 				MinVersion:       tls.VersionTLS12,
 				Certificates:     []tls.Certificate{*cert},
 				ClientAuth:       tls.VerifyClientCertIfGiven,
 				ClientCAs:        roots,
 				NextProtos:       []string{"h2"},
 				VerifyConnection: verifyClient,
-			}, nil
+			}}
+			if roots == nil {
+				s.config.ClientCAs = x509.NewCertPool()
+			}
+			c.serving.Store(s)
+			return s.config, nil
 		},
 	}
+}
+
+// servingConfig is the TLS configuration made from one server certificate
+// and one root pool.
+type servingConfig struct {
+	cert   *tls.Certificate
+	roots  *x509.CertPool
+	config *tls.Config
 }
 
 func verifyClient(cs tls.ConnectionState) error {

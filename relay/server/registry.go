@@ -16,7 +16,9 @@ const (
 )
 
 // instructionBuffer is how many instructions wait for one pull stream.
-const instructionBuffer = 16
+// Instructions are rare (a renewal request, a new trust bundle), and one
+// that does not fit is dropped for that stream, never blocking the sender.
+const instructionBuffer = 4
 
 // connections tracks the open push and pull streams of each cluster: it
 // keeps the relay_*_clients_connected gauges equal to them, delivers

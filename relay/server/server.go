@@ -153,7 +153,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return probe.Serve(ctx, mlis, probe.Handler(s.registry, s.readiness)) })
+	probes := probe.Handler(s.registry, s.readiness)
+	if s.cfg.EnableProfiling {
+		probes = probe.WithProfiling(probes)
+	}
+	g.Go(func() error { return probe.Serve(ctx, mlis, probes) })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.ready.Store(false)
@@ -224,22 +228,27 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	return nil
 }
 
-// connBufferBytes is the read and write buffer of one agent connection;
-// gRPC's default is 32 KiB each.
+// connBufferBytes is the write buffer of one agent connection, and its read
+// buffer in insecure mode; gRPC's default is 32 KiB each.
 const connBufferBytes = 4 << 10
 
 func (s *Server) grpcServer() *grpc.Server {
 	var creds grpccreds.TransportCredentials = insecure.NewCredentials()
-	if !s.cfg.Insecure {
+	// Agents hold their streams open and send little, so a connected agent
+	// should cost little (see make bench). Over TLS, gRPC reads the
+	// connection directly: tls.Conn already buffers a decrypted record, and
+	// a second buffer would hold 4 KiB per agent for nothing. gRPC returns
+	// the write buffer to a pool after each flush by default.
+	readBuffer := 0
+	if s.cfg.Insecure {
+		readBuffer = connBufferBytes
+	} else {
 		creds = grpccreds.NewTLS(s.creds.tlsConfig())
 	}
 	gs := grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
-		// Agents hold their streams open and send little: small per-connection
-		// buffers keep a connected agent's cost low (see make bench); gRPC
-		// returns the write buffer to a pool after each flush by default.
-		grpc.ReadBufferSize(connBufferBytes),
+		grpc.ReadBufferSize(readBuffer),
 		grpc.WriteBufferSize(connBufferBytes),
 		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
