@@ -157,3 +157,15 @@ func TestServerFlagsBindEverySetting(t *testing.T) {
 		t.Errorf("flags not bound: %+v", s)
 	}
 }
+
+func TestApplyEnvironmentSetsWhatTheInjectorGives(t *testing.T) {
+	a := DefaultAgent()
+	env := map[string]string{EnvCluster: "cluster-1", EnvServerAddress: "relay.example:9900"}
+	a.ApplyEnvironment(func(k string) string { return env[k] })
+	if a.Cluster != "cluster-1" || a.ServerAddress != "relay.example:9900" {
+		t.Errorf("cluster %q, server address %q: want the environment's", a.Cluster, a.ServerAddress)
+	}
+	if a.Authority != DefaultAuthority {
+		t.Errorf("authority %q changed though %s is unset", a.Authority, EnvAuthority)
+	}
+}

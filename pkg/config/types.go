@@ -141,3 +141,25 @@ func (r SecretRef) NamespacedName(ns string) types.NamespacedName {
 	}
 	return types.NamespacedName{Namespace: ns, Name: r.Name}
 }
+
+// Environment variables relay-webhook injects into agent pods, read by
+// relay-agent as the defaults of --cluster, --server-address and
+// --authority (a config file and flags win over them).
+const (
+	EnvCluster       = "MESHRELAY_CLUSTER"
+	EnvServerAddress = "MESHRELAY_SERVER_ADDRESS"
+	EnvAuthority     = "MESHRELAY_AUTHORITY"
+)
+
+// ApplyEnvironment sets a's cluster, server address and authority from the
+// variables getenv returns, where they are set.
+func (a *Agent) ApplyEnvironment(getenv func(string) string) {
+	for _, e := range []struct {
+		name string
+		into *string
+	}{{EnvCluster, &a.Cluster}, {EnvServerAddress, &a.ServerAddress}, {EnvAuthority, &a.Authority}} {
+		if v := getenv(e.name); v != "" {
+			*e.into = v
+		}
+	}
+}

@@ -73,14 +73,16 @@ func checkLabel(l string) error {
 // "*.gloo-mesh" covers "gloo-mesh-mgmt-server.gloo-mesh".
 func CoversAuthority(cert *x509.Certificate, authority string) error {
 	for _, san := range cert.DNSNames {
-		if matchesHost(san, authority) {
+		if NameCovers(san, authority) {
 			return nil
 		}
 	}
 	return fmt.Errorf("server certificate DNS names %v do not cover the authority %q: add %q to the certificate's DNS names or set authority to one of them", cert.DNSNames, authority, authority)
 }
 
-func matchesHost(pattern, host string) bool {
+// NameCovers reports whether the DNS name pattern, which may be a wildcard
+// of one first label, matches host as a TLS client checks it.
+func NameCovers(pattern, host string) bool {
 	pattern, host = strings.ToLower(pattern), strings.ToLower(host)
 	if pattern == host {
 		return true

@@ -17,6 +17,7 @@ import (
 // NewCommand returns the relay-agent command.
 func NewCommand() *cobra.Command {
 	cfg := config.DefaultAgent()
+	cfg.ApplyEnvironment(os.Getenv)
 	var (
 		configFile string
 		kube       cli.KubeFlags
@@ -38,7 +39,8 @@ once when the server asks, and bootstraps again if it has expired. A client secr
 by cert-manager (or annotated meshrelay.dev/managed-elsewhere=true) is only watched.
 
 Settings come from flags and from --config, a YAML file with the reference's names; a flag
-given on the command line wins over the file.
+given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
+MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY, which relay-webhook injects into agent pods.
 
 Status: the agent works; its manifests land with the relayctl and manifests issue.`,
 		Version: version.String(),

@@ -2,28 +2,73 @@
 package app
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
+	"github.com/meshrelay/meshrelay/webhook"
 )
 
 // NewCommand returns the relay-webhook command.
 func NewCommand() *cobra.Command {
-	return &cobra.Command{
+	cfg := config.DefaultWebhook()
+	var (
+		configFile string
+		kube       cli.KubeFlags
+		logs       cli.LogFlags
+	)
+	cmd := &cobra.Command{
 		Use:   "relay-webhook",
 		Short: "Admission webhooks: validate relay secrets on apply, inject certificate volumes into agent pods",
-		Long: `relay-webhook serves Kubernetes admission webhooks. The validating webhooks check every
-relay secret, Istio cacerts secret, cert-manager Certificate for a relay secret and
-KubernetesCluster when it is applied (SAN, CA chain, cluster-name match, key match, usages,
-validity) and deny what is wrong with a one-line fix. The mutating webhook injects the
-certificate volumes, mounts and settings into relay agent pods.
+		Long: `relay-webhook serves Kubernetes admission webhooks on every cluster. The validating
+webhooks check each relay secret, Istio's cacerts, cert-manager Certificates that write a relay
+secret, and KubernetesCluster names when they are applied (PEM, key match, CA chain to ca.crt
+and to relay-root-tls-secret, usages, SANs, the cluster name, validity, DNS-1123 names) and
+deny what is wrong with a one-line fix; a certificate inside its rotation window or a short
+identity token is admitted with a warning. An update of relay-root-tls-secret or
+relay-tls-signing-secret that would leave stored certificates without a valid chain is denied
+unless the secret is annotated ` + webhook.AllowChainBreakAnnotation + `=true.
 
-Status: the webhooks land with the admission issue; this build only prints help and version.`,
+The mutating webhook injects the relay secrets as read-only volumes and the agent's settings
+(MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS, MESHRELAY_AUTHORITY) into agent pods.
+
+The serving certificate is self-managed by default (--certificates=self): the webhook keeps a
+CA and serving certificate in --certificate-secret, patches caBundle into its two webhook
+configurations and rotates both before they expire. With --certificates=files it serves
+tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets caBundle).
+
+Settings come from flags and from --config, a YAML file with the same names in camelCase; a
+flag given on the command line wins over the file.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return cli.NotYetBuilt("relay-webhook")
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.Load(cmd.Flags(), configFile, &cfg); err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid relay-webhook settings: %w", err)
+			}
+			rest, err := kube.RESTConfig()
+			if err != nil {
+				return err
+			}
+			log := logs.Logger()
+			ctrllog.SetLogger(log)
+			s, err := webhook.New(webhook.Options{Config: cfg, RESTConfig: rest, Log: log})
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
 		},
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&configFile, "config", "", "YAML or JSON settings file; flags given on the command line win over it")
+	config.BindWebhook(fs, &cfg)
+	kube.Bind(fs)
+	logs.Bind(fs)
+	return cmd
 }

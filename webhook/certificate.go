@@ -1,0 +1,72 @@
+package webhook
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// validateCertificate checks a cert-manager Certificate whose
+// spec.secretName is a relay secret, so that what cert-manager will write
+// passes the secret's own check: the names and usages of its role, DNS-1123
+// names, a CA for the root and signing secrets, and renewBefore shorter
+// than duration. A Certificate for any other secret is not the relay's.
+func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
+	p := &problems{}
+	spec := field.NewPath("spec")
+	role := s.roleOf(types.NamespacedName{Namespace: crt.Namespace, Name: crt.Spec.SecretName})
+	switch role {
+	case notRelay, tokenSecret, istioCASecret:
+		return p
+	}
+	for i, n := range crt.Spec.DNSNames {
+		if err := pki.CheckDNSName(n, role == serverSecret); err != nil {
+			p.denyErr(spec.Child("dnsNames").Index(i), err)
+		}
+	}
+	switch role {
+	case clientSecret:
+		want := s.cfg.Cluster
+		if want != "" && !slices.Contains(crt.Spec.DNSNames, want) {
+			p.deny(spec.Child("dnsNames"), "%v does not hold this cluster's name %q: the relay server takes the cluster from the client certificate's DNS name, add %q", crt.Spec.DNSNames, want, want)
+		}
+		if len(crt.Spec.DNSNames) > 1 {
+			p.deny(spec.Child("dnsNames"), "%v: a relay client certificate carries exactly one DNS name, the cluster name", crt.Spec.DNSNames)
+		}
+		requireUsage(p, crt, cmapi.UsageClientAuth)
+	case serverSecret:
+		if !slices.ContainsFunc(crt.Spec.DNSNames, func(n string) bool { return pki.NameCovers(n, s.cfg.Authority) }) {
+			p.deny(spec.Child("dnsNames"), "%v do not cover the authority %q that agents dial: add it", crt.Spec.DNSNames, s.cfg.Authority)
+		}
+		requireUsage(p, crt, cmapi.UsageServerAuth)
+	case rootSecret, signingSecret:
+		if !crt.Spec.IsCA {
+			p.deny(spec.Child("isCA"), "must be true: %s holds a CA", crt.Spec.SecretName)
+		}
+	}
+	duration := cmapi.DefaultCertificateDuration
+	if crt.Spec.Duration != nil {
+		duration = crt.Spec.Duration.Duration
+	}
+	if rb := crt.Spec.RenewBefore; rb != nil && rb.Duration >= duration {
+		p.deny(spec.Child("renewBefore"), "%s is not shorter than the duration %s, so cert-manager would renew without end: make it shorter, for example %s",
+			rb.Duration, duration, (duration / 3).Round(time.Hour))
+	}
+	return p
+}
+
+// requireUsage denies crt unless its usages hold u; cert-manager's default
+// usages (digital signature, key encipherment) hold neither client nor
+// server auth.
+func requireUsage(p *problems, crt *cmapi.Certificate, u cmapi.KeyUsage) {
+	if !slices.Contains(crt.Spec.Usages, u) {
+		p.deny(field.NewPath("spec", "usages"), "%s must include %q for %s: add it (with %q and %q)", fmt.Sprint(crt.Spec.Usages), u,
+			crt.Spec.SecretName, cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment)
+	}
+}

@@ -1,0 +1,127 @@
+package webhook
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// AllowChainBreakAnnotation, set to "true" on relay-root-tls-secret or
+// relay-tls-signing-secret, admits an update that leaves certificates
+// already issued without a valid chain: for replacing a compromised CA on
+// purpose, knowing that every agent must get a new certificate.
+const AllowChainBreakAnnotation = "meshrelay.dev/allow-chain-break"
+
+// checkChainsKept denies an update of the root or the signing secret after
+// which a certificate stored in the namespace that verified before no
+// longer does. The usual safe path is to add the new root beside the old
+// one in ca.crt, re-issue, then remove the old root.
+func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *corev1.Secret, now time.Time) error {
+	role := s.roleOf(client.ObjectKeyFromObject(sec))
+	if role != rootSecret && role != signingSecret {
+		return nil
+	}
+	before, after, err := s.trustChange(ctx, role, sec, old)
+	if err != nil || before == nil {
+		return err
+	}
+	var broken []string
+	for _, dep := range s.dependents(role) {
+		depSec, err := s.get(ctx, dep.key(s))
+		if err != nil {
+			return err
+		}
+		if depSec == nil {
+			continue
+		}
+		certs, err := pki.DecodeCertificates(depSec.Data[pki.KeyTLSCert])
+		if err != nil {
+			continue
+		}
+		if before.verifies(certs, dep.role, now) && !after.verifies(certs, dep.role, now) {
+			broken = append(broken, fmt.Sprintf("%s (%q)", depSec.Name, certs[0].Subject.CommonName))
+		}
+	}
+	if len(broken) == 0 {
+		return nil
+	}
+	if sec.Annotations[AllowChainBreakAnnotation] == "true" {
+		p.warn("%s: admitted by %s=true, and %s no longer verify: re-issue them", sec.Name, AllowChainBreakAnnotation, strings.Join(broken, ", "))
+		return nil
+	}
+	what := "the new ca.crt"
+	fix := "keep the old root in ca.crt beside the new one until they are re-issued"
+	if role == signingSecret {
+		what = "the new signing certificate"
+		fix = "re-issue them (each with its full chain in tls.crt) before replacing it"
+	}
+	p.deny(field.NewPath("data"), "this update leaves %s without a valid chain: they do not verify through %s; %s, or annotate the secret %s=true to replace it anyway",
+		strings.Join(broken, ", "), what, fix, AllowChainBreakAnnotation)
+	return nil
+}
+
+// trust is what a stored certificate is verified with: extra intermediates
+// beside its own chain, and roots.
+type trust struct {
+	intermediates []*x509.Certificate
+	roots         []*x509.Certificate
+}
+
+func (t *trust) verifies(certs []*x509.Certificate, role pki.Role, now time.Time) bool {
+	inter := append(append([]*x509.Certificate{}, certs[1:]...), t.intermediates...)
+	_, err := pki.VerifyChain(certs[0], inter, t.roots, role, now)
+	return err == nil
+}
+
+// trustChange returns the trust before and after the update of a root or
+// signing secret; nil before when the old secret verified nothing.
+func (s *secrets) trustChange(ctx context.Context, role secretRole, sec, old *corev1.Secret) (before, after *trust, err error) {
+	if role == rootSecret {
+		oldRoots, err := pki.DecodeCertificates(old.Data[pki.KeyCACert])
+		if err != nil {
+			return nil, nil, nil
+		}
+		newRoots, _ := pki.DecodeCertificates(sec.Data[pki.KeyCACert])
+		return &trust{roots: oldRoots}, &trust{roots: newRoots}, nil
+	}
+	oldChain, err := pki.DecodeCertificates(old.Data[pki.KeyTLSCert])
+	if err != nil {
+		return nil, nil, nil
+	}
+	newChain, _ := pki.DecodeCertificates(sec.Data[pki.KeyTLSCert])
+	oldRoots, _ := pki.DecodeCertificates(old.Data[pki.KeyCACert])
+	newRoots, _ := pki.DecodeCertificates(sec.Data[pki.KeyCACert])
+	if shared, err := s.otherRoots(ctx, role); err != nil {
+		return nil, nil, err
+	} else if shared != nil {
+		oldRoots, newRoots = shared, shared
+	}
+	return &trust{intermediates: oldChain, roots: oldRoots}, &trust{intermediates: newChain, roots: newRoots}, nil
+}
+
+// dependent is a stored secret whose certificate a CA update may orphan.
+type dependent struct {
+	role pki.Role
+	key  func(*secrets) types.NamespacedName
+}
+
+func (s *secrets) dependents(role secretRole) []dependent {
+	deps := []dependent{
+		{pki.RoleServer, func(s *secrets) types.NamespacedName { return s.cfg.TLSSecret.NamespacedName(s.cfg.Namespace) }},
+		{pki.RoleClient, func(s *secrets) types.NamespacedName { return s.cfg.ClientTLSSecret.NamespacedName(s.cfg.Namespace) }},
+	}
+	if role == rootSecret {
+		deps = append(deps, dependent{pki.RoleSigningCA, func(s *secrets) types.NamespacedName { return s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace) }})
+	}
+	return deps
+}

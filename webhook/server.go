@@ -1,0 +1,211 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/pkg/probe"
+	"github.com/meshrelay/meshrelay/webhook/selfcert"
+)
+
+// Options wire a Server.
+type Options struct {
+	Config     config.Webhook
+	RESTConfig *rest.Config
+	Log        logr.Logger
+	// Now is the clock of the validity checks; time.Now when nil.
+	Now func() time.Time
+	// MetricsListener, when set, is used instead of Config.MetricsAddress.
+	MetricsListener net.Listener
+	// ExtraServingNames and ServingIPs are added to a self-managed serving
+	// certificate: tests reach the webhook at 127.0.0.1.
+	ExtraServingNames []string
+	ServingIPs        []net.IP
+}
+
+// Server is relay-webhook: the admission handlers on a controller-runtime
+// webhook server, its serving certificate, and its probes.
+type Server struct {
+	opts  Options
+	cfg   *config.Webhook
+	log   logr.Logger
+	ready atomic.Bool
+}
+
+// New validates opts and builds a server; Run starts it.
+func New(opts Options) (*Server, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid relay-webhook settings: %w", err)
+	}
+	if opts.RESTConfig == nil {
+		return nil, errors.New("no Kubernetes client configuration")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	cfg := opts.Config
+	return &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-webhook")}, nil
+}
+
+// Run serves the admission webhooks and the probes until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return err
+	}
+	host, port, err := hostPort(s.cfg.ListenAddress)
+	if err != nil {
+		return err
+	}
+	mlis, err := listen(s.opts.MetricsListener, s.cfg.MetricsAddress)
+	if err != nil {
+		return err
+	}
+
+	tlsOpts, certReady, certs, err := s.servingCertificate(ctx, scheme)
+	if err != nil {
+		mlis.Close()
+		return err
+	}
+	mgr, err := ctrl.NewManager(s.opts.RESTConfig, ctrl.Options{
+		Scheme: scheme,
+		Logger: s.log,
+		// Only the relay secrets' namespace is read: the root and the
+		// certificates a CA update must not orphan.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{s.cfg.Namespace: {}}},
+		}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host:    host,
+			Port:    port,
+			CertDir: s.cfg.CertDir,
+			TLSOpts: tlsOpts,
+		}),
+	})
+	if err != nil {
+		mlis.Close()
+		return fmt.Errorf("failed to create manager: %w", err)
+	}
+	s.register(mgr.GetWebhookServer(), mgr.GetClient(), admission.NewDecoder(scheme))
+	if certs != nil {
+		if err := mgr.Add(certs); err != nil {
+			mlis.Close()
+			return err
+		}
+	}
+
+	probes := probe.Handler(ctrlmetrics.Registry, func() error {
+		if !s.ready.Load() {
+			return errors.New("caches are syncing")
+		}
+		return certReady()
+	})
+	if s.cfg.EnableProfiling {
+		probes = probe.WithProfiling(probes)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mgr.Start(ctx) })
+	g.Go(func() error { return probe.Serve(ctx, mlis, probes) })
+	g.Go(func() error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil
+		}
+		s.ready.Store(true)
+		s.log.Info("serving admission webhooks", "address", s.cfg.ListenAddress, "metrics", mlis.Addr().String(),
+			"namespace", s.cfg.Namespace, "cluster", s.cfg.Cluster)
+		return nil
+	})
+	return g.Wait()
+}
+
+// servingCertificate returns the TLS options of the webhook server: the
+// self-managed certificate's GetCertificate and its manager, or nothing
+// (controller-runtime then reads and watches tls.crt and tls.key in
+// CertDir).
+func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme) ([]func(*tls.Config), func() error, *selfcert.Manager, error) {
+	minTLS := func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }
+	if s.cfg.Certificates == config.CertificatesFiles {
+		return []func(*tls.Config){minTLS}, func() error { return nil }, nil, nil
+	}
+	direct, err := client.New(s.opts.RESTConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to build Kubernetes client: %w", err)
+	}
+	m, err := selfcert.New(selfcert.Options{
+		Client:                  direct,
+		Namespace:               s.cfg.WebhookNamespace,
+		SecretName:              s.cfg.CertificateSecret,
+		ServiceName:             s.cfg.ServiceName,
+		ValidatingConfiguration: s.cfg.ValidatingConfiguration,
+		MutatingConfiguration:   s.cfg.MutatingConfiguration,
+		ExtraDNSNames:           s.opts.ExtraServingNames,
+		IPAddresses:             s.opts.ServingIPs,
+		Now:                     s.opts.Now,
+		Log:                     s.log.WithName("serving-certificate"),
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := m.Ensure(ctx); err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to set up the serving certificate: %w", err)
+	}
+	return []func(*tls.Config){minTLS, func(c *tls.Config) { c.GetCertificate = m.GetCertificate }}, m.Ready, m, nil
+}
+
+// register puts each handler on its path.
+func (s *Server) register(srv crwebhook.Server, reader client.Reader, decoder admission.Decoder) {
+	sec := &secrets{cfg: s.cfg, reader: reader, now: s.opts.Now}
+	srv.Register(SecretsPath, &crwebhook.Admission{Handler: &secretHandler{s: sec, decoder: decoder}})
+	srv.Register(CertificatesPath, &crwebhook.Admission{Handler: &certificateHandler{s: sec, decoder: decoder}})
+	srv.Register(ClustersPath, &crwebhook.Admission{Handler: &clusterHandler{decoder: decoder}})
+	srv.Register(InjectPath, &crwebhook.Admission{Handler: newPodHandler(s.cfg, decoder)})
+}
+
+func listen(given net.Listener, address string) (net.Listener, error) {
+	if given != nil {
+		return given, nil
+	}
+	lis, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen on %s: %w", address, err)
+	}
+	return lis, nil
+}
+
+func hostPort(address string) (string, int, error) {
+	host, p, err := net.SplitHostPort(address)
+	if err != nil {
+		return "", 0, fmt.Errorf("listen address %q: %w", address, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("listen address %q: port %q is not a number", address, p)
+	}
+	return host, port, nil
+}
