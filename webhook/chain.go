@@ -101,10 +101,12 @@ func (s *secrets) trustChange(ctx context.Context, role secretRole, sec, old *co
 	newChain, _ := pki.DecodeCertificates(sec.Data[pki.KeyTLSCert])
 	oldRoots, _ := pki.DecodeCertificates(old.Data[pki.KeyCACert])
 	newRoots, _ := pki.DecodeCertificates(sec.Data[pki.KeyCACert])
-	if shared, err := s.otherRoots(ctx, role); err != nil {
+	if shared, err := s.otherRoots(ctx); err != nil {
 		return nil, nil, err
 	} else if shared != nil {
-		oldRoots, newRoots = shared, shared
+		if certs := shared.certs(); certs != nil {
+			oldRoots, newRoots = certs, certs
+		}
 	}
 	return &trust{intermediates: oldChain, roots: oldRoots}, &trust{intermediates: newChain, roots: newRoots}, nil
 }

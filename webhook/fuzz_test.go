@@ -35,14 +35,7 @@ func handlersForFuzzing(t testing.TB) map[string]admission.Handler {
 		ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.RootTLSSecret.Name},
 		Data:       map[string][]byte{pki.KeyCACert: root.CAPEM()},
 	}).Build()
-	dec := admission.NewDecoder(scheme)
-	s := &secrets{cfg: &cfg, reader: reader, now: time.Now}
-	return map[string]admission.Handler{
-		SecretsPath:      &secretHandler{s: s, decoder: dec},
-		CertificatesPath: &certificateHandler{s: s, decoder: dec},
-		ClustersPath:     &clusterHandler{decoder: dec},
-		InjectPath:       newPodHandler(&cfg, dec),
-	}
+	return Handlers(&cfg, reader, admission.NewDecoder(scheme), time.Now)
 }
 
 // FuzzAdmissionRequests sends arbitrary objects, old objects and operations

@@ -80,7 +80,7 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 	case rootSecret:
 		s.validateRoot(p, sec, now)
 	case signingSecret, serverSecret, clientSecret:
-		roots, err := s.otherRoots(ctx, role)
+		roots, err := s.otherRoots(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -98,19 +98,30 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 	return p, nil
 }
 
-// otherRoots returns the roots of relay-root-tls-secret when a secret of
-// role must also chain to it, or nil when it does not exist.
-func (s *secrets) otherRoots(ctx context.Context, role secretRole) ([]*x509.Certificate, error) {
+// rootCAs is the ca.crt of relay-root-tls-secret, decoded only when a
+// secret's own ca.crt differs from it.
+type rootCAs struct {
+	pem []byte
+}
+
+// certs decodes the roots; nil when they do not decode (the root secret's
+// own check reports that).
+func (r *rootCAs) certs() []*x509.Certificate {
+	certs, err := pki.DecodeCertificates(r.pem)
+	if err != nil {
+		return nil
+	}
+	return certs
+}
+
+// otherRoots returns relay-root-tls-secret's ca.crt, which a secret must
+// also chain to, or nil when that secret does not exist or holds none.
+func (s *secrets) otherRoots(ctx context.Context) (*rootCAs, error) {
 	root, err := s.get(ctx, s.cfg.RootTLSSecret.NamespacedName(s.cfg.Namespace))
 	if err != nil || root == nil || len(bytes.TrimSpace(root.Data[pki.KeyCACert])) == 0 {
 		return nil, err
 	}
-	roots, err := pki.DecodeCertificates(root.Data[pki.KeyCACert])
-	if err != nil {
-		// The root secret's own check reports it; here it verifies nothing.
-		return nil, nil
-	}
-	return roots, nil
+	return &rootCAs{pem: root.Data[pki.KeyCACert]}, nil
 }
 
 // validateRoot checks relay-root-tls-secret: ca.crt holds self-signed CAs
@@ -154,58 +165,67 @@ func (s *secrets) validateRoot(p *problems, sec *corev1.Secret, now time.Time) {
 // validateCertified checks a secret holding tls.crt, tls.key and ca.crt for
 // role: the data decode, the key matches, every DNS name is DNS-1123, the
 // chain verifies to ca.crt and to roots (relay-root-tls-secret's, when it
-// exists) for the role's usage, the names fit the role.
-func (s *secrets) validateCertified(p *problems, sec *corev1.Secret, role secretRole, roots []*x509.Certificate, now time.Time) {
+// exists and differs from ca.crt) for the role's usage, the names fit the
+// role.
+func (s *secrets) validateCertified(p *problems, sec *corev1.Secret, role secretRole, roots *rootCAs, now time.Time) {
 	crt, key, ca := sec.Data[pki.KeyTLSCert], sec.Data[pki.KeyTLSKey], sec.Data[pki.KeyCACert]
-	certs, ok := decodeCerts(p, sec, pki.KeyTLSCert, "add the PEM certificate chain")
-	if !ok {
+	if len(bytes.TrimSpace(crt)) == 0 {
+		p.deny(dataPath(pki.KeyTLSCert), "missing: add the PEM certificate chain")
 		return
 	}
-	checkDNSNames(p, certs[0], role == serverSecret)
-	if len(p.errs) > 0 {
-		return
-	}
+	var v *pki.Verified
 	var err error
 	switch role {
 	case serverSecret:
-		_, err = pki.ValidateServerSecret(crt, key, ca, s.cfg.Authority, now)
+		v, err = pki.ValidateServerSecret(crt, key, ca, s.cfg.Authority, now)
 	case clientSecret:
 		cluster := s.cfg.Cluster
 		if cluster == "" {
-			cluster, _ = pki.ClientIdentity(certs[0])
-			p.warn("%s: this webhook has no --cluster, so the client certificate's cluster name %q was not compared with this cluster's", sec.Name, cluster)
+			if certs, derr := pki.DecodeCertificates(crt); derr == nil {
+				cluster, _ = pki.ClientIdentity(certs[0])
+				p.warn("%s: this webhook has no --cluster, so the client certificate's cluster name %q was not compared with this cluster's", sec.Name, cluster)
+			}
 		}
-		_, err = pki.ValidateClientSecret(crt, key, ca, cluster, now)
+		v, err = pki.ValidateClientSecret(crt, key, ca, cluster, now)
 	case signingSecret:
-		err = validateSigning(crt, key, ca, now)
+		v, err = validateSigning(crt, key, ca, now)
 	}
 	if err != nil {
+		// A DNS name with an underscore is named first: it is the usual
+		// mistake, and the one the chain error would hide.
+		if certs, derr := pki.DecodeCertificates(crt); derr == nil {
+			checkDNSNames(p, certs[0], role == serverSecret)
+		}
 		denyPKI(p, err)
 		return
 	}
-	if roots != nil {
-		if _, err := pki.VerifyChain(certs[0], certs[1:], roots, pkiRole(role), now); err != nil {
+	if checkDNSNames(p, v.Cert, role == serverSecret); len(p.errs) > 0 {
+		return
+	}
+	if roots != nil && !bytes.Equal(roots.pem, ca) {
+		if _, err := pki.VerifyChain(v.Cert, v.Intermediates, roots.certs(), pkiRole(role), now); err != nil {
 			p.deny(dataPath(pki.KeyTLSCert), "does not chain to %s's ca.crt: %v: issue it from that root, or put its root there", s.cfg.RootTLSSecret.Name, err)
 			return
 		}
 	}
-	s.warnIfRotating(p, pki.KeyTLSCert, certs[0], now)
+	s.warnIfRotating(p, pki.KeyTLSCert, v.Cert, now)
 }
 
 // validateSigning checks relay-tls-signing-secret: a CA that may sign
 // leaves, with its key, chaining to ca.crt.
-func validateSigning(crt, key, ca []byte, now time.Time) error {
+func validateSigning(crt, key, ca []byte, now time.Time) (*pki.Verified, error) {
 	kp, err := pki.DecodeKeyPair(crt, key, ca)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(kp.Roots) == 0 {
-		return &pki.SecretError{Key: pki.KeyCACert, Err: errors.New("missing: add the root CA certificate that signed the intermediate")}
+		return nil, &pki.SecretError{Key: pki.KeyCACert, Err: errors.New("missing: add the root CA certificate that signed the intermediate")}
 	}
-	if _, err := pki.VerifyChain(kp.Cert, kp.Intermediates, kp.Roots, pki.RoleSigningCA, now); err != nil {
-		return &pki.SecretError{Key: pki.KeyTLSCert, Err: err}
+	chain, err := pki.VerifyChain(kp.Cert, kp.Intermediates, kp.Roots, pki.RoleSigningCA, now)
+	if err != nil {
+		return nil, &pki.SecretError{Key: pki.KeyTLSCert, Err: err}
 	}
-	return nil
+	return &pki.Verified{Cert: kp.Cert, Intermediates: kp.Intermediates, Roots: kp.Roots, Chain: chain}, nil
 }
 
 func (s *secrets) validateToken(p *problems, sec *corev1.Secret) {

@@ -180,11 +180,21 @@ func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme)
 
 // register puts each handler on its path.
 func (s *Server) register(srv crwebhook.Server, reader client.Reader, decoder admission.Decoder) {
-	sec := &secrets{cfg: s.cfg, reader: reader, now: s.opts.Now}
-	srv.Register(SecretsPath, &crwebhook.Admission{Handler: &secretHandler{s: sec, decoder: decoder}})
-	srv.Register(CertificatesPath, &crwebhook.Admission{Handler: &certificateHandler{s: sec, decoder: decoder}})
-	srv.Register(ClustersPath, &crwebhook.Admission{Handler: &clusterHandler{decoder: decoder}})
-	srv.Register(InjectPath, &crwebhook.Admission{Handler: newPodHandler(s.cfg, decoder)})
+	for path, h := range Handlers(s.cfg, reader, decoder, s.opts.Now) {
+		srv.Register(path, &crwebhook.Admission{Handler: h})
+	}
+}
+
+// Handlers returns the admission handler of each path. reader reads the
+// relay secrets of cfg.Namespace; now is the clock of validity checks.
+func Handlers(cfg *config.Webhook, reader client.Reader, decoder admission.Decoder, now func() time.Time) map[string]admission.Handler {
+	sec := &secrets{cfg: cfg, reader: reader, now: now}
+	return map[string]admission.Handler{
+		SecretsPath:      &secretHandler{s: sec, decoder: decoder},
+		CertificatesPath: &certificateHandler{s: sec, decoder: decoder},
+		ClustersPath:     &clusterHandler{decoder: decoder},
+		InjectPath:       newPodHandler(cfg, decoder),
+	}
 }
 
 func listen(given net.Listener, address string) (net.Listener, error) {

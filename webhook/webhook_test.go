@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
@@ -39,7 +41,7 @@ type webhookEnv struct {
 // applies the webhook configurations of manifests/webhook with their
 // clientConfig pointed at it. It returns once the webhook answers through
 // the API server.
-func startWebhook(t *testing.T, withPods bool) *webhookEnv {
+func startWebhook(t testing.TB, withPods bool) *webhookEnv {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -106,7 +108,7 @@ func startWebhook(t *testing.T, withPods bool) *webhookEnv {
 // installConfigurations applies manifests/webhook/configurations through
 // kubectl kustomize, with each webhook's clientConfig turned from the
 // in-cluster Service into the URL of the in-process webhook.
-func (e *webhookEnv) installConfigurations(t *testing.T, root string, port int) {
+func (e *webhookEnv) installConfigurations(t testing.TB, root string, port int) {
 	t.Helper()
 	out, _, err := e.Kubectl(e.ctx, "", "kustomize", filepath.Join(root, "manifests", "webhook", "configurations"))
 	if err != nil {
@@ -183,7 +185,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -191,4 +193,25 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// mustApplyTB applies manifest and fails unless it is admitted.
+func (e *webhookEnv) mustApplyTB(t testing.TB, manifest string) {
+	t.Helper()
+	if _, _, err := e.apply(manifest); err != nil {
+		t.Fatalf("apply was refused: %v", err)
+	}
+}
+
+func errNotFound(key client.ObjectKey) error {
+	return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+}
+
+func mustPool(t testing.TB, pemCerts []byte) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemCerts) {
+		t.Fatal("no certificates in the PEM")
+	}
+	return pool
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"net"
 
 	"github.com/spf13/pflag"
@@ -178,12 +177,4 @@ func (w *Webhook) Validate() error {
 		errs = append(errs, field.NotSupported(field.NewPath("certificates"), w.Certificates, []string{CertificatesSelf, CertificatesFiles}))
 	}
 	return errs.ToAggregate()
-}
-
-// String names the secret as namespace/name for messages.
-func (r SecretRef) String() string {
-	if r.Namespace == "" {
-		return r.Name
-	}
-	return fmt.Sprintf("%s/%s", r.Namespace, r.Name)
 }
