@@ -89,11 +89,12 @@ generate: $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) ## Reg
 	$(CONTROLLER_GEN) object paths=./pkg/apis/...
 	$(CONTROLLER_GEN) crd paths=./pkg/apis/... output:crd:dir=manifests/crds
 	$(BUF) generate --template buf.gen.yaml
-	@# cert-manager's Certificate CRD, of the version whose API types go.mod
+	@# cert-manager's Certificate and Issuer CRDs, of the version whose API types go.mod
 	@# pins, for the tests that apply Certificates to local clusters.
 	mkdir -p hack/crds/cert-manager
-	cp "$$($(GO) list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)/deploy/crds/cert-manager.io_certificates.yaml" hack/crds/cert-manager/
-	chmod 0644 hack/crds/cert-manager/cert-manager.io_certificates.yaml
+	for crd in certificates issuers; do \
+		cp "$$($(GO) list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)/deploy/crds/cert-manager.io_$$crd.yaml" hack/crds/cert-manager/; \
+		chmod 0644 hack/crds/cert-manager/cert-manager.io_$$crd.yaml; done
 
 .PHONY: verify
 verify: ## Check that tidy and generation change nothing and versions agree.
