@@ -43,17 +43,16 @@ func TestEveryBinaryPrintsHelpNamedAfterItself(t *testing.T) {
 	}
 }
 
-func TestBinariesWhoseCapabilityHasNotLandedExitTwo(t *testing.T) {
-	for _, name := range []string{"relay-webhook"} {
-		t.Run(name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			if code := cli.Run(t.Context(), commands[name](), nil, &stderr); code != 2 {
-				t.Errorf("%s exited %d, want 2 (not built yet)", name, code)
-			}
-			if !strings.Contains(stderr.String(), name+" is not built yet") {
-				t.Errorf("%s stderr = %q, want it to say it is not built yet", name, stderr.String())
-			}
-		})
+func TestRelayWebhookRefusesBadSettingsWithTheFix(t *testing.T) {
+	var stderr bytes.Buffer
+	code := cli.Run(t.Context(), commands["relay-webhook"](), []string{"--cluster=cluster_1", "--certificates=vault"}, &stderr)
+	if code == 0 {
+		t.Fatal("relay-webhook with bad settings exited 0")
+	}
+	for _, want := range []string{`cluster: Invalid value: "cluster_1": contains an underscore`, `use "cluster-1"`, `certificates: Unsupported value: "vault"`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q does not contain %q", stderr.String(), want)
+		}
 	}
 }
 

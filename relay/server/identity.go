@@ -28,11 +28,7 @@ func callerCluster(ctx context.Context, insecure bool) (string, error) {
 		}
 		return "", status.Errorf(codes.Unauthenticated, "insecure mode: send the cluster name in the %s header", InsecureClusterHeader)
 	}
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", status.Error(codes.Unauthenticated, "no peer information")
-	}
-	info, ok := p.AuthInfo.(grpccreds.TLSInfo)
+	info, ok := authInfo(ctx).(grpccreds.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 {
 		return "", status.Error(codes.Unauthenticated, "this call needs a client certificate: bootstrap first, then connect with relay-client-tls-secret")
 	}

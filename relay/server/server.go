@@ -246,7 +246,7 @@ func (s *Server) grpcServer() *grpc.Server {
 		creds = grpccreds.NewTLS(s.creds.tlsConfig())
 	}
 	gs := grpc.NewServer(
-		grpc.Creds(creds),
+		grpc.Creds(closableCreds{creds}),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.ReadBufferSize(readBuffer),
 		grpc.WriteBufferSize(connBufferBytes),

@@ -170,7 +170,11 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(streamCtx)
-	instructions, closeStream := s.conns.open(cluster, kind, cancel)
+	drop := cancel
+	if closeConn := connCloser(streamCtx); kind == pushStream && closeConn != nil {
+		drop = func() { cancel(); closeConn() }
+	}
+	instructions, closeStream := s.conns.open(cluster, kind, drop)
 	if s.cfg.Insecure {
 		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind)
 	}
@@ -194,27 +198,22 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 		return err
 	}
 	defer o.close()
-	recv := make(chan error, 1)
+	// Recv runs on the handler's own goroutine: a dropped cluster's
+	// connection is closed (openStream), which ends it.
 	var received int64
-	go func() {
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				recv <- err
-				return
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			switch {
+			case o.ctx.Err() != nil:
+				return o.ended(stream.Context())
+			case errors.Is(err, io.EOF):
+				return stream.SendAndClose(&relayv1.PushSummary{Received: received})
 			}
-			received++
-			s.handlePush(o.cluster, msg)
+			return err
 		}
-	}()
-	select {
-	case err := <-recv:
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&relayv1.PushSummary{Received: received})
-		}
-		return err
-	case <-o.ctx.Done():
-		return o.ended(stream.Context())
+		received++
+		s.handlePush(o.cluster, msg)
 	}
 }
 

@@ -42,7 +42,10 @@ configurations and rotates both before they expire. With --certificates=files it
 tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets caBundle).
 
 Settings come from flags and from --config, a YAML file with the same names in camelCase; a
-flag given on the command line wins over the file.`,
+flag given on the command line wins over the file.
+
+Status: the webhooks work; manifests are in manifests/webhook (base, and cert-manager for
+cert-manager's serving certificate).`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
