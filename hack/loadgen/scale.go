@@ -100,13 +100,18 @@ func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate) (*
 	if err != nil {
 		return nil, err
 	}
+	// A real agent's streams have no deadline (a deadline would cost the
+	// server a timer per stream): this context is only cancelled with ctx.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, cancel)
+	ctx = sctx
 	rc := relayv1.NewRelayClient(conn)
 	push, err := rc.Push(ctx)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "loadgen"}}}); err != nil {
+	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix()}}}); err != nil {
 		conn.Close()
 		return nil, err
 	}

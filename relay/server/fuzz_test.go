@@ -50,7 +50,7 @@ func fuzzService(t testing.TB) *service {
 	).Build()
 	return &service{
 		cfg: &cfg, creds: creds, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
-		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: newConnections(m),
+		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: newConnections(),
 	}
 }
 

@@ -6,15 +6,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are relay-server's Prometheus metrics. The connection gauges keep
+// metrics are relay-server's Prometheus metrics that are not per cluster;
+// connections collects the per-cluster ones. The connection gauges keep
 // the reference's names so that its verification steps work as written.
 type metrics struct {
-	push, pull   *prometheus.GaugeVec
-	opened       *prometheus.CounterVec
-	issued       *prometheus.CounterVec
-	refused      *prometheus.CounterVec
-	expiry       *prometheus.GaugeVec
-	clientExpiry *prometheus.GaugeVec
+	issued  *prometheus.CounterVec
+	refused *prometheus.CounterVec
+	expiry  *prometheus.GaugeVec
 }
 
 // Certificate names in relay_certificate_expiry_timestamp_seconds.
@@ -26,18 +24,6 @@ const (
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		push: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_push_clients_connected",
-			Help: "Open push streams (agent to server), by cluster.",
-		}, []string{"cluster"}),
-		pull: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_pull_clients_connected",
-			Help: "Open pull streams (server to agent), by cluster.",
-		}, []string{"cluster"}),
-		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_streams_opened_total",
-			Help: "Push and pull streams opened, by cluster and stream; a steady value while connected means no reconnects.",
-		}, []string{"cluster", "stream"}),
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_certificates_issued_total",
 			Help: "Client certificates signed, by call (bootstrap or renew).",
@@ -50,20 +36,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "relay_certificate_expiry_timestamp_seconds",
 			Help: "NotAfter of the server's own certificates (root, intermediate, server), in Unix seconds.",
 		}, []string{"certificate"}),
-		clientExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_client_certificate_expiry_timestamp_seconds",
-			Help: "NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.",
-		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.push, m.pull, m.opened, m.issued, m.refused, m.expiry, m.clientExpiry)
+	reg.MustRegister(m.issued, m.refused, m.expiry)
 	return m
-}
-
-func (m *metrics) connected(kind streamKind, cluster string) prometheus.Gauge {
-	if kind == pushStream {
-		return m.push.WithLabelValues(cluster)
-	}
-	return m.pull.WithLabelValues(cluster)
 }
 
 func (m *metrics) setExpiry(name string, cert *x509.Certificate) {

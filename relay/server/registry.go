@@ -1,78 +1,134 @@
 package server
 
 import (
-	"context"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
 // streamKind is the direction of a long-lived agent stream.
-type streamKind string
+type streamKind int
 
 const (
-	pushStream streamKind = "push"
-	pullStream streamKind = "pull"
+	pushStream streamKind = iota
+	pullStream
 )
+
+func (k streamKind) String() string {
+	if k == pushStream {
+		return "push"
+	}
+	return "pull"
+}
 
 // instructionBuffer is how many instructions wait for one pull stream.
 // Instructions are rare (a renewal request, a new trust bundle), and one
 // that does not fit is dropped for that stream, never blocking the sender.
 const instructionBuffer = 4
 
-// connections tracks the open push and pull streams of each cluster: it
-// keeps the relay_*_clients_connected gauges equal to them, delivers
-// instructions to the pull streams, and drops every stream of a cluster
-// whose registration is deleted.
+// connections tracks what the server knows of each cluster: its open push
+// and pull streams, how many it has opened, and when its client
+// certificate expires. It delivers instructions to the pull streams, drops
+// every stream of a cluster whose registration is deleted, and is the
+// Prometheus collector of the per-cluster series. Those series are made
+// at scrape time from one small record per cluster rather than kept as
+// metric children (four per cluster, 2.4 KiB per agent at 10,000 agents;
+// see make bench).
 type connections struct {
-	metrics *metrics
+	mu       sync.Mutex
+	clusters map[string]*clusterState
+}
 
-	mu      sync.Mutex
-	next    uint64
-	streams map[string]map[uint64]stream
+// clusterState is one cluster's record.
+type clusterState struct {
+	streams []*stream
+	// opened counts the streams opened, by kind.
+	opened [2]uint64
+	// clientNotAfter is the client certificate's expiry in Unix seconds, as
+	// last issued or reported; 0 when unknown.
+	clientNotAfter int64
 }
 
 type stream struct {
-	kind   streamKind
-	cancel context.CancelFunc
+	kind streamKind
+	// dropped is closed when the stream's cluster is dropped.
+	dropped chan struct{}
+	// closeConn, when set, closes the stream's connection on a drop, which
+	// ends a push stream blocked in Recv.
+	closeConn func()
 	// instructions is the pull stream's queue; nil for a push stream.
 	instructions chan *relayv1.Instruction
 }
 
-func newConnections(m *metrics) *connections {
-	return &connections{metrics: m, streams: map[string]map[uint64]stream{}}
+var (
+	pushConnectedDesc = prometheus.NewDesc("relay_push_clients_connected",
+		"Open push streams (agent to server), by cluster.", []string{"cluster"}, nil)
+	pullConnectedDesc = prometheus.NewDesc("relay_pull_clients_connected",
+		"Open pull streams (server to agent), by cluster.", []string{"cluster"}, nil)
+	openedDesc = prometheus.NewDesc("relay_streams_opened_total",
+		"Push and pull streams opened, by cluster and stream; a steady value while connected means no reconnects.",
+		[]string{"cluster", "stream"}, nil)
+	clientExpiryDesc = prometheus.NewDesc("relay_client_certificate_expiry_timestamp_seconds",
+		"NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.", []string{"cluster"}, nil)
+)
+
+func newConnections() *connections {
+	return &connections{clusters: map[string]*clusterState{}}
 }
 
-// open records a stream of cluster; cancel ends it when the cluster is
-// dropped. A pull stream gets the channel its instructions arrive on. The
-// returned close must be called when the stream ends.
-func (c *connections) open(cluster string, kind streamKind, cancel context.CancelFunc) (instructions <-chan *relayv1.Instruction, close func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.next++
-	id := c.next
-	if c.streams[cluster] == nil {
-		c.streams[cluster] = map[uint64]stream{}
+// state returns cluster's record, making it. c.mu must be held.
+func (c *connections) state(cluster string) *clusterState {
+	st := c.clusters[cluster]
+	if st == nil {
+		st = &clusterState{}
+		c.clusters[cluster] = st
 	}
-	s := stream{kind: kind, cancel: cancel}
+	return st
+}
+
+// open records a stream of cluster. Its dropped channel closes, and
+// closeConn (if not nil) is called, when the cluster is dropped; a pull
+// stream gets the queue its instructions arrive on. close must be called
+// with the stream when it ends.
+func (c *connections) open(cluster string, kind streamKind, closeConn func()) *stream {
+	s := &stream{kind: kind, dropped: make(chan struct{}), closeConn: closeConn}
 	if kind == pullStream {
 		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
 	}
-	c.streams[cluster][id] = s
-	c.metrics.connected(kind, cluster).Inc()
-	c.metrics.opened.WithLabelValues(cluster, string(kind)).Inc()
-	var once sync.Once
-	return s.instructions, func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			delete(c.streams[cluster], id)
-			if len(c.streams[cluster]) == 0 {
-				delete(c.streams, cluster)
-			}
-			c.metrics.connected(kind, cluster).Dec()
-		})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.state(cluster)
+	st.streams = append(st.streams, s)
+	st.opened[kind]++
+	return s
+}
+
+// close forgets the stream s of cluster; closing it again does nothing.
+func (c *connections) close(cluster string, s *stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.clusters[cluster]
+	if st == nil {
+		return
 	}
+	for i, o := range st.streams {
+		if o == s {
+			st.streams = append(st.streams[:i], st.streams[i+1:]...)
+			if len(st.streams) == 0 {
+				st.streams = nil
+			}
+			return
+		}
+	}
+}
+
+// setClientExpiry records when cluster's client certificate expires.
+func (c *connections) setClientExpiry(cluster string, notAfter int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state(cluster).clientNotAfter = notAfter
 }
 
 // send offers in to every pull stream of cluster and returns how many took
@@ -83,7 +139,7 @@ func (c *connections) send(cluster string, in *relayv1.Instruction) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for _, s := range c.streams[cluster] {
+	for _, s := range c.streams(cluster) {
 		if s.kind != pullStream {
 			continue
 		}
@@ -96,13 +152,73 @@ func (c *connections) send(cluster string, in *relayv1.Instruction) int {
 	return n
 }
 
-// drop cancels every open stream of cluster. Each stream's handler returns
-// and calls its close, which updates the gauges.
+// drop ends every open stream of cluster: each stream's handler sees
+// dropped closed (or its connection closed), returns and calls close.
 func (c *connections) drop(cluster string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, s := range c.streams[cluster] {
-		s.cancel()
+	streams := c.streams(cluster)
+	for _, s := range streams {
+		select {
+		case <-s.dropped:
+			continue // dropped before and not closed yet
+		default:
+		}
+		close(s.dropped)
+		if s.closeConn != nil {
+			s.closeConn()
+		}
 	}
-	return len(c.streams[cluster])
+	return len(streams)
+}
+
+// streams returns cluster's open streams. c.mu must be held.
+func (c *connections) streams(cluster string) []*stream {
+	if st := c.clusters[cluster]; st != nil {
+		return st.streams
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *connections) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{pushConnectedDesc, pullConnectedDesc, openedDesc, clientExpiryDesc} {
+		ch <- d
+	}
+}
+
+// clusterSample is a copy of one cluster's record taken for a scrape.
+type clusterSample struct {
+	name           string
+	connected      [2]int
+	opened         [2]uint64
+	clientNotAfter int64
+}
+
+// Collect implements prometheus.Collector. It copies the records under the
+// lock and builds the series after, so that a scrape never holds up a
+// stream opening.
+func (c *connections) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	samples := make([]clusterSample, 0, len(c.clusters))
+	for name, st := range c.clusters {
+		s := clusterSample{name: name, opened: st.opened, clientNotAfter: st.clientNotAfter}
+		for _, o := range st.streams {
+			s.connected[o.kind]++
+		}
+		samples = append(samples, s)
+	}
+	c.mu.Unlock()
+	for _, s := range samples {
+		if s.opened != [2]uint64{} {
+			ch <- prometheus.MustNewConstMetric(pushConnectedDesc, prometheus.GaugeValue, float64(s.connected[pushStream]), s.name)
+			ch <- prometheus.MustNewConstMetric(pullConnectedDesc, prometheus.GaugeValue, float64(s.connected[pullStream]), s.name)
+			for _, k := range []streamKind{pushStream, pullStream} {
+				ch <- prometheus.MustNewConstMetric(openedDesc, prometheus.CounterValue, float64(s.opened[k]), s.name, k.String())
+			}
+		}
+		if s.clientNotAfter > 0 {
+			ch <- prometheus.MustNewConstMetric(clientExpiryDesc, prometheus.GaugeValue, float64(s.clientNotAfter), s.name)
+		}
+	}
 }

@@ -77,12 +77,14 @@ func New(opts Options) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
+	conns := newConnections()
+	reg.MustRegister(conns)
 	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, creds: newCredentials(&cfg, m)}
 	s.svc = &service{
 		cfg:     s.cfg,
 		creds:   s.creds,
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
-		conns:   newConnections(m),
+		conns:   conns,
 		metrics: m,
 		now:     opts.Now,
 		log:     s.log.WithName("relay"),
@@ -233,7 +235,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 const connBufferBytes = 4 << 10
 
 func (s *Server) grpcServer() *grpc.Server {
-	var creds grpccreds.TransportCredentials = insecure.NewCredentials()
+	var creds grpccreds.TransportCredentials = closableCreds{insecure.NewCredentials()}
 	// Agents hold their streams open and send little, so a connected agent
 	// should cost little (see make bench). Over TLS, gRPC reads the
 	// connection directly: tls.Conn already buffers a decrypted record, and
@@ -243,10 +245,10 @@ func (s *Server) grpcServer() *grpc.Server {
 	if s.cfg.Insecure {
 		readBuffer = connBufferBytes
 	} else {
-		creds = grpccreds.NewTLS(s.creds.tlsConfig())
+		creds = tlsCreds{s.creds.tlsConfig()}
 	}
 	gs := grpc.NewServer(
-		grpc.Creds(closableCreds{creds}),
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.ReadBufferSize(readBuffer),
 		grpc.WriteBufferSize(connBufferBytes),

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -453,6 +454,21 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		_, err = f.dial(&pair).Renew(ctx, &relayv1.RenewRequest{Csr: csr1})
 		if status.Code(err) != codes.Unavailable {
 			t.Errorf("Renew with a two-name certificate: %v, want the handshake to fail (Unavailable)", err)
+		}
+	})
+
+	t.Run("a client that does not negotiate h2 is disconnected after the handshake", func(t *testing.T) {
+		for _, protos := range [][]string{nil, {"http/1.1"}} {
+			conn, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.roots(), ServerName: f.cfg.Authority, NextProtos: protos})
+			if err != nil {
+				t.Fatalf("ALPN %v: TLS dial: %v", protos, err)
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+			if !errors.Is(err, io.EOF) {
+				t.Errorf("ALPN %v: read after the handshake = %v, want the server to close the connection (EOF)", protos, err)
+			}
 		}
 	})
 }

@@ -118,7 +118,7 @@ func (s *service) sign(ctx context.Context, log logr.Logger, call, cluster strin
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "%v", err))
 	}
 	s.metrics.issued.WithLabelValues(call).Inc()
-	s.metrics.clientExpiry.WithLabelValues(cluster).Set(float64(issued.Cert.NotAfter.Unix()))
+	s.conns.setClientExpiry(cluster, issued.Cert.NotAfter.Unix())
 	log.Info("issued client certificate", "serial", issued.Cert.SerialNumber.Text(16), "notAfter", issued.Cert.NotAfter)
 	return &relayv1.CertificateResponse{CertificateChain: issued.CertPEM, CaCertificate: issued.CAPEM}, nil
 }
@@ -151,16 +151,14 @@ func (s *service) tokenKey() types.NamespacedName {
 
 // openedStream is an authenticated, registered and recorded stream.
 type openedStream struct {
-	// ctx ends when the stream ends or its cluster is dropped.
-	ctx     context.Context
+	*stream
 	cluster string
-	// instructions is a pull stream's queue.
-	instructions <-chan *relayv1.Instruction
-	close        func()
+	conns   *connections
 }
 
 // openStream authenticates a stream's caller, checks its registration and
-// records the stream.
+// records the stream. A dropped push stream's connection is closed, which
+// ends its Recv; a pull stream waits on dropped itself.
 func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
 	cluster, err := callerCluster(streamCtx, s.cfg.Insecure)
 	if err != nil {
@@ -169,26 +167,33 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 	if err := s.registered(streamCtx, cluster); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(streamCtx)
-	drop := cancel
-	if closeConn := connCloser(streamCtx); kind == pushStream && closeConn != nil {
-		drop = func() { cancel(); closeConn() }
+	var closeConn func()
+	if kind == pushStream {
+		closeConn = connCloser(streamCtx)
 	}
-	instructions, closeStream := s.conns.open(cluster, kind, drop)
+	st := s.conns.open(cluster, kind, closeConn)
 	if s.cfg.Insecure {
-		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind)
+		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind.String())
 	}
-	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind)
-	return &openedStream{ctx: ctx, cluster: cluster, instructions: instructions, close: func() { closeStream(); cancel() }}, nil
+	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind.String())
+	return &openedStream{stream: st, cluster: cluster, conns: s.conns}, nil
 }
 
-// ended is what a stream handler returns once o.ctx is done: nothing when
-// the agent went away, PermissionDenied when its cluster was dropped.
-func (o *openedStream) ended(streamCtx context.Context) error {
-	if streamCtx.Err() != nil {
-		return nil
+func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
+
+// wasDropped reports whether the stream's cluster was dropped.
+func (o *openedStream) wasDropped() bool {
+	select {
+	case <-o.dropped:
+		return true
+	default:
+		return false
 	}
-	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered or the server is stopping", o.cluster)
+}
+
+// droppedStatus is what a dropped cluster's stream ends with.
+func (o *openedStream) droppedStatus() error {
+	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered: register it again with a KubernetesCluster", o.cluster)
 }
 
 // Push receives the agent's status while it is connected.
@@ -205,8 +210,8 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 		msg, err := stream.Recv()
 		if err != nil {
 			switch {
-			case o.ctx.Err() != nil:
-				return o.ended(stream.Context())
+			case o.wasDropped():
+				return o.droppedStatus()
 			case errors.Is(err, io.EOF):
 				return stream.SendAndClose(&relayv1.PushSummary{Received: received})
 			}
@@ -224,7 +229,7 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 			return
 		}
 		if na := st.GetClientCertificateNotAfter(); na > 0 {
-			s.metrics.clientExpiry.WithLabelValues(cluster).Set(float64(na))
+			s.conns.setClientExpiry(cluster, na)
 		}
 		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
 			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
@@ -247,10 +252,13 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 			return err
 		}
 	}
+	done := stream.Context().Done()
 	for {
 		select {
-		case <-o.ctx.Done():
-			return o.ended(stream.Context())
+		case <-done:
+			return nil
+		case <-o.dropped:
+			return o.droppedStatus()
 		case in := <-o.instructions:
 			if err := stream.Send(in); err != nil {
 				return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, err)

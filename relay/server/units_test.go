@@ -1,7 +1,7 @@
 package server
 
 import (
-	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,36 +68,108 @@ func TestSigningLimiterRefusesAtOnceWhenOverloaded(t *testing.T) {
 }
 
 func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
-	m := newMetrics(prometheus.NewRegistry())
-	c := newConnections(m)
-	ctx, cancel := context.WithCancel(context.Background())
-	_, closePush := c.open("a", pushStream, cancel)
-	_, closePull := c.open("a", pullStream, func() {})
-	gauges := func() (float64, float64) {
-		return testutil.ToFloat64(m.push.WithLabelValues("a")), testutil.ToFloat64(m.pull.WithLabelValues("a"))
+	c := newConnections()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	closed := 0
+	push := c.open("a", pushStream, func() { closed++ })
+	pull := c.open("a", pullStream, nil)
+	other := c.open("b", pullStream, nil)
+	c.setClientExpiry("a", 1700000000)
+	want := func(series string) {
+		t.Helper()
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(series),
+			"relay_push_clients_connected", "relay_pull_clients_connected", "relay_client_certificate_expiry_timestamp_seconds"); err != nil {
+			t.Error(err)
+		}
 	}
-	if push, pull := gauges(); push != 1 || pull != 1 {
-		t.Errorf("gauges push=%v pull=%v, want 1 and 1", push, pull)
+	want(`
+# HELP relay_client_certificate_expiry_timestamp_seconds NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.
+# TYPE relay_client_certificate_expiry_timestamp_seconds gauge
+relay_client_certificate_expiry_timestamp_seconds{cluster="a"} 1.7e+09
+# HELP relay_pull_clients_connected Open pull streams (server to agent), by cluster.
+# TYPE relay_pull_clients_connected gauge
+relay_pull_clients_connected{cluster="a"} 1
+relay_pull_clients_connected{cluster="b"} 1
+# HELP relay_push_clients_connected Open push streams (agent to server), by cluster.
+# TYPE relay_push_clients_connected gauge
+relay_push_clients_connected{cluster="a"} 1
+relay_push_clients_connected{cluster="b"} 0
+`)
+	if n := c.drop("a"); n != 2 || closed != 1 {
+		t.Errorf("drop = %d streams, connections closed %d, want 2 and 1", n, closed)
 	}
-	if n := c.drop("a"); n != 2 || ctx.Err() == nil {
-		t.Errorf("drop = %d, cancelled = %v", n, ctx.Err() != nil)
+	for _, s := range []*stream{push, pull} {
+		select {
+		case <-s.dropped:
+		default:
+			t.Errorf("%s stream not told of the drop", s.kind)
+		}
 	}
-	closePush()
-	closePush()
-	closePull()
-	if push, pull := gauges(); push != 0 || pull != 0 {
-		t.Errorf("closed streams still counted (or closed twice): push=%v pull=%v", push, pull)
+	select {
+	case <-other.dropped:
+		t.Error("another cluster's stream was dropped")
+	default:
 	}
-	if len(c.streams) != 0 {
-		t.Errorf("closed streams still recorded: %v", c.streams)
+	if n := c.drop("a"); n != 2 || closed != 1 {
+		t.Errorf("a second drop before the streams closed: %d streams, connections closed %d, want 2 and 1", n, closed)
+	}
+	c.close("a", push)
+	c.close("a", push)
+	c.close("a", pull)
+	want(`
+# HELP relay_client_certificate_expiry_timestamp_seconds NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.
+# TYPE relay_client_certificate_expiry_timestamp_seconds gauge
+relay_client_certificate_expiry_timestamp_seconds{cluster="a"} 1.7e+09
+# HELP relay_pull_clients_connected Open pull streams (server to agent), by cluster.
+# TYPE relay_pull_clients_connected gauge
+relay_pull_clients_connected{cluster="a"} 0
+relay_pull_clients_connected{cluster="b"} 1
+# HELP relay_push_clients_connected Open push streams (agent to server), by cluster.
+# TYPE relay_push_clients_connected gauge
+relay_push_clients_connected{cluster="a"} 0
+relay_push_clients_connected{cluster="b"} 0
+`)
+	if got := openedCount(t, reg, "a", "push"); got != 1 {
+		t.Errorf("push streams opened by a = %v, want 1", got)
+	}
+	c.open("a", pushStream, nil)
+	if got := openedCount(t, reg, "a", "push"); got != 2 {
+		t.Errorf("push streams opened by a after a reconnect = %v, want 2", got)
 	}
 }
 
+// openedCount returns relay_streams_opened_total of cluster and kind as
+// gathered from reg.
+func openedCount(t *testing.T, reg *prometheus.Registry, cluster, kind string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "relay_streams_opened_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["cluster"] == cluster && labels["stream"] == kind {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no relay_streams_opened_total{cluster=%q,stream=%q}", cluster, kind)
+	return 0
+}
+
 func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
-	c := newConnections(newMetrics(prometheus.NewRegistry()))
-	ch, closePull := c.open("a", pullStream, func() {})
-	_, closePush := c.open("a", pushStream, func() {})
-	defer closePush()
+	c := newConnections()
+	pull := c.open("a", pullStream, nil)
+	push := c.open("a", pushStream, nil)
+	defer c.close("a", push)
 	in := &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{}}}
 	for range instructionBuffer {
 		if c.send("a", in) != 1 {
@@ -107,10 +179,10 @@ func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
 	if c.send("a", in) != 0 {
 		t.Error("send to a full queue was counted")
 	}
-	if len(ch) != instructionBuffer {
-		t.Errorf("queue holds %d", len(ch))
+	if len(pull.instructions) != instructionBuffer {
+		t.Errorf("queue holds %d", len(pull.instructions))
 	}
-	closePull()
+	c.close("a", pull)
 	if c.send("a", in) != 0 {
 		t.Error("a closed pull stream still receives")
 	}
