@@ -169,3 +169,15 @@ func TestApplyEnvironmentSetsWhatTheInjectorGives(t *testing.T) {
 		t.Errorf("authority %q changed though %s is unset", a.Authority, EnvAuthority)
 	}
 }
+
+func TestWebhookApplyEnvironmentTakesTheWorkloadSettings(t *testing.T) {
+	w := DefaultWebhook()
+	env := map[string]string{EnvCluster: "cluster-2", EnvAuthority: "relay.example.com"}
+	w.ApplyEnvironment(func(k string) string { return env[k] })
+	if w.Cluster != "cluster-2" || w.Authority != "relay.example.com" {
+		t.Errorf("cluster %q, authority %q: want the environment's", w.Cluster, w.Authority)
+	}
+	if w.ServerAddress != DefaultWebhook().ServerAddress {
+		t.Errorf("server address %q changed though %s is unset", w.ServerAddress, EnvServerAddress)
+	}
+}

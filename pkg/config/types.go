@@ -143,8 +143,9 @@ func (r SecretRef) NamespacedName(ns string) types.NamespacedName {
 }
 
 // Environment variables relay-webhook injects into agent pods, read by
-// relay-agent as the defaults of --cluster, --server-address and
-// --authority (a config file and flags win over them).
+// relay-agent and relay-webhook as the defaults of --cluster,
+// --server-address and --authority (a config file and flags win over
+// them). The workload overlay sets them for both from one settings file.
 const (
 	EnvCluster       = "MESHRELAY_CLUSTER"
 	EnvServerAddress = "MESHRELAY_SERVER_ADDRESS"
@@ -154,10 +155,20 @@ const (
 // ApplyEnvironment sets a's cluster, server address and authority from the
 // variables getenv returns, where they are set.
 func (a *Agent) ApplyEnvironment(getenv func(string) string) {
+	applyEnvironment(getenv, &a.Cluster, &a.ServerAddress, &a.Authority)
+}
+
+// ApplyEnvironment sets w's cluster, server address and authority from the
+// variables getenv returns, where they are set.
+func (w *Webhook) ApplyEnvironment(getenv func(string) string) {
+	applyEnvironment(getenv, &w.Cluster, &w.ServerAddress, &w.Authority)
+}
+
+func applyEnvironment(getenv func(string) string, cluster, serverAddress, authority *string) {
 	for _, e := range []struct {
 		name string
 		into *string
-	}{{EnvCluster, &a.Cluster}, {EnvServerAddress, &a.ServerAddress}, {EnvAuthority, &a.Authority}} {
+	}{{EnvCluster, cluster}, {EnvServerAddress, serverAddress}, {EnvAuthority, authority}} {
 		if v := getenv(e.name); v != "" {
 			*e.into = v
 		}

@@ -3,6 +3,7 @@ package app
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -16,6 +17,7 @@ import (
 // NewCommand returns the relay-webhook command.
 func NewCommand() *cobra.Command {
 	cfg := config.DefaultWebhook()
+	cfg.ApplyEnvironment(os.Getenv)
 	var (
 		configFile string
 		kube       cli.KubeFlags
@@ -42,10 +44,12 @@ configurations and rotates both before they expire. With --certificates=files it
 tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets caBundle).
 
 Settings come from flags and from --config, a YAML file with the same names in camelCase; a
-flag given on the command line wins over the file.
+flag given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
+MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY (the workload overlay sets these for the
+webhook and the agent from one settings file).
 
-Status: the webhooks work; manifests are in manifests/webhook (base, and cert-manager for
-cert-manager's serving certificate).`,
+Manifests: manifests/webhook (base, and cert-manager for cert-manager's serving certificate),
+included by the overlays in manifests/overlays.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
