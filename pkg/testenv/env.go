@@ -66,6 +66,11 @@ func Start(t testing.TB, opts Options) *Env {
 	return env
 }
 
+// StartIn starts every cluster in opts at once, keeping their files in dir,
+// for programs such as make demo; tests use Start. On an error the clusters
+// that did start are in the returned Env: stop them with Stop.
+func StartIn(dir string, opts Options) (*Env, error) { return start(dir, opts) }
+
 func start(dir string, opts Options) (*Env, error) {
 	if len(opts.Names) == 0 {
 		return nil, errors.New("no cluster names given: set Options.Names")

@@ -3,6 +3,7 @@ package app
 
 import (
 	"fmt"
+	"net"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ func NewCommand() *cobra.Command {
 	cfg := config.DefaultWebhook()
 	cfg.ApplyEnvironment(os.Getenv)
 	var (
+		servingIPs []net.IP
 		configFile string
 		kube       cli.KubeFlags
 		logs       cli.LogFlags
@@ -65,7 +67,7 @@ included by the overlays in manifests/overlays.`,
 			}
 			log := logs.Logger()
 			ctrllog.SetLogger(log)
-			s, err := webhook.New(webhook.Options{Config: cfg, RESTConfig: rest, Log: log})
+			s, err := webhook.New(webhook.Options{Config: cfg, RESTConfig: rest, Log: log, ServingIPs: servingIPs})
 			if err != nil {
 				return err
 			}
@@ -75,6 +77,7 @@ included by the overlays in manifests/overlays.`,
 	fs := cmd.Flags()
 	fs.StringVar(&configFile, "config", "", "YAML or JSON settings file; flags given on the command line win over it")
 	config.BindWebhook(fs, &cfg)
+	fs.IPSliceVar(&servingIPs, "serving-ip", nil, "IP addresses the self-managed serving certificate also covers, for a webhook the API server calls by IP (outside a cluster, as make demo runs it)")
 	kube.Bind(fs)
 	logs.Bind(fs)
 	return cmd

@@ -20,10 +20,11 @@ is present and consistent across clusters, validates manifests offline with the 
 as the admission webhook, backs up and restores the generated certificates, and generates
 the certificate architectures of the reference documentation.
 
-Status: only "version" works in this build; the other commands land with the relayctl issue.`,
+Every command takes --kubeconfig and one or more contexts, prints for people by default
+and -o json|yaml for machines, and exits non-zero when it finds a problem.`,
 		Args: cobra.NoArgs,
 	}
-	root.AddCommand(newVersionCommand())
+	root.AddCommand(newRegisterCommand(), newCheckCommand(), newGenCommand(), newVersionCommand())
 	return root
 }
 

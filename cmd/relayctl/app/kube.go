@@ -1,0 +1,73 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/pkg/kube"
+)
+
+// clusterClients are the clients of one kubeconfig context.
+type clusterClients struct {
+	client.Client
+	Clientset kubernetes.Interface
+}
+
+// connect returns the clients of context kubeContext in kubeconfig (both
+// may be empty for the defaults).
+func connect(kubeconfig, kubeContext string) (*clusterClients, error) {
+	flags := cli.KubeFlags{Kubeconfig: kubeconfig, Context: kubeContext}
+	cfg, err := flags.RESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("context %q: %w", kubeContext, err)
+	}
+	scheme, err := kube.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("context %q: failed to build a client: %w", kubeContext, err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("context %q: failed to build a client: %w", kubeContext, err)
+	}
+	return &clusterClients{Client: c, Clientset: cs}, nil
+}
+
+// outputFlag adds -o/--output to cmd.
+func outputFlag(cmd *cobra.Command, into *string) {
+	cmd.Flags().StringVarP(into, "output", "o", "", "output format: empty for people, json or yaml")
+}
+
+// printResult writes v as JSON or YAML, or human() for people.
+func printResult(w io.Writer, format string, v any, human func() string) error {
+	switch format {
+	case "":
+		_, err := io.WriteString(w, human())
+		return err
+	case "json":
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
+		return err
+	case "yaml":
+		data, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	}
+	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", format)
+}

@@ -1,0 +1,339 @@
+// Package localmesh runs meshrelay the way users install it, on local
+// clusters: the overlays applied with kubectl, and relay-server,
+// relay-webhook and relay-agent as local processes (no container runtime
+// runs their Deployments here). The end-to-end suite and make demo use it.
+package localmesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+)
+
+// Binaries are the commands BuildBinaries builds.
+var Binaries = []string{"relay-server", "relay-agent", "relay-webhook", "relayctl"}
+
+// BuildBinaries builds the commands of the repository at root into dir.
+func BuildBinaries(ctx context.Context, root, dir string) error {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, n := range Binaries {
+		args = append(args, "./cmd/"+n)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Mesh is a set of local clusters with meshrelay installed.
+type Mesh struct {
+	Env  *testenv.Env
+	Root string
+	Bins string
+	Dir  string
+	// ServerAddr is relay-server's gRPC address, ServerMetrics its
+	// metrics address (host:port).
+	ServerAddr, ServerMetrics string
+	processes                 []*Process
+}
+
+// New returns a mesh over env; binaries are in bins, logs and generated
+// overlays go to dir.
+func New(env *testenv.Env, root, bins, dir string) *Mesh {
+	return &Mesh{Env: env, Root: root, Bins: bins, Dir: dir}
+}
+
+// FreeAddr returns a free loopback address.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Install applies overlay (relative to manifests/overlays) to cluster.
+// settings, when not empty, replace values of the workload settings.env
+// (MESHRELAY_CLUSTER and the like). The webhook configurations are pointed
+// at webhookAddr, where relay-webhook runs as a local process, instead of
+// its in-cluster Service.
+func (m *Mesh) Install(ctx context.Context, cluster, overlay string, settings map[string]string, webhookAddr string) error {
+	dir := filepath.Join(m.Root, "manifests", "overlays", overlay)
+	if len(settings) > 0 {
+		var err error
+		if dir, err = m.settingsOverlay(cluster, dir, settings); err != nil {
+			return err
+		}
+	}
+	out, _, err := m.Env.Kubectl(ctx, "", "kustomize", dir)
+	if err != nil {
+		return err
+	}
+	docs, err := pointWebhooksAt(out, webhookAddr)
+	if err != nil {
+		return fmt.Errorf("overlay %s: %w", overlay, err)
+	}
+	_, _, err = m.Env.Kubectl(ctx, docs, "--context", cluster, "apply", "-f", "-")
+	return err
+}
+
+// settingsOverlay writes an overlay of base that replaces settings in the
+// generated meshrelay-settings ConfigMaps.
+func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string) (string, error) {
+	dir := filepath.Join(m.Dir, "overlays", cluster)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(dir, base)
+	if err != nil {
+		return "", err
+	}
+	var lits []string
+	for k, v := range settings {
+		lits = append(lits, fmt.Sprintf("%s=%s", k, v))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "resources:\n  - %s\nconfigMapGenerator:\n", rel)
+	for _, ns := range []string{"gloo-mesh", "meshrelay-system"} {
+		fmt.Fprintf(&b, "  - name: meshrelay-settings\n    namespace: %s\n    behavior: merge\n    literals: [%s]\n", ns, strings.Join(lits, ", "))
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644)
+}
+
+// pointWebhooksAt turns each webhook's clientConfig from the in-cluster
+// Service into the URL of a webhook at addr.
+func pointWebhooksAt(stream, addr string) (string, error) {
+	var out []string
+	for _, doc := range strings.Split(stream, "\n---\n") {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return "", err
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if k := u.GetKind(); k == "ValidatingWebhookConfiguration" || k == "MutatingWebhookConfiguration" {
+			hooks, _, _ := unstructured.NestedSlice(u.Object, "webhooks")
+			for i := range hooks {
+				h := hooks[i].(map[string]any)
+				path, _, _ := unstructured.NestedString(h, "clientConfig", "service", "path")
+				h["clientConfig"] = map[string]any{"url": "https://" + addr + path}
+			}
+			if err := unstructured.SetNestedSlice(u.Object, hooks, "webhooks"); err != nil {
+				return "", err
+			}
+		}
+		data, err := yaml.Marshal(u.Object)
+		if err != nil {
+			return "", err
+		}
+		out = append(out, string(data))
+	}
+	return strings.Join(out, "---\n"), nil
+}
+
+// Start runs binary name of the mesh's binaries with args, its output in
+// a log file under Dir.
+func (m *Mesh) Start(name, logName string, args ...string) (*Process, error) {
+	p, err := StartProcess(filepath.Join(m.Bins, name), filepath.Join(m.Dir, logName+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	m.processes = append(m.processes, p)
+	return p, nil
+}
+
+// StartServer runs relay-server on the management cluster mgmt and waits
+// until it is ready.
+func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*Process, error) {
+	var err error
+	if m.ServerAddr == "" {
+		if m.ServerAddr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+		if m.ServerMetrics, err = FreeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	args := append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", mgmt,
+		"--listen-address", m.ServerAddr, "--metrics-address", m.ServerMetrics}, extra...)
+	p, err := m.Start("relay-server", "relay-server", args...)
+	if err != nil {
+		return nil, err
+	}
+	return p, WaitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz", time.Minute)
+}
+
+// StartWebhook runs relay-webhook for cluster at addr, serving a
+// self-managed certificate that also covers 127.0.0.1, and waits until it
+// is ready. name is the workload cluster's registered name, empty on the
+// management cluster.
+func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*Process, error) {
+	metrics, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
+		"--listen-address", addr, "--metrics-address", metrics, "--serving-ip", "127.0.0.1"}
+	if name != "" {
+		args = append(args, "--cluster", name, "--server-address", m.ServerAddr)
+	}
+	p, err := m.Start("relay-webhook", "relay-webhook-"+cluster, args...)
+	if err != nil {
+		return nil, err
+	}
+	return p, WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute)
+}
+
+// StartAgent runs relay-agent in cluster for registered name, with its
+// metrics on a free address it returns.
+func (m *Mesh) StartAgent(cluster, name string, extra ...string) (*Process, string, error) {
+	metrics, err := FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	args := append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
+		"--cluster", name, "--server-address", m.ServerAddr, "--metrics-address", metrics}, extra...)
+	p, err := m.Start("relay-agent", "relay-agent-"+cluster, args...)
+	return p, metrics, err
+}
+
+// Relayctl runs relayctl with the mesh's kubeconfig and returns its output
+// and exit status.
+func (m *Mesh) Relayctl(ctx context.Context, args ...string) (stdout, stderr string, code int) {
+	cmd := exec.CommandContext(ctx, filepath.Join(m.Bins, "relayctl"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+m.Env.Kubeconfig)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = 0
+	if err != nil {
+		code = -1
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+// Stop stops every process the mesh started, the last started first.
+func (m *Mesh) Stop() error {
+	var errs []error
+	for i := len(m.processes) - 1; i >= 0; i-- {
+		errs = append(errs, m.processes[i].Stop())
+	}
+	m.processes = nil
+	return errors.Join(errs...)
+}
+
+// Process is a running binary whose output goes to a log file.
+type Process struct {
+	Name   string
+	Log    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+// StartProcess starts bin with args, its output in logPath.
+func StartProcess(bin, logPath string, args ...string) (*Process, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("failed to start %s: %w", bin, err)
+	}
+	p := &Process{Name: strings.TrimSuffix(filepath.Base(logPath), ".log"), Log: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); f.Close(); close(p.exited) }()
+	return p, nil
+}
+
+// Exited reports whether the process has ended, and how.
+func (p *Process) Exited() (bool, error) {
+	select {
+	case <-p.exited:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// Stop sends SIGTERM and expects a clean exit within 20 seconds. A process
+// that had already ended returns how it ended.
+func (p *Process) Stop() error {
+	if exited, err := p.Exited(); exited {
+		if err != nil {
+			return fmt.Errorf("%s had exited: %w", p.Name, err)
+		}
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			return fmt.Errorf("%s did not exit cleanly on SIGTERM: %w", p.Name, p.err)
+		}
+		return nil
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("%s did not stop within 20s of SIGTERM", p.Name)
+	}
+}
+
+// Tail returns the last n lines of the process's log.
+func (p *Process) Tail(n int) string {
+	data, _ := os.ReadFile(p.Log)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// WaitReady polls url until it answers 200, p exits, or timeout passes.
+func WaitReady(ctx context.Context, p *Process, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if exited, err := p.Exited(); exited {
+			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.Name, err, p.Tail(20))
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready at %s after %s:\n%s", p.Name, url, timeout, p.Tail(20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,463 @@
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// Status is how a finding of Check turned out.
+type Status string
+
+const (
+	OK      Status = "ok"
+	Warning Status = "warning"
+	Problem Status = "problem"
+)
+
+// Finding is one checked thing: what was checked, on which cluster, and
+// for a problem or warning what is wrong and how to fix it, in one line.
+type Finding struct {
+	Cluster string `json:"cluster"`
+	Check   string `json:"check"`
+	Status  Status `json:"status"`
+	Detail  string `json:"detail"`
+}
+
+// ClusterStatus is one workload cluster as the management cluster sees it.
+type ClusterStatus struct {
+	Name       string `json:"name"`
+	Context    string `json:"context,omitempty"`
+	Registered bool   `json:"registered"`
+	// Pushing and Pulling count the agent's open streams on the server.
+	Pushing int `json:"pushing"`
+	Pulling int `json:"pulling"`
+	// ClientExpiry is the client certificate's NotAfter, when known.
+	ClientExpiry *time.Time `json:"clientExpiry,omitempty"`
+}
+
+// Report is what Check found.
+type Report struct {
+	Clusters []ClusterStatus `json:"clusters"`
+	Findings []Finding       `json:"findings"`
+}
+
+// Problems counts the findings with status Problem.
+func (r *Report) Problems() int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Status == Problem {
+			n++
+		}
+	}
+	return n
+}
+
+// Remote is a workload cluster to check.
+type Remote struct {
+	// Context is its kubeconfig context, for the report.
+	Context string
+	// Name is its registered name; empty means the DNS name of its client
+	// certificate, or else its context.
+	Name   string
+	Client client.Client
+}
+
+// CheckOptions say what Check looks at.
+type CheckOptions struct {
+	Server  *config.Server
+	Agent   *config.Agent
+	Webhook *config.Webhook
+	Mgmt    client.Client
+	Remotes []Remote
+	// Metrics returns relay-server's /metrics in Prometheus text format,
+	// once per replica to count. Nil skips the connection checks.
+	Metrics func(ctx context.Context) ([][]byte, error)
+	Now     time.Time
+}
+
+// warnLeft is how much of a certificate's lifetime may be left before
+// Check warns that it is close to expiry.
+const warnLeft = 0.1
+
+// Check looks at the management cluster and each remote: the relay
+// secrets are present and consistent (same token, client chains to a root
+// the server trusts, client SAN is the registered name, server SANs cover
+// the authority), their expiry, the webhook's caBundle, and each cluster's
+// registration and streams. It returns an error only when it could not
+// look; what it found wrong is in the report.
+func Check(ctx context.Context, o CheckOptions) (*Report, error) {
+	r := &Report{}
+	c := &checker{o: o, r: r}
+	if err := c.management(ctx); err != nil {
+		return nil, err
+	}
+	for _, rm := range o.Remotes {
+		if err := c.remote(ctx, rm); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+type checker struct {
+	o CheckOptions
+	r *Report
+	// roots are the CAs relay-server trusts for client certificates.
+	roots []*x509.Certificate
+	token []byte
+	// connected counts streams per cluster and kind from the metrics.
+	connected map[string]map[string]float64
+	metricsErr error
+}
+
+func (c *checker) add(cluster, check string, st Status, format string, args ...any) {
+	c.r.Findings = append(c.r.Findings, Finding{Cluster: cluster, Check: check, Status: st, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) management(ctx context.Context) error {
+	srv := c.o.Server
+	const side = "management"
+	secret := func(ref config.SecretRef) (*corev1.Secret, types.NamespacedName, error) {
+		key := ref.NamespacedName(srv.Namespace)
+		var s corev1.Secret
+		err := c.o.Mgmt.Get(ctx, key, &s)
+		if apierrors.IsNotFound(err) {
+			return nil, key, nil
+		}
+		if err != nil {
+			return nil, key, fmt.Errorf("management cluster: failed to read secret %s: %w", key, err)
+		}
+		return &s, key, nil
+	}
+
+	root, rootKey, err := secret(srv.RootTLSSecret)
+	if err != nil {
+		return err
+	}
+	if root != nil {
+		certs, err := pki.DecodeCertificates(root.Data[pki.KeyCACert])
+		if err != nil {
+			c.add(side, "secret "+rootKey.String(), Problem, "ca.crt: %v", err)
+		} else {
+			c.roots = append(c.roots, certs...)
+			c.expiry(side, "secret "+rootKey.String(), certs[0])
+		}
+	}
+
+	server, serverKey, err := secret(srv.TLSSecret)
+	if err != nil {
+		return err
+	}
+	switch {
+	case server == nil:
+		c.add(side, "secret "+serverKey.String(), Problem, "not found: relay-server creates it unless disableCaCertGeneration; with cert-manager, check the Certificate that writes it (kubectl describe certificate -n %s)", srv.Namespace)
+	default:
+		v, err := pki.ValidateServerSecret(server.Data[pki.KeyTLSCert], server.Data[pki.KeyTLSKey], server.Data[pki.KeyCACert], srv.Authority, c.o.Now)
+		if err != nil {
+			c.add(side, "secret "+serverKey.String(), Problem, "%v", err)
+		} else {
+			// The server also trusts the ca.crt beside its certificate.
+			for _, r := range v.Roots {
+				if !slices.ContainsFunc(c.roots, r.Equal) {
+					c.roots = append(c.roots, r)
+				}
+			}
+			c.expiry(side, "secret "+serverKey.String(), v.Cert)
+		}
+	}
+	if root == nil && len(c.roots) == 0 {
+		c.add(side, "secret "+rootKey.String(), Problem, "not found, and no ca.crt beside the server certificate: agents have no root to verify the server against; start relay-server with its CA on, or restore the secret (relayctl restore)")
+	}
+
+	if !srv.DisableCa {
+		signing, signingKey, err := secret(srv.SigningTLSSecret)
+		if err != nil {
+			return err
+		}
+		if signing == nil {
+			c.add(side, "secret "+signingKey.String(), Problem, "not found: relay-server cannot sign client certificates; let it create the secret (disableCaCertGeneration off) or restore it")
+		} else if certs, err := pki.DecodeCertificates(signing.Data[pki.KeyTLSCert]); err != nil {
+			c.add(side, "secret "+signingKey.String(), Problem, "tls.crt: %v", err)
+		} else if _, err := pki.VerifyChain(certs[0], certs[1:], c.roots, pki.RoleSigningCA, c.o.Now); err != nil {
+			c.add(side, "secret "+signingKey.String(), Problem, "%v: the signing CA must chain to the root agents trust", err)
+		} else {
+			c.expiry(side, "secret "+signingKey.String(), certs[0])
+		}
+	}
+
+	tok, tokKey, err := secret(srv.TokenSecret.SecretRef)
+	if err != nil {
+		return err
+	}
+	switch {
+	case tok == nil:
+		c.add(side, "secret "+tokKey.String(), Warning, "not found: agents cannot bootstrap with a token, only connect with a provided client certificate")
+	case len(tok.Data[srv.TokenSecret.Key]) == 0:
+		c.add(side, "secret "+tokKey.String(), Problem, "no %q key: put the identity token there", srv.TokenSecret.Key)
+	default:
+		c.token = tok.Data[srv.TokenSecret.Key]
+		c.add(side, "secret "+tokKey.String(), OK, "identity token present")
+	}
+
+	if err := c.webhook(ctx, side, c.o.Mgmt); err != nil {
+		return err
+	}
+	if c.o.Metrics != nil {
+		c.connected, c.metricsErr = readConnected(ctx, c.o.Metrics)
+		if c.metricsErr != nil {
+			c.add(side, "relay-server metrics", Problem, "%v: is relay-server running? (kubectl -n %s get deploy gloo-mesh-mgmt-server)", c.metricsErr, srv.Namespace)
+		}
+	}
+	return nil
+}
+
+func (c *checker) remote(ctx context.Context, rm Remote) error {
+	ag := c.o.Agent
+	get := func(ref config.SecretRef) (*corev1.Secret, types.NamespacedName, error) {
+		key := ref.NamespacedName(ag.Namespace)
+		var s corev1.Secret
+		err := rm.Client.Get(ctx, key, &s)
+		if apierrors.IsNotFound(err) {
+			return nil, key, nil
+		}
+		if err != nil {
+			return nil, key, fmt.Errorf("workload cluster %s: failed to read secret %s: %w", rm.Context, key, err)
+		}
+		return &s, key, nil
+	}
+	clientSecret, clientKey, err := get(ag.ClientTLSSecret)
+	if err != nil {
+		return err
+	}
+	name := rm.Name
+	var leaf *x509.Certificate
+	if clientSecret != nil {
+		if certs, err := pki.DecodeCertificates(clientSecret.Data[pki.KeyTLSCert]); err == nil {
+			leaf = certs[0]
+			if name == "" && len(leaf.DNSNames) == 1 {
+				name = leaf.DNSNames[0]
+			}
+		}
+	}
+	if name == "" {
+		name = rm.Context
+	}
+	st := ClusterStatus{Name: name, Context: rm.Context}
+
+	var kc v1alpha1.KubernetesCluster
+	switch err := c.o.Mgmt.Get(ctx, types.NamespacedName{Namespace: c.o.Server.Namespace, Name: name}, &kc); {
+	case apierrors.IsNotFound(err):
+		c.add(name, "registration", Problem, "no KubernetesCluster %s in %s on the management cluster: run relayctl register %s --mgmt-context <mgmt> --remote-context %s", name, c.o.Server.Namespace, name, rm.Context)
+	case err != nil:
+		return fmt.Errorf("management cluster: failed to read KubernetesCluster %s: %w", name, err)
+	default:
+		st.Registered = true
+		c.add(name, "registration", OK, "KubernetesCluster %s/%s", c.o.Server.Namespace, name)
+	}
+
+	root, rootKey, err := get(ag.RootTLSSecret)
+	if err != nil {
+		return err
+	}
+	tok, tokKey, err := get(ag.TokenSecret.SecretRef)
+	if err != nil {
+		return err
+	}
+	switch {
+	case clientSecret == nil && (root == nil || tok == nil):
+		c.add(name, "secret "+clientKey.String(), Problem, "not found, and the agent cannot bootstrap without %s and %s: run relayctl register %s, or provide the client certificate", rootKey, tokKey, name)
+	case clientSecret == nil:
+		c.add(name, "secret "+clientKey.String(), Warning, "not found yet: the agent creates it when it bootstraps with the token; check the agent's logs if this stays")
+	default:
+		v, err := pki.ValidateClientSecret(clientSecret.Data[pki.KeyTLSCert], clientSecret.Data[pki.KeyTLSKey], clientSecret.Data[pki.KeyCACert], name, c.o.Now)
+		switch {
+		case err != nil:
+			c.add(name, "secret "+clientKey.String(), Problem, "%v", err)
+		case len(c.roots) > 0:
+			if _, err := pki.VerifyChain(v.Cert, v.Intermediates, c.roots, pki.RoleClient, c.o.Now); err != nil {
+				c.add(name, "secret "+clientKey.String(), Problem, "does not chain to a root relay-server trusts (%v): delete the secret so that the agent bootstraps again, or reissue it from the management cluster's CA", err)
+			} else {
+				exp := v.Cert.NotAfter
+				st.ClientExpiry = &exp
+				c.expiry(name, "secret "+clientKey.String(), v.Cert)
+			}
+		}
+	}
+	if root != nil && len(c.roots) > 0 {
+		certs, err := pki.DecodeCertificates(root.Data[pki.KeyCACert])
+		switch {
+		case err != nil:
+			c.add(name, "secret "+rootKey.String(), Problem, "ca.crt: %v", err)
+		case !slices.ContainsFunc(certs, func(r *x509.Certificate) bool { return slices.ContainsFunc(c.roots, r.Equal) }):
+			c.add(name, "secret "+rootKey.String(), Problem, "ca.crt is not the management cluster's root: the agent will not trust the server; run relayctl register %s --force", name)
+		default:
+			c.add(name, "secret "+rootKey.String(), OK, "same root as the management cluster")
+		}
+	}
+	if tok != nil && c.token != nil {
+		if !bytes.Equal(tok.Data[ag.TokenSecret.Key], c.token) {
+			c.add(name, "secret "+tokKey.String(), Problem, "the token differs from the management cluster's: bootstrap will be refused (Unauthenticated); run relayctl register %s --force", name)
+		} else {
+			c.add(name, "secret "+tokKey.String(), OK, "same identity token as the management cluster")
+		}
+	}
+	if err := c.webhook(ctx, name, rm.Client); err != nil {
+		return err
+	}
+	if c.connected != nil {
+		st.Pushing, st.Pulling = int(c.connected[name]["push"]), int(c.connected[name]["pull"])
+		if st.Pushing == 0 || st.Pulling == 0 {
+			c.add(name, "relay streams", Problem, "%d push and %d pull streams on relay-server, want at least 1 each: check the agent's logs (kubectl -n %s logs deploy/relay-agent) for the reason", st.Pushing, st.Pulling, ag.Namespace)
+		} else {
+			c.add(name, "relay streams", OK, "%d push and %d pull streams", st.Pushing, st.Pulling)
+		}
+	}
+	c.r.Clusters = append(c.r.Clusters, st)
+	return nil
+}
+
+// expiry adds an OK finding with the time left, or a warning when less
+// than warnLeft of the lifetime is left.
+func (c *checker) expiry(cluster, check string, cert *x509.Certificate) {
+	left := cert.NotAfter.Sub(c.o.Now)
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	switch {
+	case left <= 0:
+		c.add(cluster, check, Problem, "expired at %s: renew or reissue it", cert.NotAfter.UTC().Format(time.RFC3339))
+	case float64(left) < warnLeft*float64(life):
+		c.add(cluster, check, Warning, "expires at %s, %s left: it should have been renewed; check whoever renews it", cert.NotAfter.UTC().Format(time.RFC3339), roundLeft(left))
+	default:
+		c.add(cluster, check, OK, "valid until %s (%s left)", cert.NotAfter.UTC().Format(time.RFC3339), roundLeft(left))
+	}
+}
+
+func roundLeft(d time.Duration) string {
+	if d > 48*time.Hour {
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+	return d.Round(time.Second).String()
+}
+
+// webhook checks that the validating webhook configuration's caBundle
+// verifies relay-webhook's serving certificate.
+func (c *checker) webhook(ctx context.Context, cluster string, cl client.Client) error {
+	w := c.o.Webhook
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	switch err := cl.Get(ctx, types.NamespacedName{Name: w.ValidatingConfiguration}, &vwc); {
+	case apierrors.IsNotFound(err):
+		c.add(cluster, "webhook", Warning, "ValidatingWebhookConfiguration %s not found: relay secrets are not checked on apply; install relay-webhook with the overlay", w.ValidatingConfiguration)
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s cluster: failed to read ValidatingWebhookConfiguration %s: %w", cluster, w.ValidatingConfiguration, err)
+	}
+	var serving []byte
+	for _, name := range []string{w.CertificateSecret, "relay-webhook-cert-manager-tls"} {
+		var s corev1.Secret
+		if err := cl.Get(ctx, types.NamespacedName{Namespace: w.WebhookNamespace, Name: name}, &s); err == nil && len(s.Data[pki.KeyTLSCert]) > 0 {
+			serving = s.Data[pki.KeyTLSCert]
+			break
+		}
+	}
+	if serving == nil {
+		c.add(cluster, "webhook", Problem, "no serving certificate in %s/%s: is relay-webhook running? (kubectl -n %s get deploy relay-webhook)", w.WebhookNamespace, w.CertificateSecret, w.WebhookNamespace)
+		return nil
+	}
+	certs, err := pki.DecodeCertificates(serving)
+	if err != nil {
+		c.add(cluster, "webhook", Problem, "serving certificate: %v", err)
+		return nil
+	}
+	for _, h := range vwc.Webhooks {
+		pool := x509.NewCertPool()
+		if len(h.ClientConfig.CABundle) == 0 || !pool.AppendCertsFromPEM(h.ClientConfig.CABundle) {
+			c.add(cluster, "webhook", Problem, "webhook %s has no caBundle: the API server cannot call it; relay-webhook sets it when it starts (with cert-manager, check the cert-manager.io/inject-ca-from annotation)", h.Name)
+			return nil
+		}
+		inter := x509.NewCertPool()
+		for _, i := range certs[1:] {
+			inter.AddCert(i)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: c.o.Now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			c.add(cluster, "webhook", Problem, "webhook %s: caBundle does not verify the serving certificate (%v): restart relay-webhook, which puts the right caBundle back", h.Name, err)
+			return nil
+		}
+	}
+	c.add(cluster, "webhook", OK, "caBundle of %s verifies the serving certificate", w.ValidatingConfiguration)
+	return nil
+}
+
+// readConnected sums relay_{push,pull}_clients_connected per cluster over
+// every replica's metrics.
+func readConnected(ctx context.Context, metrics func(context.Context) ([][]byte, error)) (map[string]map[string]float64, error) {
+	pages, err := metrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]float64{}
+	for _, page := range pages {
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(page))
+		if err != nil {
+			return nil, fmt.Errorf("relay-server metrics do not parse: %w", err)
+		}
+		for kind, name := range map[string]string{"push": "relay_push_clients_connected", "pull": "relay_pull_clients_connected"} {
+			f := families[name]
+			if f == nil {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "cluster" {
+						if out[l.GetValue()] == nil {
+							out[l.GetValue()] = map[string]float64{}
+						}
+						out[l.GetValue()][kind] += m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// String renders the report for people: one line per cluster, then every
+// finding that is not OK (all of them with verbose).
+func (r *Report) String(verbose bool) string {
+	var b strings.Builder
+	for _, s := range r.Clusters {
+		exp := "unknown"
+		if s.ClientExpiry != nil {
+			exp = s.ClientExpiry.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(&b, "cluster %-20s registered=%-5v push=%d pull=%d client certificate until %s\n", s.Name, s.Registered, s.Pushing, s.Pulling, exp)
+	}
+	for _, f := range r.Findings {
+		if f.Status == OK && !verbose {
+			continue
+		}
+		fmt.Fprintf(&b, "%-7s %s: %s: %s\n", strings.ToUpper(string(f.Status)), f.Cluster, f.Check, f.Detail)
+	}
+	if n := r.Problems(); n > 0 {
+		fmt.Fprintf(&b, "%d problem(s) found\n", n)
+	} else {
+		b.WriteString("no problems found\n")
+	}
+	return b.String()
+}
