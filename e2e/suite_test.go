@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshrelay/meshrelay/e2e/localmesh"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+)
+
+// TestInstallRegisterCheckBreakAndRepair installs meshrelay with the
+// overlays on a management cluster and two workload clusters, runs the
+// binaries as processes, registers both clusters with relayctl, and checks
+// that the relay metrics read 1 per cluster and relayctl check passes. Then
+// it breaks one thing at a time and asserts that the webhook or relayctl
+// check reports it with its fix, and that the system recovers once it is
+// repaired.
+func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
+	defer cancel()
+	if err := localmesh.BuildBinaries(ctx, root, bins); err != nil {
+		t.Fatal(err)
+	}
+	workloads := []string{"cluster-1", "cluster-2"}
+	env := testenv.Start(t, testenv.Options{
+		Names:   append([]string{"mgmt"}, workloads...),
+		CRDDirs: []string{filepath.Join(root, "manifests", "crds"), filepath.Join(root, "hack", "crds", "cert-manager")},
+	})
+	mesh := localmesh.New(env, root, bins, t.TempDir())
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTails(t, mesh)
+		}
+		if err := mesh.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubectl := func(stdin string, args ...string) (string, string, error) {
+		return env.Kubectl(ctx, stdin, args...)
+	}
+
+	// Install: the management overlay, its webhook, then relay-server.
+	webhooks := map[string]string{}
+	for _, c := range env.Clusters {
+		webhooks[c.Name], err = localmesh.FreeAddr()
+		must(err)
+	}
+	must(mesh.Install(ctx, "mgmt", "management", nil, webhooks["mgmt"]))
+	_, err = mesh.StartWebhook(ctx, "mgmt", "", webhooks["mgmt"])
+	must(err)
+	server, err := mesh.StartServer(ctx, "mgmt")
+	must(err)
+	for _, c := range workloads {
+		must(mesh.Install(ctx, c, "workload", map[string]string{"MESHRELAY_CLUSTER": c, "MESHRELAY_SERVER_ADDRESS": mesh.ServerAddr}, webhooks[c]))
+		_, err := mesh.StartWebhook(ctx, c, c, webhooks[c])
+		must(err)
+	}
+
+	t.Run("register refuses a name that is not a DNS-1123 label and changes nothing", func(t *testing.T) {
+		_, stderr, code := mesh.Relayctl(ctx, "register", "Cluster_3", "--mgmt-context", "mgmt", "--remote-context", "cluster-1")
+		if code == 0 || !strings.Contains(stderr, `cluster name "Cluster_3"`) {
+			t.Errorf("exit %d, stderr %q: want a refusal naming the name", code, stderr)
+		}
+		if out, _, _ := kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "get", "secrets", "-o", "name"); strings.Contains(out, "relay-identity-token-secret") {
+			t.Errorf("a refused register still copied the token: %s", out)
+		}
+	})
+	agents := map[string]*localmesh.Process{}
+	for _, c := range workloads {
+		stdout, stderr, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c)
+		if code != 0 {
+			t.Fatalf("relayctl register %s: exit %d: %s", c, code, stderr)
+		}
+		for _, want := range []string{"secret gloo-mesh/relay-root-tls-secret created", "secret gloo-mesh/relay-identity-token-secret created", "KubernetesCluster gloo-mesh/" + c + " created"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("register %s output lacks %q:\n%s", c, want, stdout)
+			}
+		}
+		if stdout, _, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c); code != 0 || strings.Count(stdout, "unchanged") != 3 {
+			t.Errorf("registering %s again: exit %d, want three unchanged:\n%s", c, code, stdout)
+		}
+		agents[c], _, err = mesh.StartAgent(c, c)
+		must(err)
+	}
+
+	metrics := "http://" + mesh.ServerMetrics + "/metrics"
+	check := func() (string, int) {
+		args := []string{"check", "--mgmt-context", "mgmt", "--server-metrics", metrics}
+		for _, c := range workloads {
+			args = append(args, "--remote-context", c)
+		}
+		stdout, stderr, code := mesh.Relayctl(ctx, args...)
+		return stdout + stderr, code
+	}
+	checkPasses := func(t *testing.T, within time.Duration) {
+		t.Helper()
+		testenv.Eventually(t, "relayctl check passes", within, func() error {
+			if out, code := check(); code != 0 {
+				return fmt.Errorf("exit %d:\n%s", code, out)
+			}
+			return nil
+		})
+	}
+	checkReports := func(t *testing.T, within time.Duration, want ...string) {
+		t.Helper()
+		testenv.Eventually(t, "relayctl check reports "+strings.Join(want, ", "), within, func() error {
+			out, code := check()
+			if code != 1 {
+				return fmt.Errorf("exit %d, want 1:\n%s", code, out)
+			}
+			for _, w := range want {
+				if !strings.Contains(out, w) {
+					return fmt.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			return nil
+		})
+	}
+
+	t.Run("both agents bootstrap, the relay metrics read 1 per cluster, check passes", func(t *testing.T) {
+		for _, c := range workloads {
+			testenv.Eventually(t, c+" relay metrics read 1", 90*time.Second, func() error {
+				for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
+					if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, g+`{cluster="`+c+`"}`)); v != 1 {
+						return fmt.Errorf("%s = %v", g, v)
+					}
+				}
+				return nil
+			})
+		}
+		checkPasses(t, 30*time.Second)
+		out, _ := check()
+		for _, c := range workloads {
+			if !strings.Contains(out, "cluster "+c) || !strings.Contains(out, "registered=true") {
+				t.Errorf("check output lacks %s registered:\n%s", c, out)
+			}
+		}
+	})
+
+	t.Run("a deleted client secret is reported and comes back when the agent runs", func(t *testing.T) {
+		must(agents["cluster-1"].Stop())
+		_, _, err := kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "delete", "secret", "relay-client-tls-secret")
+		must(err)
+		checkReports(t, 30*time.Second, "cluster-1: secret gloo-mesh/relay-client-tls-secret: not found yet", "0 push and 0 pull streams")
+		agents["cluster-1"], _, err = mesh.StartAgent("cluster-1", "cluster-1")
+		must(err)
+		checkPasses(t, 90*time.Second)
+	})
+
+	t.Run("a client secret with a wrong SAN is denied by the webhook with its fix", func(t *testing.T) {
+		stdout, _, err := kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", "relay-tls-signing-secret", "-o", "jsonpath={.data}")
+		must(err)
+		signing := decodeSecretData(t, stdout)
+		ca, err := pki.DecodeKeyPair(signing["tls.crt"], signing["tls.key"], signing["ca.crt"])
+		must(err)
+		wrong, err := ca.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-9"}, TTL: time.Hour})
+		must(err)
+		keyPEM, _ := wrong.KeyPEM()
+		manifest := clientSecretYAML(wrong.CertPEM(), keyPEM, wrong.CAPEM())
+		_, stderr, err := kubectl(manifest, "--context", "cluster-1", "apply", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `"cluster-9"`) || !strings.Contains(stderr, `issue it with DNS name "cluster-1"`) {
+			t.Errorf("apply of a cluster-9 certificate on cluster-1: %v\n%s", err, stderr)
+		}
+		checkPasses(t, 30*time.Second)
+	})
+
+	t.Run("a deleted KubernetesCluster is reported, and the agent reconnects once it is registered again", func(t *testing.T) {
+		_, _, err := kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "delete", "kubernetescluster", "cluster-2")
+		must(err)
+		checkReports(t, 60*time.Second, "no KubernetesCluster cluster-2", "relayctl register cluster-2", "0 push and 0 pull streams")
+		if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-2", "--mgmt-context", "mgmt", "--remote-context", "cluster-2"); code != 0 {
+			t.Fatalf("register again: %s", stderr)
+		}
+		checkPasses(t, 2*time.Minute)
+	})
+
+	t.Run("a stopped server is reported, and agents reconnect when it is back", func(t *testing.T) {
+		must(server.Stop())
+		checkReports(t, 30*time.Second, "relay-server metrics", "is relay-server running?")
+		// Back with one-minute client certificates, for the next step.
+		server, err = mesh.StartServer(ctx, "mgmt", "--client-certificate-ttl", "1m")
+		must(err)
+		checkPasses(t, 2*time.Minute)
+	})
+
+	t.Run("an expired client certificate is reported, and the agent bootstraps again with the token", func(t *testing.T) {
+		must(agents["cluster-2"].Stop())
+		_, _, err := kubectl("", "--context", "cluster-2", "-n", "gloo-mesh", "delete", "secret", "relay-client-tls-secret")
+		must(err)
+		agents["cluster-2"], _, err = mesh.StartAgent("cluster-2", "cluster-2")
+		must(err)
+		checkPasses(t, 90*time.Second) // a one-minute certificate now
+		must(agents["cluster-2"].Stop())
+		checkReports(t, 2*time.Minute, "cluster-2: secret gloo-mesh/relay-client-tls-secret", "expired")
+		agents["cluster-2"], _, err = mesh.StartAgent("cluster-2", "cluster-2")
+		must(err)
+		checkPasses(t, 90*time.Second)
+	})
+}
+
+func logTails(t *testing.T, m *localmesh.Mesh) {
+	logs, _ := filepath.Glob(filepath.Join(m.Dir, "*.log"))
+	for _, l := range logs {
+		p := &localmesh.Process{Name: filepath.Base(l), Log: l}
+		t.Logf("last lines of %s:\n%s", p.Name, p.Tail(30))
+	}
+}
+
+// decodeSecretData decodes kubectl's jsonpath={.data} of a secret.
+func decodeSecretData(t *testing.T, jsonData string) map[string][]byte {
+	t.Helper()
+	var enc map[string]string
+	if err := json.Unmarshal([]byte(jsonData), &enc); err != nil {
+		t.Fatalf("secret data %q: %v", jsonData, err)
+	}
+	out := map[string][]byte{}
+	for k, v := range enc {
+		raw, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = raw
+	}
+	return out
+}
+
+// clientSecretYAML is relay-client-tls-secret holding the given PEM.
+func clientSecretYAML(crt, key, ca []byte) string {
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: relay-client-tls-secret
+  namespace: gloo-mesh
+type: kubernetes.io/tls
+data:
+  tls.crt: %s
+  tls.key: %s
+  ca.crt: %s
+`, b64(crt), b64(key), b64(ca))
+}

@@ -1,0 +1,343 @@
+// Command demo is make demo: it starts a local management cluster and two
+// workload clusters, installs meshrelay with the overlays, registers the
+// clusters with relayctl and shows, step by step, what happens: bootstrap,
+// the relay metrics, relayctl check, a bad secret denied by kubectl, an
+// injected agent pod and a certificate rotation. It stops everything at the
+// end, and on Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshrelay/meshrelay/e2e/localmesh"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/testenv"
+)
+
+func main() {
+	keep := flag.Bool("keep", false, "leave the clusters and processes running until Ctrl-C after the demo")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	err := run(ctx, *keep)
+	switch {
+	case errors.Is(err, context.Canceled):
+		fmt.Println("\ninterrupted: everything is stopped")
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("\ndemo finished in %s; everything is stopped\n", time.Since(start).Round(time.Second))
+}
+
+var workloads = []string{"cluster-1", "cluster-2"}
+
+const steps = 9
+
+func step(n int, format string, args ...any) {
+	fmt.Printf("\n==> [%d/%d] %s\n", n, steps, fmt.Sprintf(format, args...))
+}
+
+func say(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return "      " + strings.ReplaceAll(s, "\n", "\n      ")
+}
+
+func run(ctx context.Context, keep bool) (err error) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "meshrelay-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	step(1, "Building relay-server, relay-agent, relay-webhook and relayctl")
+	bins := filepath.Join(root, "bin")
+	if err := localmesh.BuildBinaries(ctx, root, bins); err != nil {
+		return err
+	}
+	say("built into %s", bins)
+
+	step(2, "Starting a local management cluster and two workload clusters (etcd, kube-apiserver, kube-controller-manager)")
+	t0 := time.Now()
+	env, err := testenv.StartIn(filepath.Join(dir, "clusters"), testenv.Options{
+		Names:             append([]string{"mgmt"}, workloads...),
+		ControllerManager: true,
+		CRDDirs:           []string{filepath.Join(root, "manifests", "crds"), filepath.Join(root, "hack", "crds", "cert-manager")},
+	})
+	if env != nil {
+		defer func() {
+			if serr := env.Stop(); serr != nil && err == nil {
+				err = serr
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	say("three clusters up in %s; kubeconfig %s (contexts mgmt, cluster-1, cluster-2)", time.Since(t0).Round(time.Second), env.Kubeconfig)
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	mesh := localmesh.New(env, root, bins, logs)
+	defer func() {
+		if serr := mesh.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+
+	step(3, "Installing: kubectl apply of manifests/overlays/management and .../workload; the binaries run as local processes")
+	addrs := map[string]string{}
+	for _, c := range env.Clusters {
+		if addrs[c.Name], err = localmesh.FreeAddr(); err != nil {
+			return err
+		}
+	}
+	if err := mesh.Install(ctx, "mgmt", "management", nil, addrs["mgmt"]); err != nil {
+		return err
+	}
+	if _, err := mesh.StartWebhook(ctx, "mgmt", "", addrs["mgmt"]); err != nil {
+		return err
+	}
+	// One-minute client certificates, so that a rotation happens during
+	// the demo (the default is a year).
+	if _, err := mesh.StartServer(ctx, "mgmt", "--client-certificate-ttl", "1m"); err != nil {
+		return err
+	}
+	say("mgmt: relay-webhook and relay-server running; relay-server created the root, the signing CA, its certificate and the token:")
+	out, _, err := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "secrets")
+	if err != nil {
+		return err
+	}
+	fmt.Println(indent(out))
+	for _, c := range workloads {
+		if err := mesh.Install(ctx, c, "workload", map[string]string{"MESHRELAY_CLUSTER": c, "MESHRELAY_SERVER_ADDRESS": mesh.ServerAddr}, addrs[c]); err != nil {
+			return err
+		}
+		if _, err := mesh.StartWebhook(ctx, c, c, addrs[c]); err != nil {
+			return err
+		}
+		say("%s: workload overlay applied, relay-webhook running", c)
+	}
+
+	step(4, "Registering the workload clusters: relayctl register")
+	for _, c := range workloads {
+		stdout, stderr, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c)
+		if code != 0 {
+			return fmt.Errorf("relayctl register %s: %s", c, stderr)
+		}
+		say("$ relayctl register %s --mgmt-context mgmt --remote-context %s", c, c)
+		fmt.Println(indent(stdout))
+	}
+
+	step(5, "Agents bootstrap with the identity token and connect over mutual TLS")
+	metrics := "http://" + mesh.ServerMetrics + "/metrics"
+	for _, c := range workloads {
+		if _, _, err := mesh.StartAgent(c, c); err != nil {
+			return err
+		}
+	}
+	for _, c := range workloads {
+		if err := waitFor(ctx, 90*time.Second, c+" connected", func() error {
+			for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
+				if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, g+`{cluster="`+c+`"}`)); v != 1 {
+					return fmt.Errorf("%s = %v", g, v)
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	say("relay-server's metrics:")
+	for _, m := range []string{`relay_certificates_issued_total{call="bootstrap"}`, "relay_push_clients_connected", "relay_pull_clients_connected"} {
+		for _, line := range metricLines(metrics, m) {
+			say("  %s", line)
+		}
+	}
+
+	step(6, "relayctl check: registration, streams, secrets and expiry across the three clusters")
+	checkArgs := []string{"check", "--mgmt-context", "mgmt", "--remote-context", "cluster-1", "--remote-context", "cluster-2", "--server-metrics", metrics}
+	stdout, stderr, code := mesh.Relayctl(ctx, checkArgs...)
+	say("$ relayctl check --mgmt-context mgmt --remote-context cluster-1 --remote-context cluster-2")
+	fmt.Println(indent(stdout + stderr))
+	if code != 0 {
+		return fmt.Errorf("relayctl check found problems")
+	}
+
+	step(7, "A bad secret is denied by kubectl: a client certificate for cluster-9 applied on cluster-1")
+	if err := applyWrongSAN(ctx, env); err != nil {
+		return err
+	}
+
+	step(8, "An injected agent pod: relay-webhook mounted the relay secrets and set the agent's settings")
+	if err := showInjectedPod(ctx, env, "cluster-1"); err != nil {
+		return err
+	}
+
+	step(9, "A rotation: the one-minute certificates are renewed by each agent's leader, streams stay up")
+	opened := map[string]string{}
+	for _, c := range workloads {
+		opened[c] = firstLine(metricLines(metrics, `relay_streams_opened_total{cluster="`+c+`",stream="push"}`))
+	}
+	if err := waitFor(ctx, 3*time.Minute, "two renewals", func() error {
+		if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_certificates_issued_total{call="renew"}`)); v < 2 {
+			return fmt.Errorf("renewals = %v", v)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, line := range metricLines(metrics, `relay_certificates_issued_total{call="renew"}`) {
+		say("  %s", line)
+	}
+	for _, c := range workloads {
+		now := firstLine(metricLines(metrics, `relay_streams_opened_total{cluster="`+c+`",stream="push"}`))
+		verdict := "no reconnect"
+		if now != opened[c] {
+			verdict = "RECONNECTED"
+		}
+		say("  %s: %s (%s)", c, now, verdict)
+	}
+
+	fmt.Println("\n==> Summary")
+	say("3 local clusters; overlays management and workload applied with kubectl")
+	say("2 workload clusters registered with relayctl, bootstrapped with the identity token, connected over mTLS")
+	say("relayctl check: no problems; a certificate for the wrong cluster denied at apply; agent pods injected")
+	say("client certificates rotated by the agents while their streams stayed up")
+	say("logs were in %s", logs)
+	if keep {
+		say("--keep: KUBECONFIG=%s; press Ctrl-C to stop everything", env.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not after %s: %w", what, timeout, err)
+		}
+		fmt.Print(".")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func metricLines(url, prefix string) []string {
+	var out []string
+	for line := range strings.SplitSeq(testenv.ScrapeMetric(url, prefix), "\n") {
+		if line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func firstLine(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return lines[0]
+}
+
+func applyWrongSAN(ctx context.Context, env *testenv.Env) error {
+	var data [3][]byte
+	for i, key := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		out, _, err := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", "relay-tls-signing-secret", "-o", "go-template={{index .data \""+key+"\" | base64decode}}")
+		if err != nil {
+			return err
+		}
+		data[i] = []byte(out)
+	}
+	kp, err := pki.DecodeKeyPair(data[0], data[1], data[2])
+	if err != nil {
+		return err
+	}
+	wrong, err := kp.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-9"}, TTL: time.Hour})
+	if err != nil {
+		return err
+	}
+	keyPEM, err := wrong.KeyPEM()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "meshrelay-demo-secret-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	files := map[string][]byte{"tls.crt": wrong.CertPEM(), "tls.key": keyPEM, "ca.crt": wrong.CAPEM()}
+	args := []string{"--context", "cluster-1", "-n", "gloo-mesh", "create", "secret", "generic", "relay-client-tls-secret", "--type", "kubernetes.io/tls", "--dry-run=client", "-o", "yaml"}
+	for k, v := range files {
+		p := filepath.Join(dir, k)
+		if err := os.WriteFile(p, v, 0o600); err != nil {
+			return err
+		}
+		args = append(args, "--from-file", k+"="+p)
+	}
+	manifest, _, err := env.Kubectl(ctx, "", args...)
+	if err != nil {
+		return err
+	}
+	say("$ kubectl --context cluster-1 apply -f relay-client-tls-secret.yaml   # DNS name cluster-9")
+	_, stderr, err := env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "-f", "-")
+	if err == nil {
+		return errors.New("the webhook admitted a client certificate for cluster-9 on cluster-1")
+	}
+	fmt.Println(indent(stderr))
+	return nil
+}
+
+func showInjectedPod(ctx context.Context, env *testenv.Env, cluster string) error {
+	var pod string
+	if err := waitFor(ctx, 60*time.Second, "an agent pod on "+cluster, func() error {
+		out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "pods", "-l", "app.kubernetes.io/name=relay-agent", "-o", "jsonpath={.items[0].metadata.name}")
+		if err != nil || out == "" {
+			return fmt.Errorf("no pod yet: %v", err)
+		}
+		pod = out
+		return nil
+	}); err != nil {
+		return err
+	}
+	say("pod %s (Deployment relay-agent; Pending, as nothing runs containers here):", pod)
+	for _, q := range []struct{ what, path string }{
+		{"volumes", `{range .spec.volumes[*]}{.name}{" <- secret "}{.secret.secretName}{"\n"}{end}`},
+		{"mounts", `{range .spec.containers[0].volumeMounts[*]}{.mountPath}{"\n"}{end}`},
+		{"env", `{range .spec.containers[0].env[*]}{.name}{"="}{.value}{"\n"}{end}`},
+	} {
+		out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "pod", pod, "-o", "jsonpath="+q.path)
+		if err != nil {
+			return err
+		}
+		say("%s:", q.what)
+		fmt.Println(indent(out))
+	}
+	return nil
+}
