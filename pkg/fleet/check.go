@@ -123,7 +123,7 @@ type checker struct {
 	roots []*x509.Certificate
 	token []byte
 	// connected counts streams per cluster and kind from the metrics.
-	connected map[string]map[string]float64
+	connected  map[string]map[string]float64
 	metricsErr error
 }
 
