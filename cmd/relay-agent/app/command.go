@@ -42,7 +42,8 @@ Settings come from flags and from --config, a YAML file with the reference's nam
 given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
 MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY, which relay-webhook injects into agent pods.
 
-Status: the agent works; its manifests land with the relayctl and manifests issue.`,
+Status: works. Manifests: manifests/agent, applied by manifests/overlays/workload (settings in
+its settings.env).`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

