@@ -23,10 +23,10 @@ the certificate architectures of the reference documentation.
 Every command takes --kubeconfig and one or more contexts, prints for people by default
 and -o json|yaml for machines, and exits non-zero when it finds a problem.
 
-Status: register, check, validate, gen and version work; backup and restore are being built.`,
+Status: every command works: register, check, validate, backup, restore, gen and version.`,
 		Args: cobra.NoArgs,
 	}
-	root.AddCommand(newRegisterCommand(), newCheckCommand(), newValidateCommand(), newGenCommand(), newVersionCommand())
+	root.AddCommand(newRegisterCommand(), newCheckCommand(), newValidateCommand(), newBackupCommand(), newRestoreCommand(), newGenCommand(), newVersionCommand())
 	return root
 }
 
