@@ -27,6 +27,7 @@ func (f *backupFlags) bind(cmd *cobra.Command, forceUsage string) {
 	fs.BoolVar(&f.force, "force", false, forceUsage)
 	outputFlag(cmd, &f.output)
 	mustRequire(cmd, "context")
+	completeContexts(cmd, "context")
 }
 
 // mustRequire marks flag as required; it panics when cmd has no such flag.

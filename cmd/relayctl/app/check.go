@@ -99,6 +99,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 	f.StringVar(&authority, "authority", config.DefaultAuthority, "SNI name agents dial; the server certificate must cover it")
 	f.BoolVarP(&verbose, "verbose", "v", false, "also list what is fine")
 	outputFlag(cmd, &output)
+	completeContexts(cmd, "mgmt-context", "remote-context")
 	return cmd
 }
 

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -70,4 +72,28 @@ func printResult(w io.Writer, format string, v any, human func() string) error {
 		return err
 	}
 	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", format)
+}
+
+// completeContexts makes the named flags of cmd complete to the contexts
+// of the kubeconfig that --kubeconfig (or $KUBECONFIG) names.
+func completeContexts(cmd *cobra.Command, flags ...string) {
+	complete := func(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		if f := cmd.Flags().Lookup("kubeconfig"); f != nil && f.Value.String() != "" {
+			rules.ExplicitPath = f.Value.String()
+		}
+		cfg, err := rules.Load()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		var names []string
+		for name := range cfg.Contexts {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+	for _, f := range flags {
+		_ = cmd.RegisterFlagCompletionFunc(f, complete)
+	}
 }

@@ -75,5 +75,6 @@ different value is replaced only with --force. Running it again changes nothing.
 	f.BoolVar(&force, "force", false, "replace workload secrets that hold a different root or token")
 	f.BoolVar(&dryRun, "dry-run", false, "check and print what would change, change nothing")
 	outputFlag(cmd, &output)
+	completeContexts(cmd, "mgmt-context", "remote-context")
 	return cmd
 }
