@@ -5,119 +5,25 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"github.com/meshrelay/meshrelay/pkg/pki"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
-
-// buildBinaries builds the named commands into a temporary folder.
-func buildBinaries(t *testing.T, names ...string) string {
-	t.Helper()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + "/"}
-	for _, n := range names {
-		args = append(args, "./cmd/"+n)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v: %v\n%s", names, err, out)
-	}
-	return dir
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// process is a running binary whose output goes to a log file.
-type process struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
-
-func start(t *testing.T, bin string, args ...string) *process {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), filepath.Base(bin)+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	p := &process{cmd: cmd, log: logPath, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); f.Close() }()
-	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			t.Errorf("%s: %v", filepath.Base(bin), err)
-		}
-		if t.Failed() {
-			data, _ := os.ReadFile(logPath)
-			t.Logf("log of %s:\n%s", filepath.Base(bin), tail(string(data), 40))
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and expects a clean exit within 20 seconds.
-func (p *process) stop() error {
-	if p.cmd.ProcessState != nil {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		if err != nil {
-			return fmt.Errorf("did not exit cleanly on SIGTERM: %w", err)
-		}
-		return nil
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		return fmt.Errorf("did not stop within 20s of SIGTERM")
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // TestIdentityTokenFlowAcrossTwoWorkloadClusters runs relay-server and one
 // relay-agent per workload cluster as processes, registers the clusters with
 // the manual steps of reference 001 through kubectl, and asserts the eight
 // steps of reference 000's identity-token flow for each cluster.
 func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
-	bins := buildBinaries(t, "relay-server", "relay-agent")
-	workloads := []string{"cluster-1", "cluster-2"}
-	env := testenv.Start(t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
+	workloads := []string{"cluster-1", "cluster-2"}
+	mesh, env := startMesh(ctx, t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
 		out, _, err := env.Kubectl(ctx, stdin, args...)
@@ -140,20 +46,9 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 	}
 
 	// Step 1: installing the management plane creates the identity token.
-	relayAddr, serverMetrics := freeAddr(t), freeAddr(t)
-	start(t, filepath.Join(bins, "relay-server"), "--kubeconfig", env.Cluster("mgmt").Kubeconfig,
-		"--listen-address", relayAddr, "--metrics-address", serverMetrics)
-	testenv.Eventually(t, "relay-server is ready", time.Minute, func() error {
-		resp, err := http.Get("http://" + serverMetrics + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	if _, err := mesh.StartServer(ctx, "mgmt"); err != nil {
+		t.Fatal(err)
+	}
 	token := secretData("mgmt", "relay-identity-token-secret", "token")
 	signingCert, err := pki.DecodeCertificates(secretData("mgmt", "relay-tls-signing-secret", "tls.crt"))
 	if err != nil {
@@ -177,11 +72,12 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 		kubectl("apiVersion: meshrelay.dev/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: "+cluster+"\n  namespace: gloo-mesh\n",
 			"--context", "mgmt", "apply", "-f", "-")
 		// Step 3: the agent reads the token and sends it with its CSR.
-		start(t, filepath.Join(bins, "relay-agent"), "--kubeconfig", env.Cluster(cluster).Kubeconfig,
-			"--cluster", cluster, "--server-address", relayAddr, "--metrics-address", freeAddr(t))
+		if _, _, err := mesh.StartAgent(cluster, cluster); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	metrics := "http://" + serverMetrics + "/metrics"
+	metrics := "http://" + mesh.ServerMetrics + "/metrics"
 	// Steps 4 to 6: the server checked both tokens and signed both CSRs.
 	testenv.Eventually(t, "two bootstraps signed", 90*time.Second, func() error {
 		if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_certificates_issued_total{call="bootstrap"}`)); v != 2 {

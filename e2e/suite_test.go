@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/e2e/localmesh"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
@@ -27,25 +26,12 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bins := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), 12*time.Minute)
 	defer cancel()
-	if err := localmesh.BuildBinaries(ctx, root, bins); err != nil {
-		t.Fatal(err)
-	}
 	workloads := []string{"cluster-1", "cluster-2"}
-	env := testenv.Start(t, testenv.Options{
+	mesh, env := startMesh(ctx, t, testenv.Options{
 		Names:   append([]string{"mgmt"}, workloads...),
 		CRDDirs: []string{filepath.Join(root, "manifests", "crds"), filepath.Join(root, "hack", "crds", "cert-manager")},
-	})
-	mesh := localmesh.New(env, root, bins, t.TempDir())
-	t.Cleanup(func() {
-		if t.Failed() {
-			logTails(t, mesh)
-		}
-		if err := mesh.Stop(); err != nil {
-			t.Error(err)
-		}
 	})
 	must := func(err error) {
 		t.Helper()
@@ -60,7 +46,7 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 	// Install: the management overlay, its webhook, then relay-server.
 	webhooks := map[string]string{}
 	for _, c := range env.Clusters {
-		webhooks[c.Name], err = localmesh.FreeAddr()
+		webhooks[c.Name], err = testenv.FreeAddr()
 		must(err)
 	}
 	must(mesh.Install(ctx, "mgmt", "management", nil, webhooks["mgmt"]))
@@ -83,7 +69,7 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 			t.Errorf("a refused register still copied the token: %s", out)
 		}
 	})
-	agents := map[string]*localmesh.Process{}
+	agents := map[string]*testenv.Process{}
 	for _, c := range workloads {
 		stdout, stderr, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c)
 		if code != 0 {
@@ -214,14 +200,6 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 		must(err)
 		checkPasses(t, 90*time.Second)
 	})
-}
-
-func logTails(t *testing.T, m *localmesh.Mesh) {
-	logs, _ := filepath.Glob(filepath.Join(m.Dir, "*.log"))
-	for _, l := range logs {
-		p := &localmesh.Process{Name: filepath.Base(l), Log: l}
-		t.Logf("last lines of %s:\n%s", p.Name, p.Tail(30))
-	}
 }
 
 // decodeSecretData decodes kubectl's jsonpath={.data} of a secret.

@@ -9,13 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -50,23 +47,13 @@ type Mesh struct {
 	// ServerAddr is relay-server's gRPC address, ServerMetrics its
 	// metrics address (host:port).
 	ServerAddr, ServerMetrics string
-	processes                 []*Process
+	processes                 []*testenv.Process
 }
 
 // New returns a mesh over env; binaries are in bins, logs and generated
 // overlays go to dir.
 func New(env *testenv.Env, root, bins, dir string) *Mesh {
 	return &Mesh{Env: env, Root: root, Bins: bins, Dir: dir}
-}
-
-// FreeAddr returns a free loopback address.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // Install applies overlay (relative to manifests/overlays) to cluster.
@@ -151,8 +138,8 @@ func pointWebhooksAt(stream, addr string) (string, error) {
 
 // Start runs binary name of the mesh's binaries with args, its output in
 // a log file under Dir.
-func (m *Mesh) Start(name, logName string, args ...string) (*Process, error) {
-	p, err := StartProcess(filepath.Join(m.Bins, name), filepath.Join(m.Dir, logName+".log"), args...)
+func (m *Mesh) Start(name, logName string, args ...string) (*testenv.Process, error) {
+	p, err := testenv.StartProcess(filepath.Join(m.Bins, name), filepath.Join(m.Dir, logName+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -162,13 +149,13 @@ func (m *Mesh) Start(name, logName string, args ...string) (*Process, error) {
 
 // StartServer runs relay-server on the management cluster mgmt and waits
 // until it is ready.
-func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*Process, error) {
+func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*testenv.Process, error) {
 	var err error
 	if m.ServerAddr == "" {
-		if m.ServerAddr, err = FreeAddr(); err != nil {
+		if m.ServerAddr, err = testenv.FreeAddr(); err != nil {
 			return nil, err
 		}
-		if m.ServerMetrics, err = FreeAddr(); err != nil {
+		if m.ServerMetrics, err = testenv.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -178,15 +165,15 @@ func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*
 	if err != nil {
 		return nil, err
 	}
-	return p, WaitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz", time.Minute)
+	return p, testenv.WaitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz", time.Minute)
 }
 
 // StartWebhook runs relay-webhook for cluster at addr, serving a
 // self-managed certificate that also covers 127.0.0.1, and waits until it
 // is ready. name is the workload cluster's registered name, empty on the
 // management cluster.
-func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*Process, error) {
-	metrics, err := FreeAddr()
+func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*testenv.Process, error) {
+	metrics, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +186,13 @@ func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*P
 	if err != nil {
 		return nil, err
 	}
-	return p, WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute)
+	return p, testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute)
 }
 
 // StartAgent runs relay-agent in cluster for registered name, with its
 // metrics on a free address it returns.
-func (m *Mesh) StartAgent(cluster, name string, extra ...string) (*Process, string, error) {
-	metrics, err := FreeAddr()
+func (m *Mesh) StartAgent(cluster, name string, extra ...string) (*testenv.Process, string, error) {
+	metrics, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -242,98 +229,4 @@ func (m *Mesh) Stop() error {
 	}
 	m.processes = nil
 	return errors.Join(errs...)
-}
-
-// Process is a running binary whose output goes to a log file.
-type Process struct {
-	Name   string
-	Log    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
-}
-
-// StartProcess starts bin with args, its output in logPath.
-func StartProcess(bin, logPath string, args ...string) (*Process, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("failed to start %s: %w", bin, err)
-	}
-	p := &Process{Name: strings.TrimSuffix(filepath.Base(logPath), ".log"), Log: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); f.Close(); close(p.exited) }()
-	return p, nil
-}
-
-// Exited reports whether the process has ended, and how.
-func (p *Process) Exited() (bool, error) {
-	select {
-	case <-p.exited:
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
-
-// Stop sends SIGTERM and expects a clean exit within 20 seconds. A process
-// that had already ended returns how it ended.
-func (p *Process) Stop() error {
-	if exited, err := p.Exited(); exited {
-		if err != nil {
-			return fmt.Errorf("%s had exited: %w", p.Name, err)
-		}
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		if p.err != nil {
-			return fmt.Errorf("%s did not exit cleanly on SIGTERM: %w", p.Name, p.err)
-		}
-		return nil
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("%s did not stop within 20s of SIGTERM", p.Name)
-	}
-}
-
-// Tail returns the last n lines of the process's log.
-func (p *Process) Tail(n int) string {
-	data, _ := os.ReadFile(p.Log)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// WaitReady polls url until it answers 200, p exits, or timeout passes.
-func WaitReady(ctx context.Context, p *Process, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("%s exited before it was ready (%v):\n%s", p.Name, err, p.Tail(20))
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready at %s after %s:\n%s", p.Name, url, timeout, p.Tail(20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }

@@ -112,7 +112,7 @@ func run(ctx context.Context, keep bool) (err error) {
 	step(3, "Installing: kubectl apply of manifests/overlays/management and .../workload; the binaries run as local processes")
 	addrs := map[string]string{}
 	for _, c := range env.Clusters {
-		if addrs[c.Name], err = localmesh.FreeAddr(); err != nil {
+		if addrs[c.Name], err = testenv.FreeAddr(); err != nil {
 			return err
 		}
 	}

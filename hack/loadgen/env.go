@@ -3,14 +3,9 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,7 +27,7 @@ type environment struct {
 	dir     string
 	api     *envtest.Environment
 	client  client.Client
-	server  *exec.Cmd
+	server  *testenv.Process
 	addr    string
 	metrics string
 	// profileDir keeps the server's heap profiles after the run.
@@ -95,47 +90,31 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 		e.stop()
 		return nil, err
 	}
-	e.addr, e.metrics = freeAddr(), freeAddr()
-	log, err := os.Create(filepath.Join(dir, "relay-server.log"))
+	if e.addr, err = testenv.FreeAddr(); err == nil {
+		e.metrics, err = testenv.FreeAddr()
+	}
 	if err != nil {
 		e.stop()
 		return nil, err
 	}
-	e.server = exec.Command(serverBin, "--kubeconfig", kubeconfig, "--namespace", namespace,
+	e.server, err = testenv.StartProcess(serverBin, filepath.Join(dir, "relay-server.log"),
+		"--kubeconfig", kubeconfig, "--namespace", namespace,
 		"--listen-address", e.addr, "--metrics-address", e.metrics,
 		"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024",
 		"--enable-profiling")
-	e.server.Stdout, e.server.Stderr = log, log
-	if err := e.server.Start(); err != nil {
+	if err != nil {
 		e.stop()
-		return nil, fmt.Errorf("failed to start relay-server: %w", err)
+		return nil, err
 	}
-	if err := e.waitReady(ctx); err != nil {
+	if err := testenv.WaitReady(ctx, e.server, "http://"+e.metrics+"/readyz", 2*time.Minute); err != nil {
 		e.stop()
-		return nil, fmt.Errorf("%w (log in %s)", err, log.Name())
+		return nil, err
 	}
 	if err := e.loadSecrets(ctx); err != nil {
 		e.stop()
 		return nil, err
 	}
 	return e, nil
-}
-
-func (e *environment) waitReady(ctx context.Context) error {
-	for {
-		resp, err := http.Get("http://" + e.metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return errors.New("relay-server did not become ready")
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 func (e *environment) loadSecrets(ctx context.Context) error {
@@ -183,27 +162,13 @@ func (e *environment) register(ctx context.Context, n, concurrency int) error {
 func agentName(i int) string { return fmt.Sprintf("agent-%d", i) }
 
 func (e *environment) stop() {
-	if e.server != nil && e.server.Process != nil {
-		_ = e.server.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = e.server.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = e.server.Process.Kill()
+	if e.server != nil {
+		if err := e.server.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
 	}
 	if e.api != nil {
 		_ = e.api.Stop()
 	}
 	_ = os.RemoveAll(e.dir)
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

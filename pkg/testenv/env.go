@@ -182,15 +182,7 @@ func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (stdout
 func (e *Env) logTails(t testing.TB) {
 	logs, _ := filepath.Glob(filepath.Join(e.Dir, "*", "*.log"))
 	for _, path := range logs {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		if len(lines) > 15 {
-			lines = lines[len(lines)-15:]
-		}
 		rel, _ := filepath.Rel(e.Dir, path)
-		t.Logf("last lines of %s:\n%s", rel, strings.Join(lines, "\n"))
+		t.Logf("last lines of %s:\n%s", rel, TailFile(path, 15))
 	}
 }
