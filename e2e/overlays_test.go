@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/e2e/localmesh"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
@@ -55,7 +56,11 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 	for _, o := range overlays {
 		t.Run(o+" builds and applies with server-side dry-run", func(t *testing.T) {
 			out := kubectl("", "kustomize", filepath.Join(root, "manifests", "overlays", o))
-			built[o] = decodeDocs(t, out)
+			objs, err := localmesh.Objects(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			built[o] = objs
 			kubectl(out, "apply", "--dry-run=server", "-f", "-")
 		})
 	}
@@ -167,21 +172,6 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 			}
 		}
 	})
-}
-
-func decodeDocs(t *testing.T, stream string) []*unstructured.Unstructured {
-	t.Helper()
-	var objs []*unstructured.Unstructured
-	for _, doc := range strings.Split(stream, "\n---\n") {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
-	}
-	return objs
 }
 
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {

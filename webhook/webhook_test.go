@@ -16,12 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/e2e/localmesh"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 	"github.com/meshrelay/meshrelay/webhook"
@@ -114,25 +113,11 @@ func (e *webhookEnv) installConfigurations(t testing.TB, root string, port int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var docs []string
-	for _, doc := range strings.Split(out, "\n---\n") {
-		var u unstructured.Unstructured
-		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			t.Fatal(err)
-		}
-		hooks, _, _ := unstructured.NestedSlice(u.Object, "webhooks")
-		for i := range hooks {
-			h := hooks[i].(map[string]any)
-			cc := h["clientConfig"].(map[string]any)
-			path := cc["service"].(map[string]any)["path"].(string)
-			h["clientConfig"] = map[string]any{"url": fmt.Sprintf("https://127.0.0.1:%d%s", port, path)}
-		}
-		if err := unstructured.SetNestedSlice(u.Object, hooks, "webhooks"); err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, toYAML(t, u.Object))
+	docs, err := localmesh.PointWebhooksAt(out, fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, _, err := e.Kubectl(e.ctx, strings.Join(docs, "---\n"), "apply", "-f", "-"); err != nil {
+	if _, _, err := e.Kubectl(e.ctx, docs, "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 }

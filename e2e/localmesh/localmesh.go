@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,7 +74,7 @@ func (m *Mesh) Install(ctx context.Context, cluster, overlay string, settings ma
 	if err != nil {
 		return err
 	}
-	docs, err := pointWebhooksAt(out, webhookAddr)
+	docs, err := PointWebhooksAt(out, webhookAddr)
 	if err != nil {
 		return fmt.Errorf("overlay %s: %w", overlay, err)
 	}
@@ -96,6 +97,7 @@ func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string)
 	for k, v := range settings {
 		lits = append(lits, fmt.Sprintf("%s=%s", k, v))
 	}
+	slices.Sort(lits)
 	var b strings.Builder
 	fmt.Fprintf(&b, "resources:\n  - %s\nconfigMapGenerator:\n", rel)
 	for _, ns := range []string{"gloo-mesh", "meshrelay-system"} {
@@ -104,22 +106,36 @@ func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string)
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644)
 }
 
-// pointWebhooksAt turns each webhook's clientConfig from the in-cluster
-// Service into the URL of a webhook at addr.
-func pointWebhooksAt(stream, addr string) (string, error) {
-	var out []string
+// Objects decodes a multi-document YAML stream, such as kubectl
+// kustomize prints, into objects; empty documents are left out.
+func Objects(stream string) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
 	for _, doc := range strings.Split(stream, "\n---\n") {
-		var u unstructured.Unstructured
+		u := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			return "", err
+			return nil, err
 		}
-		if len(u.Object) == 0 {
-			continue
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
 		}
+	}
+	return objs, nil
+}
+
+// PointWebhooksAt turns each webhook's clientConfig in stream from the
+// in-cluster Service into the URL of a webhook at addr (host:port), for a
+// relay-webhook that runs as a local process.
+func PointWebhooksAt(stream, addr string) (string, error) {
+	objs, err := Objects(stream)
+	if err != nil {
+		return "", err
+	}
+	out := make([]string, len(objs))
+	for i, u := range objs {
 		if k := u.GetKind(); k == "ValidatingWebhookConfiguration" || k == "MutatingWebhookConfiguration" {
 			hooks, _, _ := unstructured.NestedSlice(u.Object, "webhooks")
-			for i := range hooks {
-				h := hooks[i].(map[string]any)
+			for _, h := range hooks {
+				h := h.(map[string]any)
 				path, _, _ := unstructured.NestedString(h, "clientConfig", "service", "path")
 				h["clientConfig"] = map[string]any{"url": "https://" + addr + path}
 			}
@@ -131,7 +147,7 @@ func pointWebhooksAt(stream, addr string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		out = append(out, string(data))
+		out[i] = string(data)
 	}
 	return strings.Join(out, "---\n"), nil
 }
