@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
@@ -152,15 +149,8 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 	})
 
 	t.Run("a client secret with a wrong SAN is denied by the webhook with its fix", func(t *testing.T) {
-		stdout, _, err := kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", "relay-tls-signing-secret", "-o", "jsonpath={.data}")
+		manifest, err := mesh.ClientSecretFor(ctx, "mgmt", "cluster-9")
 		must(err)
-		signing := decodeSecretData(t, stdout)
-		ca, err := pki.DecodeKeyPair(signing["tls.crt"], signing["tls.key"], signing["ca.crt"])
-		must(err)
-		wrong, err := ca.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-9"}, TTL: time.Hour})
-		must(err)
-		keyPEM, _ := wrong.KeyPEM()
-		manifest := clientSecretYAML(wrong.CertPEM(), keyPEM, wrong.CAPEM())
 		_, stderr, err := kubectl(manifest, "--context", "cluster-1", "apply", "-f", "-")
 		if err == nil || !strings.Contains(stderr, `"cluster-9"`) || !strings.Contains(stderr, `issue it with DNS name "cluster-1"`) {
 			t.Errorf("apply of a cluster-9 certificate on cluster-1: %v\n%s", err, stderr)
@@ -200,38 +190,4 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 		must(err)
 		checkPasses(t, 90*time.Second)
 	})
-}
-
-// decodeSecretData decodes kubectl's jsonpath={.data} of a secret.
-func decodeSecretData(t *testing.T, jsonData string) map[string][]byte {
-	t.Helper()
-	var enc map[string]string
-	if err := json.Unmarshal([]byte(jsonData), &enc); err != nil {
-		t.Fatalf("secret data %q: %v", jsonData, err)
-	}
-	out := map[string][]byte{}
-	for k, v := range enc {
-		raw, err := base64.StdEncoding.DecodeString(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[k] = raw
-	}
-	return out
-}
-
-// clientSecretYAML is relay-client-tls-secret holding the given PEM.
-func clientSecretYAML(crt, key, ca []byte) string {
-	b64 := base64.StdEncoding.EncodeToString
-	return fmt.Sprintf(`apiVersion: v1
-kind: Secret
-metadata:
-  name: relay-client-tls-secret
-  namespace: gloo-mesh
-type: kubernetes.io/tls
-data:
-  tls.crt: %s
-  tls.key: %s
-  ca.crt: %s
-`, b64(crt), b64(key), b64(ca))
 }

@@ -16,9 +16,14 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
@@ -150,6 +155,37 @@ func PointWebhooksAt(stream, addr string) (string, error) {
 		out[i] = string(data)
 	}
 	return strings.Join(out, "---\n"), nil
+}
+
+// ClientSecretFor returns relay-client-tls-secret as a manifest holding a
+// client certificate for name, signed by relay-server's signing CA on the
+// management cluster mgmt: applied on a workload cluster of another name,
+// it is one the webhook must deny.
+func (m *Mesh) ClientSecretFor(ctx context.Context, mgmt, name string) (string, error) {
+	var signing corev1.Secret
+	key := types.NamespacedName{Namespace: config.DefaultNamespace, Name: config.DefaultSigningTLSSecret}
+	if err := m.Env.Cluster(mgmt).Client.Get(ctx, key, &signing); err != nil {
+		return "", fmt.Errorf("failed to read secret %s: %w", key, err)
+	}
+	ca, err := pki.DecodeKeyPair(signing.Data[pki.KeyTLSCert], signing.Data[pki.KeyTLSKey], signing.Data[pki.KeyCACert])
+	if err != nil {
+		return "", err
+	}
+	cert, err := ca.Certified().IssueClient(pki.Options{DNSNames: []string{name}, TTL: time.Hour})
+	if err != nil {
+		return "", err
+	}
+	keyPEM, err := cert.KeyPEM()
+	if err != nil {
+		return "", err
+	}
+	doc, err := yaml.Marshal(&corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: config.DefaultNamespace, Name: config.DefaultClientTLSSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{pki.KeyTLSCert: cert.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: cert.CAPEM()},
+	})
+	return string(doc), err
 }
 
 // Start runs binary name of the mesh's binaries with args, its output in

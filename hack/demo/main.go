@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/e2e/localmesh"
-	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
@@ -189,7 +188,7 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 
 	step(7, "A bad secret is denied by kubectl: a client certificate for cluster-9 applied on cluster-1")
-	if err := applyWrongSAN(ctx, env); err != nil {
+	if err := applyWrongSAN(ctx, mesh); err != nil {
 		return err
 	}
 
@@ -276,53 +275,13 @@ func firstLine(lines []string) string {
 	return lines[0]
 }
 
-func applyWrongSAN(ctx context.Context, env *testenv.Env) error {
-	var data [3][]byte
-	for i, key := range []string{"tls.crt", "tls.key", "ca.crt"} {
-		out, _, err := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", "relay-tls-signing-secret", "-o", "go-template={{index .data \""+key+"\" | base64decode}}")
-		if err != nil {
-			return err
-		}
-		data[i] = []byte(out)
-	}
-	kp, err := pki.DecodeKeyPair(data[0], data[1], data[2])
-	if err != nil {
-		return err
-	}
-	wrong, err := kp.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-9"}, TTL: time.Hour})
-	if err != nil {
-		return err
-	}
-	keyPEM, err := wrong.KeyPEM()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "meshrelay-demo-secret-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "\nthe clusters' and binaries' logs are kept in %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
-	files := map[string][]byte{"tls.crt": wrong.CertPEM(), "tls.key": keyPEM, "ca.crt": wrong.CAPEM()}
-	args := []string{"--context", "cluster-1", "-n", "gloo-mesh", "create", "secret", "generic", "relay-client-tls-secret", "--type", "kubernetes.io/tls", "--dry-run=client", "-o", "yaml"}
-	for k, v := range files {
-		p := filepath.Join(dir, k)
-		if err := os.WriteFile(p, v, 0o600); err != nil {
-			return err
-		}
-		args = append(args, "--from-file", k+"="+p)
-	}
-	manifest, _, err := env.Kubectl(ctx, "", args...)
+func applyWrongSAN(ctx context.Context, mesh *localmesh.Mesh) error {
+	manifest, err := mesh.ClientSecretFor(ctx, "mgmt", "cluster-9")
 	if err != nil {
 		return err
 	}
 	say("$ kubectl --context cluster-1 apply -f relay-client-tls-secret.yaml   # DNS name cluster-9")
-	_, stderr, err := env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "-f", "-")
+	_, stderr, err := mesh.Env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "-f", "-")
 	if err == nil {
 		return errors.New("the webhook admitted a client certificate for cluster-9 on cluster-1")
 	}
