@@ -136,15 +136,8 @@ func (c *checker) management(ctx context.Context) error {
 	const side = "management"
 	secret := func(ref config.SecretRef) (*corev1.Secret, types.NamespacedName, error) {
 		key := ref.NamespacedName(srv.Namespace)
-		var s corev1.Secret
-		err := c.o.Mgmt.Get(ctx, key, &s)
-		if apierrors.IsNotFound(err) {
-			return nil, key, nil
-		}
-		if err != nil {
-			return nil, key, fmt.Errorf("management cluster: failed to read secret %s: %w", key, err)
-		}
-		return &s, key, nil
+		s, err := lookupSecret(ctx, c.o.Mgmt, key, side)
+		return s, key, err
 	}
 
 	root, rootKey, err := secret(srv.RootTLSSecret)
@@ -220,9 +213,9 @@ func (c *checker) management(ctx context.Context) error {
 		return err
 	}
 	if c.o.Metrics != nil {
-		c.connected, c.metricsErr = readConnected(ctx, c.o.Metrics)
-		if c.metricsErr != nil {
-			c.add(side, "relay-server metrics", Problem, "%v: is relay-server running? (kubectl -n %s get deploy gloo-mesh-mgmt-server)", c.metricsErr, srv.Namespace)
+		var err error
+		if c.connected, err = readConnected(ctx, c.o.Metrics); err != nil {
+			c.add(side, "relay-server metrics", Problem, "%v: is relay-server running? (kubectl -n %s get deploy gloo-mesh-mgmt-server)", err, srv.Namespace)
 		}
 	}
 	return nil
@@ -232,28 +225,17 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	ag := c.o.Agent
 	get := func(ref config.SecretRef) (*corev1.Secret, types.NamespacedName, error) {
 		key := ref.NamespacedName(ag.Namespace)
-		var s corev1.Secret
-		err := rm.Client.Get(ctx, key, &s)
-		if apierrors.IsNotFound(err) {
-			return nil, key, nil
-		}
-		if err != nil {
-			return nil, key, fmt.Errorf("workload cluster %s: failed to read secret %s: %w", rm.Context, key, err)
-		}
-		return &s, key, nil
+		s, err := lookupSecret(ctx, rm.Client, key, "workload cluster "+rm.Context)
+		return s, key, err
 	}
 	clientSecret, clientKey, err := get(ag.ClientTLSSecret)
 	if err != nil {
 		return err
 	}
 	name := rm.Name
-	var leaf *x509.Certificate
-	if clientSecret != nil {
-		if certs, err := pki.DecodeCertificates(clientSecret.Data[pki.KeyTLSCert]); err == nil {
-			leaf = certs[0]
-			if name == "" && len(leaf.DNSNames) == 1 {
-				name = leaf.DNSNames[0]
-			}
+	if name == "" && clientSecret != nil {
+		if certs, err := pki.DecodeCertificates(clientSecret.Data[pki.KeyTLSCert]); err == nil && len(certs[0].DNSNames) == 1 {
+			name = certs[0].DNSNames[0]
 		}
 	}
 	if name == "" {
@@ -333,6 +315,19 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	return nil
 }
 
+// lookupSecret reads the secret key through c; a secret that does not
+// exist is nil without an error. side names the cluster in errors.
+func lookupSecret(ctx context.Context, c client.Client, key types.NamespacedName, side string) (*corev1.Secret, error) {
+	var s corev1.Secret
+	switch err := c.Get(ctx, key, &s); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%s: failed to read secret %s: %w", side, key, err)
+	}
+	return &s, nil
+}
+
 // expiry adds an OK finding with the time left, or a warning when less
 // than warnLeft of the lifetime is left.
 func (c *checker) expiry(cluster, check string, cert *x509.Certificate) {
@@ -384,15 +379,15 @@ func (c *checker) webhook(ctx context.Context, cluster string, cl client.Client)
 		c.add(cluster, "webhook", Problem, "serving certificate: %v", err)
 		return nil
 	}
+	inter := x509.NewCertPool()
+	for _, i := range certs[1:] {
+		inter.AddCert(i)
+	}
 	for _, h := range vwc.Webhooks {
 		pool := x509.NewCertPool()
 		if len(h.ClientConfig.CABundle) == 0 || !pool.AppendCertsFromPEM(h.ClientConfig.CABundle) {
 			c.add(cluster, "webhook", Problem, "webhook %s has no caBundle: the API server cannot call it; relay-webhook sets it when it starts (with cert-manager, check the cert-manager.io/inject-ca-from annotation)", h.Name)
 			return nil
-		}
-		inter := x509.NewCertPool()
-		for _, i := range certs[1:] {
-			inter.AddCert(i)
 		}
 		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: c.o.Now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			c.add(cluster, "webhook", Problem, "webhook %s: caBundle does not verify the serving certificate (%v): restart relay-webhook, which puts the right caBundle back", h.Name, err)
@@ -437,9 +432,9 @@ func readConnected(ctx context.Context, metrics func(context.Context) ([][]byte,
 	return out, nil
 }
 
-// String renders the report for people: one line per cluster, then every
+// Text renders the report for people: one line per cluster, then every
 // finding that is not OK (all of them with verbose).
-func (r *Report) String(verbose bool) string {
+func (r *Report) Text(verbose bool) string {
 	var b strings.Builder
 	for _, s := range r.Clusters {
 		exp := "unknown"

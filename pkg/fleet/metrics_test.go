@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -38,8 +39,8 @@ relay_push_clients_connected{cluster="c2"} 2
 }
 
 // FuzzReadConnected feeds arbitrary text as relay-server's metrics page.
-// Property: it never panics, and what it returns only holds counts read
-// from the page (never negative from nothing).
+// Property: it never panics, an error comes without a result, and every
+// cluster it returns is named in the page.
 func FuzzReadConnected(f *testing.F) {
 	f.Add("relay_push_clients_connected{cluster=\"c1\"} 1\n")
 	f.Add("# TYPE relay_pull_clients_connected gauge\nrelay_pull_clients_connected{cluster=\"x\"} 3\n")
@@ -48,6 +49,13 @@ func FuzzReadConnected(f *testing.F) {
 		got, err := readConnected(t.Context(), pages(page))
 		if err != nil && got != nil {
 			t.Fatalf("an error with a result: %v", got)
+		}
+		// Label values are escaped in the text format.
+		escape := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+		for cluster := range got {
+			if !strings.Contains(page, cluster) && !strings.Contains(page, escape.Replace(cluster)) {
+				t.Fatalf("cluster %q is not in the page", cluster)
+			}
 		}
 	})
 }

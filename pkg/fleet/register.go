@@ -84,18 +84,16 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	// Check first: a differing secret stops everything unless forced.
 	existing := make([]*corev1.Secret, len(wants))
 	for i, w := range wants {
-		var cur corev1.Secret
-		switch err := remote.Get(ctx, w.key, &cur); {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return nil, fmt.Errorf("workload cluster: failed to read secret %s: %w", w.key, err)
-		default:
-			existing[i] = &cur
-			for k, v := range w.data {
-				if !bytes.Equal(cur.Data[k], v) && !o.Force {
-					return nil, fmt.Errorf("workload secret %s holds a different %s than the management cluster's: it was registered with another management cluster, or the root or token changed; rerun with --force to replace it", w.key, k)
-				}
-			}
+		cur, err := lookupSecret(ctx, remote, w.key, "workload cluster")
+		if err != nil {
+			return nil, err
+		}
+		existing[i] = cur
+		if cur == nil || o.Force {
+			continue
+		}
+		if k := differingKey(cur.Data, w.data); k != "" {
+			return nil, fmt.Errorf("workload secret %s holds a different %s than the management cluster's: it was registered with another management cluster, or the root or token changed; rerun with --force to replace it", w.key, k)
 		}
 	}
 	kc := &v1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: o.Name}}
@@ -130,7 +128,7 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 				}
 			}
 			act("workload", object, "created")
-		case sameData(cur.Data, w.data):
+		case differingKey(cur.Data, w.data) == "":
 			act("workload", object, "unchanged")
 		default:
 			if !o.DryRun {
@@ -158,15 +156,13 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	return steps, nil
 }
 
+// getSecret reads a secret that must exist; fix says how to make it.
 func getSecret(ctx context.Context, c client.Client, key types.NamespacedName, side, fix string) (*corev1.Secret, error) {
-	var s corev1.Secret
-	if err := c.Get(ctx, key, &s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%s secret %s not found: %s", side, key, fix)
-		}
-		return nil, fmt.Errorf("%s cluster: failed to read secret %s: %w", side, key, err)
+	s, err := lookupSecret(ctx, c, key, side+" cluster")
+	if err == nil && s == nil {
+		err = fmt.Errorf("%s secret %s not found: %s", side, key, fix)
 	}
-	return &s, nil
+	return s, err
 }
 
 func ensureNamespace(ctx context.Context, c client.Client, name string) error {
@@ -177,12 +173,13 @@ func ensureNamespace(ctx context.Context, c client.Client, name string) error {
 	return nil
 }
 
-// sameData reports whether have holds every key of want with its value.
-func sameData(have, want map[string][]byte) bool {
+// differingKey returns a key of want whose value have does not hold, or
+// "" when have holds all of want.
+func differingKey(have, want map[string][]byte) string {
 	for k, v := range want {
 		if !bytes.Equal(have[k], v) {
-			return false
+			return k
 		}
 	}
-	return true
+	return ""
 }

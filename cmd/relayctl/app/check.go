@@ -81,7 +81,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 			if err != nil {
 				return err
 			}
-			if err := printResult(cmd.OutOrStdout(), output, report, func() string { return report.String(verbose) }); err != nil {
+			if err := printResult(cmd.OutOrStdout(), output, report, func() string { return report.Text(verbose) }); err != nil {
 				return err
 			}
 			if n := report.Problems(); n > 0 {
