@@ -37,13 +37,12 @@ func mustRequire(cmd *cobra.Command, flag string) {
 	}
 }
 
-// checkOutput refuses an unknown -o before anything is read or written.
-func (f *backupFlags) checkOutput() error {
-	switch f.output {
-	case "", "json", "yaml":
-		return nil
+// connect refuses an unknown -o, then connects to --context.
+func (f *backupFlags) connect() (*clusterClients, error) {
+	if err := checkOutputFormat(f.output); err != nil {
+		return nil, err
 	}
-	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", f.output)
+	return connect(f.kubeconfig, f.context)
 }
 
 func newBackupCommand() *cobra.Command {
@@ -71,10 +70,7 @@ control and store them encrypted. relayctl restore writes them back.`,
   relayctl backup --context mgmt --namespace gloo-mesh --out relay-backup --force -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.checkOutput(); err != nil {
-				return err
-			}
-			c, err := connect(f.kubeconfig, f.context)
+			c, err := f.connect()
 			if err != nil {
 				return err
 			}
@@ -146,10 +142,7 @@ an old chain beside half of a new one serves no agent. The exit status is then 1
   relayctl restore --context mgmt --from relay-backup --force -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.checkOutput(); err != nil {
-				return err
-			}
-			c, err := connect(f.kubeconfig, f.context)
+			c, err := f.connect()
 			if err != nil {
 				return err
 			}

@@ -48,6 +48,9 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
   relayctl check --mgmt-context mgmt --remote-context kind-east=cluster-1 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutputFormat(output); err != nil {
+				return err
+			}
 			if mgmtContext == "" {
 				return errors.New("--mgmt-context is required: the management cluster's kubeconfig context")
 			}

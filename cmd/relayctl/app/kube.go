@@ -50,8 +50,21 @@ func outputFlag(cmd *cobra.Command, into *string) {
 	cmd.Flags().StringVarP(into, "output", "o", "", "output format: empty for people, json or yaml")
 }
 
+// checkOutputFormat refuses an unknown -o; commands call it before they
+// read or write anything.
+func checkOutputFormat(format string) error {
+	switch format {
+	case "", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", format)
+}
+
 // printResult writes v as JSON or YAML, or human() for people.
 func printResult(w io.Writer, format string, v any, human func() string) error {
+	if err := checkOutputFormat(format); err != nil {
+		return err
+	}
 	switch format {
 	case "":
 		_, err := io.WriteString(w, human())
@@ -71,7 +84,7 @@ func printResult(w io.Writer, format string, v any, human func() string) error {
 		_, err = w.Write(data)
 		return err
 	}
-	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", format)
+	return nil
 }
 
 // completeContexts makes the named flags of cmd complete to the contexts

@@ -34,6 +34,9 @@ different value is replaced only with --force. Running it again changes nothing.
 			if err := pki.CheckDNSLabel(name); err != nil {
 				return fmt.Errorf("cluster name %q: %w", name, err)
 			}
+			if err := checkOutputFormat(output); err != nil {
+				return err
+			}
 			if mgmtContext == "" || remoteContext == "" {
 				return errors.New("--mgmt-context and --remote-context are both required: the management cluster's and the workload cluster's kubeconfig contexts")
 			}

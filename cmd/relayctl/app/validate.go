@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/cli"
@@ -90,9 +88,7 @@ that cannot be read, a document that does not decode, an object defined twice.`,
 	fs.StringVarP(&o.output, "output", "o", "", "json or yaml for a report of every object; text when empty")
 	fs.StringVar(&o.cfg.Cluster, "cluster-name", o.cfg.Cluster, "the workload cluster's registered name: a client certificate's DNS name must equal it (relay-webhook's --cluster)")
 	bindWebhookFlags(fs, &o.cfg)
-	if err := cmd.MarkFlagRequired("filename"); err != nil {
-		panic(err)
-	}
+	mustRequire(cmd, "filename")
 	return cmd
 }
 
@@ -108,8 +104,8 @@ func bindWebhookFlags(fs *pflag.FlagSet, cfg *config.Webhook) {
 }
 
 func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Writer) error {
-	if o.output != "" && o.output != "json" && o.output != "yaml" {
-		return fmt.Errorf("--output %q: use json or yaml, or leave it out for text", o.output)
+	if err := checkOutputFormat(o.output); err != nil {
+		return err
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid webhook settings: %w", err)
@@ -126,7 +122,7 @@ func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Write
 	reader := manifest.NewReader(scheme)
 	o.load(in, reader)
 	rep := o.check(ctx, in, webhook.NewValidator(&o.cfg, reader, o.clock))
-	if err := rep.write(out, o.output); err != nil {
+	if err := printResult(out, o.output, rep, rep.text); err != nil {
 		return fmt.Errorf("failed to write the report: %w", err)
 	}
 	return rep.exitError()
@@ -308,30 +304,10 @@ func (r *validateReport) summarize() {
 	r.Summary = s
 }
 
-func (r *validateReport) write(w io.Writer, format string) error {
-	switch format {
-	case "json":
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(r)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
-	return r.writeText(w)
-}
-
-// writeText prints one line per object the webhook checks, or that it
-// would skip though its kind is one it checks, with its problems indented
-// below; input errors; and a summary. Objects of other kinds are counted.
-func (r *validateReport) writeText(w io.Writer) error {
+// text is one line per object the webhook checks, or that it would skip
+// though its kind is one it checks, with its problems indented below;
+// input errors; and a summary. Objects of other kinds are counted.
+func (r *validateReport) text() string {
 	var b strings.Builder
 	for _, o := range r.Objects {
 		if o.otherKind {
@@ -357,8 +333,7 @@ func (r *validateReport) writeText(w io.Writer) error {
 	}
 	s := r.Summary
 	fmt.Fprintf(&b, "\n%d checked: %d admitted, %d denied, %d with warnings; %d skipped; %s\n", s.Checked, s.Admitted, s.Denied, s.Warned, s.Skipped, inputErrors(s.Errors))
-	_, err := io.WriteString(w, b.String())
-	return err
+	return b.String()
 }
 
 // exitError is nil when nothing was denied and every input was read.
@@ -377,8 +352,5 @@ func (r *validateReport) exitError() error {
 }
 
 func inputErrors(n int) string {
-	if n == 1 {
-		return "1 input error"
-	}
-	return fmt.Sprintf("%d input errors", n)
+	return fmt.Sprintf("%d %s", n, plural(n, "input error", "input errors"))
 }

@@ -329,7 +329,7 @@ func TestValidateRefusesBadFlags(t *testing.T) {
 		want string
 	}{
 		{"-f is required", nil, `required flag(s) "filename" not set`},
-		{"an unknown output format is named", []string{"-f", "-", "-o", "table"}, `--output "table": use json or yaml`},
+		{"an unknown output format is named", []string{"-f", "-", "-o", "table"}, `unknown output format "table": use json, yaml`},
 		{"a cluster name with an underscore is refused", []string{"-f", "-", "--cluster-name", "cluster_1"}, "invalid webhook settings: cluster: Invalid value"},
 		{"stdin given twice is an input error", []string{"-f", "-", "-f", "-"}, "Error: 1 input error"},
 	} {
