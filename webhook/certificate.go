@@ -12,6 +12,17 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
+// certificateRole returns the role of the secret crt writes, and whether
+// that is a relay certificate secret, which is all the webhook checks.
+func (s *secrets) certificateRole(crt *cmapi.Certificate) (secretRole, bool) {
+	role := s.roleOf(types.NamespacedName{Namespace: crt.Namespace, Name: crt.Spec.SecretName})
+	switch role {
+	case notRelay, tokenSecret, istioCASecret:
+		return role, false
+	}
+	return role, true
+}
+
 // validateCertificate checks a cert-manager Certificate whose
 // spec.secretName is a relay secret, so that what cert-manager will write
 // passes the secret's own check: the names and usages of its role, DNS-1123
@@ -20,9 +31,8 @@ import (
 func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
 	p := &problems{}
 	spec := field.NewPath("spec")
-	role := s.roleOf(types.NamespacedName{Namespace: crt.Namespace, Name: crt.Spec.SecretName})
-	switch role {
-	case notRelay, tokenSecret, istioCASecret:
+	role, ok := s.certificateRole(crt)
+	if !ok {
 		return p
 	}
 	for i, n := range crt.Spec.DNSNames {

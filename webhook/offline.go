@@ -6,7 +6,6 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,6 +55,20 @@ func (v *Validator) Cluster(kc *meshv1alpha1.KubernetesCluster) (denials, warnin
 	return p.lines(), p.warnings, nil
 }
 
+// Object checks obj with the check of its kind: a Secret, a cert-manager
+// Certificate or a KubernetesCluster; any other kind is an error.
+func (v *Validator) Object(ctx context.Context, obj client.Object) (denials, warnings []string, err error) {
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		return v.Secret(ctx, o)
+	case *cmapi.Certificate:
+		return v.Certificate(o)
+	case *meshv1alpha1.KubernetesCluster:
+		return v.Cluster(o)
+	}
+	return nil, nil, fmt.Errorf("the webhook has no check for %T", obj)
+}
+
 // Checks reports whether the webhook looks at obj at all: a relay secret or
 // Istio's cacerts, a Certificate that writes a relay certificate secret, or
 // a KubernetesCluster. Anything else it admits unseen, so an "allowed" for
@@ -66,11 +79,8 @@ func (v *Validator) Checks(obj client.Object) bool {
 	case *corev1.Secret:
 		return v.s.roleOf(client.ObjectKeyFromObject(o)) != notRelay
 	case *cmapi.Certificate:
-		switch v.s.roleOf(types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.SecretName}) {
-		case notRelay, tokenSecret, istioCASecret:
-			return false
-		}
-		return true
+		_, ok := v.s.certificateRole(o)
+		return ok
 	case *meshv1alpha1.KubernetesCluster:
 		return true
 	}

@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -88,7 +87,7 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 			if got := v.Checks(tc.obj); got != tc.checked {
 				t.Errorf("Checks = %v, want %v", got, tc.checked)
 			}
-			denials, warnings, err := validateOffline(t.Context(), v, tc.obj)
+			denials, warnings, err := v.Object(t.Context(), tc.obj)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,18 +116,6 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 			}
 		})
 	}
-}
-
-func validateOffline(ctx context.Context, v *webhook.Validator, obj client.Object) ([]string, []string, error) {
-	switch o := obj.(type) {
-	case *corev1.Secret:
-		return v.Secret(ctx, o)
-	case *cmapi.Certificate:
-		return v.Certificate(o)
-	case *meshv1alpha1.KubernetesCluster:
-		return v.Cluster(o)
-	}
-	panic("no check for the type")
 }
 
 func inNamespace(s *corev1.Secret, namespace string) *corev1.Secret {

@@ -11,12 +11,10 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/cli"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/kube"
@@ -200,7 +198,7 @@ func (o *validateOptions) check(ctx context.Context, in *manifest.Result, v *web
 				res.Result, res.Reason = resultSkipped, o.uncheckedReason(d)
 				break
 			}
-			res.Denials, res.Warnings, err = validate(ctx, v, d)
+			res.Denials, res.Warnings, err = v.Object(ctx, d)
 			switch {
 			case err != nil:
 				rep.Errors = append(rep.Errors, inputError{Source: obj.Source, Error: err.Error()})
@@ -224,18 +222,6 @@ func (o *validateOptions) check(ctx context.Context, in *manifest.Result, v *web
 	}
 	rep.summarize()
 	return rep
-}
-
-func validate(ctx context.Context, v *webhook.Validator, obj client.Object) (denials, warnings []string, err error) {
-	switch o := obj.(type) {
-	case *corev1.Secret:
-		return v.Secret(ctx, o)
-	case *cmapi.Certificate:
-		return v.Certificate(o)
-	case *meshv1alpha1.KubernetesCluster:
-		return v.Cluster(o)
-	}
-	return nil, nil, fmt.Errorf("no check for %T", obj)
 }
 
 // uncheckedReason says why the webhook would admit obj without a look.
