@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strings"
 
@@ -12,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/pkg/keyfiles"
 )
 
 // Modes of what Backup writes: the files hold private keys.
@@ -43,12 +44,7 @@ func Backup(ctx context.Context, c client.Reader, o BackupOptions) ([]Result, er
 	}
 	names := namesOr(o.Names)
 	results := make([]Result, 0, len(names))
-	type planned struct {
-		path string
-		doc  []byte
-	}
-	var files []planned
-	var exist []string
+	var files []keyfiles.File
 	for _, name := range names {
 		path := fileName(o.Dir, name)
 		var s corev1.Secret
@@ -68,70 +64,29 @@ func Backup(ctx context.Context, c client.Reader, o BackupOptions) ([]Result, er
 		if err != nil {
 			return nil, err
 		}
-		files = append(files, planned{path, doc})
+		files = append(files, keyfiles.File{Path: path, Data: doc, Mode: fileMode})
 		results = append(results, Result{Secret: name, Action: ActionSaved, Detail: path})
-		if _, err := os.Lstat(path); err == nil {
-			exist = append(exist, path)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("failed to check %s: %w", path, err)
-		}
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("none of the relay secrets (%s) exists in namespace %s: check the context and the namespace",
 			strings.Join(names, ", "), o.Namespace)
 	}
-	if len(exist) > 0 && !o.Force {
-		return nil, fmt.Errorf("%s already %s: remove %s, save to another folder, or overwrite with --force",
-			strings.Join(exist, ", "), plural(len(exist), "exists", "exist"), plural(len(exist), "it", "them"))
+	if !o.Force {
+		exist, err := keyfiles.Existing(files)
+		if err != nil {
+			return nil, err
+		}
+		if len(exist) > 0 {
+			return nil, keyfiles.ExistsError(exist...)
+		}
 	}
 	if err := os.MkdirAll(o.Dir, dirMode); err != nil {
 		return nil, fmt.Errorf("failed to create folder %s: %w", o.Dir, err)
 	}
 	for _, f := range files {
-		if err := writeFile(o.Dir, f.path, f.doc, o.Force); err != nil {
+		if err := keyfiles.Write(f, o.Force); err != nil {
 			return nil, err
 		}
 	}
 	return results, nil
-}
-
-// writeFile writes data to path through a temporary file in dir, so that
-// path never holds half a secret and always gets fileMode. Without
-// replace, a file that appeared at path since it was checked is kept and
-// the write fails.
-func writeFile(dir, path string, data []byte, replace bool) (err error) {
-	tmp, err := os.CreateTemp(dir, ".backup-*")
-	if err != nil {
-		return fmt.Errorf("failed to create a file in %s: %w", dir, err)
-	}
-	defer func() {
-		if rerr := os.Remove(tmp.Name()); err == nil && rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			err = fmt.Errorf("failed to remove %s: %w", tmp.Name(), rerr)
-		}
-	}()
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(fileMode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	if replace {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
-	}
-	switch {
-	case errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("%s already exists: remove it, save to another folder, or overwrite with --force", path)
-	case err != nil:
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	return nil
 }

@@ -180,7 +180,7 @@ func TestAgainstAnAPIServer(t *testing.T) {
 			t.Errorf("with force the file was not replaced: %q", data)
 		}
 		checkMode(t, rootFile, 0o600)
-		if tmp, _ := filepath.Glob(filepath.Join(dir, ".backup-*")); len(tmp) > 0 {
+		if tmp, _ := filepath.Glob(filepath.Join(dir, ".*")); len(tmp) > 0 {
 			t.Errorf("temporary files left behind: %v", tmp)
 		}
 	})

@@ -1,13 +1,13 @@
 package certgen
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshrelay/meshrelay/pkg/keyfiles"
 )
 
 // Format is how WriteDir lays out a cluster's secrets.
@@ -40,13 +40,6 @@ const (
 	kustomizationMode = 0o644
 )
 
-// file is one file WriteDir writes.
-type file struct {
-	path string
-	data []byte
-	mode fs.FileMode
-}
-
 // WriteDir writes each cluster's secrets under dir/<cluster>/ (the
 // management cluster's under dir/management/) in format, with a
 // kustomization.yaml in each folder, so that "kubectl apply -k
@@ -56,7 +49,7 @@ func WriteDir(dir string, sets []ClusterSecrets, format Format, force bool) erro
 	if _, err := ParseFormat(string(format)); err != nil {
 		return err
 	}
-	var files []file
+	var files []keyfiles.File
 	for _, set := range sets {
 		planned, err := planCluster(filepath.Join(dir, set.Cluster), set.Secrets, format)
 		if err != nil {
@@ -65,16 +58,19 @@ func WriteDir(dir string, sets []ClusterSecrets, format Format, force bool) erro
 		files = append(files, planned...)
 	}
 	if !force {
-		for _, f := range files {
-			if _, err := os.Lstat(f.path); err == nil {
-				return fmt.Errorf("%s already exists: remove it, write to another folder, or overwrite with --force", f.path)
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("failed to check %s: %w", f.path, err)
-			}
+		exist, err := keyfiles.Existing(files)
+		if err != nil {
+			return err
+		}
+		if len(exist) > 0 {
+			return keyfiles.ExistsError(exist...)
 		}
 	}
 	for _, f := range files {
-		if err := writeFile(f, force); err != nil {
+		if err := os.MkdirAll(filepath.Dir(f.Path), dirMode); err != nil {
+			return fmt.Errorf("failed to create folder %s: %w", filepath.Dir(f.Path), err)
+		}
+		if err := keyfiles.Write(f, force); err != nil {
 			return err
 		}
 	}
@@ -82,9 +78,9 @@ func WriteDir(dir string, sets []ClusterSecrets, format Format, force bool) erro
 }
 
 // planCluster returns the files of one cluster's folder.
-func planCluster(dir string, secrets []corev1.Secret, format Format) ([]file, error) {
+func planCluster(dir string, secrets []corev1.Secret, format Format) ([]keyfiles.File, error) {
 	k := newKustomization()
-	var files []file
+	var files []keyfiles.File
 	names := map[string]bool{}
 	for i := range secrets {
 		s := &secrets[i]
@@ -95,7 +91,7 @@ func planCluster(dir string, secrets []corev1.Secret, format Format) ([]file, er
 		if format == FormatKustomize {
 			k.SecretGenerator = append(k.SecretGenerator, generatorFor(s))
 			for key, data := range s.Data {
-				files = append(files, file{filepath.Join(dir, filepath.FromSlash(dataPath(s, key))), data, secretFileMode})
+				files = append(files, keyfiles.File{Path: filepath.Join(dir, filepath.FromSlash(dataPath(s, key))), Data: data, Mode: secretFileMode})
 			}
 			continue
 		}
@@ -105,7 +101,7 @@ func planCluster(dir string, secrets []corev1.Secret, format Format) ([]file, er
 		}
 		name := s.Name + ".yaml"
 		k.Resources = append(k.Resources, name)
-		files = append(files, file{filepath.Join(dir, name), doc, secretFileMode})
+		files = append(files, keyfiles.File{Path: filepath.Join(dir, name), Data: doc, Mode: secretFileMode})
 	}
 	if format == FormatKustomize {
 		k.GeneratorOptions = &generatorOptions{DisableNameSuffixHash: true}
@@ -114,33 +110,5 @@ func planCluster(dir string, secrets []corev1.Secret, format Format) ([]file, er
 	if err != nil {
 		return nil, err
 	}
-	return append(files, file{filepath.Join(dir, "kustomization.yaml"), doc, kustomizationMode}), nil
-}
-
-// writeFile creates f, replacing an existing file only when force, so that
-// the new file always gets f's mode.
-func writeFile(f file, force bool) error {
-	if err := os.MkdirAll(filepath.Dir(f.path), dirMode); err != nil {
-		return fmt.Errorf("failed to create folder %s: %w", filepath.Dir(f.path), err)
-	}
-	if force {
-		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("failed to replace %s: %w", f.path, err)
-		}
-	}
-	out, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, f.mode)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists: remove it, write to another folder, or overwrite with --force", f.path)
-		}
-		return fmt.Errorf("failed to create %s: %w", f.path, err)
-	}
-	_, err = out.Write(f.data)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("failed to write %s: %w", f.path, err)
-	}
-	return nil
+	return append(files, keyfiles.File{Path: filepath.Join(dir, "kustomization.yaml"), Data: doc, Mode: kustomizationMode}), nil
 }

@@ -143,7 +143,7 @@ func TestWriteDirRefusesToOverwriteWithoutForce(t *testing.T) {
 				t.Error("force did not overwrite the existing file")
 			}
 			wantMode(t, existing, kustomizationMode)
-			wantErr(t, WriteDir(dir, sets, format, false), "already exists")
+			wantErr(t, WriteDir(dir, sets, format, false), "already exist", "--force")
 		})
 	}
 }
