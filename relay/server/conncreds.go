@@ -12,9 +12,10 @@ import (
 )
 
 // closableCreds wrap the insecure mode's transport credentials so that
-// each connection's AuthInfo carries the connection, as tlsCreds' does: dropping a cluster closes
-// its connections, which ends a push stream blocked in Recv without a
-// second goroutine per stream to watch for the drop.
+// each connection's AuthInfo carries the connection, as tlsCreds' does:
+// dropping a cluster closes its connections, which ends a push stream
+// blocked in Recv without a second goroutine per stream to watch for the
+// drop.
 type closableCreds struct {
 	grpccreds.TransportCredentials
 }

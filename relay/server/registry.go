@@ -159,10 +159,8 @@ func (c *connections) drop(cluster string) int {
 	defer c.mu.Unlock()
 	streams := c.streams(cluster)
 	for _, s := range streams {
-		select {
-		case <-s.dropped:
+		if s.wasDropped() {
 			continue // dropped before and not closed yet
-		default:
 		}
 		close(s.dropped)
 		if s.closeConn != nil {
@@ -170,6 +168,16 @@ func (c *connections) drop(cluster string) int {
 		}
 	}
 	return len(streams)
+}
+
+// wasDropped reports whether the stream's cluster was dropped.
+func (s *stream) wasDropped() bool {
+	select {
+	case <-s.dropped:
+		return true
+	default:
+		return false
+	}
 }
 
 // streams returns cluster's open streams. c.mu must be held.

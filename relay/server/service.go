@@ -181,16 +181,6 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 
 func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
 
-// wasDropped reports whether the stream's cluster was dropped.
-func (o *openedStream) wasDropped() bool {
-	select {
-	case <-o.dropped:
-		return true
-	default:
-		return false
-	}
-}
-
 // droppedStatus is what a dropped cluster's stream ends with.
 func (o *openedStream) droppedStatus() error {
 	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered: register it again with a KubernetesCluster", o.cluster)

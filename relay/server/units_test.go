@@ -1,13 +1,14 @@
 package server
 
 import (
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
@@ -76,40 +77,33 @@ func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
 	pull := c.open("a", pullStream, nil)
 	other := c.open("b", pullStream, nil)
 	c.setClientExpiry("a", 1700000000)
-	want := func(series string) {
+	want := func(series map[string]float64) {
 		t.Helper()
-		if err := testutil.GatherAndCompare(reg, strings.NewReader(series),
-			"relay_push_clients_connected", "relay_pull_clients_connected", "relay_client_certificate_expiry_timestamp_seconds"); err != nil {
-			t.Error(err)
+		if got := gathered(t, reg); !maps.Equal(got, series) {
+			t.Errorf("series\n%v\nwant\n%v", got, series)
 		}
 	}
-	want(`
-# HELP relay_client_certificate_expiry_timestamp_seconds NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.
-# TYPE relay_client_certificate_expiry_timestamp_seconds gauge
-relay_client_certificate_expiry_timestamp_seconds{cluster="a"} 1.7e+09
-# HELP relay_pull_clients_connected Open pull streams (server to agent), by cluster.
-# TYPE relay_pull_clients_connected gauge
-relay_pull_clients_connected{cluster="a"} 1
-relay_pull_clients_connected{cluster="b"} 1
-# HELP relay_push_clients_connected Open push streams (agent to server), by cluster.
-# TYPE relay_push_clients_connected gauge
-relay_push_clients_connected{cluster="a"} 1
-relay_push_clients_connected{cluster="b"} 0
-`)
+	want(map[string]float64{
+		`relay_push_clients_connected{cluster="a"}`:                      1,
+		`relay_pull_clients_connected{cluster="a"}`:                      1,
+		`relay_streams_opened_total{cluster="a",stream="push"}`:          1,
+		`relay_streams_opened_total{cluster="a",stream="pull"}`:          1,
+		`relay_client_certificate_expiry_timestamp_seconds{cluster="a"}`: 1700000000,
+		`relay_push_clients_connected{cluster="b"}`:                      0,
+		`relay_pull_clients_connected{cluster="b"}`:                      1,
+		`relay_streams_opened_total{cluster="b",stream="push"}`:          0,
+		`relay_streams_opened_total{cluster="b",stream="pull"}`:          1,
+	})
 	if n := c.drop("a"); n != 2 || closed != 1 {
 		t.Errorf("drop = %d streams, connections closed %d, want 2 and 1", n, closed)
 	}
 	for _, s := range []*stream{push, pull} {
-		select {
-		case <-s.dropped:
-		default:
+		if !s.wasDropped() {
 			t.Errorf("%s stream not told of the drop", s.kind)
 		}
 	}
-	select {
-	case <-other.dropped:
+	if other.wasDropped() {
 		t.Error("another cluster's stream was dropped")
-	default:
 	}
 	if n := c.drop("a"); n != 2 || closed != 1 {
 		t.Errorf("a second drop before the streams closed: %d streams, connections closed %d, want 2 and 1", n, closed)
@@ -117,52 +111,39 @@ relay_push_clients_connected{cluster="b"} 0
 	c.close("a", push)
 	c.close("a", push)
 	c.close("a", pull)
-	want(`
-# HELP relay_client_certificate_expiry_timestamp_seconds NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.
-# TYPE relay_client_certificate_expiry_timestamp_seconds gauge
-relay_client_certificate_expiry_timestamp_seconds{cluster="a"} 1.7e+09
-# HELP relay_pull_clients_connected Open pull streams (server to agent), by cluster.
-# TYPE relay_pull_clients_connected gauge
-relay_pull_clients_connected{cluster="a"} 0
-relay_pull_clients_connected{cluster="b"} 1
-# HELP relay_push_clients_connected Open push streams (agent to server), by cluster.
-# TYPE relay_push_clients_connected gauge
-relay_push_clients_connected{cluster="a"} 0
-relay_push_clients_connected{cluster="b"} 0
-`)
-	if got := openedCount(t, reg, "a", "push"); got != 1 {
-		t.Errorf("push streams opened by a = %v, want 1", got)
-	}
-	c.open("a", pushStream, nil)
-	if got := openedCount(t, reg, "a", "push"); got != 2 {
-		t.Errorf("push streams opened by a after a reconnect = %v, want 2", got)
-	}
+	c.open("a", pushStream, nil) // the agent reconnects
+	want(map[string]float64{
+		`relay_push_clients_connected{cluster="a"}`:                      1,
+		`relay_pull_clients_connected{cluster="a"}`:                      0,
+		`relay_streams_opened_total{cluster="a",stream="push"}`:          2,
+		`relay_streams_opened_total{cluster="a",stream="pull"}`:          1,
+		`relay_client_certificate_expiry_timestamp_seconds{cluster="a"}`: 1700000000,
+		`relay_push_clients_connected{cluster="b"}`:                      0,
+		`relay_pull_clients_connected{cluster="b"}`:                      1,
+		`relay_streams_opened_total{cluster="b",stream="push"}`:          0,
+		`relay_streams_opened_total{cluster="b",stream="pull"}`:          1,
+	})
 }
 
-// openedCount returns relay_streams_opened_total of cluster and kind as
-// gathered from reg.
-func openedCount(t *testing.T, reg *prometheus.Registry, cluster, kind string) float64 {
+// gathered returns every series reg collects as name{labels} and value.
+func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, f := range families {
-		if f.GetName() != "relay_streams_opened_total" {
-			continue
-		}
 		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
+			var labels []string
 			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
 			}
-			if labels["cluster"] == cluster && labels["stream"] == kind {
-				return m.GetCounter().GetValue()
-			}
+			value := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = value
 		}
 	}
-	t.Fatalf("no relay_streams_opened_total{cluster=%q,stream=%q}", cluster, kind)
-	return 0
+	return out
 }
 
 func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
