@@ -123,8 +123,7 @@ type checker struct {
 	roots []*x509.Certificate
 	token []byte
 	// connected counts streams per cluster and kind from the metrics.
-	connected  map[string]map[string]float64
-	metricsErr error
+	connected map[string]map[string]float64
 }
 
 func (c *checker) add(cluster, check string, st Status, format string, args ...any) {
