@@ -27,7 +27,7 @@ func TestEveryClusterGetsItsSecretsWithTheKeysTheyMustHold(t *testing.T) {
 	workload := []want{
 		{"gloo-mesh", config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, []string{pki.KeyCACert}},
 		{"gloo-mesh", config.DefaultClientTLSSecret, corev1.SecretTypeTLS, tlsKeys},
-		{"istio-system", config.DefaultIstioCASecret, corev1.SecretTypeOpaque, []string{IstioCACert, IstioCAKey, IstioCertChain, IstioRootCert}},
+		{"istio-system", config.DefaultIstioCASecret, corev1.SecretTypeOpaque, []string{pki.IstioCACertKey, pki.IstioCAKeyKey, pki.IstioCertChainKey, pki.IstioRootCertKey}},
 	}
 	for _, arch := range Architectures {
 		t.Run(string(arch), func(t *testing.T) {
@@ -160,11 +160,11 @@ func TestIstiosCAFollowsTheArchitecture(t *testing.T) {
 			var first *x509.Certificate
 			for _, cluster := range []string{"cluster-1", "cluster-2"} {
 				s := secretOf(t, sets, cluster, config.DefaultIstioCASecret)
-				kp, err := pki.DecodeKeyPair(s.Data[IstioCACert], s.Data[IstioCAKey], s.Data[IstioRootCert])
+				kp, err := pki.DecodeKeyPair(s.Data[pki.IstioCACertKey], s.Data[pki.IstioCAKeyKey], s.Data[pki.IstioRootCertKey])
 				if err != nil {
 					t.Fatalf("%s cacerts: %v", cluster, err)
 				}
-				chain := certsOf(t, s, IstioCertChain)
+				chain := certsOf(t, s, pki.IstioCertChainKey)
 				if !chain[0].Equal(kp.Cert) || !chain[len(chain)-1].Equal(kp.Roots[0]) {
 					t.Errorf("%s cert-chain.pem does not run from ca-cert.pem to root-cert.pem", cluster)
 				}

@@ -62,7 +62,7 @@ func checkSecret(s *corev1.Secret, cluster, authority string, now time.Time) err
 		_, err := pki.ValidateClientSecret(d[pki.KeyTLSCert], d[pki.KeyTLSKey], d[pki.KeyCACert], cluster, now)
 		return err
 	case config.DefaultIstioCASecret:
-		return checkCA(d[IstioCACert], d[IstioCAKey], d[IstioRootCert], d[IstioCertChain], now)
+		return checkCA(d[pki.IstioCACertKey], d[pki.IstioCAKeyKey], d[pki.IstioRootCertKey], d[pki.IstioCertChainKey], now)
 	}
 	return errors.New("not a secret certgen makes")
 }

@@ -12,14 +12,6 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-// Keys of Istio's plug-in CA secret, cacerts.
-const (
-	IstioCACert    = "ca-cert.pem"
-	IstioCAKey     = "ca-key.pem"
-	IstioCertChain = "cert-chain.pem"
-	IstioRootCert  = "root-cert.pem"
-)
-
 // ClusterSecrets are the secrets to apply to one cluster.
 type ClusterSecrets struct {
 	// Cluster is Management or a workload cluster's name.
@@ -132,10 +124,10 @@ func workloadSecrets(ca *authorities, cluster string, opts Options) ([]corev1.Se
 		}),
 		clientSec,
 		newSecret(opts.IstioNamespace, config.DefaultIstioCASecret, corev1.SecretTypeOpaque, map[string][]byte{
-			IstioCACert:    pki.EncodeCertificates(ca.meshCA.Cert),
-			IstioCAKey:     meshKey,
-			IstioCertChain: pki.EncodeCertificates(append([]*x509.Certificate{ca.meshCA.Cert}, ca.meshCA.Issuers...)...),
-			IstioRootCert:  ca.meshCA.CAPEM(),
+			pki.IstioCACertKey:    pki.EncodeCertificates(ca.meshCA.Cert),
+			pki.IstioCAKeyKey:     meshKey,
+			pki.IstioCertChainKey: pki.EncodeCertificates(append([]*x509.Certificate{ca.meshCA.Cert}, ca.meshCA.Issuers...)...),
+			pki.IstioRootCertKey:  ca.meshCA.CAPEM(),
 		}),
 	}, nil
 }
