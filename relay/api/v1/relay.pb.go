@@ -291,7 +291,10 @@ type AgentStatus struct {
 	// connects with, in Unix seconds.
 	ClientCertificateNotAfter int64 `protobuf:"varint,2,opt,name=client_certificate_not_after,json=clientCertificateNotAfter,proto3" json:"client_certificate_not_after,omitempty"`
 	// replica names the agent pod, at most 253 bytes.
-	Replica       string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	// istio_ca is what istio-system/cacerts holds (federated trust); absent
+	// when the agent has not looked yet.
+	IstioCa       *IstioCAStatus `protobuf:"bytes,4,opt,name=istio_ca,json=istioCa,proto3" json:"istio_ca,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +350,100 @@ func (x *AgentStatus) GetReplica() string {
 	return ""
 }
 
+func (x *AgentStatus) GetIstioCa() *IstioCAStatus {
+	if x != nil {
+		return x.IstioCa
+	}
+	return nil
+}
+
+// IstioCAStatus describes the cluster's Istio intermediate CA, as the agent
+// finds it in istio-system/cacerts. The server renews from it: a missing,
+// expiring or foreign-rooted intermediate is issued again.
+type IstioCAStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy is the RootTrustPolicy the intermediate was issued under, from
+	// the secret's meshrelay.dev/root-trust-policy annotation; at most 253
+	// bytes, empty when cacerts is absent or not ours.
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// not_before and not_after bound ca-cert.pem, in Unix seconds; 0 when
+	// there is none.
+	NotBefore int64 `protobuf:"varint,2,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter  int64 `protobuf:"varint,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// root_sha256 is the hex SHA-256 of root-cert.pem's certificate, 64 bytes.
+	RootSha256 string `protobuf:"bytes,4,opt,name=root_sha256,json=rootSha256,proto3" json:"root_sha256,omitempty"`
+	// error is the agent's last failure to make the key or write cacerts for
+	// policy, at most 1024 bytes; empty after a success.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IstioCAStatus) Reset() {
+	*x = IstioCAStatus{}
+	mi := &file_relay_api_v1_relay_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IstioCAStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IstioCAStatus) ProtoMessage() {}
+
+func (x *IstioCAStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_api_v1_relay_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IstioCAStatus.ProtoReflect.Descriptor instead.
+func (*IstioCAStatus) Descriptor() ([]byte, []int) {
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *IstioCAStatus) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *IstioCAStatus) GetNotBefore() int64 {
+	if x != nil {
+		return x.NotBefore
+	}
+	return 0
+}
+
+func (x *IstioCAStatus) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
+}
+
+func (x *IstioCAStatus) GetRootSha256() string {
+	if x != nil {
+		return x.RootSha256
+	}
+	return ""
+}
+
+func (x *IstioCAStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // IntermediateCSR answers an IssueIntermediate instruction: the agent made
 // the key inside its cluster and sends only the request (federated trust).
 type IntermediateCSR struct {
@@ -361,7 +458,7 @@ type IntermediateCSR struct {
 
 func (x *IntermediateCSR) Reset() {
 	*x = IntermediateCSR{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[5]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +470,7 @@ func (x *IntermediateCSR) String() string {
 func (*IntermediateCSR) ProtoMessage() {}
 
 func (x *IntermediateCSR) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[5]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +483,7 @@ func (x *IntermediateCSR) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntermediateCSR.ProtoReflect.Descriptor instead.
 func (*IntermediateCSR) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{5}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IntermediateCSR) GetPolicy() string {
@@ -413,7 +510,7 @@ type PushSummary struct {
 
 func (x *PushSummary) Reset() {
 	*x = PushSummary{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[6]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +522,7 @@ func (x *PushSummary) String() string {
 func (*PushSummary) ProtoMessage() {}
 
 func (x *PushSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[6]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +535,7 @@ func (x *PushSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushSummary.ProtoReflect.Descriptor instead.
 func (*PushSummary) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{6}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PushSummary) GetReceived() int64 {
@@ -458,7 +555,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +567,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +580,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PullRequest) GetReplica() string {
@@ -508,7 +605,7 @@ type Instruction struct {
 
 func (x *Instruction) Reset() {
 	*x = Instruction{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +617,7 @@ func (x *Instruction) String() string {
 func (*Instruction) ProtoMessage() {}
 
 func (x *Instruction) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +630,7 @@ func (x *Instruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instruction.ProtoReflect.Descriptor instead.
 func (*Instruction) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Instruction) GetInstruction() isInstruction_Instruction {
@@ -618,7 +715,7 @@ type RenewNow struct {
 
 func (x *RenewNow) Reset() {
 	*x = RenewNow{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +727,7 @@ func (x *RenewNow) String() string {
 func (*RenewNow) ProtoMessage() {}
 
 func (x *RenewNow) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +740,7 @@ func (x *RenewNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewNow.ProtoReflect.Descriptor instead.
 func (*RenewNow) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RenewNow) GetReason() string {
@@ -664,7 +761,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +773,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +786,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TrustBundle) GetCaCertificates() []byte {
@@ -710,7 +807,7 @@ type IssueIntermediate struct {
 
 func (x *IssueIntermediate) Reset() {
 	*x = IssueIntermediate{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +819,7 @@ func (x *IssueIntermediate) String() string {
 func (*IssueIntermediate) ProtoMessage() {}
 
 func (x *IssueIntermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +832,7 @@ func (x *IssueIntermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediate.ProtoReflect.Descriptor instead.
 func (*IssueIntermediate) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IssueIntermediate) GetPolicy() string {
@@ -754,13 +851,16 @@ type IntermediateIssued struct {
 	CertificateChain []byte `protobuf:"bytes,2,opt,name=certificate_chain,json=certificateChain,proto3" json:"certificate_chain,omitempty"`
 	// root_certificate is the PEM root of the policy.
 	RootCertificate []byte `protobuf:"bytes,3,opt,name=root_certificate,json=rootCertificate,proto3" json:"root_certificate,omitempty"`
+	// auto_restart_pods asks the agent to restart istiod and the workloads of
+	// injected namespaces once after cacerts changes.
+	AutoRestartPods bool `protobuf:"varint,4,opt,name=auto_restart_pods,json=autoRestartPods,proto3" json:"auto_restart_pods,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *IntermediateIssued) Reset() {
 	*x = IntermediateIssued{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +872,7 @@ func (x *IntermediateIssued) String() string {
 func (*IntermediateIssued) ProtoMessage() {}
 
 func (x *IntermediateIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +885,7 @@ func (x *IntermediateIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntermediateIssued.ProtoReflect.Descriptor instead.
 func (*IntermediateIssued) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IntermediateIssued) GetPolicy() string {
@@ -809,6 +909,13 @@ func (x *IntermediateIssued) GetRootCertificate() []byte {
 	return nil
 }
 
+func (x *IntermediateIssued) GetAutoRestartPods() bool {
+	if x != nil {
+		return x.AutoRestartPods
+	}
+	return false
+}
+
 var File_relay_api_v1_relay_proto protoreflect.FileDescriptor
 
 const file_relay_api_v1_relay_proto_rawDesc = "" +
@@ -826,11 +933,20 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\vPushMessage\x129\n" +
 	"\x06status\x18\x01 \x01(\v2\x1f.meshrelay.relay.v1.AgentStatusH\x00R\x06status\x12P\n" +
 	"\x10intermediate_csr\x18\x02 \x01(\v2#.meshrelay.relay.v1.IntermediateCSRH\x00R\x0fintermediateCsrB\t\n" +
-	"\amessage\"\x8d\x01\n" +
+	"\amessage\"\xcb\x01\n" +
 	"\vAgentStatus\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12?\n" +
 	"\x1cclient_certificate_not_after\x18\x02 \x01(\x03R\x19clientCertificateNotAfter\x12\x18\n" +
-	"\areplica\x18\x03 \x01(\tR\areplica\";\n" +
+	"\areplica\x18\x03 \x01(\tR\areplica\x12<\n" +
+	"\bistio_ca\x18\x04 \x01(\v2!.meshrelay.relay.v1.IstioCAStatusR\aistioCa\"\x9a\x01\n" +
+	"\rIstioCAStatus\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1d\n" +
+	"\n" +
+	"not_before\x18\x02 \x01(\x03R\tnotBefore\x12\x1b\n" +
+	"\tnot_after\x18\x03 \x01(\x03R\bnotAfter\x12\x1f\n" +
+	"\vroot_sha256\x18\x04 \x01(\tR\n" +
+	"rootSha256\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\";\n" +
 	"\x0fIntermediateCSR\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\")\n" +
@@ -849,11 +965,12 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\vTrustBundle\x12'\n" +
 	"\x0fca_certificates\x18\x01 \x01(\fR\x0ecaCertificates\"+\n" +
 	"\x11IssueIntermediate\x12\x16\n" +
-	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x84\x01\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\"\xb0\x01\n" +
 	"\x12IntermediateIssued\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12+\n" +
 	"\x11certificate_chain\x18\x02 \x01(\fR\x10certificateChain\x12)\n" +
-	"\x10root_certificate\x18\x03 \x01(\fR\x0frootCertificate2\xcf\x02\n" +
+	"\x10root_certificate\x18\x03 \x01(\fR\x0frootCertificate\x12*\n" +
+	"\x11auto_restart_pods\x18\x04 \x01(\bR\x0fautoRestartPods2\xcf\x02\n" +
 	"\x05Relay\x12Z\n" +
 	"\tBootstrap\x12$.meshrelay.relay.v1.BootstrapRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12R\n" +
 	"\x05Renew\x12 .meshrelay.relay.v1.RenewRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12J\n" +
@@ -872,42 +989,44 @@ func file_relay_api_v1_relay_proto_rawDescGZIP() []byte {
 	return file_relay_api_v1_relay_proto_rawDescData
 }
 
-var file_relay_api_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_relay_api_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_relay_api_v1_relay_proto_goTypes = []any{
 	(*BootstrapRequest)(nil),    // 0: meshrelay.relay.v1.BootstrapRequest
 	(*RenewRequest)(nil),        // 1: meshrelay.relay.v1.RenewRequest
 	(*CertificateResponse)(nil), // 2: meshrelay.relay.v1.CertificateResponse
 	(*PushMessage)(nil),         // 3: meshrelay.relay.v1.PushMessage
 	(*AgentStatus)(nil),         // 4: meshrelay.relay.v1.AgentStatus
-	(*IntermediateCSR)(nil),     // 5: meshrelay.relay.v1.IntermediateCSR
-	(*PushSummary)(nil),         // 6: meshrelay.relay.v1.PushSummary
-	(*PullRequest)(nil),         // 7: meshrelay.relay.v1.PullRequest
-	(*Instruction)(nil),         // 8: meshrelay.relay.v1.Instruction
-	(*RenewNow)(nil),            // 9: meshrelay.relay.v1.RenewNow
-	(*TrustBundle)(nil),         // 10: meshrelay.relay.v1.TrustBundle
-	(*IssueIntermediate)(nil),   // 11: meshrelay.relay.v1.IssueIntermediate
-	(*IntermediateIssued)(nil),  // 12: meshrelay.relay.v1.IntermediateIssued
+	(*IstioCAStatus)(nil),       // 5: meshrelay.relay.v1.IstioCAStatus
+	(*IntermediateCSR)(nil),     // 6: meshrelay.relay.v1.IntermediateCSR
+	(*PushSummary)(nil),         // 7: meshrelay.relay.v1.PushSummary
+	(*PullRequest)(nil),         // 8: meshrelay.relay.v1.PullRequest
+	(*Instruction)(nil),         // 9: meshrelay.relay.v1.Instruction
+	(*RenewNow)(nil),            // 10: meshrelay.relay.v1.RenewNow
+	(*TrustBundle)(nil),         // 11: meshrelay.relay.v1.TrustBundle
+	(*IssueIntermediate)(nil),   // 12: meshrelay.relay.v1.IssueIntermediate
+	(*IntermediateIssued)(nil),  // 13: meshrelay.relay.v1.IntermediateIssued
 }
 var file_relay_api_v1_relay_proto_depIdxs = []int32{
 	4,  // 0: meshrelay.relay.v1.PushMessage.status:type_name -> meshrelay.relay.v1.AgentStatus
-	5,  // 1: meshrelay.relay.v1.PushMessage.intermediate_csr:type_name -> meshrelay.relay.v1.IntermediateCSR
-	9,  // 2: meshrelay.relay.v1.Instruction.renew_now:type_name -> meshrelay.relay.v1.RenewNow
-	10, // 3: meshrelay.relay.v1.Instruction.trust_bundle:type_name -> meshrelay.relay.v1.TrustBundle
-	11, // 4: meshrelay.relay.v1.Instruction.issue_intermediate:type_name -> meshrelay.relay.v1.IssueIntermediate
-	12, // 5: meshrelay.relay.v1.Instruction.intermediate_issued:type_name -> meshrelay.relay.v1.IntermediateIssued
-	0,  // 6: meshrelay.relay.v1.Relay.Bootstrap:input_type -> meshrelay.relay.v1.BootstrapRequest
-	1,  // 7: meshrelay.relay.v1.Relay.Renew:input_type -> meshrelay.relay.v1.RenewRequest
-	3,  // 8: meshrelay.relay.v1.Relay.Push:input_type -> meshrelay.relay.v1.PushMessage
-	7,  // 9: meshrelay.relay.v1.Relay.Pull:input_type -> meshrelay.relay.v1.PullRequest
-	2,  // 10: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
-	2,  // 11: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
-	6,  // 12: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
-	8,  // 13: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6,  // 1: meshrelay.relay.v1.PushMessage.intermediate_csr:type_name -> meshrelay.relay.v1.IntermediateCSR
+	5,  // 2: meshrelay.relay.v1.AgentStatus.istio_ca:type_name -> meshrelay.relay.v1.IstioCAStatus
+	10, // 3: meshrelay.relay.v1.Instruction.renew_now:type_name -> meshrelay.relay.v1.RenewNow
+	11, // 4: meshrelay.relay.v1.Instruction.trust_bundle:type_name -> meshrelay.relay.v1.TrustBundle
+	12, // 5: meshrelay.relay.v1.Instruction.issue_intermediate:type_name -> meshrelay.relay.v1.IssueIntermediate
+	13, // 6: meshrelay.relay.v1.Instruction.intermediate_issued:type_name -> meshrelay.relay.v1.IntermediateIssued
+	0,  // 7: meshrelay.relay.v1.Relay.Bootstrap:input_type -> meshrelay.relay.v1.BootstrapRequest
+	1,  // 8: meshrelay.relay.v1.Relay.Renew:input_type -> meshrelay.relay.v1.RenewRequest
+	3,  // 9: meshrelay.relay.v1.Relay.Push:input_type -> meshrelay.relay.v1.PushMessage
+	8,  // 10: meshrelay.relay.v1.Relay.Pull:input_type -> meshrelay.relay.v1.PullRequest
+	2,  // 11: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
+	2,  // 12: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
+	7,  // 13: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
+	9,  // 14: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_relay_api_v1_relay_proto_init() }
@@ -919,7 +1038,7 @@ func file_relay_api_v1_relay_proto_init() {
 		(*PushMessage_Status)(nil),
 		(*PushMessage_IntermediateCsr)(nil),
 	}
-	file_relay_api_v1_relay_proto_msgTypes[8].OneofWrappers = []any{
+	file_relay_api_v1_relay_proto_msgTypes[9].OneofWrappers = []any{
 		(*Instruction_RenewNow)(nil),
 		(*Instruction_TrustBundle)(nil),
 		(*Instruction_IssueIntermediate)(nil),
@@ -931,7 +1050,7 @@ func file_relay_api_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relay_api_v1_relay_proto_rawDesc), len(file_relay_api_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
