@@ -40,6 +40,8 @@ func BindAgent(fs *pflag.FlagSet, a *Agent) {
 	fs.BoolVar(&a.Insecure, "insecure", a.Insecure, "dial plaintext gRPC without TLS: for tests only (insecure)")
 	fs.StringVar(&a.MetricsAddress, "metrics-address", a.MetricsAddress, "address of /metrics, /healthz and /readyz")
 	fs.BoolVar(&a.LeaderElection, "leader-election", a.LeaderElection, "run the rotator only on the replica holding the Lease")
+	fs.BoolVar(&a.FederatedTrust, "federated-trust", a.FederatedTrust, "take part in RootTrustPolicies: make Istio's intermediate CA key here and write it to the Istio CA secret (needs components/istio-federated-trust's RBAC)")
+	bindRef(fs, "istio-ca-secret", "Istio's plug-in CA secret (istioCaSecret)", &a.IstioCASecret)
 }
 
 func bindRef(fs *pflag.FlagSet, name, usage string, r *SecretRef) {

@@ -99,6 +99,13 @@ type Agent struct {
 	MetricsAddress string `json:"metricsAddress"`
 	// LeaderElection runs the rotator only on the replica holding the Lease.
 	LeaderElection bool `json:"leaderElection"`
+	// FederatedTrust takes part in RootTrustPolicies: the agent makes
+	// Istio's intermediate CA key in this cluster, has it signed by the
+	// server and writes IstioCASecret. Off by default: it needs the RBAC of
+	// manifests/components/istio-federated-trust.
+	FederatedTrust bool `json:"federatedTrust"`
+	// IstioCASecret is Istio's plug-in CA secret, istio-system/cacerts.
+	IstioCASecret SecretRef `json:"istioCaSecret"`
 }
 
 // DefaultServer returns the server settings of the reference's defaults.
@@ -130,6 +137,7 @@ func DefaultAgent() Agent {
 		ClientTLSSecretRotationGracePeriodRatio: DefaultRotationGracePeriodRatio,
 		MetricsAddress:                          DefaultMetricsAddress,
 		LeaderElection:                          true,
+		IstioCASecret:                           SecretRef{Name: DefaultIstioCASecret, Namespace: DefaultIstioNamespace},
 	}
 }
 

@@ -62,6 +62,7 @@ func (a *Agent) Validate() error {
 	errs = append(errs, subdomain(field.NewPath("authority"), a.Authority)...)
 	errs = append(errs, secretRef(field.NewPath("clientTlsSecret"), a.ClientTLSSecret)...)
 	errs = append(errs, secretRef(field.NewPath("rootTlsSecret"), a.RootTLSSecret)...)
+	errs = append(errs, secretRef(field.NewPath("istioCaSecret"), a.IstioCASecret)...)
 	errs = append(errs, tokenRef(field.NewPath("tokenSecret"), a.TokenSecret)...)
 	if r := a.ClientTLSSecretRotationGracePeriodRatio; !(r > 0 && r < 1) {
 		errs = append(errs, field.Invalid(field.NewPath("clientTlsSecretRotationGracePeriodRatio"), r,

@@ -45,12 +45,18 @@ func fuzzService(t testing.TB) *service {
 	tok := []byte("the-token")
 	creds.token.Store(&tok)
 	scheme, _ := kube.Scheme()
+	policy := &meshv1alpha1.RootTrustPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "p"}}
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
 		&meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "cluster-1"}},
-	).Build()
+		policy,
+	).WithStatusSubresource(policy).Build()
+	conns := newConnections()
+	tr := newTrust(&cfg, conns, m, time.Now, logr.Discard())
+	tr.client, tr.api = reader, reader
+	tr.policies["p"] = &trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour}
 	return &service{
 		cfg: &cfg, creds: creds, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
-		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: newConnections(),
+		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
 	}
 }
 
@@ -98,9 +104,19 @@ func FuzzBootstrap(f *testing.F) {
 // FuzzPushMessage decodes arbitrary bytes as a PushMessage and handles it.
 // Property: it never panics, whatever the fields hold.
 func FuzzPushMessage(f *testing.F) {
+	key, err := pki.GenerateKey(pki.ECDSAP256)
+	if err != nil {
+		f.Fatal(err)
+	}
+	istioCSR, err := pki.NewCSR(key, pki.IstiodDNSName)
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, m := range []*relayv1.PushMessage{
 		{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "v1", ClientCertificateNotAfter: 1e9, Replica: "a"}}},
 		{Message: &relayv1.PushMessage_IntermediateCsr{IntermediateCsr: &relayv1.IntermediateCSR{Policy: "p", Csr: []byte("x")}}},
+		{Message: &relayv1.PushMessage_IntermediateCsr{IntermediateCsr: &relayv1.IntermediateCSR{Policy: "p", Csr: istioCSR}}},
+		{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{IstioCa: &relayv1.IstioCAStatus{Policy: "p", NotBefore: 1, NotAfter: 2, RootSha256: "ab", Error: "e"}}}},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
@@ -111,6 +127,6 @@ func FuzzPushMessage(f *testing.F) {
 		if err := proto.Unmarshal(data, &msg); err != nil {
 			return
 		}
-		svc.handlePush("cluster-1", &msg)
+		svc.handlePush(context.Background(), "cluster-1", &msg)
 	})
 }

@@ -13,6 +13,10 @@ type metrics struct {
 	issued  *prometheus.CounterVec
 	refused *prometheus.CounterVec
 	expiry  *prometheus.GaugeVec
+	// trustIssued and trustFailures count Istio intermediates signed and
+	// failures to issue or install one, by RootTrustPolicy.
+	trustIssued   *prometheus.CounterVec
+	trustFailures *prometheus.CounterVec
 }
 
 // Certificate names in relay_certificate_expiry_timestamp_seconds.
@@ -36,8 +40,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "relay_certificate_expiry_timestamp_seconds",
 			Help: "NotAfter of the server's own certificates (root, intermediate, server), in Unix seconds.",
 		}, []string{"certificate"}),
+		trustIssued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_istio_intermediates_issued_total",
+			Help: "Istio intermediate CAs signed for workload clusters, by RootTrustPolicy.",
+		}, []string{"policy"}),
+		trustFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_istio_intermediate_failures_total",
+			Help: "Failures to issue or install an Istio intermediate CA, by RootTrustPolicy and reason (root, bad_request, no_policy, agent).",
+		}, []string{"policy", "reason"}),
 	}
-	reg.MustRegister(m.issued, m.refused, m.expiry)
+	reg.MustRegister(m.issued, m.refused, m.expiry, m.trustIssued, m.trustFailures)
 	return m
 }
 

@@ -49,6 +49,15 @@ type clusterState struct {
 	// clientNotAfter is the client certificate's expiry in Unix seconds, as
 	// last issued or reported; 0 when unknown.
 	clientNotAfter int64
+	// istio is the cluster's Istio intermediate CA as last reported; nil
+	// when the cluster has none of ours.
+	istio *istioExpiry
+}
+
+// istioExpiry is a cluster's Istio intermediate: its policy and expiry.
+type istioExpiry struct {
+	policy   string
+	notAfter int64
 }
 
 type stream struct {
@@ -72,6 +81,8 @@ var (
 		[]string{"cluster", "stream"}, nil)
 	clientExpiryDesc = prometheus.NewDesc("relay_client_certificate_expiry_timestamp_seconds",
 		"NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.", []string{"cluster"}, nil)
+	istioExpiryDesc = prometheus.NewDesc("relay_istio_intermediate_expiry_timestamp_seconds",
+		"NotAfter of each cluster's Istio intermediate CA (istio-system/cacerts), as its agent last reported, in Unix seconds.", []string{"cluster", "policy"}, nil)
 )
 
 func newConnections() *connections {
@@ -129,6 +140,13 @@ func (c *connections) setClientExpiry(cluster string, notAfter int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.state(cluster).clientNotAfter = notAfter
+}
+
+// setIstioExpiry records cluster's Istio intermediate under policy.
+func (c *connections) setIstioExpiry(cluster, policy string, notAfter int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state(cluster).istio = &istioExpiry{policy: policy, notAfter: notAfter}
 }
 
 // send offers in to every pull stream of cluster and returns how many took
@@ -190,7 +208,7 @@ func (c *connections) streams(cluster string) []*stream {
 
 // Describe implements prometheus.Collector.
 func (c *connections) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pushConnectedDesc, pullConnectedDesc, openedDesc, clientExpiryDesc} {
+	for _, d := range []*prometheus.Desc{pushConnectedDesc, pullConnectedDesc, openedDesc, clientExpiryDesc, istioExpiryDesc} {
 		ch <- d
 	}
 }
@@ -201,6 +219,7 @@ type clusterSample struct {
 	connected      [2]int
 	opened         [2]uint64
 	clientNotAfter int64
+	istio          *istioExpiry
 }
 
 // Collect implements prometheus.Collector. It copies the records under the
@@ -210,7 +229,7 @@ func (c *connections) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	samples := make([]clusterSample, 0, len(c.clusters))
 	for name, st := range c.clusters {
-		s := clusterSample{name: name, opened: st.opened, clientNotAfter: st.clientNotAfter}
+		s := clusterSample{name: name, opened: st.opened, clientNotAfter: st.clientNotAfter, istio: st.istio}
 		for _, o := range st.streams {
 			s.connected[o.kind]++
 		}
@@ -227,6 +246,9 @@ func (c *connections) Collect(ch chan<- prometheus.Metric) {
 		}
 		if s.clientNotAfter > 0 {
 			ch <- prometheus.MustNewConstMetric(clientExpiryDesc, prometheus.GaugeValue, float64(s.clientNotAfter), s.name)
+		}
+		if s.istio != nil {
+			ch <- prometheus.MustNewConstMetric(istioExpiryDesc, prometheus.GaugeValue, float64(s.istio.notAfter), s.name, s.istio.policy)
 		}
 	}
 }

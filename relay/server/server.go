@@ -85,6 +85,7 @@ func New(opts Options) (*Server, error) {
 		creds:   s.creds,
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
 		conns:   conns,
+		trust:   newTrust(&cfg, conns, m, opts.Now, s.log.WithName("trust")),
 		metrics: m,
 		now:     opts.Now,
 		log:     s.log.WithName("relay"),
@@ -227,7 +228,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
 	}
-	return nil
+	return s.svc.trust.setup(mgr)
 }
 
 // connBufferBytes is the write buffer of one agent connection, and its read

@@ -26,6 +26,7 @@ const (
 	maxCSRBytes     = 16 << 10
 	maxShortField   = 253
 	maxVersionBytes = 128
+	maxReasonBytes  = 1024
 	// maxMessageBytes bounds every gRPC message the server receives.
 	maxMessageBytes = 64 << 10
 )
@@ -48,6 +49,7 @@ type service struct {
 	reader  client.Reader
 	limiter *signingLimiter
 	conns   *connections
+	trust   *trust
 	metrics *metrics
 	now     func() time.Time
 	log     logr.Logger
@@ -208,11 +210,19 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 			return err
 		}
 		received++
-		s.handlePush(o.cluster, msg)
+		s.handlePush(stream.Context(), o.cluster, msg)
 	}
 }
 
-func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
+func (s *service) handlePush(ctx context.Context, cluster string, msg *relayv1.PushMessage) {
+	if req := msg.GetIntermediateCsr(); req != nil {
+		if len(req.GetPolicy()) > maxShortField {
+			s.log.Info("ignored an intermediate CSR with an oversized policy name", "cluster", cluster)
+			return
+		}
+		s.trust.sign(ctx, cluster, req)
+		return
+	}
 	if st := msg.GetStatus(); st != nil {
 		if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
 			s.log.Info("ignored oversized agent status", "cluster", cluster)
@@ -220,6 +230,13 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 		}
 		if na := st.GetClientCertificateNotAfter(); na > 0 {
 			s.conns.setClientExpiry(cluster, na)
+		}
+		if ca := st.GetIstioCa(); ca != nil {
+			if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
+				s.log.Info("ignored an oversized Istio CA report", "cluster", cluster)
+				return
+			}
+			s.trust.report(ctx, cluster, ca)
 		}
 		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
 			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
@@ -242,6 +259,7 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 			return err
 		}
 	}
+	s.trust.check(o.cluster)
 	done := stream.Context().Done()
 	for {
 		select {

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// Keys of a RootTrustPolicy's generated root secret, root-trust.<policy>, as
+// the reference's backup steps read them.
+const (
+	trustRootCertKey = "root-cert.pem"
+	trustRootKeyKey  = "key.pem"
+)
+
+// trustRootTTL is the lifetime of a generated Istio root.
+const trustRootTTL = 10 * 365 * 24 * time.Hour
+
+// policyLabel marks the root secret the server generated for a policy.
+const policyLabel = "meshrelay.dev/root-trust-policy"
+
+// rootSecretName returns the secret holding p's root.
+func rootSecretName(p *meshv1alpha1.RootTrustPolicy) types.NamespacedName {
+	if ref := p.Spec.Config.MgmtServerCa.SecretRef; ref != nil {
+		ns := ref.Namespace
+		if ns == "" {
+			ns = p.Namespace
+		}
+		return types.NamespacedName{Namespace: ns, Name: ref.Name}
+	}
+	return types.NamespacedName{Namespace: p.Namespace, Name: "root-trust." + p.Name}
+}
+
+// ensureTrustRoot returns p's root with its key: the secret the policy names,
+// or the generated root-trust.<policy>, created when absent and never
+// overwritten (any number of replicas may race; the create that wins
+// defines the root). api reads from the API server, so that a secret
+// another replica just created is seen.
+func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p *meshv1alpha1.RootTrustPolicy, now time.Time) (*pki.Certified, error) {
+	ca := p.Spec.Config.MgmtServerCa
+	key := rootSecretName(p)
+	if (ca.Generated == nil) == (ca.SecretRef == nil) {
+		return nil, errors.New("spec.config.mgmtServerCa: set exactly one of generated ({}) or secretRef")
+	}
+	if ca.SecretRef != nil {
+		if key.Namespace != p.Namespace {
+			return nil, fmt.Errorf("spec.config.mgmtServerCa.secretRef.namespace %q: the root secret must be in the policy's namespace %s, the one relay-server reads", key.Namespace, p.Namespace)
+		}
+		var s corev1.Secret
+		if err := c.Get(ctx, key, &s); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("root secret %s not found: create it with root-cert.pem and key.pem (or tls.crt and tls.key), or use mgmtServerCa.generated", key)
+			}
+			return nil, fmt.Errorf("failed to read root secret %s: %w", key, err)
+		}
+		return decodeTrustRoot(&s, now)
+	}
+	var s corev1.Secret
+	err := c.Get(ctx, key, &s)
+	if apierrors.IsNotFound(err) {
+		root, gerr := pki.NewRootCA(pki.Options{CommonName: "meshrelay Istio root " + p.Name, Organization: []string{"meshrelay"}, TTL: trustRootTTL, Now: now})
+		if gerr != nil {
+			return nil, gerr
+		}
+		keyPEM, gerr := root.KeyPEM()
+		if gerr != nil {
+			return nil, gerr
+		}
+		s = corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true", policyLabel: p.Name}},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{trustRootCertKey: root.CAPEM(), trustRootKeyKey: keyPEM},
+		}
+		err = c.Create(ctx, &s)
+		if err == nil {
+			return root, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("failed to create root secret %s: %w", key, err)
+		}
+		err = api.Get(ctx, key, &s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read root secret %s: %w", key, err)
+	}
+	return decodeTrustRoot(&s, now)
+}
+
+// decodeTrustRoot reads a root of trust from s: root-cert.pem and key.pem,
+// or tls.crt and tls.key. A certificate that is not self-signed needs its
+// root in ca.crt (its chain may follow it in the certificate key); it must
+// still be allowed to sign one more CA.
+func decodeTrustRoot(s *corev1.Secret, now time.Time) (*pki.Certified, error) {
+	ref := client.ObjectKeyFromObject(s)
+	certKey, keyKey := trustRootCertKey, trustRootKeyKey
+	if len(s.Data[certKey]) == 0 && len(s.Data[corev1.TLSCertKey]) > 0 {
+		certKey, keyKey = corev1.TLSCertKey, corev1.TLSPrivateKeyKey
+	}
+	if len(s.Data[certKey]) == 0 {
+		return nil, fmt.Errorf("root secret %s has neither %s nor %s: add the root certificate and its key", ref, trustRootCertKey, corev1.TLSCertKey)
+	}
+	certs, err := pki.DecodeCertificates(s.Data[certKey])
+	if err != nil {
+		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
+	}
+	if len(s.Data[keyKey]) == 0 {
+		return nil, fmt.Errorf("root secret %s: data[%s] is missing: add the private key of %s", ref, keyKey, certKey)
+	}
+	signer, err := pki.DecodePrivateKey(s.Data[keyKey])
+	if err != nil {
+		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, keyKey, err)
+	}
+	cert := certs[0]
+	if err := pki.KeyMatchesCertificate(signer, cert); err != nil {
+		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, keyKey, err)
+	}
+	out := &pki.Certified{Cert: cert, Key: signer}
+	if cert.CheckSignatureFrom(cert) == nil {
+		if _, err := pki.VerifyChain(cert, nil, nil, pki.RoleRoot, now); err != nil {
+			return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
+		}
+	} else {
+		roots, err := pki.DecodeCertificates(s.Data["ca.crt"])
+		if err != nil {
+			return nil, fmt.Errorf("root secret %s: data[%s] is not self-signed, so data[ca.crt] must hold its root: %w", ref, certKey, err)
+		}
+		chain, err := pki.VerifyChain(cert, certs[1:], roots, pki.RoleSigningCA, now)
+		if err != nil {
+			return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
+		}
+		out.Issuers = chain[1:]
+	}
+	if cert.MaxPathLenZero && cert.MaxPathLen == 0 {
+		return nil, fmt.Errorf("root secret %s: data[%s]: CA %q has path length 0, so it may not sign the clusters' intermediate CAs: use a CA whose path length allows one more", ref, certKey, cert.Subject.CommonName)
+	}
+	return out, nil
+}
+
+// rootStatus describes root for the policy's status.
+func rootStatus(secret types.NamespacedName, root *x509.Certificate) *meshv1alpha1.RootStatus {
+	return &meshv1alpha1.RootStatus{Secret: secret.String(), SHA256: pki.Fingerprint(root), NotAfter: metav1.NewTime(root.NotAfter)}
+}
