@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -145,7 +146,29 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 
 	t.Run("RBAC is least privilege", func(t *testing.T) {
 		kubectl("", "apply", "-k", filepath.Join(root, "manifests", "overlays", "management"))
-		kubectl("", "apply", "-k", filepath.Join(root, "manifests", "overlays", "workload"))
+		// The workload overlay with federated trust, as its component's
+		// comment tells users to write it, once istio-system exists.
+		kubectl("", "create", "namespace", "istio-system")
+		fed := t.TempDir()
+		rel := func(p string) string {
+			r, err := filepath.Rel(fed, filepath.Join(root, "manifests", p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		kust := fmt.Sprintf("resources:\n  - %s\ncomponents:\n  - %s\n", rel("overlays/workload"), rel("components/istio-federated-trust"))
+		if err := os.WriteFile(filepath.Join(fed, "kustomization.yaml"), []byte(kust), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fedObjs, err := localmesh.Objects(kubectl("", "kustomize", fed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args := containerArgs(t, find(t, fedObjs, "Deployment", "relay-agent")); !slices.Contains(args, "--federated-trust") {
+			t.Errorf("agent args %v with the istio-federated-trust component: want --federated-trust", args)
+		}
+		kubectl("", "apply", "-k", fed)
 		server := "system:serviceaccount:gloo-mesh:relay-server"
 		agent := "system:serviceaccount:gloo-mesh:relay-agent"
 		for _, c := range []struct {
@@ -165,11 +188,23 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 			{agent, "update", "leases.coordination.k8s.io", "gloo-mesh", true},
 			{agent, "get", "secrets", "kube-system", false},
 			{agent, "update", "leases.coordination.k8s.io", "kube-system", false},
+			{server, "list", "roottrustpolicies.meshrelay.dev", "gloo-mesh", true},
+			{server, "update", "roottrustpolicies.meshrelay.dev", "gloo-mesh", false},
+			{agent, "update", "secrets/cacerts", "istio-system", true},
+			{agent, "watch", "secrets/cacerts", "istio-system", true},
+			{agent, "get", "secrets/istio-ca-secret", "istio-system", false},
+			{agent, "delete", "secrets/cacerts", "istio-system", false},
+			{agent, "patch", "deployments.apps", "bookinfo", true},
+			{agent, "delete", "deployments.apps", "bookinfo", false},
+			{agent, "get", "secrets/cacerts", "bookinfo", false},
 		} {
 			out, _, _ := env.Kubectl(ctx, "", "auth", "can-i", c.verb, c.what, "-n", c.ns, "--as", c.as)
 			if got := strings.TrimSpace(out) == "yes"; got != c.want {
 				t.Errorf("%s can %s %s in %s: %v, want %v", c.as, c.verb, c.what, c.ns, got, c.want)
 			}
+		}
+		if out, _, _ := env.Kubectl(ctx, "", "auth", "can-i", "update", "roottrustpolicies.meshrelay.dev", "--subresource=status", "-n", "gloo-mesh", "--as", server); strings.TrimSpace(out) != "yes" {
+			t.Errorf("%s cannot update roottrustpolicies/status: %s", server, out)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -29,6 +31,7 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/probe"
 	"github.com/meshrelay/meshrelay/pkg/version"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
 // Options wire an Agent.
@@ -61,6 +64,15 @@ type Agent struct {
 	roots    atomic.Pointer[[]*x509.Certificate]
 	// managed reports whether the client secret is managed elsewhere.
 	managed atomic.Bool
+	// leading is true while this replica runs the rotator (holds the
+	// Lease), or always without leader election.
+	leading atomic.Bool
+	// istio is federated trust's state; nil when it is off.
+	istio *istioCA
+	// pushOut queues messages for the push stream besides status, which
+	// statusDirty asks for.
+	pushOut     chan *relayv1.PushMessage
+	statusDirty chan struct{}
 }
 
 // New validates opts and builds an agent; Run starts it.
@@ -79,7 +91,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	cfg := opts.Config
 	ns := cfg.Namespace
-	return &Agent{
+	a := &Agent{
 		cfg:      &cfg,
 		opts:     opts,
 		log:      opts.Log.WithName("relay-agent").WithValues("cluster", cfg.Cluster),
@@ -93,7 +105,22 @@ func New(opts Options) (*Agent, error) {
 			token:  cfg.TokenSecret.NamespacedName(ns),
 			tokKey: cfg.TokenSecret.Key,
 		},
-	}, nil
+		pushOut:     make(chan *relayv1.PushMessage, 4),
+		statusDirty: make(chan struct{}, 1),
+	}
+	if cfg.FederatedTrust {
+		a.istio = &istioCA{agent: a, key: cfg.IstioCASecret.NamespacedName(ns), pending: map[string]crypto.Signer{}}
+	}
+	a.leading.Store(!cfg.LeaderElection)
+	return a, nil
+}
+
+// statusChanged asks the push stream to send a fresh status.
+func (a *Agent) statusChanged() {
+	select {
+	case a.statusDirty <- struct{}{}:
+	default:
+	}
 }
 
 // Provider returns the agent's certificate provider.
@@ -112,6 +139,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, k := range keys {
 		namespaces[k.Namespace] = cache.Config{}
 	}
+	if a.istio != nil {
+		// Only the Istio CA secret is read in its namespace (unless the
+		// agent's own secrets live there too).
+		keys = append(keys, a.istio.key)
+		if _, ok := namespaces[a.istio.key.Namespace]; !ok {
+			namespaces[a.istio.key.Namespace] = cache.Config{FieldSelector: fields.OneTermEqualSelector("metadata.name", a.istio.key.Name)}
+		}
+	}
 	mgr, err := ctrl.NewManager(a.opts.RESTConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Logger:                        a.log,
@@ -129,6 +164,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.secrets.reader = mgr.GetClient()
 	a.secrets.writer = mgr.GetClient()
+	if a.istio != nil {
+		a.istio.reader, a.istio.writer, a.istio.api = mgr.GetClient(), mgr.GetClient(), mgr.GetAPIReader()
+	}
 
 	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
@@ -137,7 +175,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	err = ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
 		WithOptions(controllerOptions()).
 		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
-		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			if a.istio != nil && req.NamespacedName == a.istio.key {
+				if a.istio.refresh(ctx) {
+					a.statusChanged()
+				}
+				return reconcile.Result{}, nil
+			}
 			_, _ = a.watch(ctx)
 			select {
 			case changed <- struct{}{}:
@@ -156,6 +200,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 		_, _ = a.watch(ctx)
+		if a.istio != nil {
+			a.istio.refresh(ctx)
+		}
 		a.ready.Store(true)
 		return a.stream(ctx)
 	})); err != nil {

@@ -11,6 +11,10 @@ type agentMetrics struct {
 	expiry    prometheus.Gauge
 	connected *prometheus.GaugeVec
 	rotations *prometheus.CounterVec
+	// istioExpiry and istioFailures cover the Istio intermediate CA
+	// (federated trust).
+	istioExpiry   prometheus.Gauge
+	istioFailures prometheus.Counter
 }
 
 func newAgentMetrics() *agentMetrics {
@@ -28,7 +32,15 @@ func newAgentMetrics() *agentMetrics {
 			Name: "relay_agent_certificate_rotations_total",
 			Help: "Attempts by the rotator to obtain a client certificate, by result (succeeded or failed).",
 		}, []string{"result"}),
+		istioExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_agent_istio_intermediate_expiry_timestamp_seconds",
+			Help: "NotAfter of the Istio intermediate CA in the Istio CA secret (istio-system/cacerts), in Unix seconds.",
+		}),
+		istioFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_agent_istio_intermediate_failures_total",
+			Help: "Failures to make, or to install into the Istio CA secret, an Istio intermediate CA.",
+		}),
 	}
-	m.registry.MustRegister(m.expiry, m.connected, m.rotations, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.expiry, m.connected, m.rotations, m.istioExpiry, m.istioFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

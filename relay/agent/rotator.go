@@ -38,6 +38,8 @@ func (r *rotator) NeedLeaderElection() bool { return true }
 // Start runs the rotator until ctx ends.
 func (r *rotator) Start(ctx context.Context) error {
 	a := r.agent
+	a.leading.Store(true)
+	defer a.leading.Store(!a.cfg.LeaderElection)
 	log := a.log.WithName("rotator")
 	retry := newBackoff(time.Second, time.Minute)
 	force := ""

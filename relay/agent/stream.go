@@ -79,7 +79,7 @@ func (a *Agent) session(ctx context.Context) error {
 	defer a.metrics.connected.WithLabelValues("push").Set(0)
 	defer a.metrics.connected.WithLabelValues("pull").Set(0)
 	a.log.Info("connected to relay server", "server", a.cfg.ServerAddress)
-	a.handle(first)
+	a.handle(sctx, first)
 
 	errc := make(chan error, 2)
 	go func() {
@@ -89,20 +89,26 @@ func (a *Agent) session(ctx context.Context) error {
 				errc <- fmt.Errorf("pull stream: %w", err)
 				return
 			}
-			a.handle(in)
+			a.handle(sctx, in)
 		}
 	}()
+	// One goroutine sends on the push stream: gRPC streams take one sender.
 	go func() {
 		for {
+			var msg *relayv1.PushMessage
 			select {
 			case <-sctx.Done():
 				return
 			case <-a.provider.Changed():
-				if err := push.Send(a.status()); err != nil {
-					_, err = push.CloseAndRecv()
-					errc <- fmt.Errorf("push stream: %w", err)
-					return
-				}
+				msg = a.status()
+			case <-a.statusDirty:
+				msg = a.status()
+			case msg = <-a.pushOut:
+			}
+			if err := push.Send(msg); err != nil {
+				_, err = push.CloseAndRecv()
+				errc <- fmt.Errorf("push stream: %w", err)
+				return
 			}
 		}
 	}()
@@ -110,7 +116,7 @@ func (a *Agent) session(ctx context.Context) error {
 }
 
 // handle acts on one instruction from the server.
-func (a *Agent) handle(in *relayv1.Instruction) {
+func (a *Agent) handle(ctx context.Context, in *relayv1.Instruction) {
 	switch {
 	case in.GetTrustBundle() != nil:
 		roots, err := pki.DecodeCertificates(in.GetTrustBundle().GetCaCertificates())
@@ -124,6 +130,12 @@ func (a *Agent) handle(in *relayv1.Instruction) {
 		case a.renewNow <- in.GetRenewNow().GetReason():
 		default:
 		}
+	case in.GetIssueIntermediate() != nil:
+		a.handleIssue(in.GetIssueIntermediate())
+	case in.GetIntermediateIssued() != nil:
+		// Off the receive loop: writing cacerts and restarting pods take
+		// API calls.
+		go a.handleIssued(ctx, in.GetIntermediateIssued())
 	}
 }
 
@@ -131,6 +143,9 @@ func (a *Agent) status() *relayv1.PushMessage {
 	st := &relayv1.AgentStatus{AgentVersion: version.Version, Replica: a.opts.Replica}
 	if cert := a.provider.Current(); cert != nil {
 		st.ClientCertificateNotAfter = cert.Leaf.NotAfter.Unix()
+	}
+	if a.istio != nil {
+		st.IstioCa = a.istio.status()
 	}
 	return &relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: st}}
 }

@@ -49,6 +49,8 @@ const (
 	intermediateGraceRatio = config.DefaultRotationGracePeriodRatio
 	// askAgain is how long the server waits for a CSR before asking again.
 	askAgain = 30 * time.Second
+	// askAfterFailure is that wait after the agent reported a failure.
+	askAfterFailure = 5 * time.Minute
 	// trustTick is how often connected clusters are checked for renewal.
 	trustTick = 5 * time.Second
 )
@@ -60,6 +62,12 @@ const (
 	failNoPolicy = "no_policy"
 	failAgent    = "agent"
 )
+
+// asked records a request for a CSR.
+type asked struct {
+	at         time.Time
+	rootSHA256 string
+}
 
 // trustPolicy is a loaded RootTrustPolicy whose root is usable.
 type trustPolicy struct {
@@ -90,8 +98,9 @@ type trust struct {
 	policies map[string]*trustPolicy
 	// reports are the agents' last reports of their cacerts, by cluster.
 	reports map[string]*relayv1.IstioCAStatus
-	// asked is when each cluster was last asked for a CSR.
-	asked map[string]time.Time
+	// asked is when each cluster was last asked for a CSR, and under which
+	// root: a new root is asked for at once.
+	asked map[string]asked
 	// agentErrors are the agent failures already recorded, by cluster, so
 	// that a repeated report writes the status once.
 	agentErrors map[string]string
@@ -105,7 +114,7 @@ func newTrust(cfg *config.Server, conns *connections, m *metrics, now func() tim
 		cfg: cfg, conns: conns, metrics: m, now: now, log: log,
 		policies:    map[string]*trustPolicy{},
 		reports:     map[string]*relayv1.IstioCAStatus{},
-		asked:       map[string]time.Time{},
+		asked:       map[string]asked{},
 		agentErrors: map[string]string{},
 		conflicts:   map[[2]string]string{},
 	}
@@ -335,7 +344,12 @@ func (t *trust) check(cluster string) {
 		return
 	}
 	reason := renewalReason(rep, p, now)
-	ask := reason != "" && now.Sub(t.asked[cluster]) >= askAgain
+	wait := askAgain
+	if rep.GetError() != "" {
+		wait = askAfterFailure // the agent could not install the last one
+	}
+	last := t.asked[cluster]
+	ask := reason != "" && (now.Sub(last.at) >= wait || last.rootSHA256 != p.rootSHA256)
 	t.mu.Unlock()
 	for _, o := range tell {
 		msg := fmt.Sprintf("cluster %s is served by RootTrustPolicy %s, which is older: a cluster has one istio-system/cacerts; narrow applyToClusters", cluster, p.name)
@@ -354,7 +368,7 @@ func (t *trust) check(cluster string) {
 		return // not connected here: another replica, or a later stream, asks
 	}
 	t.mu.Lock()
-	t.asked[cluster] = now
+	t.asked[cluster] = asked{at: now, rootSHA256: p.rootSHA256}
 	t.mu.Unlock()
 	t.log.Info("asked for an Istio intermediate CSR", "cluster", cluster, "policy", p.name, "reason", reason)
 }

@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Annotations autoRestartPods sets on a pod template: kubectl rollout
+// restart's, and the cacerts revision the restart was for, which keeps it to
+// once per change.
+const (
+	restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+	revisionAnnotation    = "meshrelay.dev/cacerts-revision"
+)
+
+// Labels of the namespaces whose workloads carry Istio's sidecar.
+const (
+	injectionLabel = "istio-injection"
+	revisionLabel  = "istio.io/rev"
+)
+
+// restartIstio restarts what must pick up a new cacerts, as kubectl rollout
+// restart would: istiod (Deployments labelled app=istiod in istioNS) first,
+// then the Deployments, StatefulSets and DaemonSets of the namespaces
+// labelled istio-injection=enabled or istio.io/rev. A workload whose pod
+// template already carries rev is not restarted again. It returns the first
+// error after trying every workload.
+func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS, rev string, now time.Time, log logr.Logger) error {
+	var targets []client.Object
+	var istiod appsv1.DeploymentList
+	if err := r.List(ctx, &istiod, client.InNamespace(istioNS), client.MatchingLabels{"app": "istiod"}); err != nil {
+		return fmt.Errorf("failed to list istiod Deployments in %s: %w", istioNS, err)
+	}
+	for i := range istiod.Items {
+		targets = append(targets, &istiod.Items[i])
+	}
+	var namespaces corev1.NamespaceList
+	if err := r.List(ctx, &namespaces); err != nil {
+		return fmt.Errorf("failed to list namespaces: %w", err)
+	}
+	for _, ns := range namespaces.Items {
+		if ns.Labels[injectionLabel] != "enabled" && ns.Labels[revisionLabel] == "" {
+			continue
+		}
+		var deps appsv1.DeploymentList
+		var sets appsv1.StatefulSetList
+		var daemons appsv1.DaemonSetList
+		for _, l := range []client.ObjectList{&deps, &sets, &daemons} {
+			if err := r.List(ctx, l, client.InNamespace(ns.Name)); err != nil {
+				return fmt.Errorf("failed to list workloads in %s: %w", ns.Name, err)
+			}
+		}
+		for i := range deps.Items {
+			targets = append(targets, &deps.Items[i])
+		}
+		for i := range sets.Items {
+			targets = append(targets, &sets.Items[i])
+		}
+		for i := range daemons.Items {
+			targets = append(targets, &daemons.Items[i])
+		}
+	}
+	var first error
+	restarted := 0
+	for _, o := range targets {
+		tmpl := podTemplate(o)
+		if tmpl.Annotations[revisionAnnotation] == rev {
+			continue
+		}
+		orig := o.DeepCopyObject().(client.Object)
+		if tmpl.Annotations == nil {
+			tmpl.Annotations = map[string]string{}
+		}
+		tmpl.Annotations[restartedAtAnnotation] = now.UTC().Format(time.RFC3339)
+		tmpl.Annotations[revisionAnnotation] = rev
+		if err := w.Patch(ctx, o, client.MergeFrom(orig)); err != nil {
+			err = fmt.Errorf("failed to restart %T %s: %w", o, client.ObjectKeyFromObject(o), err)
+			log.Info("autoRestartPods: restart failed", "error", err.Error())
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		restarted++
+	}
+	log.Info("autoRestartPods: restarted Istio's workloads for the new cacerts", "revision", rev, "restarted", restarted, "alreadyRestarted", len(targets)-restarted)
+	return first
+}
+
+// podTemplate returns the pod template of a Deployment, StatefulSet or
+// DaemonSet.
+func podTemplate(o client.Object) *corev1.PodTemplateSpec {
+	switch w := o.(type) {
+	case *appsv1.Deployment:
+		return &w.Spec.Template
+	case *appsv1.StatefulSet:
+		return &w.Spec.Template
+	case *appsv1.DaemonSet:
+		return &w.Spec.Template
+	}
+	panic(fmt.Sprintf("no pod template in %T", o))
+}
