@@ -25,6 +25,11 @@ K8S_VERSION     := $(patsubst v0.%,1.%,$(K8S_API_VERSION))
 # control-plane binaries; otherwise they are built into bin/k8s.
 ASSETS := $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(BIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH))
 CONTROL_PLANE := etcd kube-apiserver kube-controller-manager kubectl
+# cert-manager's controller and CRDs for the bring-your-own-PKI tests, of the
+# release hack/certmanager/go.mod pins; CERT_MANAGER_ASSETS, when set, names a
+# folder that holds them (cert-manager-controller, crds/) or is to.
+CERT_MANAGER_VERSION := $(shell cd $(ROOT)/hack/certmanager && $(GO) list -m -f '{{.Version}}' github.com/cert-manager/cert-manager)
+CERT_MANAGER_ASSETS  ?= $(BIN)/cert-manager/$(CERT_MANAGER_VERSION)-$(GOOS)-$(GOARCH)
 
 FUZZTIME   ?= 30s
 BENCHCOUNT ?= 5
@@ -48,9 +53,9 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: envtest-assets docker-build-check ## Run every test: unit, on local clusters, end to end.
+test: envtest-assets cert-manager docker-build-check ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
@@ -94,6 +99,7 @@ verify: ## Check that tidy and generation change nothing and versions agree.
 	$(GO) mod tidy
 	cd hack/tools && $(GO) mod tidy
 	cd hack/controlplane && $(GO) mod tidy
+	cd hack/certmanager && $(GO) mod tidy
 	$(MAKE) --no-print-directory generate
 	@pinned=$$(cd hack/controlplane && $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes); \
 	if [[ "$$pinned" != "v$(K8S_VERSION)" ]]; then \
@@ -128,6 +134,10 @@ endif
 print-assets: ## Print the folder of control-plane binaries (for KUBEBUILDER_ASSETS).
 	@echo $(ASSETS)
 
+.PHONY: cert-manager
+cert-manager: ## Provide cert-manager's controller and CRDs (hack/certmanager's pin) for the bring-your-own-PKI tests.
+	hack/build-certmanager.sh $(CERT_MANAGER_ASSETS) $(CERT_MANAGER_VERSION)
+
 $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
 
@@ -144,5 +154,5 @@ $(PROTOC_GEN_GO_GRPC): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 .PHONY: clean
-clean: ## Remove bin/ except the cached control-plane binaries.
-	find $(BIN) -mindepth 1 -maxdepth 1 ! -name k8s -exec rm -rf {} +
+clean: ## Remove bin/ except the cached control-plane and cert-manager binaries.
+	find $(BIN) -mindepth 1 -maxdepth 1 ! -name k8s ! -name cert-manager -exec rm -rf {} +
