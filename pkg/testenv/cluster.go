@@ -32,15 +32,20 @@ type Cluster struct {
 	Kubeconfig string
 	// Dir holds the cluster's kubeconfig and its processes' logs.
 	Dir string
+	// CertManagerMetrics is the address (host:port) of cert-manager's
+	// metrics, when Options.CertManager runs it.
+	CertManagerMetrics string
 
-	env *envtest.Environment
-	kcm *controllerManager
+	env         *envtest.Environment
+	kcm         *controllerManager
+	certManager *Process
 }
 
 // startCluster starts etcd and kube-apiserver for one cluster in dir,
-// installs the CRDs found in crdDirs, and starts kube-controller-manager
-// when withKCM is set. On error everything it started is stopped.
-func startCluster(name, dir, assets string, crdDirs []string, withKCM bool) (c *Cluster, err error) {
+// installs the CRDs found in crdDirs, starts kube-controller-manager when
+// withKCM is set, and cert-manager's controller from the folder certManager
+// when it is not empty. On error everything it started is stopped.
+func startCluster(name, dir, assets string, crdDirs []string, withKCM bool, certManager string) (c *Cluster, err error) {
 	scheme, err := kube.Scheme()
 	if err != nil {
 		return nil, err
@@ -91,12 +96,21 @@ func startCluster(name, dir, assets string, crdDirs []string, withKCM bool) (c *
 			return c, err
 		}
 	}
+	if certManager != "" {
+		if c.certManager, err = startCertManager(c, certManager); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
-// stop stops kube-controller-manager, kube-apiserver and etcd.
+// stop stops cert-manager, kube-controller-manager, kube-apiserver and
+// etcd.
 func (c *Cluster) stop() error {
 	var errs []error
+	if c.certManager != nil {
+		errs = append(errs, c.certManager.Stop())
+	}
 	if c.kcm != nil {
 		errs = append(errs, c.kcm.stop())
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,10 @@ type Options struct {
 	// CRDDirs are the folders of CRDs installed into every cluster. Empty
 	// means the repository's manifests/crds.
 	CRDDirs []string
+	// CertManager also runs cert-manager's controller in every cluster and
+	// installs its release's CRDs (every cert-manager.io kind), from
+	// CertManagerDir; leave hack/crds/cert-manager out of CRDDirs then.
+	CertManager bool
 }
 
 // Env is a set of running local clusters.
@@ -104,6 +109,16 @@ func start(dir string, opts Options) (*Env, error) {
 		}
 		crdDirs = []string{filepath.Join(root, "manifests", "crds")}
 	}
+	certManager := ""
+	if opts.CertManager {
+		if certManager, err = CertManagerDir(); err != nil {
+			return nil, err
+		}
+		if err := CheckCertManager(certManager); err != nil {
+			return nil, err
+		}
+		crdDirs = append(slices.Clip(crdDirs), filepath.Join(certManager, "crds"))
+	}
 
 	env := &Env{Dir: dir, Clusters: make([]*Cluster, len(opts.Names)), kubectl: filepath.Join(assets, Kubectl)}
 	errs := make([]error, len(opts.Names))
@@ -114,7 +129,7 @@ func start(dir string, opts Options) (*Env, error) {
 			if errs[i] = os.MkdirAll(cdir, 0o755); errs[i] != nil {
 				return
 			}
-			env.Clusters[i], errs[i] = startCluster(name, cdir, assets, crdDirs, opts.ControllerManager)
+			env.Clusters[i], errs[i] = startCluster(name, cdir, assets, crdDirs, opts.ControllerManager, certManager)
 		})
 	}
 	wg.Wait()
