@@ -53,7 +53,10 @@ type Mesh struct {
 	// ServerAddr is relay-server's gRPC address, ServerMetrics its
 	// metrics address (host:port).
 	ServerAddr, ServerMetrics string
-	processes                 []*testenv.Process
+	// WebhookMetrics is each cluster's relay-webhook metrics address
+	// (host:port), set by StartWebhook.
+	WebhookMetrics map[string]string
+	processes      []*testenv.Process
 }
 
 // New returns a mesh over env; binaries are in bins, logs and generated
@@ -68,10 +71,23 @@ func New(env *testenv.Env, root, bins, dir string) *Mesh {
 // at webhookAddr, where relay-webhook runs as a local process, instead of
 // its in-cluster Service.
 func (m *Mesh) Install(ctx context.Context, cluster, overlay string, settings map[string]string, webhookAddr string) error {
+	return m.InstallPatched(ctx, cluster, overlay, settings, nil, webhookAddr)
+}
+
+// Patch is a kustomize patch of the objects of Kind named Name: a strategic
+// merge patch, or a JSON 6902 patch (a list of operations).
+type Patch struct {
+	Kind, Name, Patch string
+}
+
+// InstallPatched is Install with patches on top of the overlay, for a test
+// that applies what users apply with one change, such as certificate
+// lifetimes short enough to watch renewals.
+func (m *Mesh) InstallPatched(ctx context.Context, cluster, overlay string, settings map[string]string, patches []Patch, webhookAddr string) error {
 	dir := filepath.Join(m.Root, "manifests", "overlays", overlay)
-	if len(settings) > 0 {
+	if len(settings) > 0 || len(patches) > 0 {
 		var err error
-		if dir, err = m.settingsOverlay(cluster, dir, settings); err != nil {
+		if dir, err = m.settingsOverlay(cluster, dir, settings, patches); err != nil {
 			return err
 		}
 	}
@@ -88,8 +104,8 @@ func (m *Mesh) Install(ctx context.Context, cluster, overlay string, settings ma
 }
 
 // settingsOverlay writes an overlay of base that replaces settings in the
-// generated meshrelay-settings ConfigMaps.
-func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string) (string, error) {
+// generated meshrelay-settings ConfigMaps and adds patches.
+func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string, patches []Patch) (string, error) {
 	dir := filepath.Join(m.Dir, "overlays", cluster)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -104,12 +120,40 @@ func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string)
 	}
 	slices.Sort(lits)
 	var b strings.Builder
-	fmt.Fprintf(&b, "resources:\n  - %s\nconfigMapGenerator:\n", rel)
-	for _, ns := range []string{"gloo-mesh", "meshrelay-system"} {
-		fmt.Fprintf(&b, "  - name: meshrelay-settings\n    namespace: %s\n    behavior: merge\n    literals: [%s]\n", ns, strings.Join(lits, ", "))
+	fmt.Fprintf(&b, "resources:\n  - %s\n", rel)
+	if len(lits) > 0 {
+		b.WriteString("configMapGenerator:\n")
+		for _, ns := range []string{"gloo-mesh", "meshrelay-system"} {
+			fmt.Fprintf(&b, "  - name: meshrelay-settings\n    namespace: %s\n    behavior: merge\n    literals: [%s]\n", ns, strings.Join(lits, ", "))
+		}
+	}
+	if _, ok := settings[config.EnvCluster]; ok {
+		// What editing settings.env does to the cert-manager overlay: its
+		// component copies the name into the client Certificate, but in the
+		// overlay's own build, before this merge; a no-op where there is no
+		// such Certificate.
+		b.WriteString(clusterNameReplacement)
+	}
+	if len(patches) > 0 {
+		b.WriteString("patches:\n")
+		for _, p := range patches {
+			fmt.Fprintf(&b, "  - target: {kind: %s, name: %s}\n    patch: |-\n", p.Kind, p.Name)
+			for line := range strings.Lines(strings.TrimRight(p.Patch, "\n") + "\n") {
+				b.WriteString("      " + line)
+			}
+		}
 	}
 	return dir, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644)
 }
+
+// clusterNameReplacement copies the merged cluster name into the client
+// Certificate's DNS name, as components/cert-manager-client does.
+const clusterNameReplacement = `replacements:
+  - source: {kind: ConfigMap, name: meshrelay-settings, namespace: gloo-mesh, fieldPath: data.` + config.EnvCluster + `}
+    targets:
+      - select: {kind: Certificate, name: relay-client-tls}
+        fieldPaths: [spec.dnsNames.0]
+`
 
 // Objects decodes a multi-document YAML stream, such as kubectl
 // kustomize prints, into objects; empty documents are left out.
@@ -238,6 +282,10 @@ func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*t
 	if err != nil {
 		return nil, err
 	}
+	if m.WebhookMetrics == nil {
+		m.WebhookMetrics = map[string]string{}
+	}
+	m.WebhookMetrics[cluster] = metrics
 	return p, testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute)
 }
 
