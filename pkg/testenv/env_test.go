@@ -3,8 +3,10 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +217,29 @@ func TestKubernetesVersionFollowsTheAPIModule(t *testing.T) {
 	v, err := KubernetesVersion()
 	if err != nil || !strings.HasPrefix(v, "1.") {
 		t.Errorf("KubernetesVersion() = %q, %v", v, err)
+	}
+}
+
+// FreeAddr's ports are bindable and below the kernel's ephemeral range, so
+// that no outgoing connection takes one before the process listens on it.
+func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
+	_, hi := belowEphemeral()
+	for range 20 {
+		addr, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := strconv.Atoi(port); n >= hi || n < hi-10000 {
+			t.Errorf("FreeAddr gave %s, outside [%d, %d)", addr, hi-10000, hi)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("FreeAddr's %s cannot be bound: %v", addr, err)
+		}
+		l.Close()
 	}
 }

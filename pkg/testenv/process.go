@@ -3,24 +3,54 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// FreeAddr returns a free loopback address (host:port).
+// FreeAddr returns a free loopback address (host:port) for a process to
+// listen on later. The port is picked below the kernel's ephemeral range:
+// a port from that range, free when FreeAddr returns, can be taken by any
+// outgoing connection (a client of the API server, say) before the process
+// binds it, which made a test fail with "address already in use".
 func FreeAddr() (string, error) {
+	lo, hi := belowEphemeral()
+	for range 50 {
+		port := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return l.Addr().String(), nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// belowEphemeral returns a port range [lo, hi) under the kernel's ephemeral
+// ports (Linux's ip_local_port_range, 32768 by default).
+func belowEphemeral() (lo, hi int) {
+	hi = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				hi = n
+			}
+		}
+	}
+	return hi - 10000, hi
 }
 
 // Process is a running binary whose output goes to a log file: a relay
