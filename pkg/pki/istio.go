@@ -59,8 +59,7 @@ func (c *Certified) SignIstioIntermediate(csr *x509.CertificateRequest, cluster 
 		return nil, fmt.Errorf("certificate request: %w", err)
 	}
 	spec, _ := KeySpecOf(csr.PublicKey)
-	backdateBy := min(DefaultBackdate, ttl/10)
-	tmpl, err := template(RoleSigningCA, spec.Algorithm, "", []string{IstiodDNSName}, now.Add(-backdateBy), now.Add(ttl))
+	tmpl, err := template(RoleSigningCA, spec.Algorithm, "", []string{IstiodDNSName}, now.Add(-backdateWithin(0, ttl)), now.Add(ttl))
 	if err != nil {
 		return nil, err
 	}

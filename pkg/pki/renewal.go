@@ -20,18 +20,24 @@ func CheckGraceRatio(ratio float64) error {
 // jitter is a fraction in [0, 1), for example rand.Float64(); values outside
 // are clamped. The result is never before notBefore.
 func RenewalTime(cert *x509.Certificate, ratio, jitter float64) (time.Time, error) {
+	return RenewAt(cert.NotBefore, cert.NotAfter, ratio, jitter)
+}
+
+// RenewAt is RenewalTime for a certificate known only by its validity, such
+// as one another process reports.
+func RenewAt(notBefore, notAfter time.Time, ratio, jitter float64) (time.Time, error) {
 	if err := CheckGraceRatio(ratio); err != nil {
 		return time.Time{}, err
 	}
 	jitter = min(max(jitter, 0), 1)
-	lifetime := cert.NotAfter.Sub(cert.NotBefore)
+	lifetime := notAfter.Sub(notBefore)
 	if lifetime <= 0 {
-		return time.Time{}, fmt.Errorf("certificate NotAfter %s is not after NotBefore %s", cert.NotAfter.UTC(), cert.NotBefore.UTC())
+		return time.Time{}, fmt.Errorf("certificate NotAfter %s is not after NotBefore %s", notAfter.UTC(), notBefore.UTC())
 	}
 	grace := time.Duration(float64(lifetime) * ratio * (1 + jitter))
-	at := cert.NotAfter.Add(-grace)
-	if at.Before(cert.NotBefore) {
-		at = cert.NotBefore
+	at := notAfter.Add(-grace)
+	if at.Before(notBefore) {
+		at = notBefore
 	}
 	return at, nil
 }

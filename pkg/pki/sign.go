@@ -76,12 +76,13 @@ func NewIssuer(ca *Certified, p Policy, now time.Time) (*Issuer, error) {
 	return &Issuer{ca: ca, policy: p, caPEM: EncodeCertificates(root), chain: chain, interPM: EncodeCertificates(inter...)}, nil
 }
 
-// backdate is the policy's backdate, at most a tenth of the TTL: a short
-// certificate backdated by minutes would spend most of its lifetime in its
-// renewal window.
-func (i *Issuer) backdate() time.Duration {
-	return min(backdate(i.policy.Backdate), i.policy.TTL/10)
-}
+// backdate is the policy's backdate, at most a tenth of the TTL.
+func (i *Issuer) backdate() time.Duration { return backdateWithin(i.policy.Backdate, i.policy.TTL) }
+
+// backdateWithin is the backdate d means (see backdate) for a certificate
+// of lifetime ttl, at most a tenth of it: a short certificate backdated by
+// minutes would spend most of its lifetime in its renewal window.
+func backdateWithin(d, ttl time.Duration) time.Duration { return min(backdate(d), ttl/10) }
 
 // CA returns the issuer's CA.
 func (i *Issuer) CA() *Certified { return i.ca }

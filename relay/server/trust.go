@@ -277,9 +277,11 @@ func renewalReason(rep *relayv1.IstioCAStatus, p *trustPolicy, now time.Time) st
 	case rep.GetRootSha256() != p.rootSHA256:
 		return "the policy's root changed"
 	}
-	lifetime := time.Duration(rep.GetNotAfter()-rep.GetNotBefore()) * time.Second
-	renewAt := time.Unix(rep.GetNotAfter(), 0).Add(-time.Duration(float64(lifetime) * intermediateGraceRatio))
-	if !now.Before(renewAt) {
+	renewAt, err := pki.RenewAt(time.Unix(rep.GetNotBefore(), 0), time.Unix(rep.GetNotAfter(), 0), intermediateGraceRatio, 0)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("the reported intermediate is unusable: %v", err)
+	case !now.Before(renewAt):
 		return "the intermediate is in its renewal window"
 	}
 	return ""

@@ -39,6 +39,7 @@ func TestRenewalReason(t *testing.T) {
 		{"one second before the renewal time", ok(now.Unix()-899, now.Unix()+101), ""},
 		{"at the renewal time", ok(now.Unix()-900, now.Unix()+100), "renewal window"},
 		{"expired", ok(now.Unix()-2000, now.Unix()-1000), "renewal window"},
+		{"a validity that ends before it starts", ok(now.Unix()+10, now.Unix()+5), "unusable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := renewalReason(tc.rep, p, now)
