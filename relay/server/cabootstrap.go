@@ -10,7 +10,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -100,37 +99,61 @@ func uniq(names ...string) []string {
 // the secret from make when it is absent. The stored key may be missing
 // (a root without tls.key); the certificate must decode.
 func ensureCASecret(ctx context.Context, c client.Client, key types.NamespacedName, log logr.Logger, make func() (*pki.Certified, error)) (*pki.Certified, error) {
-	var s corev1.Secret
-	err := c.Get(ctx, key, &s)
+	s, created, err := createOnce(ctx, c, c, key, func() (*corev1.Secret, error) {
+		made, err := make()
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, err := made.KeyPEM()
+		if err != nil {
+			return nil, err
+		}
+		return &corev1.Secret{
+			Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{pki.KeyTLSCert: made.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: made.CAPEM()},
+		}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ca, err := certifiedFromSecret(s)
+	if err == nil && created {
+		log.Info("created secret", "secret", key.String(), "notAfter", ca.Cert.NotAfter)
+	}
+	return ca, err
+}
+
+// createOnce returns the secret key as stored, creating it from make (its
+// name and the generated label are set here) when it is absent. It never
+// changes a stored secret, so any number of replicas may race: a create
+// that loses reads the winner's secret from api, which must not be a cache.
+// created says whether this call made the secret.
+func createOnce(ctx context.Context, c client.Client, api client.Reader, key types.NamespacedName, make func() (*corev1.Secret, error)) (s *corev1.Secret, created bool, err error) {
+	s = &corev1.Secret{}
+	err = c.Get(ctx, key, s)
 	if apierrors.IsNotFound(err) {
 		made, merr := make()
 		if merr != nil {
-			return nil, merr
+			return nil, false, merr
 		}
-		keyPEM, kerr := made.KeyPEM()
-		if kerr != nil {
-			return nil, kerr
+		made.Namespace, made.Name = key.Namespace, key.Name
+		if made.Labels == nil {
+			made.Labels = map[string]string{}
 		}
-		s = corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true"}},
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{pki.KeyTLSCert: made.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: made.CAPEM()},
-		}
-		err = c.Create(ctx, &s)
+		made.Labels[generatedLabel] = "true"
+		err = c.Create(ctx, made)
 		if err == nil {
-			log.Info("created secret", "secret", key.String(), "notAfter", made.Cert.NotAfter)
-			return made, nil
+			return made, true, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("failed to create secret %s: %w", key, err)
+			return nil, false, fmt.Errorf("failed to create secret %s: %w", key, err)
 		}
-		// Another replica won the race: use what it stored.
-		err = c.Get(ctx, key, &s)
+		err = api.Get(ctx, key, s)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to get secret %s: %w", key, err)
+		return nil, false, fmt.Errorf("failed to get secret %s: %w", key, err)
 	}
-	return certifiedFromSecret(&s)
+	return s, false, nil
 }
 
 // certifiedFromSecret reads a CA secret: tls.crt (leaf then intermediates),
@@ -160,33 +183,23 @@ const tokenBytes = 32
 
 func ensureToken(ctx context.Context, c client.Client, cfg *config.Server, log logr.Logger) error {
 	key := cfg.TokenSecret.NamespacedName(cfg.Namespace)
-	var s corev1.Secret
-	err := c.Get(ctx, key, &s)
-	if err == nil {
-		if len(s.Data[cfg.TokenSecret.Key]) == 0 {
-			return fmt.Errorf("secret %s has no %q key: add the identity token under it, or delete the secret so the server generates one", key, cfg.TokenSecret.Key)
+	s, created, err := createOnce(ctx, c, c, key, func() (*corev1.Secret, error) {
+		raw := make([]byte, tokenBytes)
+		if _, err := rand.Read(raw); err != nil {
+			return nil, fmt.Errorf("failed to generate identity token: %w", err)
 		}
-		return nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("failed to get secret %s: %w", key, err)
-	}
-	raw := make([]byte, tokenBytes)
-	if _, err := rand.Read(raw); err != nil {
-		return fmt.Errorf("failed to generate identity token: %w", err)
-	}
-	s = corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true"}},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{cfg.TokenSecret.Key: []byte(base64.RawURLEncoding.EncodeToString(raw))},
-	}
-	switch err := c.Create(ctx, &s); {
-	case err == nil:
+		return &corev1.Secret{
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{cfg.TokenSecret.Key: []byte(base64.RawURLEncoding.EncodeToString(raw))},
+		}, nil
+	})
+	switch {
+	case err != nil:
+		return err
+	case created:
 		log.Info("created identity token secret", "secret", key.String())
-		return nil
-	case apierrors.IsAlreadyExists(err):
-		return nil
-	default:
-		return fmt.Errorf("failed to create secret %s: %w", key, err)
+	case len(s.Data[cfg.TokenSecret.Key]) == 0:
+		return fmt.Errorf("secret %s has no %q key: add the identity token under it, or delete the secret so the server generates one", key, cfg.TokenSecret.Key)
 	}
+	return nil
 }

@@ -66,35 +66,25 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 		}
 		return decodeTrustRoot(&s, now)
 	}
-	var s corev1.Secret
-	err := c.Get(ctx, key, &s)
-	if apierrors.IsNotFound(err) {
-		root, gerr := pki.NewRootCA(pki.Options{CommonName: "meshrelay Istio root " + p.Name, Organization: []string{"meshrelay"}, TTL: trustRootTTL, Now: now})
-		if gerr != nil {
-			return nil, gerr
+	s, _, err := createOnce(ctx, c, api, key, func() (*corev1.Secret, error) {
+		root, err := pki.NewRootCA(pki.Options{CommonName: "meshrelay Istio root " + p.Name, Organization: []string{"meshrelay"}, TTL: trustRootTTL, Now: now})
+		if err != nil {
+			return nil, err
 		}
-		keyPEM, gerr := root.KeyPEM()
-		if gerr != nil {
-			return nil, gerr
+		keyPEM, err := root.KeyPEM()
+		if err != nil {
+			return nil, err
 		}
-		s = corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{generatedLabel: "true", policyLabel: p.Name}},
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{policyLabel: p.Name}},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       map[string][]byte{trustRootCertKey: root.CAPEM(), trustRootKeyKey: keyPEM},
-		}
-		err = c.Create(ctx, &s)
-		if err == nil {
-			return root, nil
-		}
-		if !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("failed to create root secret %s: %w", key, err)
-		}
-		err = api.Get(ctx, key, &s)
-	}
+		}, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("failed to read root secret %s: %w", key, err)
+		return nil, fmt.Errorf("root secret: %w", err)
 	}
-	return decodeTrustRoot(&s, now)
+	return decodeTrustRoot(s, now)
 }
 
 // decodeTrustRoot reads a root of trust from s: root-cert.pem and key.pem,
