@@ -20,6 +20,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -101,9 +102,6 @@ type trust struct {
 	// asked is when each cluster was last asked for a CSR, and under which
 	// root: a new root is asked for at once.
 	asked map[string]asked
-	// agentErrors are the agent failures already recorded, by cluster, so
-	// that a repeated report writes the status once.
-	agentErrors map[string]string
 	// conflicts are the policies told that another serves a cluster, by
 	// cluster and policy, with the one that serves it.
 	conflicts map[[2]string]string
@@ -115,7 +113,6 @@ func newTrust(cfg *config.Server, conns *connections, m *metrics, now func() tim
 		policies:    map[string]*trustPolicy{},
 		reports:     map[string]*relayv1.IstioCAStatus{},
 		asked:       map[string]asked{},
-		agentErrors: map[string]string{},
 		conflicts:   map[[2]string]string{},
 	}
 }
@@ -144,7 +141,7 @@ func (t *trust) setup(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the RootTrustPolicy controller: %w", err)
 	}
-	return mgr.Add(runnableFunc(func(ctx context.Context) error {
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		tick := time.NewTicker(trustTick)
 		defer tick.Stop()
 		for {
@@ -157,12 +154,6 @@ func (t *trust) setup(mgr ctrl.Manager) error {
 		}
 	}))
 }
-
-// runnableFunc runs a function as a manager runnable on every replica.
-type runnableFunc func(context.Context) error
-
-func (f runnableFunc) Start(ctx context.Context) error { return f(ctx) }
-func (f runnableFunc) NeedLeaderElection() bool        { return false }
 
 // reconcile loads a policy's root (making it when generated) and checks
 // every connected cluster against it. A deleted policy is forgotten: its
@@ -184,17 +175,16 @@ func (t *trust) reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	now := t.now()
-	signer, err := ensureTrustRoot(ctx, t.client, t.api, &p, now)
-	if err != nil {
+	// notReady forgets the policy (nothing is issued under it) and says why
+	// in its Ready condition.
+	notReady := func(reason, msg string) error {
 		t.mu.Lock()
 		delete(t.policies, p.Name)
 		t.mu.Unlock()
-		t.metrics.trustFailures.WithLabelValues(p.Name, failRoot).Inc()
-		log.Info("RootTrustPolicy has no usable root", "error", err.Error())
-		return reconcile.Result{RequeueAfter: time.Minute}, t.updateStatus(ctx, p.Name, func(st *meshv1alpha1.RootTrustPolicyStatus) {
+		log.Info("RootTrustPolicy not ready", "reason", reason, "error", msg)
+		return t.updateStatus(ctx, p.Name, func(st *meshv1alpha1.RootTrustPolicyStatus) {
 			st.ObservedGeneration = p.Generation
-			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "RootUnavailable", Message: err.Error(), ObservedGeneration: p.Generation})
+			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: p.Generation})
 		})
 	}
 	ttl := defaultIntermediateTTL
@@ -202,14 +192,12 @@ func (t *trust) reconcile(ctx context.Context, req reconcile.Request) (reconcile
 		ttl = o.Duration
 	}
 	if ttl < minIntermediateTTL {
-		msg := fmt.Sprintf("spec.config.intermediateCertOptions.ttl %s is shorter than %s: set a longer one", ttl, minIntermediateTTL)
-		t.mu.Lock()
-		delete(t.policies, p.Name)
-		t.mu.Unlock()
-		return reconcile.Result{}, t.updateStatus(ctx, p.Name, func(st *meshv1alpha1.RootTrustPolicyStatus) {
-			st.ObservedGeneration = p.Generation
-			meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: "InvalidSpec", Message: msg, ObservedGeneration: p.Generation})
-		})
+		return reconcile.Result{}, notReady("InvalidSpec", fmt.Sprintf("spec.config.intermediateCertOptions.ttl %s is shorter than %s: set a longer one", ttl, minIntermediateTTL))
+	}
+	signer, err := ensureTrustRoot(ctx, t.client, t.api, &p, t.now())
+	if err != nil {
+		t.metrics.trustFailures.WithLabelValues(p.Name, failRoot).Inc()
+		return reconcile.Result{RequeueAfter: time.Minute}, notReady("RootUnavailable", err.Error())
 	}
 	root := signer.Root()
 	tp := &trustPolicy{
@@ -293,9 +281,8 @@ func (t *trust) report(ctx context.Context, cluster string, rep *relayv1.IstioCA
 		t.conns.setIstioExpiry(cluster, rep.GetPolicy(), na)
 	}
 	t.mu.Lock()
+	newErr := rep.GetError() != "" && t.reports[cluster].GetError() != rep.GetError()
 	t.reports[cluster] = rep
-	newErr := rep.GetError() != "" && t.agentErrors[cluster] != rep.GetError()
-	t.agentErrors[cluster] = rep.GetError()
 	t.mu.Unlock()
 	if newErr && rep.GetPolicy() != "" {
 		t.metrics.trustFailures.WithLabelValues(rep.GetPolicy(), failAgent).Inc()
@@ -308,7 +295,8 @@ func (t *trust) report(ctx context.Context, cluster string, rep *relayv1.IstioCA
 	t.check(cluster)
 }
 
-// checkAll checks every cluster with an open pull stream.
+// checkAll checks every cluster whose agent has reported; check asks only
+// those with an open pull stream here.
 func (t *trust) checkAll() {
 	t.mu.Lock()
 	if len(t.policies) == 0 {
@@ -429,13 +417,12 @@ func (t *trust) sign(ctx context.Context, cluster string, req *relayv1.Intermedi
 // recordCluster changes cluster's entry in policy's status.
 func (t *trust) recordCluster(ctx context.Context, policy, cluster string, change func(*meshv1alpha1.ClusterIntermediateStatus)) {
 	err := t.updateStatus(ctx, policy, func(st *meshv1alpha1.RootTrustPolicyStatus) {
-		i := slices.IndexFunc(st.Clusters, func(c meshv1alpha1.ClusterIntermediateStatus) bool { return c.Name == cluster })
-		if i < 0 {
-			st.Clusters = append(st.Clusters, meshv1alpha1.ClusterIntermediateStatus{Name: cluster})
-			slices.SortFunc(st.Clusters, func(a, b meshv1alpha1.ClusterIntermediateStatus) int {
-				return strings.Compare(a.Name, b.Name)
-			})
-			i = slices.IndexFunc(st.Clusters, func(c meshv1alpha1.ClusterIntermediateStatus) bool { return c.Name == cluster })
+		// Entries are kept sorted by name.
+		i, found := slices.BinarySearchFunc(st.Clusters, cluster, func(c meshv1alpha1.ClusterIntermediateStatus, name string) int {
+			return strings.Compare(c.Name, name)
+		})
+		if !found {
+			st.Clusters = slices.Insert(st.Clusters, i, meshv1alpha1.ClusterIntermediateStatus{Name: cluster})
 		}
 		change(&st.Clusters[i])
 	})
