@@ -117,31 +117,32 @@ func (c *istioCA) request(policy string) (*relayv1.PushMessage, error) {
 
 // install writes a signed intermediate into cacerts when its key is the one
 // this replica is holding (another replica's is ignored), then restarts
-// Istio's pods once when the server asks. It returns whether it wrote.
-func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, now time.Time) (bool, error) {
+// Istio's pods once when the server asks. The watcher reports the new
+// cacerts when its cache sees it.
+func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, now time.Time) error {
 	chain, err := pki.DecodeCertificates(in.GetCertificateChain())
 	if err != nil {
-		return false, fmt.Errorf("intermediate chain from the server: %w", err)
+		return fmt.Errorf("intermediate chain from the server: %w", err)
 	}
 	c.mu.Lock()
 	key := c.pending[in.GetPolicy()]
 	c.mu.Unlock()
 	if key == nil || pki.KeyMatchesCertificate(key, chain[0]) != nil {
-		return false, nil
+		return nil
 	}
 	roots, err := pki.DecodeCertificates(in.GetRootCertificate())
 	if err != nil {
-		return false, fmt.Errorf("root from the server: %w", err)
+		return fmt.Errorf("root from the server: %w", err)
 	}
 	if !chain[len(chain)-1].Equal(roots[0]) {
 		chain = append(chain, roots[0])
 	}
 	data, err := pki.IstioCAData(key, chain, now)
 	if err != nil {
-		return false, fmt.Errorf("intermediate from the server: %w", err)
+		return fmt.Errorf("intermediate from the server: %w", err)
 	}
 	if err := c.write(ctx, in.GetPolicy(), data); err != nil {
-		return false, err
+		return err
 	}
 	c.mu.Lock()
 	delete(c.pending, in.GetPolicy())
@@ -151,10 +152,10 @@ func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, n
 		"serial", chain[0].SerialNumber.Text(16), "notAfter", chain[0].NotAfter)
 	if in.GetAutoRestartPods() {
 		if err := restartIstio(ctx, c.api, c.writer, c.key.Namespace, revision(chain[0]), now, c.agent.log); err != nil {
-			return true, fmt.Errorf("cacerts written, but restarting Istio's pods failed: %w", err)
+			return fmt.Errorf("cacerts written, but restarting Istio's pods failed: %w", err)
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // write creates or updates cacerts. A cacerts that meshrelay did not write
@@ -220,14 +221,11 @@ func (a *Agent) handleIssued(ctx context.Context, in *relayv1.IntermediateIssued
 	if a.istio == nil {
 		return
 	}
-	wrote, err := a.istio.install(ctx, in, a.now())
-	if err != nil {
+	if err := a.istio.install(ctx, in, a.now()); err != nil {
 		a.istio.fail(in.GetPolicy(), err)
+		return
 	}
-	if wrote {
-		a.istio.refresh(ctx)
-		a.statusChanged()
-	}
+	a.statusChanged() // a failure reported before is cleared
 }
 
 // revision names one cacerts content: the first 16 hex digits of the
