@@ -14,6 +14,10 @@ import (
 // their logs shown when the test failed, as the test ends.
 func startMesh(ctx context.Context, t *testing.T, opts testenv.Options) (*localmesh.Mesh, *testenv.Env) {
 	t.Helper()
+	if testing.Short() {
+		// Before building the binaries, which testenv.Start would skip too.
+		t.Skip("needs local clusters, which -short (make test-unit) does not start: run make test")
+	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)

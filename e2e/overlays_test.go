@@ -42,11 +42,7 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 	ctx := t.Context()
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
-		out, _, err := env.Kubectl(ctx, stdin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return env.MustKubectl(ctx, t, stdin, args...)
 	}
 	// A server-side dry-run does not create namespaces, so the namespaced
 	// objects of a first apply need them to exist already.

@@ -26,11 +26,7 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 	mesh, env := startMesh(ctx, t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
-		out, _, err := env.Kubectl(ctx, stdin, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return env.MustKubectl(ctx, t, stdin, args...)
 	}
 	secretData := func(kctx, name, key string) []byte {
 		t.Helper()

@@ -5,11 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,38 +22,51 @@ import (
 // What TestCertManagerIssuesAndRenewsTheRelayCertificates watches while
 // cert-manager renews: where each certificate is used, and relayctl check.
 
-// checkLog runs relayctl check (check) every two seconds in the background
-// until stop, and collects the runs that failed.
-type checkLog struct {
-	mu       sync.Mutex
-	runs     int
-	failed   []string
-	quit     chan struct{}
-	ended    chan struct{}
-	stopOnce sync.Once
+// poller calls a function every interval in the background until stop.
+type poller struct {
+	quit, ended chan struct{}
+	once        sync.Once
 }
 
-func runChecks(check func() (string, int)) *checkLog {
-	l := &checkLog{quit: make(chan struct{}), ended: make(chan struct{})}
+func poll(every time.Duration, fn func()) *poller {
+	p := &poller{quit: make(chan struct{}), ended: make(chan struct{})}
 	go func() {
-		defer close(l.ended)
+		defer close(p.ended)
 		for {
-			out, code := check()
-			l.add(time.Now(), code, out)
+			fn()
 			select {
-			case <-l.quit:
+			case <-p.quit:
 				return
-			case <-time.After(2 * time.Second):
+			case <-time.After(every):
 			}
 		}
 	}()
-	return l
+	return p
 }
 
-// stop ends the runs and waits for the last; calling it again does nothing.
-func (l *checkLog) stop() {
-	l.stopOnce.Do(func() { close(l.quit) })
-	<-l.ended
+// stop ends the calls and waits for the last; calling it again does
+// nothing.
+func (p *poller) stop() {
+	p.once.Do(func() { close(p.quit) })
+	<-p.ended
+}
+
+// checkLog runs relayctl check (check) every two seconds in the background
+// until stop, and collects the runs that failed.
+type checkLog struct {
+	*poller
+	mu     sync.Mutex
+	runs   int
+	failed []string
+}
+
+func runChecks(check func() (string, int)) *checkLog {
+	l := &checkLog{}
+	l.poller = poll(2*time.Second, func() {
+		out, code := check()
+		l.add(time.Now(), code, out)
+	})
+	return l
 }
 
 func (l *checkLog) add(at time.Time, code int, out string) {
@@ -74,9 +83,6 @@ func (l *checkLog) result() (int, []string) {
 	defer l.mu.Unlock()
 	return l.runs, slices.Clone(l.failed)
 }
-
-// unixString is a certificate's NotAfter as the relay metrics give it.
-func unixString(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
 // serving dials relay-server as an agent does (SNI = authority, the root
 // pinned) and returns the certificate it serves to a new handshake.
@@ -106,12 +112,11 @@ type renewalWatch struct {
 	workloads    []string
 	agentMetrics map[string]string
 	roots        *x509.CertPool
-	quit, ended  chan struct{}
-	stopOnce     sync.Once
+	*poller
 
 	mu sync.Mutex
 	// seen[where][notAfter] is when a certificate was first seen there.
-	seen map[string]map[string]time.Time
+	seen map[string]map[int64]time.Time
 	// stored[cluster] are the certificates of the cluster's relay secret,
 	// in the order they appeared.
 	stored map[string][]*x509.Certificate
@@ -121,9 +126,8 @@ type renewalWatch struct {
 // newRenewalWatch starts sampling; stop ends it.
 func newRenewalWatch(ctx context.Context, env *testenv.Env, mesh *localmesh.Mesh, workloads []string, agentMetrics map[string]string, roots *x509.CertPool) *renewalWatch {
 	w := &renewalWatch{ctx: ctx, env: env, mesh: mesh, workloads: workloads, agentMetrics: agentMetrics, roots: roots,
-		quit: make(chan struct{}), ended: make(chan struct{}),
-		seen: map[string]map[string]time.Time{}, stored: map[string][]*x509.Certificate{}}
-	go w.run()
+		seen: map[string]map[int64]time.Time{}, stored: map[string][]*x509.Certificate{}}
+	w.poller = poll(sampleEvery, w.sample)
 	return w
 }
 
@@ -135,18 +139,6 @@ func (w *renewalWatch) users(cluster string) []string {
 	return []string{"agent " + cluster + " metrics", "reported by agent " + cluster + " to relay-server"}
 }
 
-func (w *renewalWatch) run() {
-	defer close(w.ended)
-	for {
-		w.sample()
-		select {
-		case <-w.quit:
-			return
-		case <-time.After(sampleEvery):
-		}
-	}
-}
-
 // sampleEvery is how often renewalWatch samples.
 const sampleEvery = 500 * time.Millisecond
 
@@ -155,22 +147,15 @@ const sampleEvery = 500 * time.Millisecond
 // is well under a second; the bound leaves room for a busy machine.
 const pickupWithin = 15 * time.Second
 
-// stop ends sampling and waits for the last sample; calling it again does
-// nothing.
-func (w *renewalWatch) stop() {
-	w.stopOnce.Do(func() { close(w.quit) })
-	<-w.ended
-}
-
 func (w *renewalWatch) sample() {
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	note := func(where, notAfter string) {
+	note := func(where string, notAfter int64) {
 		if w.seen[where] == nil {
-			w.seen[where] = map[string]time.Time{}
+			w.seen[where] = map[int64]time.Time{}
 		}
-		if _, ok := w.seen[where][notAfter]; !ok && notAfter != "" {
+		if _, ok := w.seen[where][notAfter]; !ok && notAfter != 0 {
 			w.seen[where][notAfter] = now
 		}
 	}
@@ -187,27 +172,27 @@ func (w *renewalWatch) sample() {
 		if err != nil {
 			continue
 		}
-		na := unixString(certs[0].NotAfter)
+		na := certs[0].NotAfter.Unix()
 		if _, ok := w.seen["secret "+c][na]; !ok {
 			w.stored[c] = append(w.stored[c], certs[0])
 		}
 		note("secret "+c, na)
 	}
 	if cert, err := serving(w.mesh.ServerAddr, w.roots); err == nil {
-		note("served by relay-server", unixString(cert.NotAfter))
+		note("served by relay-server", cert.NotAfter.Unix())
 	}
-	server := metricPage("http://" + w.mesh.ServerMetrics + "/metrics")
-	note("relay-server metrics", server[`relay_certificate_expiry_timestamp_seconds{certificate="server"}`])
+	server := testenv.ScrapeMetrics("http://" + w.mesh.ServerMetrics + "/metrics")
+	note("relay-server metrics", int64(server[`relay_certificate_expiry_timestamp_seconds{certificate="server"}`]))
 	for _, c := range w.workloads {
-		agent := metricPage("http://" + w.agentMetrics[c] + "/metrics")
-		note("agent "+c+" metrics", agent["relay_agent_client_certificate_expiry_timestamp_seconds"])
-		note("reported by agent "+c+" to relay-server", server[`relay_client_certificate_expiry_timestamp_seconds{cluster="`+c+`"}`])
+		agent := testenv.ScrapeMetrics("http://" + w.agentMetrics[c] + "/metrics")
+		note("agent "+c+" metrics", int64(agent["relay_agent_client_certificate_expiry_timestamp_seconds"]))
+		note("reported by agent "+c+" to relay-server", int64(server[`relay_client_certificate_expiry_timestamp_seconds{cluster="`+c+`"}`]))
 		for _, s := range []string{"push", "pull"} {
-			if v := server[`relay_`+s+`_clients_connected{cluster="`+c+`"}`]; v != "1" {
-				w.gaps = append(w.gaps, fmt.Sprintf("%s: relay-server counted %q %s streams of %s", now.Format(time.TimeOnly), v, s, c))
+			if v, ok := server[`relay_`+s+`_clients_connected{cluster="`+c+`"}`]; v != 1 {
+				w.gaps = append(w.gaps, fmt.Sprintf("%s: relay-server counted %v %s streams of %s (scraped: %v)", now.Format(time.TimeOnly), v, s, c, ok))
 			}
-			if v := agent[`relay_agent_stream_connected{stream="`+s+`"}`]; v != "1" {
-				w.gaps = append(w.gaps, fmt.Sprintf("%s: agent %s had its %s stream at %q", now.Format(time.TimeOnly), c, s, v))
+			if v, ok := agent[`relay_agent_stream_connected{stream="`+s+`"}`]; v != 1 {
+				w.gaps = append(w.gaps, fmt.Sprintf("%s: agent %s had its %s stream at %v (scraped: %v)", now.Format(time.TimeOnly), c, s, v, ok))
 			}
 		}
 	}
@@ -217,7 +202,7 @@ func (w *renewalWatch) sample() {
 func (w *renewalWatch) renewed(cluster string, since time.Time) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, cert := range w.stored[cluster] {
-		if w.seen["secret "+cluster][unixString(cert.NotAfter)].After(since) {
+		if w.seen["secret "+cluster][cert.NotAfter.Unix()].After(since) {
 			out = append(out, cert)
 		}
 	}
@@ -236,7 +221,7 @@ func (w *renewalWatch) done(since time.Time, n int) error {
 		}
 		for _, cert := range certs[:n] {
 			for _, u := range w.users(c) {
-				if _, ok := w.seen[u][unixString(cert.NotAfter)]; !ok {
+				if _, ok := w.seen[u][cert.NotAfter.Unix()]; !ok {
 					return fmt.Errorf("%s: certificate %s (notAfter %s) not yet %s", c, cert.SerialNumber.Text(16), cert.NotAfter.Format(time.TimeOnly), u)
 				}
 			}
@@ -255,7 +240,7 @@ func (w *renewalWatch) report(t *testing.T, since time.Time) {
 	for _, c := range append([]string{"mgmt"}, w.workloads...) {
 		var prev *x509.Certificate
 		for _, cert := range w.renewed(c, since) {
-			na := unixString(cert.NotAfter)
+			na := cert.NotAfter.Unix()
 			stored := w.seen["secret "+c][na]
 			line := fmt.Sprintf("%s: serial %s stored %.1fs after the patch, lifetime %s", c, cert.SerialNumber.Text(16),
 				stored.Sub(since).Seconds(), cert.NotAfter.Sub(cert.NotBefore))
@@ -288,7 +273,7 @@ func (w *renewalWatch) problems() []string {
 	for _, c := range append([]string{"mgmt"}, w.workloads...) {
 		stored := w.stored[c]
 		for _, cert := range stored {
-			na := unixString(cert.NotAfter)
+			na := cert.NotAfter.Unix()
 			for _, u := range w.users(c) {
 				if at, ok := w.seen[u][na]; ok && at.Sub(w.seen["secret "+c][na]) > pickupWithin {
 					out = append(out, fmt.Sprintf("%s: certificate %s was %s %s after cert-manager stored it, want within %s",
@@ -312,28 +297,4 @@ func (w *renewalWatch) problems() []string {
 		}
 	}
 	return append(out, w.gaps...)
-}
-
-// metricPage fetches a Prometheus text page and returns each sample's value
-// by its name and labels, as printed.
-func metricPage(url string) map[string]string {
-	out := map[string]string{}
-	resp, err := http.Get(url)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for line := range strings.Lines(string(body)) {
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		if name, value, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
-			if f, err := strconv.ParseFloat(value, 64); err == nil {
-				value = strconv.FormatFloat(f, 'f', -1, 64)
-			}
-			out[name] = value
-		}
-	}
-	return out
 }

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
@@ -31,21 +34,12 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 	mesh, env := startMesh(ctx, t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
 	kubectl := func(stdin string, args ...string) string {
 		t.Helper()
-		out, stderr, err := env.Kubectl(ctx, stdin, args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, stderr)
-		}
-		return out
+		return env.MustKubectl(ctx, t, stdin, args...)
 	}
 	secretData := func(kctx, ns, name string) (map[string][]byte, error) {
-		out, _, err := env.Kubectl(ctx, "", "--context", kctx, "-n", ns, "get", "secret", name, "-o", "json")
-		if err != nil {
-			return nil, err
-		}
-		var s struct {
-			Data map[string][]byte `json:"data"`
-		}
-		return s.Data, json.Unmarshal([]byte(out), &s)
+		var s corev1.Secret
+		err := env.Cluster(kctx).Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &s)
+		return s.Data, err
 	}
 	kubectl("", "--context", "mgmt", "create", "namespace", "gloo-mesh")
 	if _, err := mesh.StartServer(ctx, "mgmt"); err != nil {
@@ -151,13 +145,11 @@ spec:
 		})
 		return got
 	}
-	generated, err := secretData("mgmt", "gloo-mesh", "root-trust.istio-ingressgateway")
-	if err != nil {
-		testenv.Eventually(t, "the generated root secret", 30*time.Second, func() error {
-			generated, err = secretData("mgmt", "gloo-mesh", "root-trust.istio-ingressgateway")
-			return err
-		})
-	}
+	var generated map[string][]byte
+	testenv.Eventually(t, "the generated root secret", 30*time.Second, func() (err error) {
+		generated, err = secretData("mgmt", "gloo-mesh", "root-trust.istio-ingressgateway")
+		return err
+	})
 	genRoot, err := pki.DecodeCertificate(generated["root-cert.pem"])
 	if err != nil {
 		t.Fatalf("root-trust.istio-ingressgateway root-cert.pem: %v", err)

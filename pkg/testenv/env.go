@@ -192,6 +192,17 @@ func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (stdout
 	return out.String(), errb.String(), nil
 }
 
+// MustKubectl is Kubectl for a test: it fails t when kubectl fails, with
+// the command and its stderr, and returns the output otherwise.
+func (e *Env) MustKubectl(ctx context.Context, t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	out, _, err := e.Kubectl(ctx, stdin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // logTails logs the end of every process log, so that a failed test shows
 // why a cluster misbehaved before its folder is removed.
 func (e *Env) logTails(t testing.TB) {

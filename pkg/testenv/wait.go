@@ -29,18 +29,40 @@ func Eventually(t testing.TB, what string, timeout time.Duration, check func() e
 // ScrapeMetric fetches a Prometheus text endpoint and returns the first
 // line that starts with prefix (a metric name with its labels), or "".
 func ScrapeMetric(url, prefix string) string {
+	for line := range strings.Lines(scrape(url)) {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimRight(line, "\n")
+		}
+	}
+	return ""
+}
+
+// ScrapeMetrics fetches a Prometheus text endpoint and returns every sample
+// by its name and labels as printed, for a caller that reads many at once;
+// empty when the endpoint cannot be read.
+func ScrapeMetrics(url string) map[string]float64 {
+	out := map[string]float64{}
+	for line := range strings.Lines(scrape(url)) {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if v := MetricValue(line); v != -1 {
+			name, _, _ := strings.Cut(line, " ")
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// scrape returns the page at url, or "" when it cannot be read.
+func scrape(url string) string {
 	resp, err := http.Get(url)
 	if err != nil {
 		return ""
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return line
-		}
-	}
-	return ""
+	return string(body)
 }
 
 // MetricValue returns the value of a scraped metric line, or -1 when the
