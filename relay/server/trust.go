@@ -110,10 +110,10 @@ type trust struct {
 func newTrust(cfg *config.Server, conns *connections, m *metrics, now func() time.Time, log logr.Logger) *trust {
 	return &trust{
 		cfg: cfg, conns: conns, metrics: m, now: now, log: log,
-		policies:    map[string]*trustPolicy{},
-		reports:     map[string]*relayv1.IstioCAStatus{},
-		asked:       map[string]asked{},
-		conflicts:   map[[2]string]string{},
+		policies:  map[string]*trustPolicy{},
+		reports:   map[string]*relayv1.IstioCAStatus{},
+		asked:     map[string]asked{},
+		conflicts: map[[2]string]string{},
 	}
 }
 
