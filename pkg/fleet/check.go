@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
@@ -183,8 +184,8 @@ func (c *checker) management(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if signing == nil && issuedByCertManager(server) {
-			c.add(side, "secret "+signingKey.String(), OK, "not found, and cert-manager writes %s: relay-server runs with disableCa and signs nothing", serverKey)
+		if signing == nil && server != nil && kube.ManagedElsewhere(server) {
+			c.add(side, "secret "+signingKey.String(), OK, "not found, and %s is managed elsewhere (cert-manager): relay-server runs with disableCa and signs nothing", serverKey)
 		} else if signing == nil {
 			c.add(side, "secret "+signingKey.String(), Problem, "not found: relay-server cannot sign client certificates; let it create the secret (disableCaCertGeneration off) or restore it")
 		} else if certs, err := pki.DecodeCertificates(signing.Data[pki.KeyTLSCert]); err != nil {
@@ -314,13 +315,6 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	}
 	c.r.Clusters = append(c.r.Clusters, st)
 	return nil
-}
-
-// issuedByCertManager reports whether cert-manager wrote s (it annotates
-// what it writes with its Certificate's name): relay-server's own CA is then
-// off, as in reference 004.
-func issuedByCertManager(s *corev1.Secret) bool {
-	return s != nil && s.Annotations["cert-manager.io/certificate-name"] != ""
 }
 
 // lookupSecret reads the secret key through c; a secret that does not

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
@@ -58,28 +58,6 @@ type trust struct {
 	token    []byte
 }
 
-// managedAnnotationPrefixes mark a client secret that another controller
-// writes; the agent then only watches it and never rotates it.
-var managedAnnotationPrefixes = []string{"cert-manager.io/"}
-
-// ManagedElsewhereAnnotation lets a user mark a client secret as managed by
-// their own tooling, so that the agent never rotates it.
-const ManagedElsewhereAnnotation = "meshrelay.dev/managed-elsewhere"
-
-func managedElsewhere(s *corev1.Secret) bool {
-	for k, v := range s.Annotations {
-		if k == ManagedElsewhereAnnotation && v == "true" {
-			return true
-		}
-		for _, p := range managedAnnotationPrefixes {
-			if strings.HasPrefix(k, p) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // read collects the agent's trust from its secrets. Missing or broken
 // secrets are not errors here: the caller decides what it can do without.
 func (s *secrets) read(ctx context.Context, cluster string, now time.Time) (*trust, error) {
@@ -107,7 +85,7 @@ func (s *secrets) read(ctx context.Context, cluster string, now time.Time) (*tru
 	}
 	t.clientOK = err
 	if cs != nil {
-		t.managed = managedElsewhere(cs)
+		t.managed = kube.ManagedElsewhere(cs)
 		if len(t.roots) == 0 && len(cs.Data[pki.KeyCACert]) > 0 {
 			t.roots, _ = pki.DecodeCertificates(cs.Data[pki.KeyCACert])
 		}
