@@ -114,21 +114,16 @@ func workloadSecrets(ca *authorities, cluster string, opts Options) ([]corev1.Se
 	if err != nil {
 		return nil, err
 	}
-	meshKey, err := ca.meshCA.KeyPEM()
+	cacerts, err := pki.IstioCAData(ca.meshCA.Key, append([]*x509.Certificate{ca.meshCA.Cert}, ca.meshCA.Issuers...), opts.Now)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("Istio CA of cluster %q: %w", cluster, err)
 	}
 	return []corev1.Secret{
 		newSecret(opts.Namespace, config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, map[string][]byte{
 			pki.KeyCACert: ca.relayRoot.CAPEM(),
 		}),
 		clientSec,
-		newSecret(opts.IstioNamespace, config.DefaultIstioCASecret, corev1.SecretTypeOpaque, map[string][]byte{
-			pki.IstioCACertKey:    pki.EncodeCertificates(ca.meshCA.Cert),
-			pki.IstioCAKeyKey:     meshKey,
-			pki.IstioCertChainKey: pki.EncodeCertificates(append([]*x509.Certificate{ca.meshCA.Cert}, ca.meshCA.Issuers...)...),
-			pki.IstioRootCertKey:  ca.meshCA.CAPEM(),
-		}),
+		newSecret(opts.IstioNamespace, config.DefaultIstioCASecret, corev1.SecretTypeOpaque, cacerts),
 	}, nil
 }
 
