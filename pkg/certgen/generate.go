@@ -116,7 +116,7 @@ func workloadSecrets(ca *authorities, cluster string, opts Options) ([]corev1.Se
 	}
 	cacerts, err := pki.IstioCAData(ca.meshCA.Key, append([]*x509.Certificate{ca.meshCA.Cert}, ca.meshCA.Issuers...), opts.Now)
 	if err != nil {
-		return nil, fmt.Errorf("Istio CA of cluster %q: %w", cluster, err)
+		return nil, fmt.Errorf("cacerts of cluster %q: %w", cluster, err)
 	}
 	return []corev1.Secret{
 		newSecret(opts.Namespace, config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, map[string][]byte{
