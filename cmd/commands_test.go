@@ -13,7 +13,7 @@ import (
 	server "github.com/meshrelay/meshrelay/cmd/relay-server/app"
 	webhook "github.com/meshrelay/meshrelay/cmd/relay-webhook/app"
 	relayctl "github.com/meshrelay/meshrelay/cmd/relayctl/app"
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/version"
 )
 
@@ -30,7 +30,7 @@ func TestEveryBinaryPrintsHelpNamedAfterItself(t *testing.T) {
 			cmd := newCmd()
 			var out, stderr bytes.Buffer
 			cmd.SetOut(&out)
-			if code := cli.Run(t.Context(), cmd, []string{"--help"}, &stderr); code != 0 {
+			if code := command.Run(t.Context(), cmd, []string{"--help"}, &stderr); code != 0 {
 				t.Fatalf("%s --help exited %d: %s", name, code, stderr.String())
 			}
 			if !strings.HasPrefix(out.String(), name+" ") || !strings.Contains(out.String(), "Usage:") {
@@ -45,7 +45,7 @@ func TestEveryBinaryPrintsHelpNamedAfterItself(t *testing.T) {
 
 func TestRelayWebhookRefusesBadSettingsWithTheFix(t *testing.T) {
 	var stderr bytes.Buffer
-	code := cli.Run(t.Context(), commands["relay-webhook"](), []string{"--cluster=cluster_1", "--certificates=vault"}, &stderr)
+	code := command.Run(t.Context(), commands["relay-webhook"](), []string{"--cluster=cluster_1", "--certificates=vault"}, &stderr)
 	if code == 0 {
 		t.Fatal("relay-webhook with bad settings exited 0")
 	}
@@ -60,7 +60,7 @@ func TestRelayctlVersionPrintsTheBuildVersion(t *testing.T) {
 	cmd := relayctl.NewCommand()
 	var out, stderr bytes.Buffer
 	cmd.SetOut(&out)
-	if code := cli.Run(t.Context(), cmd, []string{"version"}, &stderr); code != 0 {
+	if code := command.Run(t.Context(), cmd, []string{"version"}, &stderr); code != 0 {
 		t.Fatalf("relayctl version exited %d: %s", code, stderr.String())
 	}
 	if want := "relayctl " + version.String() + "\n"; out.String() != want {
@@ -81,7 +81,7 @@ func TestRelayServerRefusesBadSettingsBeforeStarting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if code := cli.Run(t.Context(), server.NewCommand(), tc.args, &stderr); code != 1 {
+			if code := command.Run(t.Context(), server.NewCommand(), tc.args, &stderr); code != 1 {
 				t.Errorf("exit %d, want 1", code)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
@@ -103,7 +103,7 @@ func TestRelayAgentRefusesBadSettingsBeforeStarting(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if code := cli.Run(t.Context(), agent.NewCommand(), tc.args, &stderr); code != 1 {
+			if code := command.Run(t.Context(), agent.NewCommand(), tc.args, &stderr); code != 1 {
 				t.Errorf("exit %d, want 1", code)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {

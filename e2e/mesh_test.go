@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/meshrelay/meshrelay/e2e/localmesh"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
+	"github.com/meshrelay/meshrelay/internal/localmesh"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 )
 
 // startMesh builds the four binaries, starts the local clusters of opts and

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 // TestIdentityTokenFlowAcrossTwoWorkloadClusters runs relay-server and one

@@ -13,10 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/meshrelay/meshrelay/e2e/localmesh"
+	"github.com/meshrelay/meshrelay/internal/localmesh"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 // What TestCertManagerIssuesAndRenewsTheRelayCertificates watches while

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/pkg/testenv"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 )
 
 // TestInstallRegisterCheckBreakAndRepair installs meshrelay with the

@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 // TestFederatedTrustAcrossTwoWorkloadClusters runs flow 6 with the real

@@ -22,10 +22,10 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 	"github.com/meshrelay/meshrelay/webhook"
 )
 
@@ -62,7 +62,7 @@ func newBenchReview(b *testing.B) *benchReview {
 	if err != nil {
 		b.Fatal(err)
 	}
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 	"github.com/meshrelay/meshrelay/webhook"
 )
 

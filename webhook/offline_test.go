@@ -16,9 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/webhook"
 )
@@ -31,7 +31,7 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 	f := newPKI(t)
 	other := newPKI(t)
 	ca := f.root.CAPEM()
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func handle(t *testing.T, handlers map[string]admission.Handler, obj client.Obje
 func TestOfflineValidatorReadsTheRootThroughItsReader(t *testing.T) {
 	f := newPKI(t)
 	other := newPKI(t)
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}

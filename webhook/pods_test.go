@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 	"github.com/meshrelay/meshrelay/webhook"
 )
 

@@ -25,9 +25,9 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshrelay/meshrelay/internal/probeserver"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/probe"
 	"github.com/meshrelay/meshrelay/webhook/selfcert"
 )
 
@@ -72,7 +72,7 @@ func New(opts Options) (*Server, error) {
 
 // Run serves the admission webhooks and the probes until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return err
 	}
@@ -120,18 +120,18 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	probes := probe.Handler(ctrlmetrics.Registry, func() error {
+	probes := probeserver.Handler(ctrlmetrics.Registry, func() error {
 		if !s.ready.Load() {
 			return errors.New("caches are syncing")
 		}
 		return certReady()
 	})
 	if s.cfg.EnableProfiling {
-		probes = probe.WithProfiling(probes)
+		probes = probeserver.WithProfiling(probes)
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Start(ctx) })
-	g.Go(func() error { return probe.Serve(ctx, mlis, probes) })
+	g.Go(func() error { return probeserver.Serve(ctx, mlis, probes) })
 	g.Go(func() error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return nil

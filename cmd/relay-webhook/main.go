@@ -3,9 +3,9 @@ package main
 
 import (
 	"github.com/meshrelay/meshrelay/cmd/relay-webhook/app"
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 )
 
 func main() {
-	cli.Main(app.NewCommand())
+	command.Main(app.NewCommand())
 }

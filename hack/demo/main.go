@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshrelay/meshrelay/e2e/localmesh"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
+	"github.com/meshrelay/meshrelay/internal/localmesh"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 )
 
 func main() {

@@ -14,10 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 const namespace = "gloo-mesh"
@@ -53,7 +53,7 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 	if err != nil {
 		return nil, err
 	}
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return nil, err
 	}

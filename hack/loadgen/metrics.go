@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/meshrelay/meshrelay/pkg/testenv"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 )
 
 // sumMetric adds the values of every series of the named metric.

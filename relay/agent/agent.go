@@ -27,9 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/probeserver"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/probe"
 	"github.com/meshrelay/meshrelay/pkg/version"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -130,7 +130,7 @@ func (a *Agent) Provider() *Provider { return a.provider }
 // certificate (the leader only, by a Lease), and keeps the push and pull
 // streams open (every replica) until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	go func() {
-		if err := probe.Serve(ctx, mlis, probe.Handler(a.metrics.registry, a.readiness)); err != nil {
+		if err := probeserver.Serve(ctx, mlis, probeserver.Handler(a.metrics.registry, a.readiness)); err != nil {
 			a.log.Error(err, "metrics server failed")
 		}
 	}()

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
@@ -85,7 +85,7 @@ func (s *secrets) read(ctx context.Context, cluster string, now time.Time) (*tru
 	}
 	t.clientOK = err
 	if cs != nil {
-		t.managed = kube.ManagedElsewhere(cs)
+		t.managed = scheme.ManagedElsewhere(cs)
 		if len(t.roots) == 0 && len(cs.Data[pki.KeyCACert]) > 0 {
 			t.roots, _ = pki.DecodeCertificates(cs.Data[pki.KeyCACert])
 		}

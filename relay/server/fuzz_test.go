@@ -14,9 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -44,7 +44,7 @@ func fuzzService(t testing.TB) *service {
 	creds.issuer.Store(iss)
 	tok := []byte("the-token")
 	creds.token.Store(&tok)
-	scheme, _ := kube.Scheme()
+	scheme, _ := scheme.Scheme()
 	policy := &meshv1alpha1.RootTrustPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "p"}}
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
 		&meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "cluster-1"}},

@@ -31,10 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/probeserver"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/probe"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -99,7 +99,7 @@ func (s *Server) RenewNow(cluster, reason string) int { return s.svc.RenewNow(cl
 // Run bootstraps the CA (unless disabled), starts watching the relay
 // secrets and KubernetesClusters, and serves gRPC and metrics until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return err
 	}
@@ -156,11 +156,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	probes := probe.Handler(s.registry, s.readiness)
+	probes := probeserver.Handler(s.registry, s.readiness)
 	if s.cfg.EnableProfiling {
-		probes = probe.WithProfiling(probes)
+		probes = probeserver.WithProfiling(probes)
 	}
-	g.Go(func() error { return probe.Serve(ctx, mlis, probes) })
+	g.Go(func() error { return probeserver.Serve(ctx, mlis, probes) })
 	g.Go(func() error {
 		<-ctx.Done()
 		s.ready.Store(false)

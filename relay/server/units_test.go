@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -170,7 +170,7 @@ func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
 }
 
 func TestCredentialsDecodeOnlyTheSecretsThatChanged(t *testing.T) {
-	scheme, _ := kube.Scheme()
+	scheme, _ := scheme.Scheme()
 	c := fake.NewClientBuilder().WithScheme(scheme).Build()
 	cfg := config.DefaultServer()
 	if err := EnsureCA(t.Context(), c, &cfg, logr.Discard()); err != nil {

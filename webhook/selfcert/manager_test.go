@@ -19,8 +19,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 type clock struct{ now atomic.Pointer[time.Time] }

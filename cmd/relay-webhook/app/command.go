@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
 	"github.com/meshrelay/meshrelay/webhook"
@@ -22,8 +22,8 @@ func NewCommand() *cobra.Command {
 	var (
 		servingIPs []net.IP
 		configFile string
-		kube       cli.KubeFlags
-		logs       cli.LogFlags
+		kube       command.KubeFlags
+		logs       command.LogFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "relay-webhook",

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshrelay/meshrelay/pkg/backup"
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
+	"github.com/meshrelay/meshrelay/internal/relayctl/backup"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
@@ -162,7 +162,7 @@ an old chain beside half of a new one serves no agent. The exit status is then 1
 				return err
 			}
 			if refused > 0 {
-				return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d %s refused: nothing was written",
+				return &command.ExitError{Code: 1, Err: fmt.Errorf("%d %s refused: nothing was written",
 					refused, plural(refused, "secret", "secrets"))}
 			}
 			return nil

@@ -14,10 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/pkg/backup"
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
+	"github.com/meshrelay/meshrelay/internal/relayctl/backup"
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/testenv"
 )
 
 // runCLI runs cmd with args as relayctl's main would and returns the exit
@@ -26,7 +26,7 @@ func runCLI(t *testing.T, cmd *cobra.Command, args ...string) (int, string, stri
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
-	code := cli.Run(t.Context(), cmd, args, &errOut)
+	code := command.Run(t.Context(), cmd, args, &errOut)
 	return code, out.String(), errOut.String()
 }
 

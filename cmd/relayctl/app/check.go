@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
+	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/fleet"
 )
 
 func newCheckCommand() *cobra.Command {
@@ -88,7 +88,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 				return err
 			}
 			if n := report.Problems(); n > 0 {
-				return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) found", n)}
+				return &command.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) found", n)}
 			}
 			return nil
 		},

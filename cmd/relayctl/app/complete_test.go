@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 )
 
 func TestContextFlagsCompleteToTheKubeconfigsContexts(t *testing.T) {
@@ -31,7 +31,7 @@ contexts:
 		var out, stderr bytes.Buffer
 		cmd := NewCommand()
 		cmd.SetOut(&out)
-		if code := cli.Run(t.Context(), cmd, append([]string{"__complete"}, args...), &stderr); code != 0 {
+		if code := command.Run(t.Context(), cmd, append([]string{"__complete"}, args...), &stderr); code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, stderr.String())
 		}
 		if got := strings.Fields(out.String()); len(got) < 2 || got[0] != "cluster-1" || got[1] != "mgmt" {

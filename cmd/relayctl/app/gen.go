@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshrelay/meshrelay/pkg/certgen"
+	"github.com/meshrelay/meshrelay/internal/relayctl/certgen"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 

@@ -12,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
-	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/internal/command"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 )
 
 // clusterClients are the clients of one kubeconfig context.
@@ -25,12 +25,12 @@ type clusterClients struct {
 // connect returns the clients of context kubeContext in kubeconfig (both
 // may be empty for the defaults).
 func connect(kubeconfig, kubeContext string) (*clusterClients, error) {
-	flags := cli.KubeFlags{Kubeconfig: kubeconfig, Context: kubeContext}
+	flags := command.KubeFlags{Kubeconfig: kubeconfig, Context: kubeContext}
 	cfg, err := flags.RESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("context %q: %w", kubeContext, err)
 	}
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 )
 
 // TestUnknownOutputIsRefusedBeforeAnyClusterIsRead gives every command a
@@ -23,7 +23,7 @@ func TestUnknownOutputIsRefusedBeforeAnyClusterIsRead(t *testing.T) {
 		var stderr bytes.Buffer
 		cmd := NewCommand()
 		cmd.SetIn(strings.NewReader(""))
-		if code := cli.Run(t.Context(), cmd, args, &stderr); code == 0 || !strings.Contains(stderr.String(), `unknown output format "table"`) {
+		if code := command.Run(t.Context(), cmd, args, &stderr); code == 0 || !strings.Contains(stderr.String(), `unknown output format "table"`) {
 			t.Errorf("%s: exit %d, stderr %q: want the format refused first", args[0], code, stderr.String())
 		}
 	}

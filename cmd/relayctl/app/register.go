@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/fleet"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 

@@ -15,10 +15,10 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
+	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/manifest"
 	"github.com/meshrelay/meshrelay/webhook"
 )
 
@@ -108,7 +108,7 @@ func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Write
 	if err := o.cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid webhook settings: %w", err)
 	}
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return err
 	}
@@ -334,7 +334,7 @@ func (r *validateReport) exitError() error {
 	if len(parts) == 0 {
 		return nil
 	}
-	return &cli.ExitError{Code: 1, Err: errors.New(strings.Join(parts, "; "))}
+	return &command.ExitError{Code: 1, Err: errors.New(strings.Join(parts, "; "))}
 }
 
 func inputErrors(n int) string {

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshrelay/meshrelay/pkg/cli"
+	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
@@ -106,7 +106,7 @@ func runValidate(t *testing.T, stdin string, args ...string) (int, string, strin
 	var stdout, stderr bytes.Buffer
 	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetOut(&stdout)
-	code := cli.Run(t.Context(), cmd, args, &stderr)
+	code := command.Run(t.Context(), cmd, args, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 

@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshrelay/meshrelay/pkg/keyfiles"
+	"github.com/meshrelay/meshrelay/internal/relayctl/keyfiles"
 )
 
 // Format is how WriteDir lays out a cluster's secrets.

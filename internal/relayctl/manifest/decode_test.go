@@ -8,14 +8,14 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/manifest"
 )
 
 func newDecoder(t testing.TB) *manifest.Decoder {
 	t.Helper()
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
-// Package probe serves what every meshrelay component exposes on its
+// Package probeserver serves what every meshrelay component exposes on its
 // metrics address: /metrics, /healthz and /readyz, so that the server, the
 // agent and the webhook answer probes and scrapes the same way.
-package probe
+package probeserver
 
 import (
 	"context"

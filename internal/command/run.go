@@ -1,7 +1,7 @@
-// Package cli holds what every meshrelay binary's main does the same way:
+// Package command holds what every meshrelay binary's main does the same way:
 // a context cancelled by SIGINT or SIGTERM, running one cobra command, and
 // turning its error into a message on stderr and an exit status.
-package cli
+package command
 
 import (
 	"context"

@@ -17,9 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/kube"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
@@ -184,7 +184,7 @@ func (c *checker) management(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if signing == nil && server != nil && kube.ManagedElsewhere(server) {
+		if signing == nil && server != nil && scheme.ManagedElsewhere(server) {
 			c.add(side, "secret "+signingKey.String(), OK, "not found, and %s is managed elsewhere (cert-manager): relay-server runs with disableCa and signs nothing", serverKey)
 		} else if signing == nil {
 			c.add(side, "secret "+signingKey.String(), Problem, "not found: relay-server cannot sign client certificates; let it create the secret (disableCaCertGeneration off) or restore it")

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshrelay/meshrelay/pkg/manifest"
+	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
 )
 
 func TestFilesWalksFoldersForManifests(t *testing.T) {

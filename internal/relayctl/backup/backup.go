@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/pkg/keyfiles"
+	"github.com/meshrelay/meshrelay/internal/relayctl/keyfiles"
 )
 
 // Modes of what Backup writes: the files hold private keys.

@@ -1,6 +1,6 @@
-// Package kube holds what every meshrelay component needs to talk to
+// Package scheme holds what every meshrelay component needs to talk to
 // Kubernetes: the scheme of the core types and meshrelay's own.
-package kube
+package scheme
 
 import (
 	"fmt"

@@ -10,8 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/manifest"
+	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 )
 
 // saved is one secret read from a backup folder.
@@ -31,7 +31,7 @@ func load(dir, namespace string, names []string) ([]saved, error) {
 	if err != nil {
 		return nil, err
 	}
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return nil, err
 	}

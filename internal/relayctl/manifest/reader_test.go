@@ -11,8 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/pkg/kube"
-	"github.com/meshrelay/meshrelay/pkg/manifest"
+	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 )
 
 func secret(ns, name string, labels map[string]string) *corev1.Secret {
@@ -24,7 +24,7 @@ func secret(ns, name string, labels map[string]string) *corev1.Secret {
 
 func newReader(t *testing.T, objs ...client.Object) *manifest.Reader {
 	t.Helper()
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}

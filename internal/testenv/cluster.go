@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/meshrelay/meshrelay/pkg/kube"
+	"github.com/meshrelay/meshrelay/internal/scheme"
 )
 
 // startTimeout bounds how long etcd and kube-apiserver may take to answer.
@@ -46,7 +46,7 @@ type Cluster struct {
 // withKCM is set, and cert-manager's controller from the folder certManager
 // when it is not empty. On error everything it started is stopped.
 func startCluster(name, dir, assets string, crdDirs []string, withKCM bool, certManager string) (c *Cluster, err error) {
-	scheme, err := kube.Scheme()
+	scheme, err := scheme.Scheme()
 	if err != nil {
 		return nil, err
 	}
