@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 )
 
@@ -53,6 +54,12 @@ type Options struct {
 	// DNSNames are the subject alternative names; each is checked as a
 	// DNS-1123 name (a wildcard first label only for servers).
 	DNSNames []string
+	// IPAddresses are IP subject alternative names, for a server reached by
+	// address; only a server certificate may carry them.
+	IPAddresses []net.IP
+	// LeavesOnly limits a root CA to signing leaves, not other CAs (path
+	// length 0), as an intermediate always is; it matters only for a root.
+	LeavesOnly bool
 	// TTL is the lifetime; an issued certificate never outlives its issuer.
 	TTL time.Duration
 	// Key is the key to make (ECDSA P-256 when zero).
@@ -120,6 +127,9 @@ func issue(parent *Certified, role Role, opts Options) (*Certified, error) {
 	if !role.isCA() && len(opts.DNSNames) == 0 {
 		return nil, fmt.Errorf("%s certificate needs at least one DNS name", role)
 	}
+	if err := checkIPAddresses(opts.IPAddresses, role); err != nil {
+		return nil, err
+	}
 	key, err := GenerateKey(opts.Key)
 	if err != nil {
 		return nil, err
@@ -131,6 +141,10 @@ func issue(parent *Certified, role Role, opts Options) (*Certified, error) {
 		return nil, err
 	}
 	tmpl.Subject.Organization = opts.Organization
+	tmpl.IPAddresses = opts.IPAddresses
+	if role == RoleRoot && opts.LeavesOnly {
+		tmpl.MaxPathLen, tmpl.MaxPathLenZero = 0, true
+	}
 	signerCert, signerKey, issuers := tmpl, key, []*x509.Certificate(nil)
 	if parent != nil {
 		if err := capValidity(tmpl, parent.Cert, now); err != nil {
@@ -148,6 +162,20 @@ func issue(parent *Certified, role Role, opts Options) (*Certified, error) {
 		return nil, fmt.Errorf("failed to parse new %s certificate: %w", role, err)
 	}
 	return &Certified{Cert: cert, Key: key, Issuers: issuers}, nil
+}
+
+// checkIPAddresses returns an error unless every address is a valid IP and
+// role may carry IP SANs: only a server may.
+func checkIPAddresses(ips []net.IP, role Role) error {
+	if len(ips) > 0 && role != RoleServer {
+		return fmt.Errorf("%s certificate may not carry IP addresses: only a server certificate does", role)
+	}
+	for _, ip := range ips {
+		if ip.To16() == nil {
+			return fmt.Errorf("IP address %v is not valid: it has %d bytes, not 4 or 16", ip, len(ip))
+		}
+	}
+	return nil
 }
 
 // template returns the certificate template of role, valid from notBefore

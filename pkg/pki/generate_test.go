@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"net"
 	"testing"
 	"time"
 )
@@ -131,5 +132,83 @@ func TestCertPEMHoldsTheLeafAndIntermediatesButNotTheRoot(t *testing.T) {
 	rootOnly, _ := DecodeCertificates(p.root.CertPEM())
 	if len(rootOnly) != 1 {
 		t.Errorf("a root's CertPEM holds %d certificates, want 1", len(rootOnly))
+	}
+}
+
+func TestServerCertificatesCarryIPAddresses(t *testing.T) {
+	p := newTestPKI(t, ECDSAP256)
+	v4, v6 := net.IPv4(127, 0, 0, 1), net.ParseIP("fd00::1")
+	for _, tc := range []struct {
+		name  string
+		issue func(Options) (*Certified, error)
+		ips   []net.IP
+		want  string // error, or empty for success
+	}{
+		{"a server certificate carries IPv4 and IPv6 addresses", p.inter.IssueServer, []net.IP{v4, v6}, ""},
+		{"a server certificate without addresses carries none", p.inter.IssueServer, nil, ""},
+		{"a client certificate is refused addresses", p.inter.IssueClient, []net.IP{v4}, "client certificate may not carry IP addresses"},
+		{"a root is refused addresses", func(o Options) (*Certified, error) { o.CommonName = "r"; return NewRootCA(o) }, []net.IP{v4}, "root CA certificate may not carry IP addresses"},
+		{"an intermediate is refused addresses", func(o Options) (*Certified, error) { o.CommonName = "i"; return p.root.NewIntermediateCA(o) }, []net.IP{v4}, "signing CA certificate may not carry IP addresses"},
+		{"an address of neither 4 nor 16 bytes is refused", p.inter.IssueServer, []net.IP{{10, 0, 0}}, "it has 3 bytes, not 4 or 16"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tc.issue(Options{DNSNames: []string{"relay-webhook.meshrelay-system.svc"}, IPAddresses: tc.ips, TTL: time.Hour, Now: t0})
+			wantErr(t, err, tc.want)
+			if err != nil {
+				return
+			}
+			if len(c.Cert.IPAddresses) != len(tc.ips) {
+				t.Fatalf("certificate has IP addresses %v, want %v", c.Cert.IPAddresses, tc.ips)
+			}
+			for i, ip := range tc.ips {
+				if !c.Cert.IPAddresses[i].Equal(ip) {
+					t.Errorf("IP address %d = %v, want %v", i, c.Cert.IPAddresses[i], ip)
+				}
+				if err := c.Cert.VerifyHostname(ip.String()); err != nil {
+					t.Errorf("certificate does not cover %v: %v", ip, err)
+				}
+			}
+			if _, err := VerifyChain(c.Cert, []*x509.Certificate{p.inter.Cert}, []*x509.Certificate{p.root.Cert}, RoleServer, t0); err != nil {
+				t.Errorf("server certificate does not verify: %v", err)
+			}
+		})
+	}
+}
+
+func TestLeavesOnlyRootSignsLeavesButNoCA(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		leavesOnly bool
+		wantInter  string // error verifying a leaf under an intermediate of the root
+	}{
+		{"a leaves-only root has path length 0 and its intermediates' leaves do not verify", true, "does not verify"},
+		{"a plain root has no path length limit", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, err := NewRootCA(Options{CommonName: "webhook CA", TTL: time.Hour, Now: t0, LeavesOnly: tc.leavesOnly})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if zero := root.Cert.MaxPathLen == 0 && root.Cert.MaxPathLenZero; zero != tc.leavesOnly {
+				t.Errorf("MaxPathLen=%d MaxPathLenZero=%v, want path length 0: %v", root.Cert.MaxPathLen, root.Cert.MaxPathLenZero, tc.leavesOnly)
+			}
+			srv, err := root.IssueServer(Options{DNSNames: []string{"svc"}, TTL: time.Hour, Now: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := VerifyChain(srv.Cert, nil, []*x509.Certificate{root.Cert}, RoleServer, t0); err != nil {
+				t.Errorf("a leaf the root signs does not verify: %v", err)
+			}
+			inter, err := root.NewIntermediateCA(Options{CommonName: "i", TTL: time.Hour, Now: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf, err := inter.IssueServer(Options{DNSNames: []string{"svc"}, TTL: time.Hour, Now: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = VerifyChain(leaf.Cert, []*x509.Certificate{inter.Cert}, []*x509.Certificate{root.Cert}, RoleServer, t0)
+			wantErr(t, err, tc.wantInter)
+		})
 	}
 }
