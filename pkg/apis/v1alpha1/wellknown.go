@@ -1,0 +1,36 @@
+package v1alpha1
+
+// Well-known label and annotation keys meshrelay reads and writes, in one
+// place so that every component and the manifests agree.
+const (
+	// InjectLabel, set to InjectLabelValue on a pod, asks relay-webhook to
+	// inject the relay secrets' volumes and settings into it.
+	InjectLabel      = "meshrelay.dev/inject"
+	InjectLabelValue = "relay-agent"
+
+	// ManagedElsewhereAnnotation, set to "true" on a relay secret, marks it
+	// as written by the user's own tooling: relay-agent never rotates it.
+	ManagedElsewhereAnnotation = "meshrelay.dev/managed-elsewhere"
+
+	// AllowChainBreakAnnotation, set to "true" on relay-root-tls-secret or
+	// relay-tls-signing-secret, admits an update that leaves certificates
+	// already issued without a valid chain: for replacing a compromised CA
+	// on purpose, knowing that every agent must get a new certificate.
+	AllowChainBreakAnnotation = "meshrelay.dev/allow-chain-break"
+
+	// GeneratedLabel marks a secret relay-server generated.
+	GeneratedLabel = "meshrelay.dev/generated"
+
+	// RootTrustPolicyKey names the RootTrustPolicy a secret belongs to: a
+	// label on the root relay-server generated for it, an annotation on the
+	// istio-system/cacerts relay-agent wrote under it.
+	RootTrustPolicyKey = "meshrelay.dev/root-trust-policy"
+
+	// CACertsRevisionAnnotation records, on a restarted workload's pod
+	// template, the cacerts revision it was restarted for.
+	CACertsRevisionAnnotation = "meshrelay.dev/cacerts-revision"
+
+	// ManagedByAnnotation names the relay-webhook that manages a serving
+	// certificate secret.
+	ManagedByAnnotation = "meshrelay.dev/managed-by"
+)
