@@ -36,14 +36,14 @@ func fuzzService(t testing.TB) *service {
 	}
 	cfg := config.DefaultServer()
 	m := newMetrics(prometheus.NewRegistry())
-	creds := newCredentials(&cfg, m)
+	keys := newKeyring(&cfg, m)
 	iss, err := pki.NewIssuer(inter, pki.Policy{Role: pki.RoleClient, TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds.issuer.Store(iss)
+	keys.issuer.Store(iss)
 	tok := []byte("the-token")
-	creds.token.Store(&tok)
+	keys.token.Store(&tok)
 	scheme, _ := scheme.Scheme()
 	policy := &meshv1alpha1.RootTrustPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "p"}}
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
@@ -55,7 +55,7 @@ func fuzzService(t testing.TB) *service {
 	tr.client, tr.api = reader, reader
 	tr.policies["p"] = &trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour}
 	return &service{
-		cfg: &cfg, creds: creds, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
+		cfg: &cfg, keys: keys, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
 		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
 	}
 }

@@ -20,13 +20,13 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-// credentials is the server's live material: its serving certificate, the
-// roots that verify clients, the issuer that signs CSRs and the identity
-// token. load replaces each piece when its secret changes; a secret that
+// keyring is the server's live certificate material: its serving
+// certificate, the roots that verify clients, the issuer that signs CSRs
+// and the identity token. load replaces each piece when its secret changes; a secret that
 // fails to decode is logged and the previous piece kept, so a bad edit
 // never takes the server down. New handshakes and signatures use whatever
 // is current; established connections are not touched.
-type credentials struct {
+type keyring struct {
 	cfg     *config.Server
 	metrics *metrics
 
@@ -43,45 +43,48 @@ type credentials struct {
 	// mu serialises load; seen remembers what each secret's last decoded
 	// version gave, so that a change to one secret decodes only that one.
 	mu   sync.Mutex
-	seen map[types.NamespacedName]decoded
+	seen map[types.NamespacedName]loadedSecret
 }
 
-// decoded is what one version of a secret gave: the roots it contributes
-// to client verification and its problem, if any.
-type decoded struct {
+// loadedSecret is what one version of a secret gave: the roots it
+// contributes to client verification and its problem, if any.
+type loadedSecret struct {
 	resourceVersion string
 	roots           []*x509.Certificate
 	err             error
 }
 
-// part is one secret the credentials come from, with the function that
+// secretLoader is one secret the keyring comes from, with the function that
 // decodes it, stores what it provides, and returns the roots it adds.
-type part struct {
+type secretLoader struct {
 	key    types.NamespacedName
 	decode func(*corev1.Secret, time.Time) ([]*x509.Certificate, error)
 }
 
-func newCredentials(cfg *config.Server, m *metrics) *credentials {
-	return &credentials{cfg: cfg, metrics: m, seen: map[types.NamespacedName]decoded{}}
+// newKeyring returns an empty keyring for the secrets cfg names; load fills it.
+func newKeyring(cfg *config.Server, m *metrics) *keyring {
+	return &keyring{cfg: cfg, metrics: m, seen: map[types.NamespacedName]loadedSecret{}}
 }
 
-func (c *credentials) parts() []part {
+// loaders are the secrets the keyring reads, each with its loader; the
+// signing secret only while the CA is enabled.
+func (c *keyring) loaders() []secretLoader {
 	ns := c.cfg.Namespace
-	parts := []part{
+	loaders := []secretLoader{
 		{c.cfg.RootTLSSecret.NamespacedName(ns), c.loadRoot},
 		{c.cfg.TLSSecret.NamespacedName(ns), c.loadServer},
 		{c.cfg.TokenSecret.NamespacedName(ns), c.loadToken},
 	}
 	if !c.cfg.DisableCa {
-		parts = append(parts, part{c.cfg.SigningTLSSecret.NamespacedName(ns), c.loadSigning})
+		loaders = append(loaders, secretLoader{c.cfg.SigningTLSSecret.NamespacedName(ns), c.loadSigning})
 	}
-	return parts
+	return loaders
 }
 
 // secretKeys are the secrets load reads.
-func (c *credentials) secretKeys() []types.NamespacedName {
+func (c *keyring) secretKeys() []types.NamespacedName {
 	var keys []types.NamespacedName
-	for _, p := range c.parts() {
+	for _, p := range c.loaders() {
 		keys = append(keys, p.key)
 	}
 	return keys
@@ -90,12 +93,12 @@ func (c *credentials) secretKeys() []types.NamespacedName {
 // load reads every secret, decodes those whose version changed since the
 // last load, and rebuilds the client roots. It returns what is missing or
 // broken, for readiness and the log.
-func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, log logr.Logger) error {
+func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log logr.Logger) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
 	var roots []*x509.Certificate
-	for _, p := range c.parts() {
+	for _, p := range c.loaders() {
 		var s corev1.Secret
 		if err := r.Get(ctx, p.key, &s); err != nil {
 			delete(c.seen, p.key)
@@ -133,7 +136,7 @@ func (c *credentials) load(ctx context.Context, r client.Reader, now time.Time, 
 }
 
 // loadRoot takes the roots of relay-root-tls-secret's ca.crt.
-func (c *credentials) loadRoot(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
+func (c *keyring) loadRoot(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
 	certs, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
 	if err != nil {
 		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err})
@@ -144,7 +147,7 @@ func (c *credentials) loadRoot(s *corev1.Secret, _ time.Time) ([]*x509.Certifica
 
 // loadSigning makes the signing secret the issuer of the next CSRs and
 // returns its root.
-func (c *credentials) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
+func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
 	ca, err := certifiedFromSecret(s)
 	if err == nil && ca.Key == nil {
 		err = fmt.Errorf("secret %s/%s has no tls.key: the signing CA needs its key", s.Namespace, s.Name)
@@ -162,7 +165,7 @@ func (c *credentials) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Cert
 }
 
 // loadToken takes the identity token.
-func (c *credentials) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
+func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
 	tok := s.Data[c.cfg.TokenSecret.Key]
 	if len(tok) == 0 {
 		return nil, fmt.Errorf("secret %s/%s has no %q key: add the identity token", s.Namespace, s.Name, c.cfg.TokenSecret.Key)
@@ -174,7 +177,7 @@ func (c *credentials) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certific
 // loadServer makes the server secret the serving certificate of new
 // handshakes and returns its ca.crt, which also verifies clients; a secret
 // whose pair is unusable still contributes its ca.crt.
-func (c *credentials) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
+func (c *keyring) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
 	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
 	if err != nil {
 		roots, _ := pki.DecodeCertificates(s.Data[pki.KeyCACert])
@@ -203,57 +206,4 @@ func dedupe(certs []*x509.Certificate) []*x509.Certificate {
 		}
 	}
 	return out
-}
-
-// tlsConfig returns the listener's TLS configuration. Each handshake takes
-// the current serving certificate and client roots. A client certificate
-// is optional (Bootstrap has none) but, when given, must verify to the
-// roots for client auth and carry exactly one DNS name that is a cluster
-// name; VerifyConnection checks this on every handshake, resumed ones too.
-func (c *credentials) tlsConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			cert := c.server.Load()
-			if cert == nil {
-				return nil, errors.New("no server certificate loaded yet")
-			}
-			roots := c.roots.Load()
-			if s := c.serving.Load(); s != nil && s.cert == cert && s.roots == roots {
-				return s.config, nil
-			}
-			s := &servingConfig{cert: cert, roots: roots, config: &tls.Config{
-				MinVersion:       tls.VersionTLS12,
-				Certificates:     []tls.Certificate{*cert},
-				ClientAuth:       tls.VerifyClientCertIfGiven,
-				ClientCAs:        roots,
-				NextProtos:       []string{"h2"},
-				VerifyConnection: verifyClient,
-			}}
-			if roots == nil {
-				s.config.ClientCAs = x509.NewCertPool()
-			}
-			c.serving.Store(s)
-			return s.config, nil
-		},
-	}
-}
-
-// servingConfig is the TLS configuration made from one server certificate
-// and one root pool.
-type servingConfig struct {
-	cert   *tls.Certificate
-	roots  *x509.CertPool
-	config *tls.Config
-}
-
-func verifyClient(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return nil
-	}
-	if len(cs.VerifiedChains) == 0 {
-		return errors.New("client certificate did not verify")
-	}
-	_, err := pki.ClientIdentity(cs.VerifiedChains[0][0])
-	return err
 }

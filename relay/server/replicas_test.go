@@ -66,10 +66,10 @@ func TestThreeServersStartingAtOnceShareOneSetOfSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, srv := range servers {
-		if got := string(*srv.creds.rootPEM.Load()); got != string(root.Data["ca.crt"]) {
+		if got := string(*srv.keys.rootPEM.Load()); got != string(root.Data["ca.crt"]) {
 			t.Errorf("server %d trusts another root than the stored one", i)
 		}
-		if srv.creds.issuer.Load().CA().Cert.Equal(servers[0].creds.issuer.Load().CA().Cert) == false {
+		if srv.keys.issuer.Load().CA().Cert.Equal(servers[0].keys.issuer.Load().CA().Cert) == false {
 			t.Errorf("server %d signs with another intermediate", i)
 		}
 	}

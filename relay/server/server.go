@@ -57,7 +57,7 @@ type Server struct {
 	log      logr.Logger
 	registry *prometheus.Registry
 	metrics  *metrics
-	creds    *credentials
+	keys     *keyring
 	svc      *service
 	ready    atomic.Bool
 }
@@ -79,10 +79,10 @@ func New(opts Options) (*Server, error) {
 	m := newMetrics(reg)
 	conns := newConnections()
 	reg.MustRegister(conns)
-	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, creds: newCredentials(&cfg, m)}
+	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, keys: newKeyring(&cfg, m)}
 	s.svc = &service{
 		cfg:     s.cfg,
-		creds:   s.creds,
+		keys:    s.keys,
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
 		conns:   conns,
 		trust:   newTrust(&cfg, conns, m, opts.Now, s.log.WithName("trust")),
@@ -148,7 +148,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return ctx.Err()
 		}
-		_ = s.creds.load(ctx, mgr.GetClient(), s.opts.Now(), s.log)
+		_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Now(), s.log)
 		s.ready.Store(true)
 		s.log.Info("serving relay", "address", lis.Addr().String(), "metrics", mlis.Addr().String())
 		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -192,21 +192,21 @@ func (s *Server) listen(given net.Listener, addr string) (net.Listener, error) {
 // reference names.
 func (s *Server) namespaces() map[string]cache.Config {
 	out := map[string]cache.Config{s.cfg.Namespace: {}}
-	for _, k := range s.creds.secretKeys() {
+	for _, k := range s.keys.secretKeys() {
 		out[k.Namespace] = cache.Config{}
 	}
 	return out
 }
 
 func (s *Server) setupControllers(mgr ctrl.Manager) error {
-	keys := s.creds.secretKeys()
+	secrets := s.keys.secretKeys()
 	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+		return slices.Contains(secrets, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
 	})
 	err := ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").
 		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-			_ = s.creds.load(ctx, mgr.GetClient(), s.opts.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
+			_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
 			return reconcile.Result{}, nil
 		}))
 	if err != nil {
@@ -246,7 +246,7 @@ func (s *Server) grpcServer() *grpc.Server {
 	if s.cfg.Insecure {
 		readBuffer = connBufferBytes
 	} else {
-		creds = tlsCreds{s.creds.tlsConfig()}
+		creds = tlsCreds{s.keys.tlsConfig()}
 	}
 	gs := grpc.NewServer(
 		grpc.Creds(creds),
@@ -265,7 +265,7 @@ func (s *Server) readiness() error {
 	switch {
 	case !s.ready.Load():
 		return errors.New("caches are syncing")
-	case !s.cfg.Insecure && s.creds.server.Load() == nil:
+	case !s.cfg.Insecure && s.keys.server.Load() == nil:
 		return fmt.Errorf("no valid server certificate in secret %s", s.cfg.TLSSecret.NamespacedName(s.cfg.Namespace))
 	}
 	return nil

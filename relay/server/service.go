@@ -45,7 +45,7 @@ type service struct {
 	relayv1.UnimplementedRelayServer
 
 	cfg     *config.Server
-	creds   *credentials
+	keys    *keyring
 	reader  client.Reader
 	limiter *signingLimiter
 	conns   *connections
@@ -73,7 +73,7 @@ func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) 
 	if err := pki.CheckDNSLabel(req.GetCluster()); err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "cluster %v", err))
 	}
-	stored := s.creds.token.Load()
+	stored := s.keys.token.Load()
 	if stored == nil {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no identity token loaded yet: check secret %s", s.tokenKey()))
 	}
@@ -111,7 +111,7 @@ func (s *service) sign(ctx context.Context, log logr.Logger, call, cluster strin
 	if err := s.registered(ctx, cluster); err != nil {
 		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
-	iss := s.creds.issuer.Load()
+	iss := s.keys.issuer.Load()
 	if iss == nil {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace)))
 	}
@@ -254,7 +254,7 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 		return err
 	}
 	defer o.close()
-	if roots := s.creds.rootPEM.Load(); roots != nil {
+	if roots := s.keys.rootPEM.Load(); roots != nil {
 		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
 			return err
 		}

@@ -169,27 +169,27 @@ func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
 	}
 }
 
-func TestCredentialsDecodeOnlyTheSecretsThatChanged(t *testing.T) {
+func TestKeyringDecodesOnlyTheSecretsThatChanged(t *testing.T) {
 	scheme, _ := scheme.Scheme()
 	c := fake.NewClientBuilder().WithScheme(scheme).Build()
 	cfg := config.DefaultServer()
 	if err := EnsureCA(t.Context(), c, &cfg, logr.Discard()); err != nil {
 		t.Fatal(err)
 	}
-	creds := newCredentials(&cfg, newMetrics(prometheus.NewRegistry()))
+	keys := newKeyring(&cfg, newMetrics(prometheus.NewRegistry()))
 	load := func() {
 		t.Helper()
-		if err := creds.load(t.Context(), c, time.Now(), logr.Discard()); err != nil {
+		if err := keys.load(t.Context(), c, time.Now(), logr.Discard()); err != nil {
 			t.Fatalf("load: %v", err)
 		}
 	}
 	load()
-	issuer, server := creds.issuer.Load(), creds.server.Load()
-	if issuer == nil || server == nil || creds.token.Load() == nil || creds.roots.Load() == nil {
+	issuer, server := keys.issuer.Load(), keys.server.Load()
+	if issuer == nil || server == nil || keys.token.Load() == nil || keys.roots.Load() == nil {
 		t.Fatal("first load left material unset")
 	}
 	load()
-	if creds.issuer.Load() != issuer || creds.server.Load() != server {
+	if keys.issuer.Load() != issuer || keys.server.Load() != server {
 		t.Error("a load with no secret changed decoded the secrets again")
 	}
 
@@ -202,10 +202,10 @@ func TestCredentialsDecodeOnlyTheSecretsThatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	load()
-	if creds.issuer.Load() == issuer {
+	if keys.issuer.Load() == issuer {
 		t.Error("a changed signing secret was not decoded again")
 	}
-	if creds.server.Load() != server {
+	if keys.server.Load() != server {
 		t.Error("an unchanged server secret was decoded again")
 	}
 }

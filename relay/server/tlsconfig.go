@@ -1,0 +1,64 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+// tlsConfig returns the listener's TLS configuration. Each handshake takes
+// the current serving certificate and client roots. A client certificate
+// is optional (Bootstrap has none) but, when given, must verify to the
+// roots for client auth and carry exactly one DNS name that is a cluster
+// name; VerifyConnection checks this on every handshake, resumed ones too.
+func (c *keyring) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert := c.server.Load()
+			if cert == nil {
+				return nil, errors.New("no server certificate loaded yet")
+			}
+			roots := c.roots.Load()
+			if s := c.serving.Load(); s != nil && s.cert == cert && s.roots == roots {
+				return s.config, nil
+			}
+			s := &servingConfig{cert: cert, roots: roots, config: &tls.Config{
+				MinVersion:       tls.VersionTLS12,
+				Certificates:     []tls.Certificate{*cert},
+				ClientAuth:       tls.VerifyClientCertIfGiven,
+				ClientCAs:        roots,
+				NextProtos:       []string{"h2"},
+				VerifyConnection: verifyClient,
+			}}
+			if roots == nil {
+				s.config.ClientCAs = x509.NewCertPool()
+			}
+			c.serving.Store(s)
+			return s.config, nil
+		},
+	}
+}
+
+// servingConfig is the TLS configuration made from one server certificate
+// and one root pool.
+type servingConfig struct {
+	cert   *tls.Certificate
+	roots  *x509.CertPool
+	config *tls.Config
+}
+
+// verifyClient accepts a connection with no client certificate, and one
+// whose verified certificate names exactly one cluster.
+func verifyClient(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	if len(cs.VerifiedChains) == 0 {
+		return errors.New("client certificate did not verify")
+	}
+	_, err := pki.ClientIdentity(cs.VerifiedChains[0][0])
+	return err
+}
