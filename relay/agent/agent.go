@@ -2,33 +2,19 @@ package agent
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
-	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/meshrelay/meshrelay/internal/probeserver"
-	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
@@ -43,39 +29,30 @@ type Options struct {
 	MetricsListener net.Listener
 	// Replica names this agent pod; empty means the host name.
 	Replica string
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time certificates are checked at and drives the
+	// rotator's and the streams' timers; nil means the wall clock.
+	Clock clock.Clock
 	// Jitter returns a fraction in [0, 1) that spreads renewals; nil means
 	// a random one.
 	Jitter func() float64
 }
 
-// Agent is a relay agent.
+// Agent is a relay agent. It only wires its roles (the watcher, the
+// rotator, the streams and, with federated trust, the Istio CA) to one
+// controller manager and serves its metrics and probes.
 type Agent struct {
-	cfg      *config.Agent
-	opts     Options
+	cfg      config.Agent
+	replica  string
+	mlis     net.Listener
 	log      logr.Logger
+	mgr      manager.Manager
 	provider *Provider
-	secrets  *secrets
-	now      func() time.Time
-	renewNow chan string
 	metrics  *agentMetrics
-	ready    atomic.Bool
-	roots    atomic.Pointer[[]*x509.Certificate]
-	// managed reports whether the client secret is managed elsewhere.
-	managed atomic.Bool
-	// leading is true while this replica runs the rotator (holds the
-	// Lease), or always without leader election.
-	leading atomic.Bool
-	// istio is federated trust's state; nil when it is off.
-	istio *istioCA
-	// pushOut queues messages for the push stream besides status, which
-	// statusDirty asks for.
-	pushOut     chan *relayv1.PushMessage
-	statusDirty chan struct{}
+	watcher  *watcher
 }
 
-// New validates opts and builds an agent; Run starts it.
+// New validates opts and builds an agent and its controller manager,
+// without starting anything; Run starts it.
 func New(opts Options) (*Agent, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid relay-agent settings: %w", err)
@@ -83,44 +60,85 @@ func New(opts Options) (*Agent, error) {
 	if opts.RESTConfig == nil {
 		return nil, errors.New("no Kubernetes client configuration")
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = defaultJitter
 	}
 	if opts.Replica == "" {
 		opts.Replica, _ = os.Hostname()
 	}
 	cfg := opts.Config
-	ns := cfg.Namespace
 	a := &Agent{
-		cfg:      &cfg,
-		opts:     opts,
+		cfg:      cfg,
+		replica:  opts.Replica,
+		mlis:     opts.MetricsListener,
 		log:      opts.Log.WithName("relay-agent").WithValues("cluster", cfg.Cluster),
 		provider: NewProvider(),
-		now:      opts.Now,
-		renewNow: make(chan string, 1),
 		metrics:  newAgentMetrics(),
-		secrets: &secrets{
-			client: cfg.ClientTLSSecret.NamespacedName(ns),
-			root:   cfg.RootTLSSecret.NamespacedName(ns),
-			token:  cfg.TokenSecret.NamespacedName(ns),
-			tokKey: cfg.TokenSecret.Key,
-		},
-		pushOut:     make(chan *relayv1.PushMessage, 4),
-		statusDirty: make(chan struct{}, 1),
 	}
-	if cfg.FederatedTrust {
-		a.istio = &istioCA{agent: a, key: cfg.IstioCASecret.NamespacedName(ns), pending: map[string]crypto.Signer{}}
+	if err := a.wire(opts); err != nil {
+		return nil, err
 	}
-	a.leading.Store(!cfg.LeaderElection)
 	return a, nil
 }
 
-// statusChanged asks the push stream to send a fresh status.
-func (a *Agent) statusChanged() {
-	select {
-	case a.statusDirty <- struct{}{}:
-	default:
+// wire makes the manager and the roles, and adds the roles to the manager.
+func (a *Agent) wire(opts Options) error {
+	cfg, log, c := &a.cfg, a.log, opts.Clock
+	store := newSecretStore(cfg)
+	w := secretWatch{store: store}
+	if cfg.FederatedTrust {
+		k := cfg.IstioCASecret.NamespacedName(cfg.Namespace)
+		w.istioKey = &k
 	}
+	mgr, err := newManager(opts.RESTConfig, cfg, log, w.namespaces())
+	if err != nil {
+		return err
+	}
+	a.mgr = mgr
+	store.reader, store.writer = mgr.GetClient(), mgr.GetClient()
+
+	var leading atomic.Bool
+	leading.Store(!cfg.LeaderElection)
+	changed, statusDirty := newSignal(), newSignal()
+	renewNow := make(chan string, 1)
+	pushOut := make(chan *relayv1.PushMessage, 4)
+	roots := &rootSet{}
+
+	a.watcher = newWatcher(watcherOptions{
+		Secrets: store, ClientSecret: store.client, Cluster: cfg.Cluster, Insecure: cfg.Insecure,
+		Provider: a.provider, Roots: roots, Expiry: a.metrics.expiry, Clock: c, Log: log,
+	})
+	w.watcher, w.changed, w.statusChanged = a.watcher, changed, statusDirty.notify
+	st := streamsOptions{
+		Config: cfg, Replica: a.replica, Provider: a.provider, Roots: roots, ClientSecret: store.client,
+		RenewNow: renewNow, StatusDirty: statusDirty, PushOut: pushOut, Connected: a.metrics.connected,
+		Clock: c, Random: rand.Float64, Log: log,
+	}
+	if w.istioKey != nil {
+		w.istio = newIstioCA(istioCAOptions{
+			Secret: *w.istioKey, Cache: mgr.GetClient(), API: mgr.GetAPIReader(), Writer: mgr.GetClient(),
+			Leading: leading.Load, Push: pushOut, StatusChanged: statusDirty.notify,
+			Expiry: a.metrics.istioExpiry, Failures: a.metrics.istioFailures, Clock: c, Log: log,
+		})
+		st.IstioCA = w.istio
+	}
+	if err := w.setUp(mgr); err != nil {
+		return err
+	}
+	rot := newRotator(rotatorOptions{
+		Secrets:    a.watcher,
+		Obtainer:   newIssuer(issuerOptions{Config: cfg, Secrets: store, Provider: a.provider, Clock: c}),
+		GraceRatio: cfg.ClientTLSSecretRotationGracePeriodRatio, Leading: &leading, LeaderElection: cfg.LeaderElection,
+		Changed: changed, RenewNow: renewNow, Clock: c, Jitter: opts.Jitter, Random: rand.Float64,
+		Rotations: a.metrics.rotations, Log: log,
+	})
+	if err := mgr.Add(rot); err != nil {
+		return err
+	}
+	return mgr.Add(nonLeader(w.startStreams(mgr, newStreams(st))))
 }
 
 // Provider returns the agent's certificate provider.
@@ -130,140 +148,18 @@ func (a *Agent) Provider() *Provider { return a.provider }
 // certificate (the leader only, by a Lease), and keeps the push and pull
 // streams open (every replica) until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
-	scheme, err := scheme.Scheme()
-	if err != nil {
-		return err
-	}
-	keys := []types.NamespacedName{a.secrets.client, a.secrets.root, a.secrets.token}
-	namespaces := map[string]cache.Config{}
-	for _, k := range keys {
-		namespaces[k.Namespace] = cache.Config{}
-	}
-	if a.istio != nil {
-		// Only the Istio CA secret is read in its namespace (unless the
-		// agent's own secrets live there too).
-		keys = append(keys, a.istio.key)
-		if _, ok := namespaces[a.istio.key.Namespace]; !ok {
-			namespaces[a.istio.key.Namespace] = cache.Config{FieldSelector: fields.OneTermEqualSelector("metadata.name", a.istio.key.Name)}
-		}
-	}
-	mgr, err := ctrl.NewManager(a.opts.RESTConfig, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        a.log,
-		Cache:                         cache.Options{DefaultNamespaces: namespaces},
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:        "0",
-		LeaderElection:                a.cfg.LeaderElection,
-		LeaderElectionID:              "relay-agent-" + a.cfg.Cluster,
-		LeaderElectionNamespace:       a.cfg.Namespace,
-		LeaderElectionReleaseOnCancel: true,
-		Controller:                    crconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		return fmt.Errorf("failed to create manager: %w", err)
-	}
-	a.secrets.reader = mgr.GetClient()
-	a.secrets.writer = mgr.GetClient()
-	if a.istio != nil {
-		a.istio.reader, a.istio.writer, a.istio.api = mgr.GetClient(), mgr.GetClient(), mgr.GetAPIReader()
-	}
-
-	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
-	})
-	changed := make(chan struct{}, 1)
-	err = ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
-		WithOptions(controllerOptions()).
-		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
-		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-			if a.istio != nil && req.NamespacedName == a.istio.key {
-				if a.istio.refresh(ctx) {
-					a.statusChanged()
-				}
-				return reconcile.Result{}, nil
-			}
-			_, _ = a.watch(ctx)
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-			return reconcile.Result{}, nil
-		}))
-	if err != nil {
-		return fmt.Errorf("failed to set up the secret watcher: %w", err)
-	}
-	if err := mgr.Add(&rotator{agent: a, changed: changed, jitter: a.opts.Jitter}); err != nil {
-		return err
-	}
-	if err := mgr.Add(nonLeader(func(ctx context.Context) error {
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
-			return nil
-		}
-		_, _ = a.watch(ctx)
-		if a.istio != nil {
-			a.istio.refresh(ctx)
-		}
-		a.ready.Store(true)
-		return a.stream(ctx)
-	})); err != nil {
-		return err
-	}
-	mlis := a.opts.MetricsListener
+	mlis := a.mlis
 	if mlis == nil {
+		var err error
 		if mlis, err = net.Listen("tcp", a.cfg.MetricsAddress); err != nil {
 			return fmt.Errorf("failed to listen on %s: %w", a.cfg.MetricsAddress, err)
 		}
 	}
 	go func() {
-		if err := probeserver.Serve(ctx, mlis, probeserver.Handler(a.metrics.registry, a.readiness)); err != nil {
+		if err := probeserver.Serve(ctx, mlis, probeserver.Handler(a.metrics.registry, a.watcher.readiness)); err != nil {
 			a.log.Error(err, "metrics server failed")
 		}
 	}()
-	a.log.Info("starting relay-agent", "version", version.String(), "server", a.cfg.ServerAddress, "replica", a.opts.Replica)
-	return mgr.Start(ctx)
-}
-
-// watch reads the relay secrets and loads the client certificate into the
-// provider when it is usable: every replica's new handshakes then use it.
-// It returns what it read, for the rotator.
-func (a *Agent) watch(ctx context.Context) (*trust, error) {
-	t, err := a.secrets.read(ctx, a.cfg.Cluster, a.now())
-	if err != nil {
-		a.log.Info("failed to read relay secrets", "error", err.Error())
-		return nil, err
-	}
-	a.managed.Store(t.managed)
-	if len(t.roots) > 0 {
-		a.setRoots(t.roots)
-	}
-	if t.client == nil || t.clientOK != nil {
-		return t, nil
-	}
-	if cur := a.provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
-		return t, nil
-	}
-	a.provider.Set(t.client)
-	a.metrics.expiry.Set(float64(t.client.Leaf.NotAfter.Unix()))
-	a.log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
-	return t, nil
-}
-
-func (a *Agent) setRoots(roots []*x509.Certificate) { a.roots.Store(&roots) }
-
-func (a *Agent) currentRoots() []*x509.Certificate {
-	if r := a.roots.Load(); r != nil {
-		return *r
-	}
-	return nil
-}
-
-func (a *Agent) readiness() error {
-	cert := a.provider.Current()
-	switch {
-	case !a.ready.Load():
-		return errors.New("caches are syncing")
-	case cert == nil && !a.cfg.Insecure:
-		return fmt.Errorf("no valid client certificate in secret %s yet", a.secrets.client)
-	}
-	return nil
+	a.log.Info("starting relay-agent", "version", version.String(), "server", a.cfg.ServerAddress, "replica", a.replica)
+	return a.mgr.Start(ctx)
 }

@@ -316,7 +316,7 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.eventually("the agent sees the annotation", func() error {
-			if !a.managed.Load() {
+			if !a.watcher.managed.Load() {
 				return fmt.Errorf("not marked managed")
 			}
 			return nil

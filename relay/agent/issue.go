@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/utils/clock"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -14,11 +17,28 @@ import (
 // with the root key; the rotator renews it like any other.
 const selfIssueTTL = 365 * 24 * time.Hour
 
+// issuerOptions are what the issuer needs.
+type issuerOptions struct {
+	// Config names the cluster and the server and says how to dial it.
+	Config *config.Agent
+	// Secrets stores the new certificate and names the secrets in errors.
+	Secrets *secretStore
+	// Provider presents the current certificate when renewing over mTLS.
+	Provider *Provider
+	Clock    clock.PassiveClock
+}
+
+// issuer obtains client certificates for the rotator.
+type issuer struct{ opts issuerOptions }
+
+func newIssuer(opts issuerOptions) *issuer { return &issuer{opts: opts} }
+
 // obtain gets a new client certificate and stores it, the way the agent's
-// trust allows: renewing over mTLS while the current certificate is valid,
-// issuing with the root key when relay-root-tls-secret holds one, or
+// material allows: renewing over mTLS while the current certificate is
+// valid, issuing with the root key when relay-root-tls-secret holds one, or
 // bootstrapping with the identity token. It returns what it did.
-func (a *Agent) obtain(ctx context.Context, t *trust) (string, error) {
+func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
+	cfg := s.opts.Config
 	key, err := pki.GenerateKey(pki.ECDSAP256)
 	if err != nil {
 		return "", err
@@ -27,21 +47,21 @@ func (a *Agent) obtain(ctx context.Context, t *trust) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	csr, err := pki.NewCSR(key, a.cfg.Cluster)
+	csr, err := pki.NewCSR(key, cfg.Cluster)
 	if err != nil {
 		return "", err
 	}
 	var resp *relayv1.CertificateResponse
 	var how string
 	switch {
-	case t.client != nil && t.clientOK == nil && !a.cfg.Insecure:
+	case t.client != nil && t.clientOK == nil && !cfg.Insecure:
 		how = "renewed"
-		resp, err = a.request(ctx, t.roots, true, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
-			return rc.Renew(withCluster(ctx, a.cfg), &relayv1.RenewRequest{Csr: csr})
+		resp, err = s.request(ctx, t.roots, true, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+			return rc.Renew(withCluster(ctx, cfg), &relayv1.RenewRequest{Csr: csr})
 		})
 	case t.rootKey != nil:
 		how = "self-issued with the root key"
-		c, ierr := t.rootKey.IssueClient(pki.Options{DNSNames: []string{a.cfg.Cluster}, TTL: selfIssueTTL, Key: pki.ECDSAP256, Now: a.now()})
+		c, ierr := t.rootKey.IssueClient(pki.Options{DNSNames: []string{cfg.Cluster}, TTL: selfIssueTTL, Key: pki.ECDSAP256, Now: s.opts.Clock.Now()})
 		if ierr != nil {
 			return "", fmt.Errorf("failed to issue a client certificate with the root key: %w", ierr)
 		}
@@ -51,11 +71,11 @@ func (a *Agent) obtain(ctx context.Context, t *trust) (string, error) {
 		resp = &relayv1.CertificateResponse{CertificateChain: c.CertPEM(), CaCertificate: c.CAPEM()}
 	case len(t.token) > 0:
 		how = "bootstrapped with the identity token"
-		resp, err = a.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
-			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: a.cfg.Cluster, Token: string(t.token), Csr: csr})
+		resp, err = s.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
 		})
 	default:
-		return "", a.missingTrust(t)
+		return "", s.missing(t)
 	}
 	if err != nil {
 		return "", err
@@ -63,7 +83,7 @@ func (a *Agent) obtain(ctx context.Context, t *trust) (string, error) {
 	if _, err := pki.DecodeKeyPair(resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
 		return "", fmt.Errorf("relay server returned an unusable certificate: %w", err)
 	}
-	if err := a.secrets.writeClient(ctx, resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
+	if err := s.opts.Secrets.writeClient(ctx, resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
 		return "", err
 	}
 	return how, nil
@@ -71,12 +91,12 @@ func (a *Agent) obtain(ctx context.Context, t *trust) (string, error) {
 
 // request makes one call over a short-lived connection: server-authenticated
 // for Bootstrap, mutual TLS with the provider's certificate for Renew.
-func (a *Agent) request(ctx context.Context, roots []*x509.Certificate, mtls bool, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
+func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, mtls bool, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
 	var p *Provider
 	if mtls {
-		p = a.provider
+		p = s.opts.Provider
 	}
-	conn, err := dial(a.cfg, roots, p)
+	conn, err := dial(s.opts.Config, roots, p)
 	if err != nil {
 		return nil, err
 	}
@@ -90,14 +110,15 @@ func (a *Agent) request(ctx context.Context, roots []*x509.Certificate, mtls boo
 	return resp, nil
 }
 
-// missingTrust names what the agent needs and does not have.
-func (a *Agent) missingTrust(t *trust) error {
+// missing names what the agent needs and does not have.
+func (s *issuer) missing(t *material) error {
+	sec := s.opts.Secrets
 	switch {
 	case len(t.roots) == 0:
 		return fmt.Errorf("waiting for trust: secret %s with ca.crt is missing; copy it from the management cluster (relayctl register), or provide %s",
-			a.secrets.root, a.secrets.client)
+			sec.root, sec.client)
 	default:
 		return fmt.Errorf("waiting for trust: no valid client certificate in %s (%v) and no identity token in secret %s key %q; copy the token from the management cluster (relayctl register)",
-			a.secrets.client, t.clientOK, a.secrets.token, a.secrets.tokKey)
+			sec.client, t.clientOK, sec.token, sec.tokKey)
 	}
 }

@@ -2,20 +2,50 @@ package agent
 
 import (
 	"context"
-	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-
-	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-// maxWait bounds one wait of the rotator: a ticker behind the long
-// one-shot timer, so that a missed event or a clock jump is caught.
-const maxWait = 10 * time.Minute
+// secretLoader reads the agent's secrets and loads the provider with them:
+// the watcher.
+type secretLoader interface {
+	load(ctx context.Context) (*material, error)
+}
+
+// obtainer gets a new client certificate and stores it in the client
+// secret, returning how it did: the issuer.
+type obtainer interface {
+	obtain(ctx context.Context, t *material) (string, error)
+}
+
+// rotatorOptions are what the rotator needs.
+type rotatorOptions struct {
+	Secrets  secretLoader
+	Obtainer obtainer
+	// GraceRatio is the share of a certificate's lifetime left when it is
+	// renewed.
+	GraceRatio float64
+	// Leading is set while the rotator runs; when it stops, it goes back to
+	// true only without leader election.
+	Leading        *atomic.Bool
+	LeaderElection bool
+	// Changed wakes the rotator when the watcher sees a secret change.
+	Changed <-chan struct{}
+	// RenewNow carries the server's renewal requests, with their reason.
+	RenewNow <-chan string
+	Clock    clock.Clock
+	// Jitter draws a certificate's jitter fraction; Random draws the retry
+	// backoff's jitter. Both return a fraction in [0, 1).
+	Jitter, Random func() float64
+	// Rotations counts attempts by result (succeeded or failed).
+	Rotations *prometheus.CounterVec
+	Log       logr.Logger
+}
 
 // rotator obtains the client certificate when there is none, renews it at
 // notAfter − ratio × lifetime (minus jitter), re-bootstraps when it has
@@ -23,25 +53,28 @@ const maxWait = 10 * time.Minute
 // leader, so that replicas do not send several CSRs, and never touches a
 // client secret managed elsewhere.
 type rotator struct {
-	agent   *Agent
-	changed <-chan struct{}
-	jitter  func() float64
+	opts   rotatorOptions
+	jitter certJitter
+}
 
-	jitterFor  string
-	jitterFrac float64
+func newRotator(opts rotatorOptions) *rotator {
+	return &rotator{opts: opts, jitter: certJitter{draw: opts.Jitter}}
 }
 
 var _ manager.LeaderElectionRunnable = (*rotator)(nil)
 
+// NeedLeaderElection makes the manager run the rotator on the leader only.
 func (r *rotator) NeedLeaderElection() bool { return true }
 
-// Start runs the rotator until ctx ends.
+// Start runs the rotator until ctx ends. After a failure it retries with
+// backoff; otherwise it looks again when the certificate is due, at most
+// maxWait later, when a secret changes, or when the server asks.
 func (r *rotator) Start(ctx context.Context) error {
-	a := r.agent
-	a.leading.Store(true)
-	defer a.leading.Store(!a.cfg.LeaderElection)
-	log := a.log.WithName("rotator")
-	retry := newBackoff(time.Second, time.Minute)
+	o := &r.opts
+	o.Leading.Store(true)
+	defer o.Leading.Store(!o.LeaderElection)
+	log := o.Log.WithName("rotator")
+	retry := newBackoff(rotateRetryInitial, rotateRetryLimit, o.Random)
 	force := ""
 	for {
 		next, err := r.step(ctx, force)
@@ -50,17 +83,17 @@ func (r *rotator) Start(ctx context.Context) error {
 			next = retry.Step()
 			log.Info("cannot obtain a client certificate yet", "reason", err.Error(), "retryIn", next.Round(time.Millisecond))
 		} else {
-			retry = newBackoff(time.Second, time.Minute)
+			retry.Reset()
 		}
-		timer := time.NewTimer(min(next, maxWait))
+		timer := o.Clock.NewTimer(min(next, maxWait))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return nil
-		case <-timer.C:
-		case <-r.changed:
+		case <-timer.C():
+		case <-o.Changed:
 			timer.Stop()
-		case reason := <-a.renewNow:
+		case reason := <-o.RenewNow:
 			timer.Stop()
 			force = reason
 		}
@@ -70,23 +103,23 @@ func (r *rotator) Start(ctx context.Context) error {
 // step obtains a certificate if one is needed now and returns how long to
 // wait before looking again.
 func (r *rotator) step(ctx context.Context, force string) (time.Duration, error) {
-	a := r.agent
-	t, err := a.watch(ctx)
+	o := &r.opts
+	t, err := o.Secrets.load(ctx)
 	if err != nil {
 		return 0, err
 	}
 	if t.managed {
 		if force != "" {
-			a.log.Info("ignoring a renewal request: the client secret is managed elsewhere", "reason", force)
+			o.Log.Info("ignoring a renewal request: the client secret is managed elsewhere", "reason", force)
 		}
 		return maxWait, nil
 	}
 	if t.client != nil && t.clientOK == nil && force == "" {
-		at, err := pki.RenewalTime(t.client.Leaf, a.cfg.ClientTLSSecretRotationGracePeriodRatio, r.jitterOf(t.client.Leaf.SerialNumber.String()))
+		wait, err := renewalWait(t.client.Leaf, o.GraceRatio, r.jitter.of(t.client.Leaf.SerialNumber.String()), o.Clock.Now())
 		if err != nil {
 			return 0, err
 		}
-		if wait := at.Sub(a.now()); wait > 0 {
+		if wait > 0 {
 			return wait, nil
 		}
 	}
@@ -94,34 +127,43 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 	if t.client != nil {
 		before = t.client.Leaf.SerialNumber.String()
 	}
-	how, err := a.obtain(ctx, t)
+	how, err := o.Obtainer.obtain(ctx, t)
 	if err != nil {
-		a.metrics.rotations.WithLabelValues("failed").Inc()
+		o.Rotations.WithLabelValues("failed").Inc()
 		return 0, err
 	}
-	a.metrics.rotations.WithLabelValues("succeeded").Inc()
-	a.log.Info("obtained client certificate", "how", how, "requestedBecause", orDefault(force, "schedule or missing certificate"))
-	// Wait until the cache shows the new secret (and the provider holds it),
-	// so the next step does not renew the old certificate again.
-	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		t, err := a.watch(ctx)
-		return err == nil && t.client != nil && t.client.Leaf.SerialNumber.String() != before, nil
-	})
+	o.Rotations.WithLabelValues("succeeded").Inc()
+	o.Log.Info("obtained client certificate", "how", how, "requestedBecause", orDefault(force, "schedule or missing certificate"))
+	r.awaitLoaded(ctx, before)
 	return 0, nil
 }
 
-// jitterOf returns the jitter fraction of a certificate, fixed for its
-// lifetime so that the renewal time does not move at each look.
-func (r *rotator) jitterOf(serial string) float64 {
-	if serial != r.jitterFor {
-		r.jitterFor = serial
-		if r.jitter != nil {
-			r.jitterFrac = r.jitter()
-		} else {
-			r.jitterFrac = rand.Float64() * 0.2
+// The rotator looks this often, for at most storedTimeout, for the new
+// certificate in the cache.
+const (
+	storedPoll    = 100 * time.Millisecond
+	storedTimeout = 10 * time.Second
+)
+
+// awaitLoaded waits until the cache shows a certificate other than before
+// (and the provider holds it), so that the next step does not renew the
+// old certificate again. It gives up after storedTimeout.
+func (r *rotator) awaitLoaded(ctx context.Context, before string) {
+	o := &r.opts
+	deadline := o.Clock.Now().Add(storedTimeout)
+	for {
+		if t, err := o.Secrets.load(ctx); err == nil && t.client != nil && t.client.Leaf.SerialNumber.String() != before {
+			return
+		}
+		if !o.Clock.Now().Before(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.Clock.After(storedPoll):
 		}
 	}
-	return r.jitterFrac
 }
 
 func orDefault(s, d string) string {
@@ -129,26 +171,4 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-// backoff is an exponential backoff with jitter.
-type backoff struct{ b wait.Backoff }
-
-func newBackoff(initial, limit time.Duration) *backoff {
-	return &backoff{wait.Backoff{Duration: initial, Factor: 2, Jitter: 0.5, Steps: 1 << 30, Cap: limit}}
-}
-
-func (b *backoff) Step() time.Duration { return b.b.Step() }
-
-// runnableFunc is a manager runnable that runs on every replica.
-type runnableFunc func(context.Context) error
-
-func (f runnableFunc) Start(ctx context.Context) error { return f(ctx) }
-func (runnableFunc) NeedLeaderElection() bool          { return false }
-
-func nonLeader(f func(context.Context) error) manager.Runnable { return runnableFunc(f) }
-
-// controllerOptions make the secret watcher run on every replica.
-func controllerOptions() controller.Options {
-	return controller.Options{NeedLeaderElection: ptr.To(false)}
 }

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -18,8 +17,9 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-// secrets reads and writes the agent's relay secrets.
-type secrets struct {
+// secretStore reads and writes the agent's relay secrets: the client
+// certificate, the root CA and the identity token, by name.
+type secretStore struct {
 	reader client.Reader
 	writer client.Client
 	client types.NamespacedName
@@ -33,7 +33,7 @@ type errMissing struct{ key types.NamespacedName }
 
 func (e *errMissing) Error() string { return fmt.Sprintf("secret %s is missing", e.key) }
 
-func (s *secrets) get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+func (s *secretStore) get(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
 	var sec corev1.Secret
 	err := s.reader.Get(ctx, key, &sec)
 	if apierrors.IsNotFound(err) {
@@ -45,8 +45,8 @@ func (s *secrets) get(ctx context.Context, key types.NamespacedName) (*corev1.Se
 	return &sec, nil
 }
 
-// trust is what the agent has to connect with.
-type trust struct {
+// material is what the agent's secrets hold to connect with.
+type material struct {
 	// roots verify the server: relay-root-tls-secret's ca.crt, or the
 	// client secret's ca.crt when the root secret is absent (reference 004's
 	// known issue).
@@ -58,10 +58,10 @@ type trust struct {
 	token    []byte
 }
 
-// read collects the agent's trust from its secrets. Missing or broken
+// read collects the agent's material from its secrets. Missing or broken
 // secrets are not errors here: the caller decides what it can do without.
-func (s *secrets) read(ctx context.Context, cluster string, now time.Time) (*trust, error) {
-	t := &trust{}
+func (s *secretStore) read(ctx context.Context, cluster string, now time.Time) (*material, error) {
+	t := &material{}
 	root, err := s.get(ctx, s.root)
 	var miss *errMissing
 	if err != nil && !errors.As(err, &miss) {
@@ -118,31 +118,4 @@ func clientCertificate(s *corev1.Secret, roots []*x509.Certificate, cluster stri
 		}
 	}
 	return cert, pki.CheckValidity(kp.Cert, now)
-}
-
-// writeClient stores a new client certificate, key and root in the client
-// secret, creating it or updating only its data.
-func (s *secrets) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []byte) error {
-	data := map[string][]byte{pki.KeyTLSCert: certPEM, pki.KeyTLSKey: keyPEM, pki.KeyCACert: caPEM}
-	var cur corev1.Secret
-	err := s.writer.Get(ctx, s.client, &cur)
-	if apierrors.IsNotFound(err) {
-		sec := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: s.client.Namespace, Name: s.client.Name},
-			Type:       corev1.SecretTypeTLS,
-			Data:       data,
-		}
-		if err := s.writer.Create(ctx, sec); err != nil {
-			return fmt.Errorf("failed to create secret %s: %w", s.client, err)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("failed to get secret %s: %w", s.client, err)
-	}
-	cur.Data = data
-	if err := s.writer.Update(ctx, &cur); err != nil {
-		return fmt.Errorf("failed to update secret %s: %w", s.client, err)
-	}
-	return nil
 }

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/meshrelay/meshrelay/internal/scheme"
+	"github.com/meshrelay/meshrelay/pkg/config"
+)
+
+// newManager makes the agent's controller manager: its cache holds the
+// given namespaces, and with leader election the Lease is
+// relay-agent-<cluster> in the agent's namespace.
+func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger, namespaces map[string]cache.Config) (manager.Manager, error) {
+	s, err := scheme.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(rc, ctrl.Options{
+		Scheme:                        s,
+		Logger:                        log,
+		Cache:                         cache.Options{DefaultNamespaces: namespaces},
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                cfg.LeaderElection,
+		LeaderElectionID:              "relay-agent-" + cfg.Cluster,
+		LeaderElectionNamespace:       cfg.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    crconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	return mgr, nil
+}
+
+// secretWatch routes changes of the watched secrets: the Istio CA secret to
+// the Istio CA, the others to the watcher and then the rotator.
+type secretWatch struct {
+	store    *secretStore
+	istioKey *types.NamespacedName // nil when federated trust is off
+	watcher  *watcher
+	istio    *istioCA
+	// changed wakes the rotator; statusChanged asks for a fresh status.
+	changed       signal
+	statusChanged func()
+}
+
+// keys are the watched secrets.
+func (w *secretWatch) keys() []types.NamespacedName {
+	keys := []types.NamespacedName{w.store.client, w.store.root, w.store.token}
+	if w.istioKey != nil {
+		keys = append(keys, *w.istioKey)
+	}
+	return keys
+}
+
+// namespaces are what the cache holds: the namespaces of the agent's
+// secrets, and only the Istio CA secret in its namespace (unless the
+// agent's own secrets live there too).
+func (w *secretWatch) namespaces() map[string]cache.Config {
+	namespaces := map[string]cache.Config{}
+	for _, k := range []types.NamespacedName{w.store.client, w.store.root, w.store.token} {
+		namespaces[k.Namespace] = cache.Config{}
+	}
+	if k := w.istioKey; k != nil {
+		if _, ok := namespaces[k.Namespace]; !ok {
+			namespaces[k.Namespace] = cache.Config{FieldSelector: fields.OneTermEqualSelector("metadata.name", k.Name)}
+		}
+	}
+	return namespaces
+}
+
+// setUp adds the controller that watches the secrets, on every replica.
+func (w *secretWatch) setUp(mgr manager.Manager) error {
+	keys := w.keys()
+	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+	})
+	err := ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
+		WithOptions(controllerOptions()).
+		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
+		Complete(reconcile.Func(w.reconcile))
+	if err != nil {
+		return fmt.Errorf("failed to set up the secret watcher: %w", err)
+	}
+	return nil
+}
+
+func (w *secretWatch) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if w.istio != nil && req.NamespacedName == *w.istioKey {
+		if w.istio.refresh(ctx) {
+			w.statusChanged()
+		}
+		return reconcile.Result{}, nil
+	}
+	_, _ = w.watcher.load(ctx)
+	w.changed.notify()
+	return reconcile.Result{}, nil
+}
+
+// startStreams returns the every-replica runnable that waits for the
+// cache, reads the secrets once, marks the agent ready and keeps the
+// streams open.
+func (w *secretWatch) startStreams(mgr manager.Manager, st *streams) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil
+		}
+		_, _ = w.watcher.load(ctx)
+		if w.istio != nil {
+			w.istio.refresh(ctx)
+		}
+		w.watcher.markReady()
+		return st.run(ctx)
+	}
+}

@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// The streams' reconnect delays; a session that lasted longer than
+// stableSession starts them again from the first.
+const (
+	redialInitial = 500 * time.Millisecond
+	redialLimit   = 30 * time.Second
+	stableSession = time.Minute
+)
+
+// intermediateCA is the Istio CA as the streams see it: it answers the
+// server's federated-trust instructions and reports cacerts in the status.
+type intermediateCA interface {
+	onIssue(in *relayv1.IssueIntermediate)
+	onIssued(ctx context.Context, in *relayv1.IntermediateIssued)
+	status() *relayv1.IstioCAStatus
+}
+
+// streamsOptions are what the streams need.
+type streamsOptions struct {
+	// Config says how to dial the server.
+	Config  *config.Agent
+	Replica string
+	// Provider and Roots authenticate each connection.
+	Provider *Provider
+	Roots    *rootSet
+	// ClientSecret is named while the agent waits for a certificate.
+	ClientSecret types.NamespacedName
+	// IstioCA is nil when federated trust is off.
+	IstioCA intermediateCA
+	// RenewNow passes the server's renewal requests to the rotator.
+	RenewNow chan<- string
+	// StatusDirty asks for a fresh status; PushOut queues other messages
+	// for the push stream.
+	StatusDirty <-chan struct{}
+	PushOut     <-chan *relayv1.PushMessage
+	// Connected is 1 while a stream (push or pull) is open.
+	Connected *prometheus.GaugeVec
+	Clock     clock.Clock
+	// Random draws the reconnect backoff's jitter, a fraction in [0, 1).
+	Random func() float64
+	Log    logr.Logger
+}
+
+// streams keeps the push and pull streams to the server open, on every
+// replica.
+type streams struct{ opts streamsOptions }
+
+func newStreams(opts streamsOptions) *streams { return &streams{opts: opts} }
+
+// run keeps the push and pull streams open, reconnecting with backoff and
+// jitter, until ctx ends. Each connection's handshakes take the provider's
+// current certificate; a rotation does not close an open connection.
+func (s *streams) run(ctx context.Context) error {
+	redial(ctx, s.opts.Clock, s.opts.Random, s.opts.Log.WithName("client"), s.session)
+	return nil
+}
+
+// redial runs session again and again until ctx ends, waiting between runs
+// with backoff; a session that lasted over stableSession starts the backoff
+// again.
+func redial(ctx context.Context, c clock.Clock, random func() float64, log logr.Logger, session func(context.Context) error) {
+	retry := newBackoff(redialInitial, redialLimit, random)
+	for {
+		start := c.Now()
+		err := session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if c.Since(start) > stableSession {
+			retry.Reset()
+		}
+		d := retry.Step()
+		log.Info("relay connection ended; reconnecting", "error", fmt.Sprint(err), "in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.After(d):
+		}
+	}
+}

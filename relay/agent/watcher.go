@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+)
+
+// secretReader reads the agent's secrets: the secretStore.
+type secretReader interface {
+	read(ctx context.Context, cluster string, now time.Time) (*material, error)
+}
+
+// watcherOptions are what the watcher needs.
+type watcherOptions struct {
+	Secrets secretReader
+	// ClientSecret names the client secret in the readiness message.
+	ClientSecret types.NamespacedName
+	Cluster      string
+	// Insecure makes the agent ready without a client certificate.
+	Insecure bool
+	Provider *Provider
+	Roots    *rootSet
+	// Expiry is set to the loaded certificate's NotAfter.
+	Expiry prometheus.Gauge
+	Clock  clock.PassiveClock
+	Log    logr.Logger
+}
+
+// watcher reads the agent's secrets whenever they change, on every
+// replica, and loads what it finds into the provider and the roots.
+type watcher struct {
+	opts  watcherOptions
+	ready atomic.Bool
+	// managed reports whether the client secret is managed elsewhere.
+	managed atomic.Bool
+}
+
+func newWatcher(opts watcherOptions) *watcher { return &watcher{opts: opts} }
+
+// load reads the relay secrets and loads the client certificate into the
+// provider when it is usable: every replica's new handshakes then use it.
+// It returns what it read, for the rotator.
+func (w *watcher) load(ctx context.Context) (*material, error) {
+	o := &w.opts
+	t, err := o.Secrets.read(ctx, o.Cluster, o.Clock.Now())
+	if err != nil {
+		o.Log.Info("failed to read relay secrets", "error", err.Error())
+		return nil, err
+	}
+	w.managed.Store(t.managed)
+	if len(t.roots) > 0 {
+		o.Roots.Set(t.roots)
+	}
+	if t.client == nil || t.clientOK != nil {
+		return t, nil
+	}
+	if cur := o.Provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
+		return t, nil
+	}
+	o.Provider.Set(t.client)
+	o.Expiry.Set(float64(t.client.Leaf.NotAfter.Unix()))
+	o.Log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
+	return t, nil
+}
+
+// markReady says the caches have synced and the secrets were read once.
+func (w *watcher) markReady() { w.ready.Store(true) }
+
+// readiness returns why the agent is not ready, or nil.
+func (w *watcher) readiness() error {
+	cert := w.opts.Provider.Current()
+	switch {
+	case !w.ready.Load():
+		return errors.New("caches are syncing")
+	case cert == nil && !w.opts.Insecure:
+		return fmt.Errorf("no valid client certificate in secret %s yet", w.opts.ClientSecret)
+	}
+	return nil
+}
