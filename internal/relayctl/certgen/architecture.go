@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Architecture is one of the reference's certificate architectures. In all
@@ -52,17 +53,6 @@ func architectureList() string {
 	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
-// Lifetimes of what Generate makes: the CAs and the server certificate are
-// long-lived, as relay-server makes them; client certificates live the
-// reference's one year and are renewed by the agent.
-const (
-	rootTTL         = 10 * 365 * 24 * time.Hour
-	intermediateTTL = 5 * 365 * 24 * time.Hour
-	serverCertTTL   = 2 * 365 * 24 * time.Hour
-)
-
-var organization = []string{"meshrelay"}
-
 // authorities are the CAs of an architecture.
 type authorities struct {
 	// relayRoot is the root the relay server and agents trust.
@@ -75,20 +65,23 @@ type authorities struct {
 	meshCA *pki.Certified
 }
 
-// newAuthorities makes the roots and intermediates of arch.
+// newAuthorities makes the roots and intermediates of arch, with the
+// lifetimes relay-server gives the CAs it makes (relaysecret.RootLifetime
+// and SigningLifetime).
 func newAuthorities(arch Architecture, now time.Time) (*authorities, error) {
+	organization := []string{relaysecret.Organization}
 	ca := func(parent *pki.Certified, cn string) (*pki.Certified, error) {
 		if parent == nil {
-			return pki.NewRootCA(pki.Options{CommonName: cn, Organization: organization, TTL: rootTTL, Now: now})
+			return pki.NewRootCA(pki.Options{CommonName: cn, Organization: organization, TTL: relaysecret.RootLifetime, Now: now})
 		}
-		return parent.NewIntermediateCA(pki.Options{CommonName: cn, Organization: organization, TTL: intermediateTTL, Now: now})
+		return parent.NewIntermediateCA(pki.Options{CommonName: cn, Organization: organization, TTL: relaysecret.SigningLifetime, Now: now})
 	}
 	var a authorities
 	var err error
-	if a.relayRoot, err = ca(nil, "meshrelay-root-ca"); err != nil {
+	if a.relayRoot, err = ca(nil, relaysecret.RootCommonName); err != nil {
 		return nil, err
 	}
-	if a.relaySigning, err = ca(a.relayRoot, "meshrelay-signing-ca"); err != nil {
+	if a.relaySigning, err = ca(a.relayRoot, relaysecret.SigningCommonName); err != nil {
 		return nil, err
 	}
 	switch arch {

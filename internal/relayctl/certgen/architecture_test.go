@@ -5,11 +5,13 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 func TestEveryClusterGetsItsSecretsWithTheKeysTheyMustHold(t *testing.T) {
@@ -220,5 +222,30 @@ func TestNamespaceAndAuthorityShapeTheServerCertificate(t *testing.T) {
 	}
 	if ns := secretOf(t, sets, "east", config.DefaultClientTLSSecret).Namespace; ns != "relay" {
 		t.Errorf("client secret namespace = %q, want relay", ns)
+	}
+}
+
+func TestGeneratedCertificatesHaveTheLifetimesAndNamesRelayServerGives(t *testing.T) {
+	sets := generate(t, Single, "cluster-1")
+	for _, tc := range []struct {
+		cluster, secret string
+		cn              string
+		org             []string
+		lifetime        time.Duration
+	}{
+		{Management, config.DefaultRootTLSSecret, relaysecret.RootCommonName, []string{relaysecret.Organization}, relaysecret.RootLifetime},
+		{Management, config.DefaultSigningTLSSecret, relaysecret.SigningCommonName, []string{relaysecret.Organization}, relaysecret.SigningLifetime},
+		{Management, config.DefaultServerTLSSecret, authority, nil, relaysecret.ServerLifetime},
+		{"cluster-1", config.DefaultClientTLSSecret, "cluster-1", nil, config.DefaultClientCertificateTTL},
+	} {
+		t.Run(tc.secret, func(t *testing.T) {
+			cert := certsOf(t, secretOf(t, sets, tc.cluster, tc.secret), pki.KeyTLSCert)[0]
+			if got := cert.NotAfter.Sub(t0); got != tc.lifetime {
+				t.Errorf("lifetime = %s, want %s", got, tc.lifetime)
+			}
+			if cert.Subject.CommonName != tc.cn || !slices.Equal(cert.Subject.Organization, tc.org) {
+				t.Errorf("subject CN=%q O=%v, want CN=%q O=%v", cert.Subject.CommonName, cert.Subject.Organization, tc.cn, tc.org)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // ClusterSecrets are the secrets to apply to one cluster.
@@ -67,7 +68,7 @@ func managementSecrets(ca *authorities, opts Options) ([]corev1.Secret, error) {
 	server, err := ca.relaySigning.IssueServer(pki.Options{
 		CommonName: opts.Authority,
 		DNSNames:   serverNames(opts),
-		TTL:        serverCertTTL,
+		TTL:        relaysecret.ServerLifetime,
 		Now:        opts.Now,
 	})
 	if err != nil {

@@ -1,0 +1,30 @@
+package relaysecret
+
+import "time"
+
+// Default lifetimes of the relay certificates that relay-server and relayctl
+// gen generate. Nothing rotates the root, the signing intermediate or the
+// server certificate, so they are long. A client certificate's default is
+// config.DefaultClientCertificateTTL, since relay-agent renews it.
+const (
+	// RootLifetime is the lifetime of a generated relay root CA
+	// (relay-root-tls-secret): ten years.
+	RootLifetime = 10 * 365 * 24 * time.Hour
+	// SigningLifetime is the lifetime of a generated signing intermediate
+	// CA (relay-tls-signing-secret): five years, within the root's.
+	SigningLifetime = 5 * 365 * 24 * time.Hour
+	// ServerLifetime is the lifetime of a generated relay server
+	// certificate (relay-server-tls-secret): two years.
+	ServerLifetime = 2 * 365 * 24 * time.Hour
+)
+
+// Subject of the relay CAs that relay-server and relayctl gen generate.
+const (
+	// RootCommonName is the common name of a generated relay root CA.
+	RootCommonName = "meshrelay-root-ca"
+	// SigningCommonName is the common name of a generated signing
+	// intermediate CA.
+	SigningCommonName = "meshrelay-signing-ca"
+	// Organization is the organization of every generated relay CA.
+	Organization = "meshrelay"
+)
