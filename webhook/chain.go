@@ -13,14 +13,9 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
-
-// AllowChainBreakAnnotation, set to "true" on relay-root-tls-secret or
-// relay-tls-signing-secret, admits an update that leaves certificates
-// already issued without a valid chain: for replacing a compromised CA on
-// purpose, knowing that every agent must get a new certificate.
-const AllowChainBreakAnnotation = "meshrelay.dev/allow-chain-break"
 
 // checkChainsKept denies an update of the root or the signing secret after
 // which a certificate stored in the namespace that verified before no
@@ -55,8 +50,8 @@ func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *co
 	if len(broken) == 0 {
 		return nil
 	}
-	if sec.Annotations[AllowChainBreakAnnotation] == "true" {
-		p.warn("%s: admitted by %s=true, and %s no longer verify: re-issue them", sec.Name, AllowChainBreakAnnotation, strings.Join(broken, ", "))
+	if sec.Annotations[meshv1alpha1.AllowChainBreakAnnotation] == "true" {
+		p.warn("%s: admitted by %s=true, and %s no longer verify: re-issue them", sec.Name, meshv1alpha1.AllowChainBreakAnnotation, strings.Join(broken, ", "))
 		return nil
 	}
 	what := "the new ca.crt"
@@ -66,7 +61,7 @@ func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *co
 		fix = "re-issue them (each with its full chain in tls.crt) before replacing it"
 	}
 	p.deny(field.NewPath("data"), "this update leaves %s without a valid chain: they do not verify through %s; %s, or annotate the secret %s=true to replace it anyway",
-		strings.Join(broken, ", "), what, fix, AllowChainBreakAnnotation)
+		strings.Join(broken, ", "), what, fix, meshv1alpha1.AllowChainBreakAnnotation)
 	return nil
 }
 
@@ -104,9 +99,7 @@ func (s *secrets) trustChange(ctx context.Context, role secretRole, sec, old *co
 	if shared, err := s.otherRoots(ctx); err != nil {
 		return nil, nil, err
 	} else if shared != nil {
-		if certs := shared.certs(); certs != nil {
-			oldRoots, newRoots = certs, certs
-		}
+		oldRoots, newRoots = shared, shared
 	}
 	return &trust{intermediates: oldChain, roots: oldRoots}, &trust{intermediates: newChain, roots: newRoots}, nil
 }

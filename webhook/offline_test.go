@@ -74,7 +74,7 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 			obj: tlsSecret(t, ns, config.DefaultClientTLSSecret, other.client(t, cluster, pki.Options{}), other.root.CAPEM()), checked: true,
 			denials: []string{"data[tls.crt]: does not chain to relay-root-tls-secret's ca.crt"}},
 		{name: "a short identity token is admitted with a warning", obj: tokenSecret("short"), checked: true,
-			warnings: []string{"relay-identity-token-secret: data[token] is 5 bytes"}},
+			warnings: []string{"data[token] is 5 bytes"}},
 		{name: "a secret that is not the relay's is admitted unchecked", obj: inNamespace(tokenSecret(""), "default"), checked: false},
 		{name: "a client Certificate for another cluster is denied", obj: certificate(config.DefaultClientTLSSecret, "cluster-2"), checked: true,
 			denials: []string{`spec.dnsNames: [cluster-2] does not hold this cluster's name "cluster-1"`}},

@@ -2,9 +2,10 @@ package webhook
 
 import (
 	"fmt"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // problems collects what validate found: errors deny, warnings do not.
@@ -29,12 +30,8 @@ func (p *problems) warn(format string, args ...any) {
 
 // message renders the errors on one line, each as "path: detail".
 func (p *problems) message(subject string) string {
-	parts := make([]string, 0, len(p.errs))
-	for _, e := range p.errs {
-		parts = append(parts, fmt.Sprintf("%s: %s", e.Field, e.Detail))
-	}
-	return subject + ": " + strings.Join(parts, "; ")
+	return subject + ": " + relaysecret.Message(p.errs)
 }
 
 // dataPath is the path of a secret's data key, as kubectl users read it.
-func dataPath(key string) *field.Path { return field.NewPath("data").Key(key) }
+func dataPath(key string) *field.Path { return relaysecret.DataPath(key) }

@@ -7,9 +7,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-	"github.com/meshrelay/meshrelay/webhook"
 )
 
 const ns = config.DefaultNamespace
@@ -123,7 +123,7 @@ func TestRelaySecretsThroughKubectl(t *testing.T) {
 	t.Run("replacing the root in a way that orphans the stored certificates is denied", func(t *testing.T) {
 		replaced := tlsSecret(t, ns, config.DefaultRootTLSSecret, other.root, other.root.CAPEM())
 		e.wantDenied(t, toYAML(t, replaced), nil, "this update leaves", "relay-tls-signing-secret", "relay-server-tls-secret",
-			"keep the old root in ca.crt beside the new one", webhook.AllowChainBreakAnnotation+"=true")
+			"keep the old root in ca.crt beside the new one", meshv1alpha1.AllowChainBreakAnnotation+"=true")
 	})
 
 	t.Run("adding a new root beside the old one is admitted", func(t *testing.T) {
@@ -140,7 +140,7 @@ func TestRelaySecretsThroughKubectl(t *testing.T) {
 
 	t.Run("the override annotation admits a root replacement with a warning", func(t *testing.T) {
 		replaced := tlsSecret(t, ns, config.DefaultRootTLSSecret, other.root, other.root.CAPEM())
-		replaced.Annotations = map[string]string{webhook.AllowChainBreakAnnotation: "true"}
+		replaced.Annotations = map[string]string{meshv1alpha1.AllowChainBreakAnnotation: "true"}
 		stderr := e.mustApply(t, toYAML(t, replaced))
 		if !strings.Contains(stderr, "no longer verify") {
 			t.Errorf("kubectl printed %q, want a warning naming what no longer verifies", stderr)

@@ -74,7 +74,7 @@ func Check(m *Material, ctx Context) Result {
 		r.checkIssued(m, ctx, now)
 	case Token:
 		if n := len(m.Token); n < MinTokenBytes {
-			r.warn("data: the identity token is %d bytes; a token shorter than %d bytes is easier to guess: use the one relay-server generates", n, MinTokenBytes)
+			r.warn("data[%s] is %d bytes; an identity token shorter than %d bytes is easier to guess: use the one relay-server generates", m.keyKey, n, MinTokenBytes)
 		}
 	case IstioCA:
 		if r.strength(m) {
@@ -187,17 +187,26 @@ func (r *Result) checkTrustRoot(m *Material, now time.Time) {
 	}
 }
 
-// dnsNames denies every DNS name of m's certificate that is not DNS-1123;
-// a wildcard first label is allowed on server and CA certificates.
+// dnsNames denies every DNS name of m's certificate that its kind does not
+// allow.
 func (r *Result) dnsNames(m *Material) {
 	if m.Kind != Signing && m.Kind != Server && m.Kind != Client {
 		return
 	}
 	for _, n := range m.Cert.DNSNames {
-		if err := pki.CheckDNSName(n, m.Kind != Client); err != nil {
+		if err := m.Kind.CheckDNSName(n); err != nil {
 			r.deny(KeyTLSCert, "%v", err)
 		}
 	}
+}
+
+// CheckDNSName returns an error unless name may be a DNS name of a
+// certificate of kind k: a DNS-1123 name, whose first label may be a
+// wildcard on server and CA certificates (the reference's example signing
+// CA carries *.gloo-mesh), never on a client certificate, whose one name is
+// its cluster's.
+func (k Kind) CheckDNSName(name string) error {
+	return pki.CheckDNSName(name, k != Client)
 }
 
 // strength denies a key weaker than RSA 2048 or ECDSA P-256 anywhere in m;

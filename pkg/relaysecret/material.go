@@ -30,7 +30,8 @@ type Material struct {
 	// Token is the identity token, as stored.
 	Token []byte
 
-	// certKey and keyKey are the data keys Cert and Key came from.
+	// certKey and keyKey are the data keys Cert and Key (or Token) came
+	// from.
 	certKey, keyKey string
 }
 
@@ -170,7 +171,7 @@ func (d *decoder) token(key string) {
 		d.fail(key, "missing or empty: copy the identity token from the management cluster")
 		return
 	}
-	d.m.Token = tok
+	d.m.Token, d.m.keyKey = tok, key
 }
 
 // istio decodes cacerts: ca-cert.pem, ca-key.pem, cert-chain.pem (the CA

@@ -162,7 +162,7 @@ func TestValidateChecksSecretsTogetherFromStdin(t *testing.T) {
 			secretYAML(t, config.DefaultClientTLSSecret, other.client(t, "cluster-1"), other.root.CAPEM()), nil, 0, []string{
 				"OK       Secret gloo-mesh/relay-client-tls-secret"}},
 		{"a short token is admitted with a warning",
-			tokenYAML(t, "short"), nil, 0, []string{"WARNING  Secret gloo-mesh/relay-identity-token-secret", "warning: relay-identity-token-secret: data[token] is 5 bytes",
+			tokenYAML(t, "short"), nil, 0, []string{"WARNING  Secret gloo-mesh/relay-identity-token-secret", "warning: data[token] is 5 bytes",
 				"1 checked: 1 admitted, 0 denied, 1 with warnings"}},
 		{"--namespace moves the relay secrets",
 			stream(f.rootYAML(t), secretYAML(t, config.DefaultClientTLSSecret, f.client(t, "cluster-1"), ca)), []string{"--namespace", "relay"}, 0, []string{
