@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // lastApplied is kubectl's annotation holding the last applied manifest:
@@ -20,13 +20,11 @@ const lastApplied = corev1.LastAppliedConfigAnnotation
 // reference's defaults: the root, the signing intermediate, the server
 // certificate, the identity token and the agent's client certificate.
 func DefaultNames() []string {
-	return []string{
-		config.DefaultRootTLSSecret,
-		config.DefaultSigningTLSSecret,
-		config.DefaultServerTLSSecret,
-		config.DefaultTokenSecret,
-		config.DefaultClientTLSSecret,
+	var names []string
+	for _, k := range []relaysecret.Kind{relaysecret.Root, relaysecret.Signing, relaysecret.Server, relaysecret.Token, relaysecret.Client} {
+		names = append(names, k.DefaultName())
 	}
+	return names
 }
 
 // namesOr returns names, or DefaultNames when it is empty.

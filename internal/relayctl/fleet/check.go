@@ -17,10 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Status is how a finding of Check turned out.
@@ -145,12 +145,11 @@ func (c *checker) management(ctx context.Context) error {
 		return err
 	}
 	if root != nil {
-		certs, err := pki.DecodeCertificates(root.Data[pki.KeyCACert])
-		if err != nil {
-			c.add(side, "secret "+rootKey.String(), Problem, "ca.crt: %v", err)
+		if m, r := relaysecret.Validate(relaysecret.Root, root.Data, "", relaysecret.Context{Now: c.o.Now}); m == nil {
+			c.add(side, "secret "+rootKey.String(), Problem, "%v", r.Err())
 		} else {
-			c.roots = append(c.roots, certs...)
-			c.expiry(side, "secret "+rootKey.String(), certs[0])
+			c.roots = append(c.roots, m.Roots...)
+			c.expiry(side, "secret "+rootKey.String(), m.Roots[0])
 		}
 	}
 
@@ -162,9 +161,9 @@ func (c *checker) management(ctx context.Context) error {
 	case server == nil:
 		c.add(side, "secret "+serverKey.String(), Problem, "not found: relay-server creates it unless disableCaCertGeneration; with cert-manager, check the Certificate that writes it (kubectl describe certificate -n %s)", srv.Namespace)
 	default:
-		v, err := pki.ValidateServerSecret(server.Data[pki.KeyTLSCert], server.Data[pki.KeyTLSKey], server.Data[pki.KeyCACert], srv.Authority, c.o.Now)
-		if err != nil {
-			c.add(side, "secret "+serverKey.String(), Problem, "%v", err)
+		v, r := relaysecret.Validate(relaysecret.Server, server.Data, "", c.context(""))
+		if v == nil {
+			c.add(side, "secret "+serverKey.String(), Problem, "%v", r.Err())
 		} else {
 			// The server also trusts the ca.crt beside its certificate.
 			for _, r := range v.Roots {
@@ -184,16 +183,14 @@ func (c *checker) management(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if signing == nil && server != nil && scheme.ManagedElsewhere(server) {
+		if signing == nil && server != nil && relaysecret.ManagedElsewhere(server) {
 			c.add(side, "secret "+signingKey.String(), OK, "not found, and %s is managed elsewhere (cert-manager): relay-server runs with disableCa and signs nothing", serverKey)
 		} else if signing == nil {
 			c.add(side, "secret "+signingKey.String(), Problem, "not found: relay-server cannot sign client certificates; let it create the secret (disableCaCertGeneration off) or restore it")
-		} else if certs, err := pki.DecodeCertificates(signing.Data[pki.KeyTLSCert]); err != nil {
-			c.add(side, "secret "+signingKey.String(), Problem, "tls.crt: %v", err)
-		} else if _, err := pki.VerifyChain(certs[0], certs[1:], c.roots, pki.RoleSigningCA, c.o.Now); err != nil {
-			c.add(side, "secret "+signingKey.String(), Problem, "%v: the signing CA must chain to the root agents trust", err)
+		} else if m, r := relaysecret.Validate(relaysecret.Signing, signing.Data, "", c.context("")); m == nil {
+			c.add(side, "secret "+signingKey.String(), Problem, "%v: the signing CA must chain to the root agents trust", r.Err())
 		} else {
-			c.expiry(side, "secret "+signingKey.String(), certs[0])
+			c.expiry(side, "secret "+signingKey.String(), m.Cert)
 		}
 	}
 
@@ -204,10 +201,13 @@ func (c *checker) management(ctx context.Context) error {
 	switch {
 	case tok == nil:
 		c.add(side, "secret "+tokKey.String(), Warning, "not found: agents cannot bootstrap with a token, only connect with a provided client certificate")
-	case len(tok.Data[srv.TokenSecret.Key]) == 0:
-		c.add(side, "secret "+tokKey.String(), Problem, "no %q key: put the identity token there", srv.TokenSecret.Key)
 	default:
-		c.token = tok.Data[srv.TokenSecret.Key]
+		m, r := relaysecret.Validate(relaysecret.Token, tok.Data, srv.TokenSecret.Key, relaysecret.Context{})
+		if m == nil {
+			c.add(side, "secret "+tokKey.String(), Problem, "%v", r.Err())
+			break
+		}
+		c.token = m.Token
 		c.add(side, "secret "+tokKey.String(), OK, "identity token present")
 	}
 
@@ -236,7 +236,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	}
 	name := rm.Name
 	if name == "" && clientSecret != nil {
-		if certs, err := pki.DecodeCertificates(clientSecret.Data[pki.KeyTLSCert]); err == nil && len(certs[0].DNSNames) == 1 {
+		if certs, err := pki.DecodeCertificates(clientSecret.Data[relaysecret.KeyTLSCert]); err == nil && len(certs[0].DNSNames) == 1 {
 			name = certs[0].DNSNames[0]
 		}
 	}
@@ -270,26 +270,20 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	case clientSecret == nil:
 		c.add(name, "secret "+clientKey.String(), Warning, "not found yet: the agent creates it when it bootstraps with the token; check the agent's logs if this stays")
 	default:
-		v, err := pki.ValidateClientSecret(clientSecret.Data[pki.KeyTLSCert], clientSecret.Data[pki.KeyTLSKey], clientSecret.Data[pki.KeyCACert], name, c.o.Now)
-		switch {
-		case err != nil:
-			c.add(name, "secret "+clientKey.String(), Problem, "%v", err)
-		case len(c.roots) > 0:
-			if _, err := pki.VerifyChain(v.Cert, v.Intermediates, c.roots, pki.RoleClient, c.o.Now); err != nil {
-				c.add(name, "secret "+clientKey.String(), Problem, "does not chain to a root relay-server trusts (%v): delete the secret so that the agent bootstraps again, or reissue it from the management cluster's CA", err)
-			} else {
-				exp := v.Cert.NotAfter
-				st.ClientExpiry = &exp
-				c.expiry(name, "secret "+clientKey.String(), v.Cert)
-			}
+		if v, r := relaysecret.Validate(relaysecret.Client, clientSecret.Data, "", c.context(name)); v == nil {
+			c.add(name, "secret "+clientKey.String(), Problem, "%v: delete the secret so that the agent bootstraps again, or reissue it from the management cluster's CA", r.Err())
+		} else {
+			exp := v.Cert.NotAfter
+			st.ClientExpiry = &exp
+			c.expiry(name, "secret "+clientKey.String(), v.Cert)
 		}
 	}
 	if root != nil && len(c.roots) > 0 {
-		certs, err := pki.DecodeCertificates(root.Data[pki.KeyCACert])
+		m, r := relaysecret.Validate(relaysecret.Root, root.Data, "", relaysecret.Context{Now: c.o.Now})
 		switch {
-		case err != nil:
-			c.add(name, "secret "+rootKey.String(), Problem, "ca.crt: %v", err)
-		case !slices.ContainsFunc(certs, func(r *x509.Certificate) bool { return slices.ContainsFunc(c.roots, r.Equal) }):
+		case m == nil:
+			c.add(name, "secret "+rootKey.String(), Problem, "%v", r.Err())
+		case !slices.ContainsFunc(m.Roots, func(r *x509.Certificate) bool { return slices.ContainsFunc(c.roots, r.Equal) }):
 			c.add(name, "secret "+rootKey.String(), Problem, "ca.crt is not the management cluster's root: the agent will not trust the server; run relayctl register %s --force", name)
 		default:
 			c.add(name, "secret "+rootKey.String(), OK, "same root as the management cluster")
@@ -330,6 +324,12 @@ func lookupSecret(ctx context.Context, c client.Client, key types.NamespacedName
 	return &s, nil
 }
 
+// context is what a relay secret is checked in: the authority, cluster
+// (for a client secret), the roots relay-server trusts, and the time.
+func (c *checker) context(cluster string) relaysecret.Context {
+	return relaysecret.Context{Authority: c.o.Server.Authority, Cluster: cluster, Roots: c.roots, RootsFrom: "the management cluster's relay root", Now: c.o.Now}
+}
+
 // expiry adds an OK finding with the time left, or a warning when less
 // than warnLeft of the lifetime is left.
 func (c *checker) expiry(cluster, check string, cert *x509.Certificate) {
@@ -367,8 +367,8 @@ func (c *checker) webhook(ctx context.Context, cluster string, cl client.Client)
 	var serving []byte
 	for _, name := range []string{w.CertificateSecret, "relay-webhook-cert-manager-tls"} {
 		var s corev1.Secret
-		if err := cl.Get(ctx, types.NamespacedName{Namespace: w.WebhookNamespace, Name: name}, &s); err == nil && len(s.Data[pki.KeyTLSCert]) > 0 {
-			serving = s.Data[pki.KeyTLSCert]
+		if err := cl.Get(ctx, types.NamespacedName{Namespace: w.WebhookNamespace, Name: name}, &s); err == nil && len(s.Data[relaysecret.KeyTLSCert]) > 0 {
+			serving = s.Data[relaysecret.KeyTLSCert]
 			break
 		}
 	}
