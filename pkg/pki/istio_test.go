@@ -92,11 +92,11 @@ func TestIstioCADataIsAValidCacertsSecret(t *testing.T) {
 	if err != nil || !root.Equal(p.root.Cert) {
 		t.Fatalf("root-cert.pem is not the root: %v", err)
 	}
-	pub, err := PublicKeyOfPrivateKey(data[IstioCAKeyKey])
+	key, err := DecodePrivateKey(data[IstioCAKeyKey])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := PublicKeyMatchesCertificate(pub, ca); err != nil {
+	if err := KeyMatchesCertificate(key, ca); err != nil {
 		t.Errorf("ca-key.pem: %v", err)
 	}
 	_, err = IstioCAData(held.Key, issued.Chain[:1], t0)

@@ -106,19 +106,17 @@ func ValidateServerSecret(tlsCrt, tlsKey, caCrt []byte, authority string, now ti
 	return kp, nil
 }
 
-// validateLeaf decodes and checks a leaf secret. The key is matched by its
-// public half (PublicKeyOfPrivateKey), which accepts exactly the keys
-// DecodePrivateKey loads without paying for a full RSA load.
+// validateLeaf decodes and checks a leaf secret.
 func validateLeaf(tlsCrt, tlsKey, caCrt []byte, role Role, now time.Time) (*Verified, error) {
 	certs, err := DecodeCertificates(tlsCrt)
 	if err != nil {
 		return nil, &SecretError{KeyTLSCert, err}
 	}
-	pub, err := PublicKeyOfPrivateKey(tlsKey)
+	key, err := DecodePrivateKey(tlsKey)
 	if err != nil {
 		return nil, &SecretError{KeyTLSKey, err}
 	}
-	if err := PublicKeyMatchesCertificate(pub, certs[0]); err != nil {
+	if err := KeyMatchesCertificate(key, certs[0]); err != nil {
 		return nil, &SecretError{KeyTLSKey, err}
 	}
 	v := &Verified{Cert: certs[0], Intermediates: certs[1:]}
