@@ -37,15 +37,27 @@ import (
 // longer decodes is then replaced rather than reported.
 const ManagedByAnnotation = "meshrelay.dev/managed-by"
 
+// Default lifetimes of the webhook's own certificates, which it renews
+// itself (see Options.RotationRatio).
+const (
+	// DefaultCALifetime is the lifetime of a webhook CA: one year.
+	DefaultCALifetime = 365 * 24 * time.Hour
+	// DefaultServingLifetime is the lifetime of a serving certificate: 90
+	// days, never beyond its CA's.
+	DefaultServingLifetime = 90 * 24 * time.Hour
+)
+
 // Options wire a Manager.
 type Options struct {
 	Client                                         client.Client
 	Namespace, SecretName, ServiceName             string
 	ValidatingConfiguration, MutatingConfiguration string
-	// ExtraDNSNames and IPAddresses are added to the serving certificate.
+	// ExtraDNSNames and IPAddresses are added to the serving certificate;
+	// each name must be a DNS-1123 name.
 	ExtraDNSNames []string
 	IPAddresses   []net.IP
-	// CALifetime defaults to one year, ServingLifetime to 90 days.
+	// CALifetime defaults to DefaultCALifetime, ServingLifetime to
+	// DefaultServingLifetime.
 	CALifetime, ServingLifetime time.Duration
 	// RotationRatio is the fraction of a lifetime left when it is renewed;
 	// a third by default.
@@ -66,7 +78,8 @@ type Manager struct {
 	problem   atomic.Pointer[string]
 }
 
-// New checks o and returns a Manager; Ensure loads or makes the secret.
+// New checks o, including the serving certificate's names, and returns a
+// Manager; Ensure loads or makes the secret.
 func New(o Options) (*Manager, error) {
 	var missing []string
 	for name, v := range map[string]string{"client": fmt.Sprint(o.Client != nil), "namespace": o.Namespace, "secret name": o.SecretName, "service name": o.ServiceName} {
@@ -77,11 +90,14 @@ func New(o Options) (*Manager, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("serving certificate options lack %v", missing)
 	}
+	if err := checkServingNames(&o); err != nil {
+		return nil, err
+	}
 	if o.CALifetime == 0 {
-		o.CALifetime = 365 * 24 * time.Hour
+		o.CALifetime = DefaultCALifetime
 	}
 	if o.ServingLifetime == 0 {
-		o.ServingLifetime = 90 * 24 * time.Hour
+		o.ServingLifetime = DefaultServingLifetime
 	}
 	if o.RotationRatio == 0 {
 		o.RotationRatio = 1.0 / 3
@@ -101,7 +117,7 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	if mat == nil {
 		return nil, errors.New("no serving certificate loaded yet")
 	}
-	return mat.serving, nil
+	return mat.tls, nil
 }
 
 // CABundle returns the CAs the API server must trust, newest first.
@@ -190,41 +206,43 @@ func (m *Manager) step(ctx context.Context) error {
 
 // rotate returns the next material when something is due, or nil.
 func (m *Manager) rotate(mat *material, published bool, now time.Time) *material {
-	next := &material{cas: mat.cas, caKey: mat.caKey, serving: mat.serving, leaf: mat.leaf}
-	changed := false
-	// Drop CAs that expired: nothing they signed verifies any more.
-	var live []*x509.Certificate
-	for i, ca := range next.cas {
-		if i == 0 || now.Before(ca.NotAfter) {
-			live = append(live, ca)
-		}
-	}
-	if len(live) != len(next.cas) {
-		next.cas, changed = live, true
-	}
-	if due(next.cas[0], m.o.RotationRatio, now) {
-		ca, key, err := newCA(&m.o, now)
+	next := newMaterial(mat.ca, unexpired(mat.retired, now), mat.serving)
+	// Dropping CAs that expired is a change: nothing they signed verifies.
+	changed := len(next.retired) != len(mat.retired)
+	if due(next.ca.Cert, m.o.RotationRatio, now) {
+		ca, err := newCA(&m.o, now)
 		if err != nil {
 			m.o.Log.Error(err, "failed to make a new webhook CA")
 			return nil
 		}
-		m.o.Log.Info("rotating the webhook CA; the serving certificate follows once the new CA is published", "expires", next.cas[0].NotAfter)
-		next.cas, next.caKey, changed = append([]*x509.Certificate{ca}, next.cas...), key, true
-		published = false
+		m.o.Log.Info("rotating the webhook CA; the serving certificate follows once the new CA is published", "expires", next.ca.Cert.NotAfter)
+		next = newMaterial(ca, append([]*x509.Certificate{next.ca.Cert}, next.retired...), next.serving)
+		changed, published = true, false
 	}
-	if (!next.signedByNewest() && published) || (next.signedByNewest() && due(next.leaf, m.o.RotationRatio, now)) {
-		serving, leaf, err := newServing(&m.o, next.cas[0], next.caKey, now)
+	if (!next.signedByNewest() && published) || (next.signedByNewest() && due(next.serving.Cert, m.o.RotationRatio, now)) {
+		serving, err := newServing(&m.o, next.ca, now)
 		if err != nil {
 			m.o.Log.Error(err, "failed to issue a serving certificate")
 			return nil
 		}
-		m.o.Log.Info("rotated the webhook serving certificate", "expires", leaf.NotAfter)
-		next.serving, next.leaf, changed = serving, leaf, true
+		m.o.Log.Info("rotated the webhook serving certificate", "expires", serving.Cert.NotAfter)
+		next, changed = newMaterial(next.ca, next.retired, serving), true
 	}
 	if !changed {
 		return nil
 	}
 	return next
+}
+
+// unexpired returns the CAs of cas still valid at now, in order.
+func unexpired(cas []*x509.Certificate, now time.Time) []*x509.Certificate {
+	var live []*x509.Certificate
+	for _, ca := range cas {
+		if now.Before(ca.NotAfter) {
+			live = append(live, ca)
+		}
+	}
+	return live
 }
 
 // due reports whether cert has less than ratio of its lifetime left.
@@ -275,16 +293,17 @@ func (m *Manager) load(ctx context.Context, now time.Time) (*corev1.Secret, *mat
 	return &sec, mat, nil
 }
 
+// fresh makes a new CA and a serving certificate issued from it.
 func (m *Manager) fresh(now time.Time) (*material, error) {
-	ca, key, err := newCA(&m.o, now)
+	ca, err := newCA(&m.o, now)
 	if err != nil {
 		return nil, err
 	}
-	serving, leaf, err := newServing(&m.o, ca, key, now)
+	serving, err := newServing(&m.o, ca, now)
 	if err != nil {
 		return nil, err
 	}
-	return &material{cas: []*x509.Certificate{ca}, caKey: key, serving: serving, leaf: leaf}, nil
+	return newMaterial(ca, nil, serving), nil
 }
 
 func (m *Manager) create(ctx context.Context, mat *material) (*corev1.Secret, error) {

@@ -1,15 +1,9 @@
 package selfcert
 
 import (
-	"crypto"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,13 +19,36 @@ const (
 
 // material is one decoded version of the certificate secret.
 type material struct {
-	// cas is the bundle, newest first; caKey signs with cas[0].
-	cas     []*x509.Certificate
-	caKey   crypto.Signer
-	serving *tls.Certificate
-	leaf    *x509.Certificate
+	// ca is the newest CA with its key: the first of the bundle, and the one
+	// new serving certificates are issued from.
+	ca *pki.Certified
+	// retired are the older CAs still in the bundle, newest first, so that
+	// what they signed verifies until it is replaced.
+	retired []*x509.Certificate
+	// serving is the serving certificate with its key; tls is the same,
+	// ready for crypto/tls.
+	serving *pki.Certified
+	tls     *tls.Certificate
 }
 
+// newMaterial returns the material of the newest CA ca, the older CAs
+// retired (newest first) and the serving certificate serving.
+func newMaterial(ca *pki.Certified, retired []*x509.Certificate, serving *pki.Certified) *material {
+	return &material{ca: ca, retired: retired, serving: serving, tls: tlsCertificate(serving)}
+}
+
+// tlsCertificate returns c for crypto/tls: the leaf followed by the
+// intermediates above it, not the root, as tls.crt would hold them.
+func tlsCertificate(c *pki.Certified) *tls.Certificate {
+	out := &tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
+	for i := 0; i+1 < len(c.Issuers); i++ {
+		out.Certificate = append(out.Certificate, c.Issuers[i].Raw)
+	}
+	return out
+}
+
+// decode reads the secret: ca.crt is the bundle (newest first), ca.key the
+// newest CA's key, tls.crt and tls.key the serving pair.
 func decode(s *corev1.Secret) (*material, error) {
 	cas, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
 	if err != nil {
@@ -48,98 +65,88 @@ func decode(s *corev1.Secret) (*material, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &material{cas: cas, caKey: caKey, serving: kp.TLSCertificate(), leaf: kp.Cert}, nil
+	return newMaterial(&pki.Certified{Cert: cas[0], Key: caKey}, cas[1:], kp.Certified()), nil
 }
 
+// data is the secret's data holding m; tls.crt holds the serving
+// certificate alone.
 func (m *material) data() (map[string][]byte, error) {
-	caKey, err := pki.EncodePrivateKey(m.caKey)
+	caKey, err := m.ca.KeyPEM()
 	if err != nil {
 		return nil, err
 	}
-	key, err := pki.EncodePrivateKey(m.serving.PrivateKey.(crypto.Signer))
+	key, err := m.serving.KeyPEM()
 	if err != nil {
 		return nil, err
 	}
 	return map[string][]byte{
-		pki.KeyCACert:  pki.EncodeCertificates(m.cas...),
+		pki.KeyCACert:  m.bundle(),
 		keyCAKey:       caKey,
-		pki.KeyTLSCert: pki.EncodeCertificates(m.leaf),
+		pki.KeyTLSCert: pki.EncodeCertificates(m.serving.Cert),
 		pki.KeyTLSKey:  key,
 	}, nil
 }
 
+// cas returns the bundle's CAs, newest first.
+func (m *material) cas() []*x509.Certificate {
+	return append([]*x509.Certificate{m.ca.Cert}, m.retired...)
+}
+
 // bundle is the caBundle the webhook configurations must carry.
-func (m *material) bundle() []byte { return pki.EncodeCertificates(m.cas...) }
+func (m *material) bundle() []byte { return pki.EncodeCertificates(m.cas()...) }
 
 // signedByNewest reports whether the serving certificate comes from the
 // newest CA.
 func (m *material) signedByNewest() bool {
-	return m.leaf.CheckSignatureFrom(m.cas[0]) == nil
+	return m.serving.Cert.CheckSignatureFrom(m.ca.Cert) == nil
 }
 
-var errNoCA = errors.New("no CA to sign with")
-
-// newCA makes a self-signed CA for the webhook.
-func newCA(o *Options, now time.Time) (*x509.Certificate, crypto.Signer, error) {
-	key, err := pki.GenerateKey(pki.KeySpec{})
+// newCA makes a self-signed CA for the webhook, valid for o.CALifetime
+// from now, that signs serving certificates and no other CA. Its common
+// name carries the time of issue, so that the CAs of a bundle differ.
+func newCA(o *Options, now time.Time) (*pki.Certified, error) {
+	ca, err := pki.NewRootCA(pki.Options{
+		CommonName: fmt.Sprintf("%s.%s webhook CA %d", o.ServiceName, o.Namespace, now.Unix()),
+		LeavesOnly: true,
+		TTL:        o.CALifetime,
+		Now:        now,
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("failed to make the webhook CA: %w", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("%s.%s webhook CA %d", o.ServiceName, o.Namespace, now.Unix())},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(o.CALifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("failed to make the webhook CA: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	return cert, key, err
+	return ca, nil
 }
 
-// newServing issues the serving certificate from ca, for the Service's
-// names and the extra names and addresses of o. It never outlives ca.
-func newServing(o *Options, ca *x509.Certificate, caKey crypto.Signer, now time.Time) (*tls.Certificate, *x509.Certificate, error) {
-	if ca == nil {
-		return nil, nil, errNoCA
-	}
-	key, err := pki.GenerateKey(pki.KeySpec{})
+// newServing issues the serving certificate from ca, for the names of
+// servingNames and the addresses of o. It never outlives ca.
+func newServing(o *Options, ca *pki.Certified, now time.Time) (*pki.Certified, error) {
+	serving, err := ca.IssueServer(pki.Options{
+		DNSNames:    servingNames(o),
+		IPAddresses: o.IPAddresses,
+		TTL:         o.ServingLifetime,
+		Now:         now,
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("failed to issue the webhook serving certificate: %w", err)
 	}
+	return serving, nil
+}
+
+// servingNames are the serving certificate's DNS names: the Service's
+// "<service>.<namespace>.svc", the same under ".cluster.local", then the
+// extra names of o. The first is the common name.
+func servingNames(o *Options) []string {
 	svc := o.ServiceName + "." + o.Namespace + ".svc"
-	notAfter := now.Add(o.ServingLifetime)
-	if notAfter.After(ca.NotAfter) {
-		notAfter = ca.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: svc},
-		DNSNames:     append([]string{svc, svc + ".cluster.local"}, o.ExtraDNSNames...),
-		IPAddresses:  append([]net.IP(nil), o.IPAddresses...),
-		NotBefore:    now.Add(-time.Minute),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("failed to issue the webhook serving certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf, nil
+	return append([]string{svc, svc + ".cluster.local"}, o.ExtraDNSNames...)
 }
 
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n
+// checkServingNames returns an error unless every name servingNames gives
+// is a DNS name a serving certificate may carry.
+func checkServingNames(o *Options) error {
+	for _, name := range servingNames(o) {
+		if err := pki.CheckDNSName(name, true); err != nil {
+			return fmt.Errorf("serving certificate name: %w", err)
+		}
+	}
+	return nil
 }
