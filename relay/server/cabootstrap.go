@@ -15,14 +15,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
-)
-
-// Lifetimes of what the server generates. The reference does not rotate the
-// root, the intermediate or the server certificate, so they are long.
-const (
-	rootTTL         = 10 * 365 * 24 * time.Hour
-	intermediateTTL = 5 * 365 * 24 * time.Hour
-	serverCertTTL   = 2 * 365 * 24 * time.Hour
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // generatedLabel marks the secrets the server generated, so that relayctl
@@ -47,7 +40,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 	}
 	now := time.Now()
 	root, err := ensureCASecret(ctx, c, cfg.RootTLSSecret.NamespacedName(cfg.Namespace), log, func() (*pki.Certified, error) {
-		return pki.NewRootCA(pki.Options{CommonName: "meshrelay-root-ca", Organization: []string{"meshrelay"}, TTL: rootTTL, Now: now})
+		return pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, Organization: []string{relaysecret.Organization}, TTL: relaysecret.RootLifetime, Now: now})
 	})
 	if err != nil {
 		return err
@@ -64,7 +57,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		if err := needRootKey("an intermediate", signingRef); err != nil {
 			return nil, err
 		}
-		return root.NewIntermediateCA(pki.Options{CommonName: "meshrelay-signing-ca", Organization: []string{"meshrelay"}, TTL: intermediateTTL, Now: now})
+		return root.NewIntermediateCA(pki.Options{CommonName: relaysecret.SigningCommonName, Organization: []string{relaysecret.Organization}, TTL: relaysecret.SigningLifetime, Now: now})
 	})
 	if err != nil {
 		return err
@@ -76,7 +69,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		return root.IssueServer(pki.Options{
 			CommonName: cfg.Authority,
 			DNSNames:   uniq("*."+cfg.Namespace, cfg.Authority),
-			TTL:        serverCertTTL,
+			TTL:        relaysecret.ServerLifetime,
 			Now:        now,
 		})
 	})

@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 func TestEnsureCA(t *testing.T) {
@@ -63,6 +66,33 @@ func TestEnsureCA(t *testing.T) {
 		again, _ := get("race", "relay-root-tls-secret")
 		if again.ResourceVersion != rv {
 			t.Error("a second run rewrote the root secret")
+		}
+	})
+
+	t.Run("the certificates made have the relay's generated lifetimes and names", func(t *testing.T) {
+		cfg := newNS(t, "lifetimes")
+		if err := EnsureCA(ctx, c, &cfg, log); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			secret, cn string
+			lifetime   time.Duration
+		}{
+			{"relay-root-tls-secret", "meshrelay-root-ca", relaysecret.RootLifetime},
+			{"relay-tls-signing-secret", "meshrelay-signing-ca", relaysecret.SigningLifetime},
+			{"relay-server-tls-secret", cfg.Authority, relaysecret.ServerLifetime},
+		} {
+			s, err := get("lifetimes", tc.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ca, err := certifiedFromSecret(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ca.Cert.NotAfter.Sub(ca.Cert.NotBefore) - pki.DefaultBackdate; got != tc.lifetime || ca.Cert.Subject.CommonName != tc.cn {
+				t.Errorf("%s: CN %q lifetime %s, want CN %q lifetime %s", tc.secret, ca.Cert.Subject.CommonName, got, tc.cn, tc.lifetime)
+			}
 		}
 	})
 
