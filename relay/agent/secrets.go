@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // secretStore reads and writes the agent's relay secrets: the client
@@ -68,15 +68,13 @@ func (s *secretStore) read(ctx context.Context, cluster string, now time.Time) (
 		return nil, err
 	}
 	if root != nil {
-		if t.roots, err = pki.DecodeCertificates(root.Data[pki.KeyCACert]); err != nil {
-			return nil, fmt.Errorf("secret %s: %w", s.root, &pki.SecretError{Key: pki.KeyCACert, Err: err})
+		m, r := relaysecret.Validate(relaysecret.Root, root.Data, "", relaysecret.Context{Now: now})
+		if m == nil {
+			return nil, fmt.Errorf("secret %s: %w", s.root, r.Err())
 		}
-		if len(root.Data[pki.KeyTLSKey]) > 0 {
-			key, err := pki.DecodePrivateKey(root.Data[pki.KeyTLSKey])
-			if err != nil {
-				return nil, fmt.Errorf("secret %s: %w", s.root, &pki.SecretError{Key: pki.KeyTLSKey, Err: err})
-			}
-			t.rootKey = &pki.Certified{Cert: t.roots[0], Key: key}
+		t.roots = m.Roots
+		if m.Key != nil {
+			t.rootKey = &pki.Certified{Cert: m.Cert, Key: m.Key}
 		}
 	}
 	cs, err := s.get(ctx, s.client)
@@ -85,37 +83,27 @@ func (s *secretStore) read(ctx context.Context, cluster string, now time.Time) (
 	}
 	t.clientOK = err
 	if cs != nil {
-		t.managed = scheme.ManagedElsewhere(cs)
-		if len(t.roots) == 0 && len(cs.Data[pki.KeyCACert]) > 0 {
-			t.roots, _ = pki.DecodeCertificates(cs.Data[pki.KeyCACert])
+		t.managed = relaysecret.ManagedElsewhere(cs)
+		if len(t.roots) == 0 && len(cs.Data[relaysecret.KeyCACert]) > 0 {
+			t.roots, _ = pki.DecodeCertificates(cs.Data[relaysecret.KeyCACert])
 		}
 		t.client, t.clientOK = clientCertificate(cs, t.roots, cluster, now)
 	}
 	if tok, err := s.get(ctx, s.token); err == nil {
-		t.token = tok.Data[s.tokKey]
+		if m, _ := relaysecret.Decode(relaysecret.Token, tok.Data, s.tokKey); m.Token != nil {
+			t.token = m.Token
+		}
 	}
 	return t, nil
 }
 
-// clientCertificate checks the client secret against the roots and the
-// cluster name and returns it ready for TLS. An expired certificate is
-// returned with its error, so that the caller can re-bootstrap.
+// clientCertificate judges the client secret as the webhook does, for
+// cluster, with roots (relay-root-tls-secret's) as the roots it must also
+// chain to, and returns it ready for TLS.
 func clientCertificate(s *corev1.Secret, roots []*x509.Certificate, cluster string, now time.Time) (*tls.Certificate, error) {
-	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], nil)
-	if err != nil {
-		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	m, r := relaysecret.Validate(relaysecret.Client, s.Data, "", relaysecret.Context{Cluster: cluster, Roots: roots, Now: now})
+	if m == nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	cert := kp.TLSCertificate()
-	if name, err := pki.ClientIdentity(kp.Cert); err != nil || name != cluster {
-		if err == nil {
-			err = fmt.Errorf("client certificate is for cluster %q, not %q", name, cluster)
-		}
-		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
-	}
-	if len(roots) > 0 {
-		if _, err := pki.VerifyChain(kp.Cert, kp.Intermediates, roots, pki.RoleClient, now); err != nil {
-			return cert, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
-		}
-	}
-	return cert, pki.CheckValidity(kp.Cert, now)
+	return m.TLSCertificate(), nil
 }
