@@ -77,7 +77,7 @@ func newBenchReview(b *testing.B) *benchReview {
 			Kind:   metav1.GroupVersionKind{Version: "v1", Kind: "Secret"},
 			Object: runtime.RawExtension{Raw: raw},
 		}},
-		handlers: webhook.Handlers(&cfg, reader, admission.NewDecoder(scheme), time.Now),
+		handlers: webhook.Handlers(&cfg, reader, scheme, time.Now),
 	}
 }
 

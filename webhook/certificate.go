@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -8,9 +9,49 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
+
+// certificateValidator admits cert-manager Certificates: one that writes a
+// relay certificate secret must ask for what that secret's check requires.
+type certificateValidator struct {
+	s *secrets
+}
+
+var _ admission.Validator[*cmapi.Certificate] = &certificateValidator{}
+
+// SetupWebhookWithManager serves v on CertificatesPath.
+func (v *certificateValidator) SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &cmapi.Certificate{}).
+		WithValidator(v).
+		WithValidatorCustomPath(CertificatesPath).
+		Complete()
+}
+
+// ValidateCreate checks a new Certificate.
+func (v *certificateValidator) ValidateCreate(ctx context.Context, crt *cmapi.Certificate) (admission.Warnings, error) {
+	return v.validate(ctx, crt)
+}
+
+// ValidateUpdate checks the Certificate as updated; the stored one does not
+// matter.
+func (v *certificateValidator) ValidateUpdate(ctx context.Context, _, crt *cmapi.Certificate) (admission.Warnings, error) {
+	return v.validate(ctx, crt)
+}
+
+// ValidateDelete allows every delete.
+func (v *certificateValidator) ValidateDelete(context.Context, *cmapi.Certificate) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// validate checks crt, in the request's namespace when it names none.
+func (v *certificateValidator) validate(ctx context.Context, crt *cmapi.Certificate) (admission.Warnings, error) {
+	inRequestNamespace(ctx, crt)
+	return verdict(v.s.validateCertificate(crt), "Certificate "+crt.Namespace+"/"+crt.Name)
+}
 
 // certificateRole returns the role of the secret crt writes, and whether
 // that is a relay certificate secret, which is all the webhook checks.

@@ -35,7 +35,7 @@ func handlersForFuzzing(t testing.TB) map[string]admission.Handler {
 		ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.RootTLSSecret.Name},
 		Data:       map[string][]byte{pki.KeyCACert: root.CAPEM()},
 	}).Build()
-	return Handlers(&cfg, reader, admission.NewDecoder(scheme), time.Now)
+	return Handlers(&cfg, reader, scheme, time.Now)
 }
 
 // FuzzAdmissionRequests sends arbitrary objects, old objects and operations

@@ -2,15 +2,22 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
 // Paths the admission webhooks are served on; the manifests' webhook
@@ -22,84 +29,66 @@ const (
 	InjectPath       = "/inject-agent"
 )
 
-// secretHandler admits relay secrets and Istio's cacerts.
-type secretHandler struct {
-	s       *secrets
-	decoder admission.Decoder
+// webhookSetup is what each resource's file provides: its webhook on
+// controller-runtime's typed path, registered at its own path.
+type webhookSetup interface {
+	SetupWebhookWithManager(mgr ctrl.Manager) error
 }
 
-var _ admission.Handler = &secretHandler{}
-
-func (h *secretHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	if req.Operation == admissionv1.Delete {
-		return admission.Allowed("")
-	}
-	var sec corev1.Secret
-	if err := h.decoder.Decode(req, &sec); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode the Secret: %w", err))
-	}
-	if sec.Namespace == "" {
-		sec.Namespace = req.Namespace
-	}
-	var old *corev1.Secret
-	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-		old = &corev1.Secret{}
-		if err := h.decoder.DecodeRaw(req.OldObject, old); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode the stored Secret: %w", err))
+// setupWithManager registers every webhook on mgr's webhook server. The
+// secret and Certificate validators read the relay secrets through mgr's
+// cached client; now is the clock of validity checks.
+func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time) error {
+	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), now: now}
+	for _, w := range []webhookSetup{
+		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg),
+	} {
+		if err := w.SetupWebhookWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to register the %T webhook: %w", w, err)
 		}
 	}
-	p, err := h.s.validate(ctx, &sec, old)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, err)
-	}
-	return respond(p, "secret "+sec.Namespace+"/"+sec.Name)
+	return nil
 }
 
-// certificateHandler admits cert-manager Certificates.
-type certificateHandler struct {
-	s       *secrets
-	decoder admission.Decoder
+// Handlers returns the admission handler of each path, built as
+// setupWithManager builds them but without a manager, for tests. reader
+// reads the relay secrets of cfg.Namespace; now is the clock of validity
+// checks.
+func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme, now func() time.Time) map[string]admission.Handler {
+	sec := &secrets{cfg: cfg, reader: reader, now: now}
+	return map[string]admission.Handler{
+		SecretsPath:      admission.WithValidator[*corev1.Secret](scheme, &secretValidator{s: sec}),
+		CertificatesPath: admission.WithValidator[*cmapi.Certificate](scheme, &certificateValidator{s: sec}),
+		ClustersPath:     admission.WithValidator[*meshv1alpha1.KubernetesCluster](scheme, clusterValidator{}),
+		InjectPath:       admission.WithDefaulter[*corev1.Pod](scheme, newPodInjector(cfg)),
+	}
 }
 
-var _ admission.Handler = &certificateHandler{}
-
-func (h *certificateHandler) Handle(_ context.Context, req admission.Request) admission.Response {
-	if req.Operation == admissionv1.Delete {
-		return admission.Allowed("")
-	}
-	var crt cmapi.Certificate
-	if err := h.decoder.Decode(req, &crt); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode the Certificate: %w", err))
-	}
-	if crt.Namespace == "" {
-		crt.Namespace = req.Namespace
-	}
-	return respond(h.s.validateCertificate(&crt), "Certificate "+crt.Namespace+"/"+crt.Name)
-}
-
-// clusterHandler admits KubernetesClusters.
-type clusterHandler struct {
-	decoder admission.Decoder
-}
-
-var _ admission.Handler = &clusterHandler{}
-
-func (h *clusterHandler) Handle(_ context.Context, req admission.Request) admission.Response {
-	if req.Operation == admissionv1.Delete {
-		return admission.Allowed("")
-	}
-	var kc meshv1alpha1.KubernetesCluster
-	if err := h.decoder.Decode(req, &kc); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode the KubernetesCluster: %w", err))
-	}
-	return respond(validateCluster(&kc), "KubernetesCluster "+kc.Name)
-}
-
-// respond denies with every problem on one line, or allows; warnings go
-// back either way.
-func respond(p *problems, subject string) admission.Response {
+// verdict is a typed validator's answer from what a validate found. The
+// errors become one error whose text is the whole denial, subject first and
+// then each "path: detail", which controller-runtime returns as it is in a
+// 403 Forbidden denial; the warnings go back whether or not it denies.
+func verdict(p *problems, subject string) (admission.Warnings, error) {
 	if len(p.errs) > 0 {
-		return admission.Denied(p.message(subject)).WithWarnings(p.warnings...)
+		return p.warnings, errors.New(p.message(subject))
 	}
-	return admission.Allowed("").WithWarnings(p.warnings...)
+	return p.warnings, nil
+}
+
+// internalError keeps a failure to read what the checks need apart from a
+// denial: controller-runtime answers an error carrying an API status with
+// that status, so the API server reports a 500 with err's text, not a 403.
+func internalError(err error) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Code: http.StatusInternalServerError, Message: err.Error()}}
+}
+
+// inRequestNamespace gives obj the namespace of the admission request when
+// the object itself names none: the API server creates it there.
+func inRequestNamespace(ctx context.Context, obj client.Object) {
+	if obj.GetNamespace() != "" {
+		return
+	}
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		obj.SetNamespace(req.Namespace)
+	}
 }

@@ -14,9 +14,10 @@ import (
 )
 
 // Validator runs the admission checks outside an admission request, for
-// relayctl validate: the same private validate functions as the handlers,
-// with the other secrets read through any client.Reader (an in-memory one
-// over the manifests being checked, for example).
+// relayctl validate: the same checks the typed validators run, with the
+// other secrets read through any client.Reader (an in-memory one over the
+// manifests being checked, for example). Its denials are the "path: detail"
+// parts of a validator's denial, its warnings the validator's warnings.
 //
 // Every object is checked as a create: the check an update of a CA runs
 // (that it does not orphan the certificates already stored) needs the

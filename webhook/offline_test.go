@@ -40,7 +40,7 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(f.rootSecret(t)).Build()
 	clk := clocktesting.NewFakePassiveClock(f.now)
 	v := webhook.NewValidator(&cfg, reader, clk)
-	handlers := webhook.Handlers(&cfg, reader, admission.NewDecoder(scheme), clk.Now)
+	handlers := webhook.Handlers(&cfg, reader, scheme, clk.Now)
 
 	certificate := func(secretName string, dnsNames ...string) *cmapi.Certificate {
 		return &cmapi.Certificate{

@@ -2,11 +2,10 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -20,20 +19,20 @@ const (
 	InjectLabelValue = "relay-agent"
 )
 
-// podHandler injects the relay secrets' volumes, mounts and the agent's
-// settings into agent pods.
-type podHandler struct {
+// podInjector adds the relay secrets' volumes, mounts and the agent's
+// settings to agent pods; controller-runtime computes the patch from the
+// pod it edits.
+type podInjector struct {
 	settings injector.Settings
 	// problem, when set, is why this webhook cannot inject: agent pods are
 	// refused with it, since an agent without its settings cannot start.
-	problem string
-	decoder admission.Decoder
+	problem error
 }
 
-var _ admission.Handler = &podHandler{}
+var _ admission.Defaulter[*corev1.Pod] = &podInjector{}
 
-func newPodHandler(cfg *config.Webhook, decoder admission.Decoder) *podHandler {
-	h := &podHandler{decoder: decoder, settings: injector.Settings{
+func newPodInjector(cfg *config.Webhook) *podInjector {
+	d := &podInjector{settings: injector.Settings{
 		Cluster:         cfg.Cluster,
 		ServerAddress:   cfg.ServerAddress,
 		Authority:       cfg.Authority,
@@ -42,26 +41,26 @@ func newPodHandler(cfg *config.Webhook, decoder admission.Decoder) *podHandler {
 		TokenSecret:     cfg.TokenSecret.Name,
 		Container:       cfg.AgentContainer,
 	}}
-	if err := h.settings.Validate(); err != nil {
-		h.problem = fmt.Sprintf("relay-webhook cannot inject agent pods: %v: set --cluster and --server-address on the webhook of this workload cluster", err)
+	if err := d.settings.Validate(); err != nil {
+		d.problem = fmt.Errorf("relay-webhook cannot inject agent pods: %w: set --cluster and --server-address on the webhook of this workload cluster", err)
 	}
-	return h
+	return d
 }
 
-func (h *podHandler) Handle(_ context.Context, req admission.Request) admission.Response {
-	var pod corev1.Pod
-	if err := h.decoder.Decode(req, &pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode the Pod: %w", err))
+// SetupWebhookWithManager serves d on InjectPath.
+func (d *podInjector) SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).
+		WithDefaulter(d).
+		WithDefaulterCustomPath(InjectPath).
+		Complete()
+}
+
+// Default injects pod, or refuses it when the settings cannot make a
+// working agent. A pod already injected is left as it is, so no patch.
+func (d *podInjector) Default(_ context.Context, pod *corev1.Pod) error {
+	if d.problem != nil {
+		return d.problem
 	}
-	if h.problem != "" {
-		return admission.Denied(h.problem)
-	}
-	if !injector.Pod(&pod, h.settings) {
-		return admission.Allowed("already injected")
-	}
-	mutated, err := json.Marshal(&pod)
-	if err != nil {
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("failed to encode the injected Pod: %w", err))
-	}
-	return admission.PatchResponseFromRaw(req.Object.Raw, mutated)
+	injector.Pod(pod, d.settings)
+	return nil
 }

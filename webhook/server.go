@@ -23,7 +23,6 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
@@ -112,7 +111,10 @@ func (s *Server) Run(ctx context.Context) error {
 		mlis.Close()
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
-	s.register(mgr.GetWebhookServer(), mgr.GetClient(), admission.NewDecoder(scheme))
+	if err := setupWithManager(mgr, s.cfg, s.opts.Now); err != nil {
+		mlis.Close()
+		return err
+	}
 	if certs != nil {
 		if err := mgr.Add(certs); err != nil {
 			mlis.Close()
@@ -176,25 +178,6 @@ func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme)
 		return nil, nil, nil, fmt.Errorf("failed to set up the serving certificate: %w", err)
 	}
 	return []func(*tls.Config){minTLS, func(c *tls.Config) { c.GetCertificate = m.GetCertificate }}, m.Ready, m, nil
-}
-
-// register puts each handler on its path.
-func (s *Server) register(srv crwebhook.Server, reader client.Reader, decoder admission.Decoder) {
-	for path, h := range Handlers(s.cfg, reader, decoder, s.opts.Now) {
-		srv.Register(path, &crwebhook.Admission{Handler: h})
-	}
-}
-
-// Handlers returns the admission handler of each path. reader reads the
-// relay secrets of cfg.Namespace; now is the clock of validity checks.
-func Handlers(cfg *config.Webhook, reader client.Reader, decoder admission.Decoder, now func() time.Time) map[string]admission.Handler {
-	sec := &secrets{cfg: cfg, reader: reader, now: now}
-	return map[string]admission.Handler{
-		SecretsPath:      &secretHandler{s: sec, decoder: decoder},
-		CertificatesPath: &certificateHandler{s: sec, decoder: decoder},
-		ClustersPath:     &clusterHandler{decoder: decoder},
-		InjectPath:       newPodHandler(cfg, decoder),
-	}
 }
 
 func listen(given net.Listener, address string) (net.Listener, error) {
