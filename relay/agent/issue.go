@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -80,8 +81,9 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := pki.DecodeKeyPair(resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
-		return "", fmt.Errorf("relay server returned an unusable certificate: %w", err)
+	answer := map[string][]byte{relaysecret.KeyTLSCert: resp.GetCertificateChain(), relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: resp.GetCaCertificate()}
+	if _, errs := relaysecret.Decode(relaysecret.Client, answer, ""); len(errs) > 0 {
+		return "", fmt.Errorf("relay server returned an unusable certificate: %s", relaysecret.Message(errs))
 	}
 	if err := s.opts.Secrets.writeClient(ctx, resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
 		return "", err

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -75,11 +76,12 @@ func (c *istioCA) refresh(ctx context.Context) bool {
 		c.opts.Log.Info("failed to read the Istio CA secret", "secret", c.opts.Secret.String(), "error", err.Error())
 		return false
 	default:
-		if ca, err := pki.DecodeCertificate(sec.Data[pki.IstioCACertKey]); err == nil {
-			st.NotBefore, st.NotAfter = ca.NotBefore.Unix(), ca.NotAfter.Unix()
+		m, _ := relaysecret.Decode(relaysecret.IstioCA, sec.Data, "")
+		if m.Cert != nil {
+			st.NotBefore, st.NotAfter = m.Cert.NotBefore.Unix(), m.Cert.NotAfter.Unix()
 		}
-		if root, err := pki.DecodeCertificates(sec.Data[pki.IstioRootCertKey]); err == nil {
-			st.RootSha256 = pki.Fingerprint(root[0])
+		if len(m.Roots) > 0 {
+			st.RootSha256 = pki.Fingerprint(m.Roots[0])
 		}
 		st.Policy = sec.Annotations[policyAnnotation]
 	}
