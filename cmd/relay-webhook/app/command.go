@@ -10,6 +10,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/command"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
 	"github.com/meshrelay/meshrelay/webhook"
@@ -35,7 +36,7 @@ and to relay-root-tls-secret, usages, SANs, the cluster name, validity, DNS-1123
 deny what is wrong with a one-line fix; a certificate inside its rotation window or a short
 identity token is admitted with a warning. An update of relay-root-tls-secret or
 relay-tls-signing-secret that would leave stored certificates without a valid chain is denied
-unless the secret is annotated ` + webhook.AllowChainBreakAnnotation + `=true.
+unless the secret is annotated ` + meshv1alpha1.AllowChainBreakAnnotation + `=true.
 
 The mutating webhook injects the relay secrets as read-only volumes and the agent's settings
 (MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS, MESHRELAY_AUTHORITY) into agent pods.
