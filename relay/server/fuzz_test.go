@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/meshrelay/meshrelay/internal/scheme"
@@ -23,8 +25,23 @@ import (
 
 // fuzzService is a service with real credentials whose cluster lookups
 // come from an in-memory client holding KubernetesCluster cluster-1: the
-// request handling is pure logic over them.
+// request handling is pure logic over them. Its trust serves every cluster
+// under the loaded policy p.
 func fuzzService(t testing.TB) *service {
+	t.Helper()
+	scheme, _ := scheme.Scheme()
+	cfg := config.DefaultServer()
+	policy := &meshv1alpha1.RootTrustPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "p"}}
+	policy.Spec.Config.MgmtServerCa.Generated = &meshv1alpha1.GeneratedRoot{}
+	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		&meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "cluster-1"}},
+		policy,
+	).WithStatusSubresource(policy).Build()
+	return serviceWith(t, &cfg, reader)
+}
+
+// serviceWith is fuzzService's service reading clusters from reader.
+func serviceWith(t testing.TB, cfg *config.Server, reader client.Client) *service {
 	t.Helper()
 	root, err := pki.NewRootCA(pki.Options{CommonName: "fuzz-root", TTL: time.Hour})
 	if err != nil {
@@ -34,9 +51,8 @@ func fuzzService(t testing.TB) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.DefaultServer()
 	m := newMetrics(prometheus.NewRegistry())
-	keys := newKeyring(&cfg, m)
+	keys := newKeyring(cfg, m)
 	iss, err := pki.NewIssuer(inter, pki.Policy{Role: pki.RoleClient, TTL: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -44,20 +60,21 @@ func fuzzService(t testing.TB) *service {
 	keys.issuer.Store(iss)
 	tok := []byte("the-token")
 	keys.token.Store(&tok)
-	scheme, _ := scheme.Scheme()
-	policy := &meshv1alpha1.RootTrustPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "p"}}
-	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		&meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: "cluster-1"}},
-		policy,
-	).WithStatusSubresource(policy).Build()
 	conns := newConnections()
-	tr := newTrust(&cfg, conns, m, time.Now, logr.Discard())
-	tr.client, tr.api = reader, reader
-	tr.policies["p"] = &trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour}
+	tr := newTestTrust(cfg, conns, m, clock.RealClock{})
+	tr.State.setPolicy(&trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour})
 	return &service{
-		cfg: &cfg, keys: keys, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
+		cfg: cfg, keys: keys, reader: reader, metrics: m, now: time.Now, log: logr.Discard(),
 		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
 	}
+}
+
+// newTestTrust is a trust with nothing loaded, discarding its log.
+func newTestTrust(cfg *config.Server, conns *connections, m *metrics, clk clock.WithTicker) *trust {
+	return newTrust(trustOptions{
+		State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
+		Conns: conns, Metrics: m, Clock: clk, Log: logr.Discard(),
+	})
 }
 
 // FuzzBootstrap decodes arbitrary bytes as a BootstrapRequest, as gRPC
@@ -127,6 +144,6 @@ func FuzzPushMessage(f *testing.F) {
 		if err := proto.Unmarshal(data, &msg); err != nil {
 			return
 		}
-		svc.handlePush(context.Background(), "cluster-1", &msg)
+		svc.handlePush("cluster-1", &msg)
 	})
 }

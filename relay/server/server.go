@@ -21,12 +21,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -46,8 +48,8 @@ type Options struct {
 	// Listener and MetricsListener, when set, replace Config.ListenAddress
 	// and Config.MetricsAddress (tests listen on 127.0.0.1:0).
 	Listener, MetricsListener net.Listener
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and ticks; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Server is a relay server.
@@ -70,8 +72,8 @@ func New(opts Options) (*Server, error) {
 	if opts.RESTConfig == nil {
 		return nil, errors.New("no Kubernetes client configuration")
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	cfg := opts.Config
 	reg := prometheus.NewRegistry()
@@ -83,11 +85,14 @@ func New(opts Options) (*Server, error) {
 	s.svc = &service{
 		cfg:     s.cfg,
 		keys:    s.keys,
-		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Now),
+		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now),
 		conns:   conns,
-		trust:   newTrust(&cfg, conns, m, opts.Now, s.log.WithName("trust")),
+		trust: newTrust(trustOptions{
+			State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
+			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
+		}),
 		metrics: m,
-		now:     opts.Now,
+		now:     opts.Clock.Now,
 		log:     s.log.WithName("relay"),
 	}
 	return s, nil
@@ -148,7 +153,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return ctx.Err()
 		}
-		_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Now(), s.log)
+		_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Clock.Now(), s.log)
 		s.ready.Store(true)
 		s.log.Info("serving relay", "address", lis.Addr().String(), "metrics", mlis.Addr().String())
 		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -206,7 +211,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").
 		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-			_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
+			_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Clock.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
 			return reconcile.Result{}, nil
 		}))
 	if err != nil {
@@ -228,7 +233,26 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
 	}
-	return s.svc.trust.setup(mgr)
+	return s.setupTrust(mgr)
+}
+
+// setupTrust registers the RootTrustPolicy reconciler, which shares the
+// trust state, pending results and policy queue of the relay streams'
+// trust, and trust's renewal tick.
+func (s *Server) setupTrust(mgr ctrl.Manager) error {
+	t := s.svc.trust
+	r := newTrustReconciler(trustReconcilerOptions{
+		Client: mgr.GetClient(), API: mgr.GetAPIReader(), Namespace: s.cfg.Namespace,
+		State: t.State, Results: t.Results, Queue: t.Queue, CheckAll: t.checkAll,
+		Metrics: s.metrics, Clock: s.opts.Clock, Log: t.Log,
+	})
+	if err := r.setup(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(t.run)); err != nil {
+		return fmt.Errorf("failed to add the Istio intermediate renewal check: %w", err)
+	}
+	return nil
 }
 
 // connBufferBytes is the write buffer of one agent connection, and its read

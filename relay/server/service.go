@@ -58,7 +58,7 @@ type service struct {
 var _ relayv1.RelayServer = (*service)(nil)
 
 // Bootstrap trades the identity token and a CSR for a first client
-// certificate (flow 3).
+// certificate.
 func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
 	const call = "bootstrap"
 	log := s.log.WithValues("call", call, "cluster", req.GetCluster(), "peer", peerHost(ctx))
@@ -84,7 +84,7 @@ func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) 
 	return s.sign(ctx, log, call, req.GetCluster(), req.GetCsr())
 }
 
-// Renew signs a CSR for the caller's own cluster, over mTLS (flow 5).
+// Renew signs a CSR for the caller's own cluster, over mTLS.
 func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv1.CertificateResponse, error) {
 	const call = "renew"
 	cluster, err := callerCluster(ctx, s.cfg.Insecure)
@@ -210,17 +210,21 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 			return err
 		}
 		received++
-		s.handlePush(stream.Context(), o.cluster, msg)
+		s.handlePush(o.cluster, msg)
 	}
 }
 
-func (s *service) handlePush(ctx context.Context, cluster string, msg *relayv1.PushMessage) {
+// handlePush handles one message of cluster's push stream. It runs on the
+// stream's receive loop and makes no API call: a CSR is answered on the
+// pull streams, and what a RootTrustPolicy's status must show is left to
+// the trust reconciler.
+func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 	if req := msg.GetIntermediateCsr(); req != nil {
 		if len(req.GetPolicy()) > maxShortField {
 			s.log.Info("ignored an intermediate CSR with an oversized policy name", "cluster", cluster)
 			return
 		}
-		s.trust.sign(ctx, cluster, req)
+		s.trust.answer(cluster, req)
 		return
 	}
 	if st := msg.GetStatus(); st != nil {
@@ -236,7 +240,7 @@ func (s *service) handlePush(ctx context.Context, cluster string, msg *relayv1.P
 				s.log.Info("ignored an oversized Istio CA report", "cluster", cluster)
 				return
 			}
-			s.trust.report(ctx, cluster, ca)
+			s.trust.report(cluster, ca)
 		}
 		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
 			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())

@@ -2,132 +2,27 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
-
-func TestRenewalReason(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	p := &trustPolicy{name: "mesh", rootSHA256: "aa"}
-	ok := func(notBefore, notAfter int64) *relayv1.IstioCAStatus {
-		return &relayv1.IstioCAStatus{Policy: "mesh", RootSha256: "aa", NotBefore: notBefore, NotAfter: notAfter}
-	}
-	for _, tc := range []struct {
-		name string
-		rep  *relayv1.IstioCAStatus
-		want string
-	}{
-		{"no cacerts", &relayv1.IstioCAStatus{}, "no intermediate"},
-		{"another policy's cacerts", &relayv1.IstioCAStatus{Policy: "other", RootSha256: "aa", NotAfter: now.Unix() + 1000}, `it says "other"`},
-		{"a cacerts nobody annotated", &relayv1.IstioCAStatus{RootSha256: "aa", NotAfter: now.Unix() + 1000}, `it says ""`},
-		{"another root", &relayv1.IstioCAStatus{Policy: "mesh", RootSha256: "bb", NotAfter: now.Unix() + 1000}, "root changed"},
-		// Lifetime 1000 s: renewal when 100 s are left.
-		{"well inside its lifetime", ok(now.Unix()-500, now.Unix()+500), ""},
-		{"one second before the renewal time", ok(now.Unix()-899, now.Unix()+101), ""},
-		{"at the renewal time", ok(now.Unix()-900, now.Unix()+100), "renewal window"},
-		{"expired", ok(now.Unix()-2000, now.Unix()-1000), "renewal window"},
-		{"a validity that ends before it starts", ok(now.Unix()+10, now.Unix()+5), "unusable"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := renewalReason(tc.rep, p, now)
-			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-				t.Errorf("renewalReason = %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestPolicyForPicksTheOldestThatApplies(t *testing.T) {
-	t0 := time.Unix(1_000_000, 0)
-	tr := newTrust(&config.Server{}, newConnections(), newMetrics(prometheus.NewRegistry()), time.Now, logr.Discard())
-	tr.policies = map[string]*trustPolicy{
-		"newer":    {name: "newer", created: t0.Add(time.Hour)},
-		"b-oldest": {name: "b-oldest", created: t0},
-		"a-oldest": {name: "a-oldest", created: t0},
-		"only-c3":  {name: "only-c3", created: t0.Add(-time.Hour), clusters: []string{"c3"}},
-	}
-	p, others := tr.policyFor("c1")
-	if p.name != "a-oldest" || strings.Join(others, ",") != "b-oldest,newer" {
-		t.Errorf("c1: served by %s, others %v", p.name, others)
-	}
-	if p, _ := tr.policyFor("c3"); p.name != "only-c3" {
-		t.Errorf("c3: served by %s, want the policy naming it", p.name)
-	}
-	tr.policies = map[string]*trustPolicy{"only-c3": tr.policies["only-c3"]}
-	if p, _ := tr.policyFor("c1"); p != nil {
-		t.Errorf("c1: served by %s, which does not apply to it", p.name)
-	}
-}
-
-func TestDecodeTrustRoot(t *testing.T) {
-	now := time.Now()
-	root, err := pki.NewRootCA(pki.Options{CommonName: "mesh-root", TTL: 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signing, err := root.NewIntermediateCA(pki.Options{CommonName: "path-len-0", TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM := func(c *pki.Certified) []byte {
-		b, err := c.KeyPEM()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	other, err := pki.NewRootCA(pki.Options{CommonName: "other", TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := func(data map[string][]byte) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "gloo-mesh", Name: "root"}, Data: data}
-	}
-	for _, tc := range []struct {
-		name string
-		data map[string][]byte
-		want string
-	}{
-		{"root-cert.pem and key.pem", map[string][]byte{"root-cert.pem": root.CAPEM(), "key.pem": keyPEM(root)}, ""},
-		{"tls.crt and tls.key", map[string][]byte{"tls.crt": root.CAPEM(), "tls.key": keyPEM(root)}, ""},
-		{"no certificate", map[string][]byte{"key.pem": keyPEM(root)}, "has neither root-cert.pem nor tls.crt"},
-		{"no key", map[string][]byte{"root-cert.pem": root.CAPEM()}, "data[key.pem] is missing"},
-		{"another key", map[string][]byte{"root-cert.pem": root.CAPEM(), "key.pem": keyPEM(other)}, "data[key.pem]"},
-		{"junk", map[string][]byte{"root-cert.pem": []byte("junk"), "key.pem": keyPEM(root)}, "data[root-cert.pem]"},
-		{"not self-signed, no ca.crt", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing)}, "data[ca.crt] must hold its root"},
-		{"a CA of path length 0", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing), "ca.crt": root.CAPEM()}, "path length 0"},
-		{"ca.crt of another root", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing), "ca.crt": other.CAPEM()}, "does not verify"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := decodeTrustRoot(secret(tc.data), now)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tc.want == "":
-				if !got.Root().Equal(root.Cert) {
-					t.Error("decoded root is not the secret's")
-				}
-			case err == nil || !strings.Contains(err.Error(), tc.want):
-				t.Errorf("error %v, want one containing %q", err, tc.want)
-			case !strings.Contains(err.Error(), "gloo-mesh/root"):
-				t.Errorf("error %q does not name the secret", err)
-			}
-		})
-	}
-}
 
 // A report from the agent with a failure is recorded once in the policy's
 // status and counted once, however often the agent repeats it.
@@ -135,7 +30,7 @@ func TestAgentFailureIsRecordedOnce(t *testing.T) {
 	svc := fuzzService(t)
 	rep := &relayv1.IstioCAStatus{Policy: "p", Error: "secret istio-system/cacerts exists and was not written by meshrelay"}
 	for range 3 {
-		svc.trust.report(context.Background(), "cluster-1", rep)
+		svc.trust.report("cluster-1", rep)
 	}
 	var m dto.Metric
 	if err := svc.metrics.trustFailures.WithLabelValues("p", failAgent).Write(&m); err != nil {
@@ -144,8 +39,19 @@ func TestAgentFailureIsRecordedOnce(t *testing.T) {
 	if got := m.GetCounter().GetValue(); got != 1 {
 		t.Errorf("failures counted %v times, want once", got)
 	}
+	if n := len(svc.trust.Queue.events); n != 1 {
+		t.Errorf("policy handed to the reconciler %d times, want once", n)
+	}
+	r := newTrustReconciler(trustReconcilerOptions{
+		Client: svc.reader.(client.Client), API: svc.reader, Namespace: svc.cfg.Namespace,
+		State: svc.trust.State, Results: svc.trust.Results, Queue: svc.trust.Queue,
+		Metrics: svc.metrics, Clock: svc.trust.Clock, Log: svc.trust.Log,
+	})
+	if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "gloo-mesh", Name: "p"}}); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
 	var p meshv1alpha1.RootTrustPolicy
-	if err := svc.trust.api.Get(context.Background(), types.NamespacedName{Namespace: "gloo-mesh", Name: "p"}, &p); err != nil {
+	if err := svc.reader.Get(context.Background(), types.NamespacedName{Namespace: "gloo-mesh", Name: "p"}, &p); err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Status.Clusters) != 1 || p.Status.Clusters[0].Name != "cluster-1" || !strings.Contains(p.Status.Clusters[0].LastError, "agent: secret istio-system/cacerts exists") {
@@ -156,10 +62,10 @@ func TestAgentFailureIsRecordedOnce(t *testing.T) {
 // check asks a connected cluster for a CSR once per askAgain, at once when
 // the root changes, and waits longer after the agent reported a failure.
 func TestCheckAsksOnceAndAgainWhenTheRootChanges(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
+	clk := testingclock.NewFakeClock(time.Unix(1_000_000, 0))
 	conns := newConnections()
-	tr := newTrust(&config.Server{}, conns, newMetrics(prometheus.NewRegistry()), func() time.Time { return now }, logr.Discard())
-	tr.policies["mesh"] = &trustPolicy{name: "mesh", rootSHA256: "aa"}
+	tr := newTestTrust(&config.Server{}, conns, newMetrics(prometheus.NewRegistry()), clk)
+	tr.State.setPolicy(&trustPolicy{name: "mesh", rootSHA256: "aa"})
 	pull := conns.open("c1", pullStream, nil)
 	asks := func() int {
 		n := 0
@@ -179,31 +85,140 @@ func TestCheckAsksOnceAndAgainWhenTheRootChanges(t *testing.T) {
 	if n := asks(); n != 0 {
 		t.Fatalf("asked %d times before the agent reported", n)
 	}
-	tr.reports["c1"] = &relayv1.IstioCAStatus{}
+	tr.State.report("c1", &relayv1.IstioCAStatus{})
 	tr.check("c1")
 	tr.check("c1")
 	if n := asks(); n != 1 {
 		t.Fatalf("asked %d times for a missing cacerts, want once", n)
 	}
-	now = now.Add(askAgain - time.Second)
+	clk.Step(askAgain - time.Second)
 	tr.check("c1")
 	if n := asks(); n != 0 {
 		t.Fatalf("asked again %d times before askAgain", n)
 	}
-	tr.policies["mesh"] = &trustPolicy{name: "mesh", rootSHA256: "bb"}
+	tr.State.setPolicy(&trustPolicy{name: "mesh", rootSHA256: "bb"})
 	tr.check("c1")
 	if n := asks(); n != 1 {
 		t.Fatalf("asked %d times after the root changed, want at once", n)
 	}
-	tr.reports["c1"] = &relayv1.IstioCAStatus{Policy: "mesh", Error: "forbidden"}
-	now = now.Add(askAgain)
+	tr.State.report("c1", &relayv1.IstioCAStatus{Policy: "mesh", Error: "forbidden"})
+	clk.Step(askAgain)
 	tr.check("c1")
 	if n := asks(); n != 0 {
 		t.Fatalf("asked %d times within askAfterFailure of a failure", n)
 	}
-	now = now.Add(askAfterFailure)
+	clk.Step(askAfterFailure)
 	tr.check("c1")
 	if n := asks(); n != 1 {
 		t.Fatalf("asked %d times after askAfterFailure, want once", n)
 	}
+}
+
+// What arrives on a push stream is handled on its receive loop with no
+// write to the API server: the handler's only side effects are the answer
+// on the pull stream, the result pending for the policy's status and the
+// policy handed to the reconciler.
+func TestPushStreamHandlingWritesNothingToTheAPIServer(t *testing.T) {
+	key, err := pki.GenerateKey(pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	istioCSR, err := pki.NewCSR(key, pki.IstiodDNSName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := func(policy string, csr []byte) *relayv1.PushMessage {
+		return &relayv1.PushMessage{Message: &relayv1.PushMessage_IntermediateCsr{IntermediateCsr: &relayv1.IntermediateCSR{Policy: policy, Csr: csr}}}
+	}
+	for _, tc := range []struct {
+		name string
+		msg  *relayv1.PushMessage
+		// answered says whether the pull stream gets the intermediate;
+		// pending is the kind of result left for policy p, if any.
+		answered bool
+		pending  []resultKind
+	}{
+		{"a good CSR is signed, answered and left for the status", csr("p", istioCSR), true, []resultKind{resultIssued}},
+		{"a CSR that does not decode is refused and left for the status", csr("p", []byte("junk")), false, []resultKind{resultFailed}},
+		{"a CSR under a policy that does not serve the cluster is refused, with nothing to record", csr("other", istioCSR), false, nil},
+		{"an agent's failure to install is left for the status", &relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{
+			IstioCa: &relayv1.IstioCAStatus{Policy: "p", Error: "forbidden"},
+		}}}, false, []resultKind{resultFailed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := serviceWith(t, &config.Server{Namespace: "gloo-mesh"}, writesFailTest(t))
+			pull := svc.conns.open("cluster-1", pullStream, nil)
+			svc.handlePush("cluster-1", tc.msg)
+			answered := false
+			for len(pull.instructions) > 0 {
+				answered = answered || (<-pull.instructions).GetIntermediateIssued() != nil
+			}
+			if answered != tc.answered {
+				t.Errorf("pull stream answered: %v, want %v", answered, tc.answered)
+			}
+			var kinds []resultKind
+			for _, r := range svc.trust.Results.take("p") {
+				kinds = append(kinds, r.kind)
+			}
+			if !slices.Equal(kinds, tc.pending) {
+				t.Errorf("results pending for p: %v, want %v", kinds, tc.pending)
+			}
+			if others := svc.trust.Results.policies(); len(others) != 0 {
+				t.Errorf("results pending for other policies %v", others)
+			}
+			var queued []string
+			for len(svc.trust.Queue.events) > 0 {
+				queued = append(queued, (<-svc.trust.Queue.events).Object.GetName())
+			}
+			if want := len(tc.pending); len(queued) != want || (want > 0 && queued[0] != "p") {
+				t.Errorf("policies handed to the reconciler: %v, want p %d times", queued, want)
+			}
+		})
+	}
+}
+
+// writesFailTest returns an in-memory client holding KubernetesCluster
+// cluster-1 and RootTrustPolicy p, whose writes of any kind fail t.
+func writesFailTest(t *testing.T) client.Client {
+	s, _ := scheme.Scheme()
+	policy := &meshv1alpha1.RootTrustPolicy{}
+	policy.Namespace, policy.Name = "gloo-mesh", "p"
+	cluster := &meshv1alpha1.KubernetesCluster{}
+	cluster.Namespace, cluster.Name = "gloo-mesh", "cluster-1"
+	write := func(what string) error {
+		t.Errorf("API write (%s) while handling a push stream message", what)
+		return nil
+	}
+	return interceptor.NewClient(fake.NewClientBuilder().WithScheme(s).WithObjects(policy, cluster).WithStatusSubresource(policy).Build(), interceptor.Funcs{
+		Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
+			return write("create")
+		},
+		Update: func(context.Context, client.WithWatch, client.Object, ...client.UpdateOption) error {
+			return write("update")
+		},
+		Patch: func(context.Context, client.WithWatch, client.Object, client.Patch, ...client.PatchOption) error {
+			return write("patch")
+		},
+		Apply: func(context.Context, client.WithWatch, runtime.ApplyConfiguration, ...client.ApplyOption) error {
+			return write("apply")
+		},
+		Delete: func(context.Context, client.WithWatch, client.Object, ...client.DeleteOption) error {
+			return write("delete")
+		},
+		DeleteAllOf: func(context.Context, client.WithWatch, client.Object, ...client.DeleteAllOfOption) error {
+			return write("deleteAllOf")
+		},
+		SubResourceCreate: func(context.Context, client.Client, string, client.Object, client.Object, ...client.SubResourceCreateOption) error {
+			return write("subresource create")
+		},
+		SubResourceUpdate: func(context.Context, client.Client, string, client.Object, ...client.SubResourceUpdateOption) error {
+			return write("status update")
+		},
+		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+			return write("status patch")
+		},
+		SubResourceApply: func(context.Context, client.Client, string, runtime.ApplyConfiguration, ...client.SubResourceApplyOption) error {
+			return write("status apply")
+		},
+	})
 }
