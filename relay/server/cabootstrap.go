@@ -39,7 +39,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		return nil
 	}
 	now := time.Now()
-	root, err := ensureCASecret(ctx, c, cfg.RootTLSSecret.NamespacedName(cfg.Namespace), log, func() (*pki.Certified, error) {
+	root, err := ensureCASecret(ctx, c, relaysecret.Root, cfg.RootTLSSecret.NamespacedName(cfg.Namespace), log, func() (*pki.Certified, error) {
 		return pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, Organization: []string{relaysecret.Organization}, TTL: relaysecret.RootLifetime, Now: now})
 	})
 	if err != nil {
@@ -53,7 +53,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		return fmt.Errorf("secret %s has no tls.key to sign %s with: provide %s, or add the root key", cfg.RootTLSSecret.NamespacedName(cfg.Namespace), what, target)
 	}
 	signingRef, serverRef := cfg.SigningTLSSecret.NamespacedName(cfg.Namespace), cfg.TLSSecret.NamespacedName(cfg.Namespace)
-	_, err = ensureCASecret(ctx, c, signingRef, log, func() (*pki.Certified, error) {
+	_, err = ensureCASecret(ctx, c, relaysecret.Signing, signingRef, log, func() (*pki.Certified, error) {
 		if err := needRootKey("an intermediate", signingRef); err != nil {
 			return nil, err
 		}
@@ -62,7 +62,7 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 	if err != nil {
 		return err
 	}
-	_, err = ensureCASecret(ctx, c, serverRef, log, func() (*pki.Certified, error) {
+	_, err = ensureCASecret(ctx, c, relaysecret.Server, serverRef, log, func() (*pki.Certified, error) {
 		if err := needRootKey("the server certificate", serverRef); err != nil {
 			return nil, err
 		}
@@ -91,7 +91,7 @@ func uniq(names ...string) []string {
 // ensureCASecret returns the certificate stored in the secret key, creating
 // the secret from make when it is absent. The stored key may be missing
 // (a root without tls.key); the certificate must decode.
-func ensureCASecret(ctx context.Context, c client.Client, key types.NamespacedName, log logr.Logger, make func() (*pki.Certified, error)) (*pki.Certified, error) {
+func ensureCASecret(ctx context.Context, c client.Client, kind relaysecret.Kind, key types.NamespacedName, log logr.Logger, make func() (*pki.Certified, error)) (*pki.Certified, error) {
 	s, created, err := createOnce(ctx, c, c, key, func() (*corev1.Secret, error) {
 		made, err := make()
 		if err != nil {
@@ -103,13 +103,13 @@ func ensureCASecret(ctx context.Context, c client.Client, key types.NamespacedNa
 		}
 		return &corev1.Secret{
 			Type: corev1.SecretTypeTLS,
-			Data: map[string][]byte{pki.KeyTLSCert: made.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: made.CAPEM()},
+			Data: map[string][]byte{relaysecret.KeyTLSCert: made.CertPEM(), relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: made.CAPEM()},
 		}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	ca, err := certifiedFromSecret(s)
+	ca, err := certifiedFromSecret(kind, s)
 	if err == nil && created {
 		log.Info("created secret", "secret", key.String(), "notAfter", ca.Cert.NotAfter)
 	}
@@ -149,26 +149,15 @@ func createOnce(ctx context.Context, c client.Client, api client.Reader, key typ
 	return s, false, nil
 }
 
-// certifiedFromSecret reads a CA secret: tls.crt (leaf then intermediates),
-// tls.key and ca.crt (the root). A root secret may hold no tls.key, and
-// then perhaps only ca.crt.
-func certifiedFromSecret(s *corev1.Secret) (*pki.Certified, error) {
-	if len(s.Data[pki.KeyTLSKey]) > 0 {
-		kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
-		if err != nil {
-			return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
-		}
-		return kp.Certified(), nil
+// certifiedFromSecret decodes the secret s of kind k through the catalogue
+// and returns its certificate with its key and issuers. A root secret may
+// hold no tls.key, and then perhaps only ca.crt.
+func certifiedFromSecret(k relaysecret.Kind, s *corev1.Secret) (*pki.Certified, error) {
+	m, errs := relaysecret.Decode(k, s.Data, "")
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("secret %s/%s: %s", s.Namespace, s.Name, relaysecret.Message(errs))
 	}
-	crt := s.Data[pki.KeyTLSCert]
-	if len(crt) == 0 {
-		crt = s.Data[pki.KeyCACert]
-	}
-	certs, err := pki.DecodeCertificates(crt)
-	if err != nil {
-		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyTLSCert, Err: err})
-	}
-	return &pki.Certified{Cert: certs[0], Issuers: certs[1:]}, nil
+	return m.Certified(), nil
 }
 
 // tokenBytes is the entropy of a generated identity token.

@@ -55,7 +55,7 @@ func TestEnsureCA(t *testing.T) {
 		if string(signing.Data["ca.crt"]) != string(root.Data["ca.crt"]) || string(server.Data["ca.crt"]) != string(root.Data["ca.crt"]) {
 			t.Error("signing or server secret chains to a root other than the stored one")
 		}
-		ca, err := certifiedFromSecret(signing)
+		ca, err := certifiedFromSecret(relaysecret.Signing, signing)
 		if err != nil || ca.Root().Subject.CommonName != "meshrelay-root-ca" {
 			t.Errorf("signing secret: %v", err)
 		}
@@ -75,18 +75,19 @@ func TestEnsureCA(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tc := range []struct {
+			kind       relaysecret.Kind
 			secret, cn string
 			lifetime   time.Duration
 		}{
-			{"relay-root-tls-secret", "meshrelay-root-ca", relaysecret.RootLifetime},
-			{"relay-tls-signing-secret", "meshrelay-signing-ca", relaysecret.SigningLifetime},
-			{"relay-server-tls-secret", cfg.Authority, relaysecret.ServerLifetime},
+			{relaysecret.Root, "relay-root-tls-secret", "meshrelay-root-ca", relaysecret.RootLifetime},
+			{relaysecret.Signing, "relay-tls-signing-secret", "meshrelay-signing-ca", relaysecret.SigningLifetime},
+			{relaysecret.Server, "relay-server-tls-secret", cfg.Authority, relaysecret.ServerLifetime},
 		} {
 			s, err := get("lifetimes", tc.secret)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ca, err := certifiedFromSecret(s)
+			ca, err := certifiedFromSecret(tc.kind, s)
 			if err != nil {
 				t.Fatal(err)
 			}

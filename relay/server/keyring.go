@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // keyring is the server's live certificate material: its serving
@@ -136,26 +137,24 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 }
 
 // loadRoot takes the roots of relay-root-tls-secret's ca.crt.
-func (c *keyring) loadRoot(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
-	certs, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
-	if err != nil {
-		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, &pki.SecretError{Key: pki.KeyCACert, Err: err})
+func (c *keyring) loadRoot(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
+	m, r := relaysecret.Validate(relaysecret.Root, s.Data, "", relaysecret.Context{Now: now})
+	if m == nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	c.metrics.setExpiry(certRoot, certs[0])
-	return certs, nil
+	c.metrics.setExpiry(certRoot, m.Roots[0])
+	return m.Roots, nil
 }
 
 // loadSigning makes the signing secret the issuer of the next CSRs and
 // returns its root.
 func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
-	ca, err := certifiedFromSecret(s)
-	if err == nil && ca.Key == nil {
-		err = fmt.Errorf("secret %s/%s has no tls.key: the signing CA needs its key", s.Namespace, s.Name)
+	m, r := relaysecret.Validate(relaysecret.Signing, s.Data, "", relaysecret.Context{Now: now})
+	if m == nil {
+		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	var iss *pki.Issuer
-	if err == nil {
-		iss, err = pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: c.cfg.ClientCertificateTTL.Duration}, now)
-	}
+	ca := m.Certified()
+	iss, err := pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: c.cfg.ClientCertificateTTL.Duration}, now)
 	if err != nil {
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
@@ -166,32 +165,28 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 
 // loadToken takes the identity token.
 func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
-	tok := s.Data[c.cfg.TokenSecret.Key]
-	if len(tok) == 0 {
-		return nil, fmt.Errorf("secret %s/%s has no %q key: add the identity token", s.Namespace, s.Name, c.cfg.TokenSecret.Key)
+	m, r := relaysecret.Validate(relaysecret.Token, s.Data, c.cfg.TokenSecret.Key, relaysecret.Context{})
+	if m == nil {
+		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	c.token.Store(&tok)
+	c.token.Store(&m.Token)
 	return nil, nil
 }
 
 // loadServer makes the server secret the serving certificate of new
-// handshakes and returns its ca.crt, which also verifies clients; a secret
-// whose pair is unusable still contributes its ca.crt.
+// handshakes, once it passes the checks the webhook makes (the chain to its
+// ca.crt, the authority, validity), and returns its ca.crt, which also
+// verifies clients; a secret whose pair is unusable still contributes the
+// ca.crt that decodes.
 func (c *keyring) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
-	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
-	if err != nil {
-		roots, _ := pki.DecodeCertificates(s.Data[pki.KeyCACert])
-		return roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
+	m, r := relaysecret.Validate(relaysecret.Server, s.Data, "", relaysecret.Context{Authority: c.cfg.Authority, Now: now})
+	if m == nil {
+		decoded, _ := relaysecret.Decode(relaysecret.Server, s.Data, "")
+		return decoded.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	if err := pki.CoversAuthority(kp.Cert, c.cfg.Authority); err != nil {
-		return kp.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
-	}
-	if err := pki.CheckValidity(kp.Cert, now); err != nil {
-		return kp.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, err)
-	}
-	c.server.Store(kp.TLSCertificate())
-	c.metrics.setExpiry(certServer, kp.Cert)
-	return kp.Roots, nil
+	c.server.Store(m.TLSCertificate())
+	c.metrics.setExpiry(certServer, m.Cert)
+	return m.Roots, nil
 }
 
 func dedupe(certs []*x509.Certificate) []*x509.Certificate {

@@ -33,6 +33,7 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -342,7 +343,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 	t.Run("a server certificate change is used by new handshakes while streams stay up", func(t *testing.T) {
 		before := handshakeSerial(t, f)
 		root := f.secret("relay-root-tls-secret")
-		rootCA, err := certifiedFromSecret(root)
+		rootCA, err := certifiedFromSecret(relaysecret.Root, root)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +375,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 	})
 
 	t.Run("a new signing secret signs the next certificates", func(t *testing.T) {
-		rootCA, err := certifiedFromSecret(f.secret("relay-root-tls-secret"))
+		rootCA, err := certifiedFromSecret(relaysecret.Root, f.secret("relay-root-tls-secret"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +445,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 	})
 
 	t.Run("a client certificate with two names fails the handshake", func(t *testing.T) {
-		signing, err := certifiedFromSecret(f.secret("relay-tls-signing-secret"))
+		signing, err := certifiedFromSecret(relaysecret.Signing, f.secret("relay-tls-signing-secret"))
 		if err != nil {
 			t.Fatal(err)
 		}

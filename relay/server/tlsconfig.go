@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 
-	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // tlsConfig returns the listener's TLS configuration. Each handshake takes
@@ -59,6 +59,6 @@ func verifyClient(cs tls.ConnectionState) error {
 	if len(cs.VerifiedChains) == 0 {
 		return errors.New("client certificate did not verify")
 	}
-	_, err := pki.ClientIdentity(cs.VerifiedChains[0][0])
+	_, err := relaysecret.PeerIdentity(cs.VerifiedChains[0])
 	return err
 }

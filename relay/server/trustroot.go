@@ -15,6 +15,7 @@ import (
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Keys of a RootTrustPolicy's generated root secret, root-trust.<policy>, as
@@ -87,54 +88,16 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 	return decodeTrustRoot(s, now)
 }
 
-// decodeTrustRoot reads a root of trust from s: root-cert.pem and key.pem,
-// or tls.crt and tls.key. A certificate that is not self-signed needs its
-// root in ca.crt (its chain may follow it in the certificate key); it must
-// still be allowed to sign one more CA.
+// decodeTrustRoot reads a root of trust from s through the catalogue:
+// root-cert.pem and key.pem, or tls.crt and tls.key. A certificate that is
+// not self-signed needs its root in ca.crt (its chain may follow it in the
+// certificate key); it must still be allowed to sign one more CA.
 func decodeTrustRoot(s *corev1.Secret, now time.Time) (*pki.Certified, error) {
-	ref := client.ObjectKeyFromObject(s)
-	certKey, keyKey := trustRootCertKey, trustRootKeyKey
-	if len(s.Data[certKey]) == 0 && len(s.Data[corev1.TLSCertKey]) > 0 {
-		certKey, keyKey = corev1.TLSCertKey, corev1.TLSPrivateKeyKey
+	m, r := relaysecret.Validate(relaysecret.TrustRoot, s.Data, "", relaysecret.Context{Now: now})
+	if m == nil {
+		return nil, fmt.Errorf("root secret %s: %w", client.ObjectKeyFromObject(s), r.Err())
 	}
-	if len(s.Data[certKey]) == 0 {
-		return nil, fmt.Errorf("root secret %s has neither %s nor %s: add the root certificate and its key", ref, trustRootCertKey, corev1.TLSCertKey)
-	}
-	certs, err := pki.DecodeCertificates(s.Data[certKey])
-	if err != nil {
-		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
-	}
-	if len(s.Data[keyKey]) == 0 {
-		return nil, fmt.Errorf("root secret %s: data[%s] is missing: add the private key of %s", ref, keyKey, certKey)
-	}
-	signer, err := pki.DecodePrivateKey(s.Data[keyKey])
-	if err != nil {
-		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, keyKey, err)
-	}
-	cert := certs[0]
-	if err := pki.KeyMatchesCertificate(signer, cert); err != nil {
-		return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, keyKey, err)
-	}
-	out := &pki.Certified{Cert: cert, Key: signer}
-	if cert.CheckSignatureFrom(cert) == nil {
-		if _, err := pki.VerifyChain(cert, nil, nil, pki.RoleRoot, now); err != nil {
-			return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
-		}
-	} else {
-		roots, err := pki.DecodeCertificates(s.Data["ca.crt"])
-		if err != nil {
-			return nil, fmt.Errorf("root secret %s: data[%s] is not self-signed, so data[ca.crt] must hold its root: %w", ref, certKey, err)
-		}
-		chain, err := pki.VerifyChain(cert, certs[1:], roots, pki.RoleSigningCA, now)
-		if err != nil {
-			return nil, fmt.Errorf("root secret %s: data[%s]: %w", ref, certKey, err)
-		}
-		out.Issuers = chain[1:]
-	}
-	if cert.MaxPathLenZero && cert.MaxPathLen == 0 {
-		return nil, fmt.Errorf("root secret %s: data[%s]: CA %q has path length 0, so it may not sign the clusters' intermediate CAs: use a CA whose path length allows one more", ref, certKey, cert.Subject.CommonName)
-	}
-	return out, nil
+	return m.Certified(), nil
 }
 
 // rootStatus describes root for the policy's status.
