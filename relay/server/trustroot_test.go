@@ -42,11 +42,11 @@ func TestDecodeTrustRoot(t *testing.T) {
 	}{
 		{"root-cert.pem and key.pem", map[string][]byte{"root-cert.pem": root.CAPEM(), "key.pem": keyPEM(root)}, ""},
 		{"tls.crt and tls.key", map[string][]byte{"tls.crt": root.CAPEM(), "tls.key": keyPEM(root)}, ""},
-		{"no certificate", map[string][]byte{"key.pem": keyPEM(root)}, "has neither root-cert.pem nor tls.crt"},
-		{"no key", map[string][]byte{"root-cert.pem": root.CAPEM()}, "data[key.pem] is missing"},
+		{"no certificate", map[string][]byte{"key.pem": keyPEM(root)}, "data[root-cert.pem]: missing, and so is tls.crt"},
+		{"no key", map[string][]byte{"root-cert.pem": root.CAPEM()}, "data[key.pem]: missing"},
 		{"another key", map[string][]byte{"root-cert.pem": root.CAPEM(), "key.pem": keyPEM(other)}, "data[key.pem]"},
 		{"junk", map[string][]byte{"root-cert.pem": []byte("junk"), "key.pem": keyPEM(root)}, "data[root-cert.pem]"},
-		{"not self-signed, no ca.crt", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing)}, "data[ca.crt] must hold its root"},
+		{"not self-signed, no ca.crt", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing)}, "data[ca.crt]: missing: tls.crt is not self-signed"},
 		{"a CA of path length 0", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing), "ca.crt": root.CAPEM()}, "path length 0"},
 		{"ca.crt of another root", map[string][]byte{"tls.crt": signing.CertPEM(), "tls.key": keyPEM(signing), "ca.crt": other.CAPEM()}, "does not verify"},
 	} {
