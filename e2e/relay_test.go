@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // TestIdentityTokenFlowAcrossTwoWorkloadClusters runs relay-server and one
@@ -83,14 +84,13 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 	})
 	for _, cluster := range workloads {
 		// Step 7: the agent stored its certificate, signed by relay-tls-signing-secret.
-		var v *pki.Verified
+		var v *relaysecret.Material
 		testenv.Eventually(t, cluster+" stores relay-client-tls-secret", 30*time.Second, func() (err error) {
 			out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "secret", "relay-client-tls-secret", "-o", "jsonpath={.type}")
 			if err != nil || out != "kubernetes.io/tls" {
 				return fmt.Errorf("type %q: %v", out, err)
 			}
-			v, err = pki.ValidateClientSecret(secretData(cluster, "relay-client-tls-secret", "tls.crt"),
-				secretData(cluster, "relay-client-tls-secret", "tls.key"), secretData(cluster, "relay-client-tls-secret", "ca.crt"), cluster, time.Now())
+			v, err = relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: secretData(cluster, "relay-client-tls-secret", "tls.crt"), relaysecret.KeyTLSKey: secretData(cluster, "relay-client-tls-secret", "tls.key"), relaysecret.KeyCACert: secretData(cluster, "relay-client-tls-secret", "ca.crt")}, "", relaysecret.Context{Cluster: cluster, Now: time.Now()})
 			return err
 		})
 		if err := v.Cert.CheckSignatureFrom(signingCert[0]); err != nil {

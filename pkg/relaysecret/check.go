@@ -282,3 +282,13 @@ func PeerIdentity(chain []*x509.Certificate) (string, error) {
 	}
 	return pki.ClientIdentity(chain[0])
 }
+
+// Load is Validate for a caller that only needs to know whether the secret
+// is usable: the material, or an error naming every problem.
+func Load(k Kind, data map[string][]byte, tokenKey string, ctx Context) (*Material, error) {
+	m, r := Validate(k, data, tokenKey, ctx)
+	if m == nil {
+		return nil, r.Err()
+	}
+	return m, nil
+}

@@ -211,7 +211,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		if _, err := pki.VerifyChain(inter, nil, []*x509.Certificate{rootCert}, pki.RoleSigningCA, time.Now()); err != nil {
 			t.Errorf("signing CA does not chain to the root: %v", err)
 		}
-		v, err := pki.ValidateServerSecret(server.Data["tls.crt"], server.Data["tls.key"], server.Data["ca.crt"], "gloo-mesh-mgmt-server.gloo-mesh", time.Now())
+		v, err := relaysecret.Load(relaysecret.Server, map[string][]byte{relaysecret.KeyTLSCert: server.Data["tls.crt"], relaysecret.KeyTLSKey: server.Data["tls.key"], relaysecret.KeyCACert: server.Data["ca.crt"]}, "", relaysecret.Context{Authority: "gloo-mesh-mgmt-server.gloo-mesh", Now: time.Now()})
 		if err != nil {
 			t.Fatalf("server secret: %v", err)
 		}
@@ -268,7 +268,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 	cert, resp := f.bootstrap(rc, "cluster-1")
 	t.Run("the bootstrap certificate validates as cluster-1's client secret", func(t *testing.T) {
 		keyPEM, _ := pki.EncodePrivateKey(cert.PrivateKey.(crypto.Signer))
-		if _, err := pki.ValidateClientSecret(resp.CertificateChain, keyPEM, resp.CaCertificate, "cluster-1", time.Now()); err != nil {
+		if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: resp.CertificateChain, relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: resp.CaCertificate}, "", relaysecret.Context{Cluster: "cluster-1", Now: time.Now()}); err != nil {
 			t.Errorf("issued secret does not validate: %v", err)
 		}
 		if m := f.metric(`relay_certificates_issued_total{call="bootstrap"}`); !strings.HasSuffix(m, " 2") {

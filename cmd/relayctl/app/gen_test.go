@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // runGen runs "relayctl gen" with args and returns its stdout.
@@ -61,7 +62,7 @@ func TestGenWritesAFolderPerClusterIntoOut(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pki.ValidateClientSecret(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert], "west", time.Now()); err != nil {
+	if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: s.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: s.Data[pki.KeyTLSKey], relaysecret.KeyCACert: s.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: "west", Now: time.Now()}); err != nil {
 		t.Errorf("west's client secret does not validate: %v", err)
 	}
 

@@ -88,14 +88,14 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 			}
 
 			server := secretOf(t, sets, Management, config.DefaultServerTLSSecret)
-			sv, err := pki.ValidateServerSecret(server.Data[pki.KeyTLSCert], server.Data[pki.KeyTLSKey], server.Data[pki.KeyCACert], authority, t0)
+			sv, err := relaysecret.Load(relaysecret.Server, map[string][]byte{relaysecret.KeyTLSCert: server.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: server.Data[pki.KeyTLSKey], relaysecret.KeyCACert: server.Data[pki.KeyCACert]}, "", relaysecret.Context{Authority: authority, Now: t0})
 			if err != nil {
 				t.Fatalf("server secret does not validate for the authority: %v", err)
 			}
 			if want := []string{"*.gloo-mesh", authority}; !slices.Equal(sv.Cert.DNSNames, want) {
 				t.Errorf("server DNS names = %v, want %v", sv.Cert.DNSNames, want)
 			}
-			if len(sv.Intermediates) != 1 || !sv.Intermediates[0].Equal(inter) {
+			if len(sv.Chain) != 1 || !sv.Chain[0].Equal(inter) {
 				t.Errorf("server tls.crt does not carry the signing intermediate after the leaf")
 			}
 
@@ -106,24 +106,24 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 				if len(agentRoots) != 1 || !agentRoots[0].Equal(roots[0]) {
 					t.Errorf("%s relay-root-tls-secret ca.crt is not the management root", cluster)
 				}
-				if _, err := pki.VerifyChain(sv.Cert, sv.Intermediates, agentRoots, pki.RoleServer, t0); err != nil {
+				if _, err := pki.VerifyChain(sv.Cert, sv.Chain, agentRoots, pki.RoleServer, t0); err != nil {
 					t.Errorf("%s cannot verify the server: %v", cluster, err)
 				}
 
 				client := secretOf(t, sets, cluster, config.DefaultClientTLSSecret)
-				cv, err := pki.ValidateClientSecret(client.Data[pki.KeyTLSCert], client.Data[pki.KeyTLSKey], client.Data[pki.KeyCACert], cluster, t0)
+				cv, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[pki.KeyTLSKey], relaysecret.KeyCACert: client.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: t0})
 				if err != nil {
 					t.Fatalf("%s client secret does not validate: %v", cluster, err)
 				}
 				if !slices.Equal(cv.Cert.DNSNames, []string{cluster}) {
 					t.Errorf("%s client DNS names = %v, want exactly the cluster name", cluster, cv.Cert.DNSNames)
 				}
-				if len(cv.Intermediates) != 1 || !cv.Intermediates[0].Equal(inter) {
+				if len(cv.Chain) != 1 || !cv.Chain[0].Equal(inter) {
 					t.Errorf("%s client tls.crt does not carry the signing intermediate after the leaf", cluster)
 				}
 				// The server verifies clients with its root secret's and its own ca.crt.
 				for _, serverRoots := range [][]*x509.Certificate{roots, sv.Roots} {
-					if _, err := pki.VerifyChain(cv.Cert, cv.Intermediates, serverRoots, pki.RoleClient, t0); err != nil {
+					if _, err := pki.VerifyChain(cv.Cert, cv.Chain, serverRoots, pki.RoleClient, t0); err != nil {
 						t.Errorf("the server cannot verify %s's client certificate: %v", cluster, err)
 					}
 				}
@@ -131,7 +131,7 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 				if cluster == other {
 					other = "cluster-1"
 				}
-				if _, err := pki.ValidateClientSecret(client.Data[pki.KeyTLSCert], client.Data[pki.KeyTLSKey], client.Data[pki.KeyCACert], other, t0); err == nil {
+				if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[pki.KeyTLSKey], relaysecret.KeyCACert: client.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: other, Now: t0}); err == nil {
 					t.Errorf("%s client certificate validates as %s", cluster, other)
 				}
 			}
