@@ -26,6 +26,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/webhook"
 )
 
@@ -98,7 +99,7 @@ func BenchmarkReviewClientSecret(b *testing.B) {
 			b.Fatalf("denied: %v", resp.Result)
 		}
 		mid := time.Now()
-		if _, err := pki.ValidateClientSecret(d[pki.KeyTLSCert], d[pki.KeyTLSKey], d[pki.KeyCACert], cluster, mid); err != nil {
+		if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[pki.KeyTLSCert], relaysecret.KeyTLSKey: d[pki.KeyTLSKey], relaysecret.KeyCACert: d[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: mid}); err != nil {
 			b.Fatal(err)
 		}
 		handler, direct = append(handler, mid.Sub(start)), append(direct, time.Since(mid))
@@ -130,7 +131,7 @@ func BenchmarkValidateClientSecretAllocs(b *testing.B) {
 	d := newBenchReview(b).secret.Data
 	b.ReportAllocs()
 	for b.Loop() {
-		_, _ = pki.ValidateClientSecret(d[pki.KeyTLSCert], d[pki.KeyTLSKey], d[pki.KeyCACert], cluster, time.Now())
+		_, _ = relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[pki.KeyTLSCert], relaysecret.KeyTLSKey: d[pki.KeyTLSKey], relaysecret.KeyCACert: d[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: time.Now()})
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/relay/server"
 )
 
@@ -199,7 +200,7 @@ func (w *world) clientSerial(namespace, cluster string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := pki.ValidateClientSecret(s.Data["tls.crt"], s.Data["tls.key"], s.Data["ca.crt"], cluster, time.Now())
+	v, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: s.Data["tls.crt"], relaysecret.KeyTLSKey: s.Data["tls.key"], relaysecret.KeyCACert: s.Data["ca.crt"]}, "", relaysecret.Context{Cluster: cluster, Now: time.Now()})
 	if err != nil {
 		return "", err
 	}
