@@ -80,7 +80,7 @@ func (t *trust) check(cluster string) {
 	if n == 0 {
 		return // not connected here: another replica, or a later stream, asks
 	}
-	t.State.asked(cluster, d.policy.rootSHA256, now)
+	t.State.recordAsk(cluster, d.policy.rootSHA256, now)
 	t.Log.Info("asked for an Istio intermediate CSR", "cluster", cluster, "policy", d.policy.name, "reason", d.reason)
 }
 

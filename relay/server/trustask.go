@@ -32,7 +32,7 @@ type askDecision struct {
 // askAgain (askAfterFailure after its agent reported a failure), or was
 // asked under another root. A cluster whose agent has not reported is not
 // asked: it reports before opening its pull stream. decide records the
-// overlapped policies as told; asked records the request once it is sent.
+// overlapped policies as told; recordAsk records the request once it is sent.
 func (s *trustState) decide(cluster string, now time.Time) askDecision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -58,9 +58,9 @@ func (s *trustState) decide(cluster string, now time.Time) askDecision {
 	return d
 }
 
-// asked records that cluster was asked for a CSR at now under the root
+// recordAsk records that cluster was asked for a CSR at now under the root
 // rootSHA256.
-func (s *trustState) asked(cluster, rootSHA256 string, now time.Time) {
+func (s *trustState) recordAsk(cluster, rootSHA256 string, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requested[cluster] = csrRequest{at: now, rootSHA256: rootSHA256}

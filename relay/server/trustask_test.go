@@ -83,7 +83,7 @@ func TestDecideSaysWhenToAskForACSR(t *testing.T) {
 				if root == "" {
 					root = "aa"
 				}
-				s.asked("c1", root, t0.Add(tc.asked))
+				s.recordAsk("c1", root, t0.Add(tc.asked))
 			}
 			d := s.decide("c1", t0.Add(tc.now))
 			if d.ask != tc.want {
