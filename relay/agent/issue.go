@@ -32,6 +32,7 @@ type issuerOptions struct {
 // issuer obtains client certificates for the rotator.
 type issuer struct{ opts issuerOptions }
 
+// newIssuer returns an issuer; opts.Secrets must have its clients.
 func newIssuer(opts issuerOptions) *issuer { return &issuer{opts: opts} }
 
 // obtain gets a new client certificate and stores it, the way the agent's

@@ -61,6 +61,7 @@ type istioCA struct {
 	failure, failedPolicy string
 }
 
+// newIstioCA returns an Istio CA that holds no key yet.
 func newIstioCA(opts istioCAOptions) *istioCA {
 	return &istioCA{opts: opts, pending: map[string]crypto.Signer{}}
 }

@@ -57,6 +57,7 @@ type rotator struct {
 	jitter certJitter
 }
 
+// newRotator returns a rotator; opts.Jitter and opts.Random must be set.
 func newRotator(opts rotatorOptions) *rotator {
 	return &rotator{opts: opts, jitter: certJitter{draw: opts.Jitter}}
 }

@@ -60,6 +60,7 @@ type streamsOptions struct {
 // replica.
 type streams struct{ opts streamsOptions }
 
+// newStreams returns the streams; run opens them.
 func newStreams(opts streamsOptions) *streams { return &streams{opts: opts} }
 
 // run keeps the push and pull streams open, reconnecting with backoff and

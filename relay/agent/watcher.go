@@ -43,6 +43,7 @@ type watcher struct {
 	managed atomic.Bool
 }
 
+// newWatcher returns a watcher; load fills the provider and the roots.
 func newWatcher(opts watcherOptions) *watcher { return &watcher{opts: opts} }
 
 // load reads the relay secrets and loads the client certificate into the
