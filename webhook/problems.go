@@ -32,6 +32,3 @@ func (p *problems) warn(format string, args ...any) {
 func (p *problems) message(subject string) string {
 	return subject + ": " + relaysecret.Message(p.errs)
 }
-
-// dataPath is the path of a secret's data key, as kubectl users read it.
-func dataPath(key string) *field.Path { return relaysecret.DataPath(key) }

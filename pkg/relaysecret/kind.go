@@ -103,6 +103,3 @@ func (k Kind) Keys(tokenKey string) []string {
 	}
 	return nil
 }
-
-// isCA reports whether the secret's certificate is a CA.
-func (k Kind) isCA() bool { return k.Role() == pki.RoleRoot || k.Role() == pki.RoleSigningCA }

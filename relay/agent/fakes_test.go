@@ -123,12 +123,6 @@ func (f *fakeSecrets) set(m material) {
 	f.m = m
 }
 
-func (f *fakeSecrets) loaded() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.loads
-}
-
 // fakeRenewer is the issuer as the rotator sees it: it fails with the
 // errors it is given, in order, then issues certificates of lifetime and
 // stores them in secrets (unless hold is set: then the cache lags behind
