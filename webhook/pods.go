@@ -12,13 +12,6 @@ import (
 	"github.com/meshrelay/meshrelay/webhook/injector"
 )
 
-// InjectLabel selects the pods the injector changes: the manifests'
-// MutatingWebhookConfiguration sends only pods carrying it.
-const (
-	InjectLabel      = "meshrelay.dev/inject"
-	InjectLabelValue = "relay-agent"
-)
-
 // podInjector adds the relay secrets' volumes, mounts and the agent's
 // settings to agent pods; controller-runtime computes the patch from the
 // pod it edits.

@@ -18,9 +18,6 @@ const (
 	DefaultIstioNamespace       = "istio-system"
 	DefaultIstioCASecret        = "cacerts"
 	DefaultAgentContainer       = "relay-agent"
-	// MinTokenBytes is the identity token length under which the webhook
-	// warns: the server makes 32 random bytes.
-	MinTokenBytes = 32
 )
 
 // Certificate management modes of relay-webhook.

@@ -16,6 +16,10 @@ const (
 	// ServerLifetime is the lifetime of a generated relay server
 	// certificate (relay-server-tls-secret): two years.
 	ServerLifetime = 2 * 365 * 24 * time.Hour
+	// TrustRootLifetime is the lifetime of the Istio root relay-server
+	// generates for a RootTrustPolicy (root-trust.<policy>): ten years, as a
+	// relay root.
+	TrustRootLifetime = RootLifetime
 )
 
 // Subject of the relay CAs that relay-server and relayctl gen generate.

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -113,7 +114,7 @@ func (c *istioCA) write(ctx context.Context, policy string, data map[string][]by
 	switch {
 	case apierrors.IsNotFound(err):
 		sec = corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.Secret.Namespace, Name: c.opts.Secret.Name, Annotations: map[string]string{policyAnnotation: policy}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: c.opts.Secret.Namespace, Name: c.opts.Secret.Name, Annotations: map[string]string{meshv1alpha1.RootTrustPolicyKey: policy}},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       data,
 		}
@@ -123,14 +124,14 @@ func (c *istioCA) write(ctx context.Context, policy string, data map[string][]by
 		return nil
 	case err != nil:
 		return fmt.Errorf("failed to read secret %s: %w", c.opts.Secret, err)
-	case sec.Annotations[policyAnnotation] == "":
+	case sec.Annotations[meshv1alpha1.RootTrustPolicyKey] == "":
 		return fmt.Errorf("secret %s exists and was not written by meshrelay, so it is left alone: delete it, or annotate it %s=%s to let RootTrustPolicy %s replace it",
-			c.opts.Secret, policyAnnotation, policy, policy)
+			c.opts.Secret, meshv1alpha1.RootTrustPolicyKey, policy, policy)
 	}
 	if sec.Annotations == nil {
 		sec.Annotations = map[string]string{}
 	}
-	sec.Annotations[policyAnnotation] = policy
+	sec.Annotations[meshv1alpha1.RootTrustPolicyKey] = policy
 	sec.Data = data
 	if err := c.opts.Writer.Update(ctx, &sec); err != nil {
 		return fmt.Errorf("failed to update secret %s: %w", c.opts.Secret, err)

@@ -13,14 +13,11 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
-
-// policyAnnotation on istio-system/cacerts names the RootTrustPolicy that
-// issued it; the agent overwrites only a cacerts that carries it.
-const policyAnnotation = "meshrelay.dev/root-trust-policy"
 
 // istioCAOptions are what the Istio CA needs.
 type istioCAOptions struct {
@@ -84,7 +81,7 @@ func (c *istioCA) refresh(ctx context.Context) bool {
 		if len(m.Roots) > 0 {
 			st.RootSha256 = pki.Fingerprint(m.Roots[0])
 		}
-		st.Policy = sec.Annotations[policyAnnotation]
+		st.Policy = sec.Annotations[meshv1alpha1.RootTrustPolicyKey]
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -112,7 +113,7 @@ func TestIstioCAInstallsWhatTheServerSigns(t *testing.T) {
 		if err := r.client.Get(ctx, cacerts, &sec); err != nil {
 			t.Fatalf("cacerts: %v", err)
 		}
-		if sec.Annotations[policyAnnotation] != "p1" || len(sec.Data[pki.IstioCACertKey]) == 0 {
+		if sec.Annotations[meshv1alpha1.RootTrustPolicyKey] != "p1" || len(sec.Data[pki.IstioCACertKey]) == 0 {
 			t.Errorf("cacerts annotations %v, keys %d: want policy p1 and the intermediate", sec.Annotations, len(sec.Data))
 		}
 		if r.changes != 1 {

@@ -9,15 +9,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 )
 
-// Annotations autoRestartPods sets on a pod template: kubectl rollout
-// restart's, and the cacerts revision the restart was for, which keeps it to
-// once per change.
-const (
-	restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
-	revisionAnnotation    = "meshrelay.dev/cacerts-revision"
-)
+// restartedAtAnnotation is kubectl rollout restart's annotation, which
+// autoRestartPods sets on a pod template beside
+// meshv1alpha1.CACertsRevisionAnnotation, which keeps a restart to once per change.
+const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
 // Labels of the namespaces whose workloads carry Istio's sidecar.
 const (
@@ -70,7 +69,7 @@ func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS
 	restarted := 0
 	for _, o := range targets {
 		tmpl := podTemplate(o)
-		if tmpl.Annotations[revisionAnnotation] == rev {
+		if tmpl.Annotations[meshv1alpha1.CACertsRevisionAnnotation] == rev {
 			continue
 		}
 		orig := o.DeepCopyObject().(client.Object)
@@ -78,7 +77,7 @@ func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS
 			tmpl.Annotations = map[string]string{}
 		}
 		tmpl.Annotations[restartedAtAnnotation] = now.UTC().Format(time.RFC3339)
-		tmpl.Annotations[revisionAnnotation] = rev
+		tmpl.Annotations[meshv1alpha1.CACertsRevisionAnnotation] = rev
 		if err := w.Patch(ctx, o, client.MergeFrom(orig)); err != nil {
 			err = fmt.Errorf("failed to restart %T %s: %w", o, client.ObjectKeyFromObject(o), err)
 			log.Info("autoRestartPods: restart failed", "error", err.Error())

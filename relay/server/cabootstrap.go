@@ -13,14 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
-
-// generatedLabel marks the secrets the server generated, so that relayctl
-// backup finds them.
-const generatedLabel = "meshrelay.dev/generated"
 
 // EnsureCA creates what flow 1 of the design needs and is absent: the root
 // CA, the intermediate signing CA, the server certificate and the identity
@@ -133,7 +130,7 @@ func createOnce(ctx context.Context, c client.Client, api client.Reader, key typ
 		if made.Labels == nil {
 			made.Labels = map[string]string{}
 		}
-		made.Labels[generatedLabel] = "true"
+		made.Labels[meshv1alpha1.GeneratedLabel] = "true"
 		err = c.Create(ctx, made)
 		if err == nil {
 			return made, true, nil

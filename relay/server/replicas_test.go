@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
@@ -74,7 +75,7 @@ func TestThreeServersStartingAtOnceShareOneSetOfSecrets(t *testing.T) {
 		}
 	}
 	var generated corev1.SecretList
-	if err := c.Client.List(t.Context(), &generated, client.InNamespace("gloo-mesh"), client.MatchingLabels{generatedLabel: "true"}); err != nil {
+	if err := c.Client.List(t.Context(), &generated, client.InNamespace("gloo-mesh"), client.MatchingLabels{meshv1alpha1.GeneratedLabel: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(generated.Items) != 4 {

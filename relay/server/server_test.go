@@ -200,7 +200,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		root := f.secret("relay-root-tls-secret")
 		signing := f.secret("relay-tls-signing-secret")
 		server := f.secret("relay-server-tls-secret")
-		if root.Labels[generatedLabel] != "true" || len(f.token()) < 32 {
+		if root.Labels[meshv1alpha1.GeneratedLabel] != "true" || len(f.token()) < 32 {
 			t.Errorf("root labels %v, token length %d", root.Labels, len(f.token()))
 		}
 		rootCert, err := pki.DecodeCertificate(root.Data["ca.crt"])

@@ -18,19 +18,6 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
-// Keys of a RootTrustPolicy's generated root secret, root-trust.<policy>, as
-// the reference's backup steps read them.
-const (
-	trustRootCertKey = "root-cert.pem"
-	trustRootKeyKey  = "key.pem"
-)
-
-// trustRootTTL is the lifetime of a generated Istio root.
-const trustRootTTL = 10 * 365 * 24 * time.Hour
-
-// policyLabel marks the root secret the server generated for a policy.
-const policyLabel = "meshrelay.dev/root-trust-policy"
-
 // rootSecretName returns the secret holding p's root.
 func rootSecretName(p *meshv1alpha1.RootTrustPolicy) types.NamespacedName {
 	if ref := p.Spec.Config.MgmtServerCa.SecretRef; ref != nil {
@@ -40,7 +27,7 @@ func rootSecretName(p *meshv1alpha1.RootTrustPolicy) types.NamespacedName {
 		}
 		return types.NamespacedName{Namespace: ns, Name: ref.Name}
 	}
-	return types.NamespacedName{Namespace: p.Namespace, Name: "root-trust." + p.Name}
+	return types.NamespacedName{Namespace: p.Namespace, Name: relaysecret.TrustRootName(p.Name)}
 }
 
 // ensureTrustRoot returns p's root with its key: the secret the policy names,
@@ -68,7 +55,7 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 		return decodeTrustRoot(&s, now)
 	}
 	s, _, err := createOnce(ctx, c, api, key, func() (*corev1.Secret, error) {
-		root, err := pki.NewRootCA(pki.Options{CommonName: "meshrelay Istio root " + p.Name, Organization: []string{"meshrelay"}, TTL: trustRootTTL, Now: now})
+		root, err := pki.NewRootCA(pki.Options{CommonName: "meshrelay Istio root " + p.Name, Organization: []string{relaysecret.Organization}, TTL: relaysecret.TrustRootLifetime, Now: now})
 		if err != nil {
 			return nil, err
 		}
@@ -77,9 +64,9 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 			return nil, err
 		}
 		return &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{policyLabel: p.Name}},
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{meshv1alpha1.RootTrustPolicyKey: p.Name}},
 			Type:       corev1.SecretTypeOpaque,
-			Data:       map[string][]byte{trustRootCertKey: root.CAPEM(), trustRootKeyKey: keyPEM},
+			Data:       map[string][]byte{relaysecret.KeyTrustRootCert: root.CAPEM(), relaysecret.KeyTrustRootKey: keyPEM},
 		}, nil
 	})
 	if err != nil {

@@ -30,12 +30,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
-
-// ManagedByAnnotation marks the secret as the webhook's own: one that no
-// longer decodes is then replaced rather than reported.
-const ManagedByAnnotation = "meshrelay.dev/managed-by"
 
 // Default lifetimes of the webhook's own certificates, which it renews
 // itself (see Options.RotationRatio).
@@ -276,7 +273,7 @@ func (m *Manager) load(ctx context.Context, now time.Time) (*corev1.Secret, *mat
 		m.problem.Store(nil)
 		return &sec, mat, nil
 	}
-	if sec.Annotations[ManagedByAnnotation] != "relay-webhook" {
+	if sec.Annotations[meshv1alpha1.ManagedByAnnotation] != "relay-webhook" {
 		msg := fmt.Sprintf("secret %s does not hold a usable certificate (%v) and is not ours to replace: delete it and relay-webhook makes a new one", key, err)
 		m.problem.Store(&msg)
 		return nil, nil, errors.New(msg)
@@ -313,7 +310,7 @@ func (m *Manager) create(ctx context.Context, mat *material) (*corev1.Secret, er
 	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: m.o.Namespace, Name: m.o.SecretName,
-			Annotations: map[string]string{ManagedByAnnotation: "relay-webhook"}},
+			Annotations: map[string]string{meshv1alpha1.ManagedByAnnotation: "relay-webhook"}},
 		Type: corev1.SecretTypeTLS,
 		Data: data,
 	}
@@ -334,7 +331,7 @@ func (m *Manager) write(ctx context.Context, sec *corev1.Secret, mat *material) 
 	if sec.Annotations == nil {
 		sec.Annotations = map[string]string{}
 	}
-	sec.Annotations[ManagedByAnnotation] = "relay-webhook"
+	sec.Annotations[meshv1alpha1.ManagedByAnnotation] = "relay-webhook"
 	if err := m.o.Client.Update(ctx, sec); err != nil {
 		return fmt.Errorf("failed to update secret %s/%s: %w", sec.Namespace, sec.Name, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
@@ -263,7 +264,7 @@ func TestABrokenSecretThatIsNotOursIsLeftAlone(t *testing.T) {
 		t.Error("the secret was overwritten")
 	}
 
-	got.Annotations = map[string]string{ManagedByAnnotation: "relay-webhook"}
+	got.Annotations = map[string]string{meshv1alpha1.ManagedByAnnotation: "relay-webhook"}
 	if err := f.client.Update(f.ctx, &got); err != nil {
 		t.Fatal(err)
 	}
