@@ -19,7 +19,7 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
-// EnsureCA creates what flow 1 of the design needs and is absent: the root
+// EnsureCA creates what a management install needs and is absent: the root
 // CA, the intermediate signing CA, the server certificate and the identity
 // token, each in its secret, as the settings allow. It only ever creates:
 // a secret that exists is used as it is, never overwritten, so any number
