@@ -179,10 +179,12 @@ func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate,
 // verifies clients; a secret whose pair is unusable still contributes the
 // ca.crt that decodes.
 func (c *keyring) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
-	m, r := relaysecret.Validate(relaysecret.Server, s.Data, "", relaysecret.Context{Authority: c.cfg.Authority, Now: now})
-	if m == nil {
-		decoded, _ := relaysecret.Decode(relaysecret.Server, s.Data, "")
-		return decoded.Roots, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, r.Err())
+	m, errs := relaysecret.Decode(relaysecret.Server, s.Data, "")
+	if len(errs) == 0 {
+		errs = relaysecret.Check(m, relaysecret.Context{Authority: c.cfg.Authority, Now: now}).Errs
+	}
+	if len(errs) > 0 {
+		return m.Roots, fmt.Errorf("server secret %s/%s: %s", s.Namespace, s.Name, relaysecret.Message(errs))
 	}
 	c.server.Store(m.TLSCertificate())
 	c.metrics.setExpiry(certServer, m.Cert)
