@@ -21,6 +21,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // The lifetime the renewal step gives the relay certificates, by a patch on
@@ -344,8 +345,8 @@ func issuerSecret(inter *pki.Certified) (string, error) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: config.DefaultNamespace, Name: "relay-issuer-ca"},
 		Type:       corev1.SecretTypeTLS,
 		Data: map[string][]byte{
-			pki.KeyTLSCert: pki.EncodeCertificates(inter.Cert, inter.Root()),
-			pki.KeyTLSKey:  key,
+			relaysecret.KeyTLSCert: pki.EncodeCertificates(inter.Cert, inter.Root()),
+			relaysecret.KeyTLSKey:  key,
 		},
 	})
 	return string(doc), err
@@ -358,14 +359,18 @@ func secretCertificate(ctx context.Context, env *testenv.Env, cluster, name stri
 	if err := env.Cluster(cluster).Client.Get(ctx, types.NamespacedName{Namespace: config.DefaultNamespace, Name: name}, &s); err != nil {
 		return nil, err
 	}
-	v, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], s.Data[pki.KeyCACert])
-	if err != nil {
-		return nil, fmt.Errorf("secret %s: %w", name, err)
+	kind := relaysecret.Client
+	if role == pki.RoleServer {
+		kind = relaysecret.Server
+	}
+	v, errs := relaysecret.Decode(kind, s.Data, "")
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("secret %s: %s", name, relaysecret.Message(errs))
 	}
 	if len(v.Roots) != 1 || !v.Roots[0].Equal(root) {
 		return nil, fmt.Errorf("secret %s: ca.crt is not the test's root", name)
 	}
-	if _, err := pki.VerifyChain(v.Cert, v.Intermediates, v.Roots, role, time.Now()); err != nil {
+	if _, err := pki.VerifyChain(v.Cert, v.Chain, v.Roots, role, time.Now()); err != nil {
 		return nil, fmt.Errorf("secret %s: %w", name, err)
 	}
 	return v.Cert, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // What TestCertManagerIssuesAndRenewsTheRelayCertificates watches while
@@ -168,7 +169,7 @@ func (w *renewalWatch) sample() {
 		if err := w.env.Cluster(c).Client.Get(w.ctx, types.NamespacedName{Namespace: config.DefaultNamespace, Name: name}, &s); err != nil {
 			continue
 		}
-		certs, err := pki.DecodeCertificates(s.Data[pki.KeyTLSCert])
+		certs, err := pki.DecodeCertificates(s.Data[relaysecret.KeyTLSCert])
 		if err != nil {
 			continue
 		}

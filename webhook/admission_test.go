@@ -27,6 +27,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/webhook"
 	"github.com/meshrelay/meshrelay/webhook/injector"
 )
@@ -102,7 +103,7 @@ func TestValidatorsAnswerAsTheHandlersDid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sec.Data[pki.KeyTLSKey] = otherKey
+		sec.Data[relaysecret.KeyTLSKey] = otherKey
 		denials, warnings, err := v.Secret(t.Context(), sec)
 		if err != nil || len(denials) == 0 || len(warnings) == 0 {
 			t.Fatalf("the case needs denials and warnings: %q %q %v", denials, warnings, err)

@@ -99,7 +99,7 @@ func BenchmarkReviewClientSecret(b *testing.B) {
 			b.Fatalf("denied: %v", resp.Result)
 		}
 		mid := time.Now()
-		if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[pki.KeyTLSCert], relaysecret.KeyTLSKey: d[pki.KeyTLSKey], relaysecret.KeyCACert: d[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: mid}); err != nil {
+		if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: d[relaysecret.KeyTLSKey], relaysecret.KeyCACert: d[relaysecret.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: mid}); err != nil {
 			b.Fatal(err)
 		}
 		handler, direct = append(handler, mid.Sub(start)), append(direct, time.Since(mid))
@@ -125,13 +125,13 @@ func BenchmarkReviewClientSecretAllocs(b *testing.B) {
 	}
 }
 
-// BenchmarkValidateClientSecretAllocs is pkg/pki's validation of the same
+// BenchmarkValidateClientSecretAllocs is the catalogue's validation of the same
 // secret, for the allocation comparison.
 func BenchmarkValidateClientSecretAllocs(b *testing.B) {
 	d := newBenchReview(b).secret.Data
 	b.ReportAllocs()
 	for b.Loop() {
-		_, _ = relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[pki.KeyTLSCert], relaysecret.KeyTLSKey: d[pki.KeyTLSKey], relaysecret.KeyCACert: d[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: time.Now()})
+		_, _ = relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: d[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: d[relaysecret.KeyTLSKey], relaysecret.KeyCACert: d[relaysecret.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: time.Now()})
 	}
 }
 

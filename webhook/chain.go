@@ -15,6 +15,7 @@ import (
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // checkChainsKept denies an update of the root or the signing secret after
@@ -39,7 +40,7 @@ func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *co
 		if depSec == nil {
 			continue
 		}
-		certs, err := pki.DecodeCertificates(depSec.Data[pki.KeyTLSCert])
+		certs, err := pki.DecodeCertificates(depSec.Data[relaysecret.KeyTLSCert])
 		if err != nil {
 			continue
 		}
@@ -82,20 +83,20 @@ func (t *trust) verifies(certs []*x509.Certificate, role pki.Role, now time.Time
 // signing secret; nil before when the old secret verified nothing.
 func (s *secrets) trustChange(ctx context.Context, role secretRole, sec, old *corev1.Secret) (before, after *trust, err error) {
 	if role == rootSecret {
-		oldRoots, err := pki.DecodeCertificates(old.Data[pki.KeyCACert])
+		oldRoots, err := pki.DecodeCertificates(old.Data[relaysecret.KeyCACert])
 		if err != nil {
 			return nil, nil, nil
 		}
-		newRoots, _ := pki.DecodeCertificates(sec.Data[pki.KeyCACert])
+		newRoots, _ := pki.DecodeCertificates(sec.Data[relaysecret.KeyCACert])
 		return &trust{roots: oldRoots}, &trust{roots: newRoots}, nil
 	}
-	oldChain, err := pki.DecodeCertificates(old.Data[pki.KeyTLSCert])
+	oldChain, err := pki.DecodeCertificates(old.Data[relaysecret.KeyTLSCert])
 	if err != nil {
 		return nil, nil, nil
 	}
-	newChain, _ := pki.DecodeCertificates(sec.Data[pki.KeyTLSCert])
-	oldRoots, _ := pki.DecodeCertificates(old.Data[pki.KeyCACert])
-	newRoots, _ := pki.DecodeCertificates(sec.Data[pki.KeyCACert])
+	newChain, _ := pki.DecodeCertificates(sec.Data[relaysecret.KeyTLSCert])
+	oldRoots, _ := pki.DecodeCertificates(old.Data[relaysecret.KeyCACert])
+	newRoots, _ := pki.DecodeCertificates(sec.Data[relaysecret.KeyCACert])
 	if shared, err := s.otherRoots(ctx); err != nil {
 		return nil, nil, err
 	} else if shared != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 const (
@@ -107,7 +108,7 @@ func tlsSecret(t testing.TB, ns, name string, c *pki.Certified, ca []byte) *core
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{pki.KeyTLSCert: c.CertPEM(), pki.KeyTLSKey: key, pki.KeyCACert: ca},
+		Data:       map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: ca},
 	}
 }
 

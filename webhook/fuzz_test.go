@@ -16,6 +16,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // handlersForFuzzing returns every handler with a fake reader that holds a
@@ -33,7 +34,7 @@ func handlersForFuzzing(t testing.TB) map[string]admission.Handler {
 	cfg.Cluster, cfg.ServerAddress = "cluster-1", "relay.example:9900"
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.RootTLSSecret.Name},
-		Data:       map[string][]byte{pki.KeyCACert: root.CAPEM()},
+		Data:       map[string][]byte{relaysecret.KeyCACert: root.CAPEM()},
 	}).Build()
 	return Handlers(&cfg, reader, scheme, time.Now)
 }

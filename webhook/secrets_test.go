@@ -10,6 +10,7 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 const ns = config.DefaultNamespace
@@ -65,7 +66,7 @@ func TestRelaySecretsThroughKubectl(t *testing.T) {
 			tlsSecret(t, ns, config.DefaultClientTLSSecret, f.client(t, cluster, pki.Options{Now: f.now.Add(2 * time.Hour), Backdate: -1}), ca),
 			[]string{"not valid until"}},
 		{"tls.crt that is not PEM is denied",
-			withData(tlsSecret(t, ns, config.DefaultClientTLSSecret, f.client(t, cluster, pki.Options{}), ca), pki.KeyTLSCert, "not a certificate"),
+			withData(tlsSecret(t, ns, config.DefaultClientTLSSecret, f.client(t, cluster, pki.Options{}), ca), relaysecret.KeyTLSCert, "not a certificate"),
 			[]string{"data[tls.crt]: no PEM data found"}},
 		{"a client secret without ca.crt is denied",
 			tlsSecret(t, ns, config.DefaultClientTLSSecret, f.client(t, cluster, pki.Options{}), nil),
@@ -128,7 +129,7 @@ func TestRelaySecretsThroughKubectl(t *testing.T) {
 
 	t.Run("adding a new root beside the old one is admitted", func(t *testing.T) {
 		both := f.rootSecret(t)
-		both.Data[pki.KeyCACert] = append(append([]byte{}, ca...), other.root.CAPEM()...)
+		both.Data[relaysecret.KeyCACert] = append(append([]byte{}, ca...), other.root.CAPEM()...)
 		e.mustApply(t, toYAML(t, both))
 	})
 
@@ -153,7 +154,7 @@ func withKey(t *testing.T, s *corev1.Secret, from *pki.Certified) *corev1.Secret
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Data[pki.KeyTLSKey] = key
+	s.Data[relaysecret.KeyTLSKey] = key
 	return s
 }
 

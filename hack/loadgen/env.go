@@ -18,6 +18,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 const namespace = "gloo-mesh"
@@ -138,11 +139,11 @@ func (e *environment) loadSecrets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kp, err := pki.DecodeKeyPair(signing.Data["tls.crt"], signing.Data["tls.key"], signing.Data["ca.crt"])
-	if err != nil {
-		return err
+	m, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+	if len(errs) > 0 {
+		return fmt.Errorf("signing secret: %s", relaysecret.Message(errs))
 	}
-	e.signing = kp.Certified()
+	e.signing = m.Certified()
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Binaries are the commands BuildBinaries builds.
@@ -211,9 +212,9 @@ func (m *Mesh) ClientSecretFor(ctx context.Context, mgmt, name string) (string, 
 	if err := m.Env.Cluster(mgmt).Client.Get(ctx, key, &signing); err != nil {
 		return "", fmt.Errorf("failed to read secret %s: %w", key, err)
 	}
-	ca, err := pki.DecodeKeyPair(signing.Data[pki.KeyTLSCert], signing.Data[pki.KeyTLSKey], signing.Data[pki.KeyCACert])
-	if err != nil {
-		return "", err
+	ca, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+	if len(errs) > 0 {
+		return "", fmt.Errorf("secret %s: %s", key, relaysecret.Message(errs))
 	}
 	cert, err := ca.Certified().IssueClient(pki.Options{DNSNames: []string{name}, TTL: time.Hour})
 	if err != nil {
@@ -227,7 +228,7 @@ func (m *Mesh) ClientSecretFor(ctx context.Context, mgmt, name string) (string, 
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: config.DefaultNamespace, Name: config.DefaultClientTLSSecret},
 		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{pki.KeyTLSCert: cert.CertPEM(), pki.KeyTLSKey: keyPEM, pki.KeyCACert: cert.CAPEM()},
+		Data:       map[string][]byte{relaysecret.KeyTLSCert: cert.CertPEM(), relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: cert.CAPEM()},
 	})
 	return string(doc), err
 }

@@ -40,7 +40,7 @@ func TestGenerateMakesEachRoleWithEveryKey(t *testing.T) {
 			if got, _ := KeySpecOf(cli.Cert.PublicKey); got != spec.orDefault() {
 				t.Errorf("client key = %s, want %s", got, spec.orDefault())
 			}
-			if _, err := ValidateClientSecret(cli.CertPEM(), must(cli.KeyPEM()), cli.CAPEM(), "cluster-1", t0); err != nil {
+			if err := checkLeafPEM(cli.CertPEM(), must(cli.KeyPEM()), cli.CAPEM(), RoleClient, "cluster-1"); err != nil {
 				t.Errorf("client PEM does not validate as a secret: %v", err)
 			}
 		})

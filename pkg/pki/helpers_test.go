@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto"
 	"crypto/x509"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +73,38 @@ func wantErr(t testing.TB, err error, want string) {
 	case want != "" && !strings.Contains(err.Error(), want):
 		t.Errorf("error %q does not contain %q", err, want)
 	}
+}
+
+// checkLeafPEM checks what an issued leaf's PEM would give a relay secret:
+// certPEM decodes, keyPEM is its key, and the chain verifies to caPEM for
+// role, carrying name (the cluster of a client, the authority a server's
+// names cover). The catalogue's Check judges secrets; this only confirms
+// the pieces pkg/pki produced fit together.
+func checkLeafPEM(certPEM, keyPEM, caPEM []byte, role Role, name string) error {
+	certs, err := DecodeCertificates(certPEM)
+	if err != nil {
+		return err
+	}
+	key, err := DecodePrivateKey(keyPEM)
+	if err != nil {
+		return err
+	}
+	if err := KeyMatchesCertificate(key, certs[0]); err != nil {
+		return err
+	}
+	roots, err := DecodeCertificates(caPEM)
+	if err != nil {
+		return err
+	}
+	if _, err := VerifyChain(certs[0], certs[1:], roots, role, t0); err != nil {
+		return err
+	}
+	if role == RoleServer {
+		return CoversAuthority(certs[0], name)
+	}
+	got, err := ClientIdentity(certs[0])
+	if err == nil && got != name {
+		err = fmt.Errorf("client certificate is for %q, not %q", got, name)
+	}
+	return err
 }

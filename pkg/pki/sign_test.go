@@ -39,7 +39,7 @@ func TestSignIssuesWhatTheIdentityMayHold(t *testing.T) {
 	if len(got.Chain) != 3 || !got.Chain[2].Equal(p.root.Cert) {
 		t.Errorf("chain has %d certificates, want leaf, intermediate, root", len(got.Chain))
 	}
-	if _, err := ValidateClientSecret(got.CertPEM, mustPEM(t, key), got.CAPEM, "cluster-1", t0); err != nil {
+	if err := checkLeafPEM(got.CertPEM, mustPEM(t, key), got.CAPEM, RoleClient, "cluster-1"); err != nil {
 		t.Errorf("issued PEM does not validate as a client secret: %v", err)
 	}
 	again, err := iss.SignPEM(must(NewCSR(key, "cluster-1")), Identity{DNSNames: []string{"cluster-1"}}, t0)
@@ -134,7 +134,7 @@ func TestServerPolicyIssuesServerCertificates(t *testing.T) {
 	if got.Cert.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
 		t.Error("RSA server certificate lacks key encipherment")
 	}
-	if _, err := ValidateServerSecret(got.CertPEM, mustPEM(t, key), got.CAPEM, "gloo-mesh-mgmt-server.gloo-mesh", t0); err != nil {
+	if err := checkLeafPEM(got.CertPEM, mustPEM(t, key), got.CAPEM, RoleServer, "gloo-mesh-mgmt-server.gloo-mesh"); err != nil {
 		t.Errorf("server secret does not validate: %v", err)
 	}
 }

@@ -282,11 +282,11 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kp, err := pki.DecodeKeyPair(signing.Data["tls.crt"], signing.Data["tls.key"], signing.Data["ca.crt"])
-		if err != nil {
-			t.Fatal(err)
+		m, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+		if len(errs) > 0 {
+			t.Fatal(errs)
 		}
-		ca := kp.Certified()
+		ca := m.Certified()
 		old, err := ca.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // newSecretStore names the agent's secrets from its settings; Run's manager
@@ -26,7 +26,7 @@ func newSecretStore(cfg *config.Agent) *secretStore {
 // writeClient stores a new client certificate, key and root in the client
 // secret, creating it or updating only its data.
 func (s *secretStore) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []byte) error {
-	data := map[string][]byte{pki.KeyTLSCert: certPEM, pki.KeyTLSKey: keyPEM, pki.KeyCACert: caPEM}
+	data := map[string][]byte{relaysecret.KeyTLSCert: certPEM, relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: caPEM}
 	var cur corev1.Secret
 	err := s.writer.Get(ctx, s.client, &cur)
 	if apierrors.IsNotFound(err) {

@@ -22,6 +22,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 type clock struct{ now atomic.Pointer[time.Time] }
@@ -246,7 +247,7 @@ func TestABrokenSecretThatIsNotOursIsLeftAlone(t *testing.T) {
 	f := newFixture(t)
 	broken := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "meshrelay-system", Name: "relay-webhook-tls"},
-		Data:       map[string][]byte{pki.KeyTLSCert: []byte("not PEM")},
+		Data:       map[string][]byte{relaysecret.KeyTLSCert: []byte("not PEM")},
 	}
 	if err := f.client.Create(f.ctx, broken); err != nil {
 		t.Fatal(err)
@@ -260,7 +261,7 @@ func TestABrokenSecretThatIsNotOursIsLeftAlone(t *testing.T) {
 	if err := f.client.Get(f.ctx, client.ObjectKeyFromObject(broken), &got); err != nil {
 		t.Fatal(err)
 	}
-	if string(got.Data[pki.KeyTLSCert]) != "not PEM" {
+	if string(got.Data[relaysecret.KeyTLSCert]) != "not PEM" {
 		t.Error("the secret was overwritten")
 	}
 

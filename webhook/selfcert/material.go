@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Keys of the webhook's certificate secret: the serving pair, the bundle
@@ -50,23 +51,39 @@ func tlsCertificate(c *pki.Certified) *tls.Certificate {
 // decode reads the secret: ca.crt is the bundle (newest first), ca.key the
 // newest CA's key, tls.crt and tls.key the serving pair.
 func decode(s *corev1.Secret) (*material, error) {
-	cas, err := pki.DecodeCertificates(s.Data[pki.KeyCACert])
+	cas, err := pki.DecodeCertificates(s.Data[relaysecret.KeyCACert])
 	if err != nil {
-		return nil, &pki.SecretError{Key: pki.KeyCACert, Err: err}
+		return nil, keyError(relaysecret.KeyCACert, err)
 	}
-	caKey, err := pki.DecodePrivateKey(s.Data[keyCAKey])
-	if err != nil {
-		return nil, &pki.SecretError{Key: keyCAKey, Err: err}
-	}
-	if err := pki.KeyMatchesCertificate(caKey, cas[0]); err != nil {
-		return nil, &pki.SecretError{Key: keyCAKey, Err: err}
-	}
-	kp, err := pki.DecodeKeyPair(s.Data[pki.KeyTLSCert], s.Data[pki.KeyTLSKey], nil)
+	ca, err := pair(s, cas[:1], keyCAKey)
 	if err != nil {
 		return nil, err
 	}
-	return newMaterial(&pki.Certified{Cert: cas[0], Key: caKey}, cas[1:], kp.Certified()), nil
+	leaf, err := pki.DecodeCertificates(s.Data[relaysecret.KeyTLSCert])
+	if err != nil {
+		return nil, keyError(relaysecret.KeyTLSCert, err)
+	}
+	serving, err := pair(s, leaf, relaysecret.KeyTLSKey)
+	if err != nil {
+		return nil, err
+	}
+	return newMaterial(ca, cas[1:], serving), nil
 }
+
+// pair returns certs[0] with the key in data[key], which must match it, and
+// the rest of certs as its issuers.
+func pair(s *corev1.Secret, certs []*x509.Certificate, key string) (*pki.Certified, error) {
+	signer, err := pki.DecodePrivateKey(s.Data[key])
+	if err == nil {
+		err = pki.KeyMatchesCertificate(signer, certs[0])
+	}
+	if err != nil {
+		return nil, keyError(key, err)
+	}
+	return &pki.Certified{Cert: certs[0], Key: signer, Issuers: certs[1:]}, nil
+}
+
+func keyError(key string, err error) error { return fmt.Errorf("data[%s]: %w", key, err) }
 
 // data is the secret's data holding m; tls.crt holds the serving
 // certificate alone.
@@ -80,10 +97,10 @@ func (m *material) data() (map[string][]byte, error) {
 		return nil, err
 	}
 	return map[string][]byte{
-		pki.KeyCACert:  m.bundle(),
-		keyCAKey:       caKey,
-		pki.KeyTLSCert: pki.EncodeCertificates(m.serving.Cert),
-		pki.KeyTLSKey:  key,
+		relaysecret.KeyCACert:  m.bundle(),
+		keyCAKey:               caKey,
+		relaysecret.KeyTLSCert: pki.EncodeCertificates(m.serving.Cert),
+		relaysecret.KeyTLSKey:  key,
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // t0 is the fixed time of issue of the material tests.
@@ -91,7 +92,7 @@ func TestMaterialRoundTripsThroughTheSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(mustCAs(t, data[pki.KeyTLSCert])); n != 1 {
+	if n := len(mustCAs(t, data[relaysecret.KeyTLSCert])); n != 1 {
 		t.Errorf("tls.crt holds %d certificates, want the serving certificate alone", n)
 	}
 	got, err := decode(&corev1.Secret{Data: data})

@@ -62,7 +62,7 @@ func TestGenWritesAFolderPerClusterIntoOut(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: s.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: s.Data[pki.KeyTLSKey], relaysecret.KeyCACert: s.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: "west", Now: time.Now()}); err != nil {
+	if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: s.Data[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: s.Data[relaysecret.KeyTLSKey], relaysecret.KeyCACert: s.Data[relaysecret.KeyCACert]}, "", relaysecret.Context{Cluster: "west", Now: time.Now()}); err != nil {
 		t.Errorf("west's client secret does not validate: %v", err)
 	}
 

@@ -18,6 +18,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 const year = 365 * 24 * time.Hour
@@ -71,7 +72,7 @@ func secretYAML(t *testing.T, name string, c *pki.Certified, ca []byte) string {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{pki.KeyTLSCert: c.CertPEM(), pki.KeyTLSKey: key, pki.KeyCACert: ca},
+		Data:       map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: ca},
 	})
 }
 

@@ -20,14 +20,14 @@ func TestEveryClusterGetsItsSecretsWithTheKeysTheyMustHold(t *testing.T) {
 		typ             corev1.SecretType
 		keys            []string
 	}
-	tlsKeys := []string{pki.KeyCACert, pki.KeyTLSCert, pki.KeyTLSKey}
+	tlsKeys := []string{relaysecret.KeyCACert, relaysecret.KeyTLSCert, relaysecret.KeyTLSKey}
 	mgmt := []want{
 		{"gloo-mesh", config.DefaultRootTLSSecret, corev1.SecretTypeTLS, tlsKeys},
 		{"gloo-mesh", config.DefaultSigningTLSSecret, corev1.SecretTypeTLS, tlsKeys},
 		{"gloo-mesh", config.DefaultServerTLSSecret, corev1.SecretTypeTLS, tlsKeys},
 	}
 	workload := []want{
-		{"gloo-mesh", config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, []string{pki.KeyCACert}},
+		{"gloo-mesh", config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, []string{relaysecret.KeyCACert}},
 		{"gloo-mesh", config.DefaultClientTLSSecret, corev1.SecretTypeTLS, tlsKeys},
 		{"istio-system", config.DefaultIstioCASecret, corev1.SecretTypeOpaque, []string{pki.IstioCACertKey, pki.IstioCAKeyKey, pki.IstioCertChainKey, pki.IstioRootCertKey}},
 	}
@@ -66,29 +66,29 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 		t.Run(string(arch), func(t *testing.T) {
 			sets := generate(t, arch, "cluster-1", "cluster-2")
 			mgmtRoot := secretOf(t, sets, Management, config.DefaultRootTLSSecret)
-			roots := certsOf(t, mgmtRoot, pki.KeyCACert)
+			roots := certsOf(t, mgmtRoot, relaysecret.KeyCACert)
 			if _, err := pki.VerifyChain(roots[0], nil, nil, pki.RoleRoot, t0); err != nil {
 				t.Fatalf("management relay-root-tls-secret ca.crt is not a root: %v", err)
 			}
-			if _, err := pki.DecodeKeyPair(mgmtRoot.Data[pki.KeyTLSCert], mgmtRoot.Data[pki.KeyTLSKey], mgmtRoot.Data[pki.KeyCACert]); err != nil {
-				t.Errorf("management root's key does not decode or match: %v", err)
+			if m, errs := relaysecret.Decode(relaysecret.Root, mgmtRoot.Data, ""); len(errs) > 0 || m.Key == nil {
+				t.Errorf("management root's key does not decode or match: %v", errs)
 			}
 
 			signing := secretOf(t, sets, Management, config.DefaultSigningTLSSecret)
-			kp, err := pki.DecodeKeyPair(signing.Data[pki.KeyTLSCert], signing.Data[pki.KeyTLSKey], signing.Data[pki.KeyCACert])
-			if err != nil {
-				t.Fatalf("signing secret: %v", err)
+			kp, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+			if len(errs) > 0 {
+				t.Fatalf("signing secret: %v", errs)
 			}
 			inter := kp.Cert
-			if !inter.IsCA || !inter.MaxPathLenZero || len(kp.Intermediates) != 0 {
-				t.Errorf("signing secret tls.crt: IsCA=%v MaxPathLenZero=%v with %d more certificates, want one CA of path length 0", inter.IsCA, inter.MaxPathLenZero, len(kp.Intermediates))
+			if !inter.IsCA || !inter.MaxPathLenZero || len(kp.Chain) != 0 {
+				t.Errorf("signing secret tls.crt: IsCA=%v MaxPathLenZero=%v with %d more certificates, want one CA of path length 0", inter.IsCA, inter.MaxPathLenZero, len(kp.Chain))
 			}
 			if _, err := pki.VerifyChain(inter, nil, roots, pki.RoleSigningCA, t0); err != nil {
 				t.Errorf("signing CA does not verify to the management root: %v", err)
 			}
 
 			server := secretOf(t, sets, Management, config.DefaultServerTLSSecret)
-			sv, err := relaysecret.Load(relaysecret.Server, map[string][]byte{relaysecret.KeyTLSCert: server.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: server.Data[pki.KeyTLSKey], relaysecret.KeyCACert: server.Data[pki.KeyCACert]}, "", relaysecret.Context{Authority: authority, Now: t0})
+			sv, err := relaysecret.Load(relaysecret.Server, map[string][]byte{relaysecret.KeyTLSCert: server.Data[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: server.Data[relaysecret.KeyTLSKey], relaysecret.KeyCACert: server.Data[relaysecret.KeyCACert]}, "", relaysecret.Context{Authority: authority, Now: t0})
 			if err != nil {
 				t.Fatalf("server secret does not validate for the authority: %v", err)
 			}
@@ -102,7 +102,7 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 			for _, cluster := range []string{"cluster-1", "cluster-2"} {
 				// The agent pins its relay-root-tls-secret's ca.crt to verify the server.
 				wroot := secretOf(t, sets, cluster, config.DefaultRootTLSSecret)
-				agentRoots := certsOf(t, wroot, pki.KeyCACert)
+				agentRoots := certsOf(t, wroot, relaysecret.KeyCACert)
 				if len(agentRoots) != 1 || !agentRoots[0].Equal(roots[0]) {
 					t.Errorf("%s relay-root-tls-secret ca.crt is not the management root", cluster)
 				}
@@ -111,7 +111,7 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 				}
 
 				client := secretOf(t, sets, cluster, config.DefaultClientTLSSecret)
-				cv, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[pki.KeyTLSKey], relaysecret.KeyCACert: client.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: t0})
+				cv, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[relaysecret.KeyTLSKey], relaysecret.KeyCACert: client.Data[relaysecret.KeyCACert]}, "", relaysecret.Context{Cluster: cluster, Now: t0})
 				if err != nil {
 					t.Fatalf("%s client secret does not validate: %v", cluster, err)
 				}
@@ -131,7 +131,7 @@ func TestRelayChainsVerifyBetweenTheServerAndEveryAgent(t *testing.T) {
 				if cluster == other {
 					other = "cluster-1"
 				}
-				if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[pki.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[pki.KeyTLSKey], relaysecret.KeyCACert: client.Data[pki.KeyCACert]}, "", relaysecret.Context{Cluster: other, Now: t0}); err == nil {
+				if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: client.Data[relaysecret.KeyTLSCert], relaysecret.KeyTLSKey: client.Data[relaysecret.KeyTLSKey], relaysecret.KeyCACert: client.Data[relaysecret.KeyCACert]}, "", relaysecret.Context{Cluster: other, Now: t0}); err == nil {
 					t.Errorf("%s client certificate validates as %s", cluster, other)
 				}
 			}
@@ -154,17 +154,17 @@ func TestIstiosCAFollowsTheArchitecture(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sets := generate(t, tc.arch, "cluster-1", "cluster-2")
-			relayRoots := certsOf(t, secretOf(t, sets, Management, config.DefaultRootTLSSecret), pki.KeyCACert)
-			signing := certsOf(t, secretOf(t, sets, Management, config.DefaultSigningTLSSecret), pki.KeyTLSCert)[0]
+			relayRoots := certsOf(t, secretOf(t, sets, Management, config.DefaultRootTLSSecret), relaysecret.KeyCACert)
+			signing := certsOf(t, secretOf(t, sets, Management, config.DefaultSigningTLSSecret), relaysecret.KeyTLSCert)[0]
 			client := secretOf(t, sets, "cluster-1", config.DefaultClientTLSSecret)
-			clientChain := certsOf(t, client, pki.KeyTLSCert)
+			clientChain := certsOf(t, client, relaysecret.KeyTLSCert)
 
 			var first *x509.Certificate
 			for _, cluster := range []string{"cluster-1", "cluster-2"} {
 				s := secretOf(t, sets, cluster, config.DefaultIstioCASecret)
-				kp, err := pki.DecodeKeyPair(s.Data[pki.IstioCACertKey], s.Data[pki.IstioCAKeyKey], s.Data[pki.IstioRootCertKey])
-				if err != nil {
-					t.Fatalf("%s cacerts: %v", cluster, err)
+				kp, errs := relaysecret.Decode(relaysecret.IstioCA, s.Data, "")
+				if len(errs) > 0 {
+					t.Fatalf("%s cacerts: %v", cluster, errs)
 				}
 				chain := certsOf(t, s, pki.IstioCertChainKey)
 				if !chain[0].Equal(kp.Cert) || !chain[len(chain)-1].Equal(kp.Roots[0]) {
@@ -201,8 +201,8 @@ func TestIstiosCAFollowsTheArchitecture(t *testing.T) {
 }
 
 func TestEachRunMakesNewRoots(t *testing.T) {
-	a := certsOf(t, secretOf(t, generate(t, Single, "cluster-1"), Management, config.DefaultRootTLSSecret), pki.KeyCACert)
-	b := certsOf(t, secretOf(t, generate(t, Single, "cluster-1"), Management, config.DefaultRootTLSSecret), pki.KeyCACert)
+	a := certsOf(t, secretOf(t, generate(t, Single, "cluster-1"), Management, config.DefaultRootTLSSecret), relaysecret.KeyCACert)
+	b := certsOf(t, secretOf(t, generate(t, Single, "cluster-1"), Management, config.DefaultRootTLSSecret), relaysecret.KeyCACert)
 	if a[0].Equal(b[0]) {
 		t.Error("two runs made the same root")
 	}
@@ -217,7 +217,7 @@ func TestNamespaceAndAuthorityShapeTheServerCertificate(t *testing.T) {
 	if server.Namespace != "relay" {
 		t.Errorf("server secret namespace = %q, want relay", server.Namespace)
 	}
-	if got := certsOf(t, server, pki.KeyTLSCert)[0].DNSNames; !slices.Equal(got, []string{"*.relay", "relay.example.com"}) {
+	if got := certsOf(t, server, relaysecret.KeyTLSCert)[0].DNSNames; !slices.Equal(got, []string{"*.relay", "relay.example.com"}) {
 		t.Errorf("server DNS names = %v, want *.relay and the authority", got)
 	}
 	if ns := secretOf(t, sets, "east", config.DefaultClientTLSSecret).Namespace; ns != "relay" {
@@ -239,7 +239,7 @@ func TestGeneratedCertificatesHaveTheLifetimesAndNamesRelayServerGives(t *testin
 		{"cluster-1", config.DefaultClientTLSSecret, "cluster-1", nil, config.DefaultClientCertificateTTL},
 	} {
 		t.Run(tc.secret, func(t *testing.T) {
-			cert := certsOf(t, secretOf(t, sets, tc.cluster, tc.secret), pki.KeyTLSCert)[0]
+			cert := certsOf(t, secretOf(t, sets, tc.cluster, tc.secret), relaysecret.KeyTLSCert)[0]
 			if got := cert.NotAfter.Sub(t0); got != tc.lifetime {
 				t.Errorf("lifetime = %s, want %s", got, tc.lifetime)
 			}

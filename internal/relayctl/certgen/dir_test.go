@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 func readKustomization(t testing.TB, dir string) kustomization {
@@ -190,7 +191,7 @@ func TestKustomizeBuildsTheSameSecrets(t *testing.T) {
 						t.Errorf("%s builds %s/%s as %+v, want the generated secret", set.Cluster, want.Namespace, want.Name, got.ObjectMeta)
 					}
 				}
-				if _, err := pki.DecodeCertificates(byName["gloo-mesh/relay-root-tls-secret"].Data[pki.KeyCACert]); err != nil {
+				if _, err := pki.DecodeCertificates(byName["gloo-mesh/relay-root-tls-secret"].Data[relaysecret.KeyCACert]); err != nil {
 					t.Errorf("%s built root does not decode: %v", set.Cluster, err)
 				}
 			}

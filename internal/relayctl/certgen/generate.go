@@ -121,7 +121,7 @@ func workloadSecrets(ca *authorities, cluster string, opts Options) ([]corev1.Se
 	}
 	return []corev1.Secret{
 		newSecret(opts.Namespace, config.DefaultRootTLSSecret, corev1.SecretTypeOpaque, map[string][]byte{
-			pki.KeyCACert: ca.relayRoot.CAPEM(),
+			relaysecret.KeyCACert: ca.relayRoot.CAPEM(),
 		}),
 		clientSec,
 		newSecret(opts.IstioNamespace, config.DefaultIstioCASecret, corev1.SecretTypeOpaque, cacerts),
@@ -136,9 +136,9 @@ func tlsSecret(namespace, name string, c *pki.Certified) (corev1.Secret, error) 
 		return corev1.Secret{}, fmt.Errorf("secret %s/%s: %w", namespace, name, err)
 	}
 	return newSecret(namespace, name, corev1.SecretTypeTLS, map[string][]byte{
-		pki.KeyTLSCert: c.CertPEM(),
-		pki.KeyTLSKey:  key,
-		pki.KeyCACert:  c.CAPEM(),
+		relaysecret.KeyTLSCert: c.CertPEM(),
+		relaysecret.KeyTLSKey:  key,
+		relaysecret.KeyCACert:  c.CAPEM(),
 	}), nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // RegisterOptions say what Register does.
@@ -60,9 +61,9 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	if err != nil {
 		return nil, err
 	}
-	caCrt := root.Data[pki.KeyCACert]
+	caCrt := root.Data[relaysecret.KeyCACert]
 	if _, err := pki.DecodeCertificates(caCrt); err != nil {
-		return nil, fmt.Errorf("management secret %s: %s: %w", rootKey, pki.KeyCACert, err)
+		return nil, fmt.Errorf("management secret %s: %s: %w", rootKey, relaysecret.KeyCACert, err)
 	}
 	tokenSecret, err := getSecret(ctx, mgmt, tokenKey, "management",
 		"relay-server creates it unless disableTokenGeneration; then create it with a random token")
@@ -78,7 +79,7 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 		key  types.NamespacedName
 		data map[string][]byte
 	}{
-		{ag.RootTLSSecret.NamespacedName(ag.Namespace), map[string][]byte{pki.KeyCACert: caCrt}},
+		{ag.RootTLSSecret.NamespacedName(ag.Namespace), map[string][]byte{relaysecret.KeyCACert: caCrt}},
 		{ag.TokenSecret.NamespacedName(ag.Namespace), map[string][]byte{ag.TokenSecret.Key: token}},
 	}
 	// Check first: a differing secret stops everything unless forced.
