@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // certificateValidator admits cert-manager Certificates: one that writes a
@@ -53,15 +54,14 @@ func (v *certificateValidator) validate(ctx context.Context, crt *cmapi.Certific
 	return verdict(v.s.validateCertificate(crt), "Certificate "+crt.Namespace+"/"+crt.Name)
 }
 
-// certificateRole returns the role of the secret crt writes, and whether
+// certificateKind returns the kind of the secret crt writes, and whether
 // that is a relay certificate secret, which is all the webhook checks.
-func (s *secrets) certificateRole(crt *cmapi.Certificate) (secretRole, bool) {
-	role := s.roleOf(types.NamespacedName{Namespace: crt.Namespace, Name: crt.Spec.SecretName})
-	switch role {
-	case notRelay, tokenSecret, istioCASecret:
-		return role, false
+func (s *secrets) certificateKind(crt *cmapi.Certificate) (relaysecret.Kind, bool) {
+	kind, ok := s.kindOf(types.NamespacedName{Namespace: crt.Namespace, Name: crt.Spec.SecretName})
+	if kind == relaysecret.Token || kind == relaysecret.IstioCA {
+		return kind, false
 	}
-	return role, true
+	return kind, ok
 }
 
 // validateCertificate checks a cert-manager Certificate whose
@@ -72,17 +72,17 @@ func (s *secrets) certificateRole(crt *cmapi.Certificate) (secretRole, bool) {
 func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
 	p := &problems{}
 	spec := field.NewPath("spec")
-	role, ok := s.certificateRole(crt)
+	role, ok := s.certificateKind(crt)
 	if !ok {
 		return p
 	}
 	for i, n := range crt.Spec.DNSNames {
-		if err := pki.CheckDNSName(n, role == serverSecret); err != nil {
+		if err := role.CheckDNSName(n); err != nil {
 			p.denyErr(spec.Child("dnsNames").Index(i), err)
 		}
 	}
 	switch role {
-	case clientSecret:
+	case relaysecret.Client:
 		want := s.cfg.Cluster
 		if want != "" && !slices.Contains(crt.Spec.DNSNames, want) {
 			p.deny(spec.Child("dnsNames"), "%v does not hold this cluster's name %q: the relay server takes the cluster from the client certificate's DNS name, add %q", crt.Spec.DNSNames, want, want)
@@ -91,12 +91,12 @@ func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
 			p.deny(spec.Child("dnsNames"), "%v: a relay client certificate carries exactly one DNS name, the cluster name", crt.Spec.DNSNames)
 		}
 		requireUsage(p, crt, cmapi.UsageClientAuth)
-	case serverSecret:
+	case relaysecret.Server:
 		if !slices.ContainsFunc(crt.Spec.DNSNames, func(n string) bool { return pki.NameCovers(n, s.cfg.Authority) }) {
 			p.deny(spec.Child("dnsNames"), "%v do not cover the authority %q that agents dial: add it", crt.Spec.DNSNames, s.cfg.Authority)
 		}
 		requireUsage(p, crt, cmapi.UsageServerAuth)
-	case rootSecret, signingSecret:
+	case relaysecret.Root, relaysecret.Signing:
 		if !crt.Spec.IsCA {
 			p.deny(spec.Child("isCA"), "must be true: %s holds a CA", crt.Spec.SecretName)
 		}

@@ -11,8 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
@@ -22,9 +20,8 @@ import (
 // which a certificate stored in the namespace that verified before no
 // longer does. The usual safe path is to add the new root beside the old
 // one in ca.crt, re-issue, then remove the old root.
-func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *corev1.Secret, now time.Time) error {
-	role := s.roleOf(client.ObjectKeyFromObject(sec))
-	if role != rootSecret && role != signingSecret {
+func (s *secrets) checkChainsKept(ctx context.Context, p *problems, role relaysecret.Kind, sec, old *corev1.Secret, now time.Time) error {
+	if role != relaysecret.Root && role != relaysecret.Signing {
 		return nil
 	}
 	before, after, err := s.trustChange(ctx, role, sec, old)
@@ -57,7 +54,7 @@ func (s *secrets) checkChainsKept(ctx context.Context, p *problems, sec, old *co
 	}
 	what := "the new ca.crt"
 	fix := "keep the old root in ca.crt beside the new one until they are re-issued"
-	if role == signingSecret {
+	if role == relaysecret.Signing {
 		what = "the new signing certificate"
 		fix = "re-issue them (each with its full chain in tls.crt) before replacing it"
 	}
@@ -81,8 +78,8 @@ func (t *trust) verifies(certs []*x509.Certificate, role pki.Role, now time.Time
 
 // trustChange returns the trust before and after the update of a root or
 // signing secret; nil before when the old secret verified nothing.
-func (s *secrets) trustChange(ctx context.Context, role secretRole, sec, old *corev1.Secret) (before, after *trust, err error) {
-	if role == rootSecret {
+func (s *secrets) trustChange(ctx context.Context, role relaysecret.Kind, sec, old *corev1.Secret) (before, after *trust, err error) {
+	if role == relaysecret.Root {
 		oldRoots, err := pki.DecodeCertificates(old.Data[relaysecret.KeyCACert])
 		if err != nil {
 			return nil, nil, nil
@@ -111,12 +108,12 @@ type dependent struct {
 	key  func(*secrets) types.NamespacedName
 }
 
-func (s *secrets) dependents(role secretRole) []dependent {
+func (s *secrets) dependents(role relaysecret.Kind) []dependent {
 	deps := []dependent{
 		{pki.RoleServer, func(s *secrets) types.NamespacedName { return s.cfg.TLSSecret.NamespacedName(s.cfg.Namespace) }},
 		{pki.RoleClient, func(s *secrets) types.NamespacedName { return s.cfg.ClientTLSSecret.NamespacedName(s.cfg.Namespace) }},
 	}
-	if role == rootSecret {
+	if role == relaysecret.Root {
 		deps = append(deps, dependent{pki.RoleSigningCA, func(s *secrets) types.NamespacedName { return s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace) }})
 	}
 	return deps

@@ -78,9 +78,10 @@ func (v *Validator) Object(ctx context.Context, obj client.Object) (denials, war
 func (v *Validator) Checks(obj client.Object) bool {
 	switch o := obj.(type) {
 	case *corev1.Secret:
-		return v.s.roleOf(client.ObjectKeyFromObject(o)) != notRelay
+		_, ok := v.s.kindOf(client.ObjectKeyFromObject(o))
+		return ok
 	case *cmapi.Certificate:
-		_, ok := v.s.certificateRole(o)
+		_, ok := v.s.certificateKind(o)
 		return ok
 	case *meshv1alpha1.KubernetesCluster:
 		return true

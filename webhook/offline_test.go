@@ -50,6 +50,10 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 				Usages: []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageClientAuth}},
 		}
 	}
+	caCertificate := func(c *cmapi.Certificate) *cmapi.Certificate {
+		c.Spec.IsCA = true
+		return c
+	}
 	kc := func(name string) *meshv1alpha1.KubernetesCluster {
 		return &meshv1alpha1.KubernetesCluster{
 			TypeMeta:   metav1.TypeMeta{APIVersion: meshv1alpha1.GroupVersion.String(), Kind: "KubernetesCluster"},
@@ -78,6 +82,9 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 		{name: "a secret that is not the relay's is admitted unchecked", obj: inNamespace(tokenSecret(""), "default"), checked: false},
 		{name: "a client Certificate for another cluster is denied", obj: certificate(config.DefaultClientTLSSecret, "cluster-2"), checked: true,
 			denials: []string{`spec.dnsNames: [cluster-2] does not hold this cluster's name "cluster-1"`}},
+		{name: "a signing CA Certificate named *.gloo-mesh, as the reference's example, is admitted", obj: caCertificate(certificate(config.DefaultSigningTLSSecret, "*.gloo-mesh")), checked: true},
+		{name: "a client Certificate with a wildcard name is denied", obj: certificate(config.DefaultClientTLSSecret, "*.gloo-mesh"), checked: true,
+			denials: []string{`spec.dnsNames[0]: DNS name "*.gloo-mesh"`}},
 		{name: "a Certificate for another secret is admitted unchecked", obj: certificate("app-tls", "a_b"), checked: false},
 		{name: "a KubernetesCluster named with an underscore is denied", obj: kc("cluster_1"), checked: true,
 			denials: []string{"metadata.name: ", "contains an underscore"}},

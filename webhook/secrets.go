@@ -16,20 +16,6 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
-// secretRole is what a secret is to the relay: its kind in the catalogue,
-// or notRelay.
-type secretRole = relaysecret.Kind
-
-const (
-	notRelay      secretRole = 0
-	rootSecret               = relaysecret.Root
-	signingSecret            = relaysecret.Signing
-	serverSecret             = relaysecret.Server
-	clientSecret             = relaysecret.Client
-	tokenSecret              = relaysecret.Token
-	istioCASecret            = relaysecret.IstioCA
-)
-
 // secrets checks relay secrets through the catalogue. It reads the other
 // relay secrets of the namespace through reader: the root a chain must also
 // verify to, and the certificates an update of a CA must not orphan.
@@ -41,9 +27,10 @@ type secrets struct {
 
 func (s *secrets) names() relaysecret.Names { return relaysecret.WebhookNames(s.cfg) }
 
-func (s *secrets) roleOf(key types.NamespacedName) secretRole {
-	k, _ := s.names().KindOf(key)
-	return k
+// kindOf returns the kind of the secret named key, or false when it is not
+// a relay secret.
+func (s *secrets) kindOf(key types.NamespacedName) (relaysecret.Kind, bool) {
+	return s.names().KindOf(key)
 }
 
 // get returns the secret named key, or nil when it does not exist.
@@ -62,8 +49,8 @@ func (s *secrets) get(ctx context.Context, key types.NamespacedName) (*corev1.Se
 // An error is a failure to read what the checks need, not a denial.
 func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*problems, error) {
 	p := &problems{}
-	kind := s.roleOf(client.ObjectKeyFromObject(sec))
-	if kind == notRelay {
+	kind, ok := s.kindOf(client.ObjectKeyFromObject(sec))
+	if !ok {
 		return p, nil
 	}
 	check := relaysecret.Context{
@@ -74,21 +61,21 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 		Now:        s.now(),
 	}
 	switch kind {
-	case signingSecret, serverSecret, clientSecret:
+	case relaysecret.Signing, relaysecret.Server, relaysecret.Client:
 		roots, err := s.otherRoots(ctx)
 		if err != nil {
 			return nil, err
 		}
 		check.Roots = roots
 	}
-	if kind == clientSecret && s.cfg.Cluster == "" {
+	if kind == relaysecret.Client && s.cfg.Cluster == "" {
 		s.warnNoCluster(p, sec)
 	}
 	_, r := relaysecret.Validate(kind, sec.Data, s.cfg.TokenSecret.Key, check)
 	p.errs = append(p.errs, r.Errs...)
 	p.warnings = append(p.warnings, r.Warnings...)
 	if len(p.errs) == 0 && old != nil {
-		if err := s.checkChainsKept(ctx, p, sec, old, check.Now); err != nil {
+		if err := s.checkChainsKept(ctx, p, kind, sec, old, check.Now); err != nil {
 			return nil, err
 		}
 	}
