@@ -120,7 +120,7 @@ func (r *Result) checkIssued(m *Material, ctx Context, now time.Time) {
 	role := m.Kind.Role()
 	names := Result{}
 	names.dnsNames(m)
-	err := r.strengthErr(m)
+	err := strengthErr(m)
 	if err == nil {
 		if _, verr := pki.VerifyChain(m.Cert, m.Chain, m.Roots, role, now); verr != nil {
 			err = invalid(KeyTLSCert, "%v", verr)
@@ -212,14 +212,14 @@ func (k Kind) CheckDNSName(name string) error {
 // strength denies a key weaker than RSA 2048 or ECDSA P-256 anywhere in m;
 // it reports whether all are strong enough.
 func (r *Result) strength(m *Material) bool {
-	if err := r.strengthErr(m); err != nil {
+	if err := strengthErr(m); err != nil {
 		r.Errs = append(r.Errs, err)
 		return false
 	}
 	return true
 }
 
-func (r *Result) strengthErr(m *Material) *field.Error {
+func strengthErr(m *Material) *field.Error {
 	for _, c := range append([]*x509.Certificate{m.Cert}, m.Chain...) {
 		if err := pki.CheckKeyStrength(c.PublicKey); err != nil {
 			return invalid(m.certKey, "certificate %q: %v", c.Subject.CommonName, err)

@@ -37,9 +37,6 @@ const (
 	TrustRoot
 )
 
-// Kinds lists every kind, in the order people read them.
-var Kinds = []Kind{Root, Signing, Server, Client, Token, IstioCA, TrustRoot}
-
 // Data keys of the relay secrets.
 const (
 	KeyTLSCert = "tls.crt"
@@ -69,7 +66,7 @@ var specs = map[Kind]spec{
 	Signing:   {"signing CA secret", config.DefaultSigningTLSSecret, pki.RoleSigningCA},
 	Server:    {"server secret", config.DefaultServerTLSSecret, pki.RoleServer},
 	Client:    {"client secret", config.DefaultClientTLSSecret, pki.RoleClient},
-	Token:     {"identity token secret", config.DefaultTokenSecret, pki.RoleRoot},
+	Token:     {name: "identity token secret", defaultName: config.DefaultTokenSecret},
 	IstioCA:   {"Istio CA secret", config.DefaultIstioCASecret, pki.RoleSigningCA},
 	TrustRoot: {"root of trust", TrustRootPrefix + "<policy>", pki.RoleRoot},
 }
@@ -84,22 +81,6 @@ func (k Kind) String() string {
 // DefaultName is the secret's name under the reference defaults.
 func (k Kind) DefaultName() string { return specs[k].defaultName }
 
-// Role is what the secret's certificate is for.
+// Role is what the secret's certificate is for; a token has none (its
+// Role is the zero value and means nothing).
 func (k Kind) Role() pki.Role { return specs[k].role }
-
-// Keys are the data keys the secret holds; tokenKey names the token's.
-func (k Kind) Keys(tokenKey string) []string {
-	switch k {
-	case Root:
-		return []string{KeyCACert, KeyTLSCert, KeyTLSKey}
-	case Signing, Server, Client:
-		return []string{KeyTLSCert, KeyTLSKey, KeyCACert}
-	case Token:
-		return []string{tokenKey}
-	case IstioCA:
-		return []string{pki.IstioCACertKey, pki.IstioCAKeyKey, pki.IstioCertChainKey, pki.IstioRootCertKey}
-	case TrustRoot:
-		return []string{KeyTrustRootCert, KeyTrustRootKey, KeyTLSCert, KeyTLSKey, KeyCACert}
-	}
-	return nil
-}

@@ -327,7 +327,7 @@ func lookupSecret(ctx context.Context, c client.Client, key types.NamespacedName
 // context is what a relay secret is checked in: the authority, cluster
 // (for a client secret), the roots relay-server trusts, and the time.
 func (c *checker) context(cluster string) relaysecret.Context {
-	return relaysecret.Context{Authority: c.o.Server.Authority, Cluster: cluster, Roots: c.roots, RootsFrom: "the management cluster's relay root", Now: c.o.Now}
+	return relaysecret.Context{Authority: c.o.Server.Authority, Cluster: cluster, Roots: c.roots, RootsFrom: c.o.Server.RootTLSSecret.Name, Now: c.o.Now}
 }
 
 // expiry adds an OK finding with the time left, or a warning when less
