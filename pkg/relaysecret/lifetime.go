@@ -20,6 +20,10 @@ const (
 	// generates for a RootTrustPolicy (root-trust.<policy>): ten years, as a
 	// relay root.
 	TrustRootLifetime = RootLifetime
+	// IstioIntermediateLifetime is the lifetime of a cluster's Istio
+	// intermediate CA when its RootTrustPolicy sets none: a year, renewed
+	// like a client certificate.
+	IstioIntermediateLifetime = 365 * 24 * time.Hour
 )
 
 // Subject of the relay CAs that relay-server and relayctl gen generate.

@@ -14,10 +14,6 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// selfIssueTTL is the lifetime of a certificate an agent issues itself
-// with the root key; the rotator renews it like any other.
-const selfIssueTTL = 365 * 24 * time.Hour
-
 // issuerOptions are what the issuer needs.
 type issuerOptions struct {
 	// Config names the cluster and the server and says how to dial it.
@@ -63,7 +59,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		})
 	case t.rootKey != nil:
 		how = "self-issued with the root key"
-		c, ierr := t.rootKey.IssueClient(pki.Options{DNSNames: []string{cfg.Cluster}, TTL: selfIssueTTL, Key: pki.ECDSAP256, Now: s.opts.Clock.Now()})
+		c, ierr := t.rootKey.IssueClient(pki.Options{DNSNames: []string{cfg.Cluster}, TTL: config.DefaultClientCertificateTTL, Key: pki.ECDSAP256, Now: s.opts.Clock.Now()})
 		if ierr != nil {
 			return "", fmt.Errorf("failed to issue a client certificate with the root key: %w", ierr)
 		}

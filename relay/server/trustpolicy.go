@@ -7,6 +7,7 @@ import (
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // Federated trust. For each RootTrustPolicy in its namespace the server
@@ -26,9 +27,6 @@ import (
 // reconciler, to which policyQueue hands the policy.
 
 const (
-	// defaultIntermediateTTL is the lifetime of an Istio intermediate when
-	// the policy sets none.
-	defaultIntermediateTTL = 365 * 24 * time.Hour
 	// minIntermediateTTL keeps renewal (a tenth of the lifetime before
 	// expiry) longer than a round trip to the agent.
 	minIntermediateTTL = time.Minute
@@ -72,10 +70,10 @@ func (p *trustPolicy) appliesTo(cluster string) bool {
 }
 
 // policyTTL returns the lifetime of p's intermediates: its
-// intermediateCertOptions.ttl, or defaultIntermediateTTL when unset. A TTL
+// intermediateCertOptions.ttl, or relaysecret.IstioIntermediateLifetime when unset. A TTL
 // under minIntermediateTTL is an error that says how to fix the spec.
 func policyTTL(p *meshv1alpha1.RootTrustPolicy) (time.Duration, error) {
-	ttl := defaultIntermediateTTL
+	ttl := relaysecret.IstioIntermediateLifetime
 	if o := p.Spec.Config.IntermediateCertOptions.TTL; o != nil {
 		ttl = o.Duration
 	}
