@@ -52,7 +52,8 @@ type Options struct {
 	CommonName   string
 	Organization []string
 	// DNSNames are the subject alternative names; each is checked as a
-	// DNS-1123 name (a wildcard first label only for servers).
+	// DNS-1123 name, by CheckRoleDNSName (a wildcard first label on servers
+	// and CAs, never on clients).
 	DNSNames []string
 	// IPAddresses are IP subject alternative names, for a server reached by
 	// address; only a server certificate may carry them.
@@ -120,7 +121,7 @@ func issue(parent *Certified, role Role, opts Options) (*Certified, error) {
 		return nil, fmt.Errorf("%s certificate TTL %s must be positive", role, opts.TTL)
 	}
 	for _, name := range opts.DNSNames {
-		if err := CheckDNSName(name, role == RoleServer); err != nil {
+		if err := CheckRoleDNSName(role, name); err != nil {
 			return nil, err
 		}
 	}

@@ -34,6 +34,14 @@ func CheckDNSName(name string, allowWildcard bool) error {
 	return nil
 }
 
+// CheckRoleDNSName returns an error unless name may be a DNS name of a
+// certificate of role: a DNS-1123 name, whose first label may be a wildcard
+// on server and CA certificates, never on a client certificate, whose one
+// name is its cluster's.
+func CheckRoleDNSName(role Role, name string) error {
+	return CheckDNSName(name, role != RoleClient)
+}
+
 // CheckDNSLabel returns an error unless name is a DNS-1123 label, as a
 // cluster name must be.
 func CheckDNSLabel(name string) error {

@@ -133,3 +133,17 @@ func TestCheckValidity(t *testing.T) {
 	wantErr(t, CheckValidity(cert, t0.Add(2*time.Hour)), "certificate expired at 2026-06-01T13:00:00Z, 1h0m0s ago")
 	wantErr(t, CheckValidity(cert, t0.Add(-time.Minute)), "not valid until 2026-06-01T12:00:00Z, 1m0s from now: check the clocks")
 }
+
+func TestCheckRoleDNSNameAllowsAWildcardOnlyWhereTheRoleMayCarryOne(t *testing.T) {
+	for _, tc := range []struct {
+		role Role
+		ok   bool
+	}{{RoleServer, true}, {RoleSigningCA, true}, {RoleRoot, true}, {RoleClient, false}} {
+		if err := CheckRoleDNSName(tc.role, "*.gloo-mesh"); (err == nil) != tc.ok {
+			t.Errorf("%s: *.gloo-mesh gives %v, want accepted = %v", tc.role, err, tc.ok)
+		}
+		if err := CheckRoleDNSName(tc.role, "cluster_1"); err == nil {
+			t.Errorf("%s: an underscore is accepted", tc.role)
+		}
+	}
+}

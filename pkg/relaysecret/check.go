@@ -201,12 +201,10 @@ func (r *Result) dnsNames(m *Material) {
 }
 
 // CheckDNSName returns an error unless name may be a DNS name of a
-// certificate of kind k: a DNS-1123 name, whose first label may be a
-// wildcard on server and CA certificates (the reference's example signing
-// CA carries *.gloo-mesh), never on a client certificate, whose one name is
-// its cluster's.
+// certificate of kind k, by pki.CheckRoleDNSName: the reference's example
+// signing CA carries *.gloo-mesh, a client certificate only its cluster.
 func (k Kind) CheckDNSName(name string) error {
-	return pki.CheckDNSName(name, k != Client)
+	return pki.CheckRoleDNSName(k.Role(), name)
 }
 
 // strength denies a key weaker than RSA 2048 or ECDSA P-256 anywhere in m;
