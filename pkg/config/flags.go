@@ -23,6 +23,13 @@ func BindServer(fs *pflag.FlagSet, s *Server) {
 	fs.IntVar(&s.MaxConcurrentSigning, "max-concurrent-signing", s.MaxConcurrentSigning, "Bootstrap and Renew calls in flight across all agents; more get ResourceExhausted")
 	fs.Float64Var(&s.PeerSigningRate, "peer-signing-rate", s.PeerSigningRate, "Bootstrap and Renew calls per second allowed from one peer address")
 	fs.IntVar(&s.PeerSigningBurst, "peer-signing-burst", s.PeerSigningBurst, "Bootstrap and Renew calls one peer address may make at once")
+	fs.BoolVar(&s.DisableSharedToken, "disable-shared-token", s.DisableSharedToken, "refuse bootstraps with the shared identity token: every cluster bootstraps with its own token from relayctl register (disableSharedToken)")
+	fs.StringVar(&s.ClientIssuerSecret, "client-issuer-secret", s.ClientIssuerSecret, "secret in --namespace whose ca.crt lists the CAs that may issue client certificates, for a cert-manager or Vault issuer (clientIssuerSecret)")
+	fs.Float64Var(&s.ClusterRenewRate, "cluster-renew-rate", s.ClusterRenewRate, "Renew calls per second allowed for one cluster, from any address")
+	fs.IntVar(&s.ClusterRenewBurst, "cluster-renew-burst", s.ClusterRenewBurst, "Renew calls one cluster may make at once")
+	fs.Float64Var(&s.ClusterPushRate, "cluster-push-rate", s.ClusterPushRate, "push messages per second allowed for one cluster over all its streams")
+	fs.IntVar(&s.ClusterPushBurst, "cluster-push-burst", s.ClusterPushBurst, "push messages one cluster may send at once")
+	fs.IntVar(&s.MaxStreamsPerCluster, "max-streams-per-cluster", s.MaxStreamsPerCluster, "open push and pull streams allowed for one cluster on one replica")
 	fs.BoolVar(&s.EnableProfiling, "enable-profiling", s.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address")
 }
 

@@ -72,6 +72,29 @@ type Server struct {
 	// may make per second, with PeerSigningBurst at once.
 	PeerSigningRate  float64 `json:"peerSigningRate"`
 	PeerSigningBurst int     `json:"peerSigningBurst"`
+	// DisableSharedToken refuses every Bootstrap made with the shared
+	// identity token of TokenSecret: each cluster must then bootstrap with
+	// its own token (relayctl register). While it is allowed, the shared
+	// token bootstraps each cluster at most once.
+	DisableSharedToken bool `json:"disableSharedToken"`
+	// ClientIssuerSecret names a secret in Namespace whose ca.crt holds the
+	// CA certificates allowed to issue client certificates, for setups that
+	// bring their own issuer (cert-manager, Vault). The server's own
+	// signing CA (current and previous) is always allowed while the CA is
+	// enabled; no other CA under the relay root is.
+	ClientIssuerSecret string `json:"clientIssuerSecret"`
+	// ClusterRenewRate is how many Renew calls one cluster may make per
+	// second, with ClusterRenewBurst at once, whatever address they come
+	// from.
+	ClusterRenewRate  float64 `json:"clusterRenewRate"`
+	ClusterRenewBurst int     `json:"clusterRenewBurst"`
+	// ClusterPushRate is how many push messages one cluster may send per
+	// second, with ClusterPushBurst at once, over all its streams.
+	ClusterPushRate  float64 `json:"clusterPushRate"`
+	ClusterPushBurst int     `json:"clusterPushBurst"`
+	// MaxStreamsPerCluster caps the open push and pull streams of one
+	// cluster on one server replica.
+	MaxStreamsPerCluster int `json:"maxStreamsPerCluster"`
 	// EnableProfiling serves Go's profiles under /debug/pprof/ on the
 	// metrics address. Off by default.
 	EnableProfiling bool `json:"enableProfiling"`
@@ -123,6 +146,11 @@ func DefaultServer() Server {
 		MaxConcurrentSigning: 64,
 		PeerSigningRate:      5,
 		PeerSigningBurst:     10,
+		ClusterRenewRate:     0.1,
+		ClusterRenewBurst:    5,
+		ClusterPushRate:      10,
+		ClusterPushBurst:     100,
+		MaxStreamsPerCluster: 16,
 	}
 }
 

@@ -42,6 +42,24 @@ func (s *Server) Validate() error {
 	if s.PeerSigningBurst < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("peerSigningBurst"), s.PeerSigningBurst, "must be at least 1"))
 	}
+	if s.ClientIssuerSecret != "" {
+		errs = append(errs, subdomain(field.NewPath("clientIssuerSecret"), s.ClientIssuerSecret)...)
+	}
+	for _, r := range []struct {
+		path  string
+		rate  float64
+		burst int
+	}{{"clusterRenew", s.ClusterRenewRate, s.ClusterRenewBurst}, {"clusterPush", s.ClusterPushRate, s.ClusterPushBurst}} {
+		if r.rate <= 0 {
+			errs = append(errs, field.Invalid(field.NewPath(r.path+"Rate"), r.rate, "must be more than 0 per second"))
+		}
+		if r.burst < 1 {
+			errs = append(errs, field.Invalid(field.NewPath(r.path+"Burst"), r.burst, "must be at least 1"))
+		}
+	}
+	if s.MaxStreamsPerCluster < 2 {
+		errs = append(errs, field.Invalid(field.NewPath("maxStreamsPerCluster"), s.MaxStreamsPerCluster, "must be at least 2: one push and one pull stream"))
+	}
 	return errs.ToAggregate()
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,9 @@ type istioExpiry struct {
 
 type stream struct {
 	kind streamKind
+	// cert is the client certificate the stream's connection proved its
+	// cluster with; nil in insecure mode.
+	cert *x509.Certificate
 	// dropped is closed when the stream's cluster is dropped.
 	dropped chan struct{}
 	// closeConn, when set, closes the stream's connection on a drop, which
@@ -103,8 +107,8 @@ func (c *connections) state(cluster string) *clusterState {
 // closeConn (if not nil) is called, when the cluster is dropped; a pull
 // stream gets the queue its instructions arrive on. close must be called
 // with the stream when it ends.
-func (c *connections) open(cluster string, kind streamKind, closeConn func()) *stream {
-	s := &stream{kind: kind, dropped: make(chan struct{}), closeConn: closeConn}
+func (c *connections) open(cluster string, kind streamKind, closeConn func(), cert *x509.Certificate) *stream {
+	s := &stream{kind: kind, cert: cert, dropped: make(chan struct{}), closeConn: closeConn}
 	if kind == pullStream {
 		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
 	}

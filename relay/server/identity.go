@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 
 	"google.golang.org/grpc/codes"
@@ -17,26 +18,34 @@ import (
 // no certificate can. It is trusted as is: insecure mode is for tests.
 const InsecureClusterHeader = "x-meshrelay-cluster"
 
-// callerCluster returns the cluster the caller proved with its verified
-// client certificate (its one DNS SAN), or in insecure mode the cluster it
-// names in InsecureClusterHeader.
-func callerCluster(ctx context.Context, insecure bool) (string, error) {
+// caller is who made a call: the cluster it proved, and the certificate it
+// proved it with (nil in insecure mode).
+type caller struct {
+	cluster string
+	cert    *x509.Certificate
+}
+
+// callerOf returns the cluster the caller proved with its verified client
+// certificate (its one DNS SAN), or in insecure mode the cluster it names in
+// InsecureClusterHeader.
+func callerOf(ctx context.Context, insecure bool) (*caller, error) {
 	if insecure {
 		md, _ := metadata.FromIncomingContext(ctx)
 		if v := md.Get(InsecureClusterHeader); len(v) == 1 && pki.CheckDNSLabel(v[0]) == nil {
-			return v[0], nil
+			return &caller{cluster: v[0]}, nil
 		}
-		return "", status.Errorf(codes.Unauthenticated, "insecure mode: send the cluster name in the %s header", InsecureClusterHeader)
+		return nil, status.Errorf(codes.Unauthenticated, "insecure mode: send the cluster name in the %s header", InsecureClusterHeader)
 	}
 	info, ok := authInfo(ctx).(grpccreds.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 {
-		return "", status.Error(codes.Unauthenticated, "this call needs a client certificate: bootstrap first, then connect with relay-client-tls-secret")
+		return nil, status.Error(codes.Unauthenticated, "this call needs a client certificate: bootstrap first, then connect with relay-client-tls-secret")
 	}
-	name, err := pki.ClientIdentity(info.State.VerifiedChains[0][0])
+	leaf := info.State.VerifiedChains[0][0]
+	name, err := pki.ClientIdentity(leaf)
 	if err != nil {
-		return "", status.Error(codes.Unauthenticated, err.Error())
+		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	return name, nil
+	return &caller{cluster: name, cert: leaf}, nil
 }
 
 // peerHost returns the caller's IP address, the key of its rate limit.

@@ -40,6 +40,9 @@ type keyring struct {
 	// roots, shared by every handshake until either changes: a
 	// connection keeps its configuration for its whole life.
 	serving atomic.Pointer[servingConfig]
+	// admitHandshake, when set, decides whether a verified client
+	// certificate may still act for its cluster (revocation, binding).
+	admitHandshake func(cluster string, cert *x509.Certificate) error
 
 	// mu serialises load; seen remembers what each secret's last decoded
 	// version gave, so that a change to one secret decodes only that one.

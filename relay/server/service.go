@@ -2,9 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -38,6 +35,7 @@ const (
 	reasonBadRequest   = "bad_request"
 	reasonUnavailable  = "unavailable"
 	reasonOverload     = "overload"
+	reasonRevoked      = "revoked"
 )
 
 // service implements the Relay gRPC API.
@@ -81,16 +79,21 @@ func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) 
 		return nil, s.refuse(log, call, reasonToken, status.Errorf(codes.Unauthenticated,
 			"identity token does not match %s on the management cluster: copy it to the workload cluster again (relayctl register)", s.tokenKey()))
 	}
-	return s.sign(ctx, log, call, req.GetCluster(), req.GetCsr())
+	kc, err := s.registered(ctx, req.GetCluster())
+	if err != nil {
+		return nil, s.refuse(log, call, reasonUnregistered, err)
+	}
+	return s.sign(log, call, kc, req.GetCsr())
 }
 
 // Renew signs a CSR for the caller's own cluster, over mTLS.
 func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv1.CertificateResponse, error) {
 	const call = "renew"
-	cluster, err := callerCluster(ctx, s.cfg.Insecure)
+	who, err := callerOf(ctx, s.cfg.Insecure)
 	if err != nil {
 		return nil, s.refuse(s.log.WithValues("call", call), call, reasonToken, err)
 	}
+	cluster := who.cluster
 	log := s.log.WithValues("call", call, "cluster", cluster, "peer", peerHost(ctx))
 	release, err := s.limiter.acquire(peerHost(ctx))
 	if err != nil {
@@ -100,16 +103,22 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 	if len(req.GetCsr()) > maxCSRBytes {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "CSR too large: at most %d bytes", maxCSRBytes))
 	}
-	return s.sign(ctx, log, call, cluster, req.GetCsr())
+	kc, err := s.registered(ctx, cluster)
+	if err != nil {
+		return nil, s.refuse(log, call, reasonUnregistered, err)
+	}
+	if err := s.admit(kc, who); err != nil {
+		return nil, s.refuse(log, call, reasonRevoked, err)
+	}
+	return s.sign(log, call, kc, req.GetCsr())
 }
 
-func (s *service) sign(ctx context.Context, log logr.Logger, call, cluster string, csr []byte) (*relayv1.CertificateResponse, error) {
+// sign signs csr for the registered cluster kc.
+func (s *service) sign(log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*relayv1.CertificateResponse, error) {
+	cluster := kc.Name
 	if s.cfg.DisableCa {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Error(codes.FailedPrecondition,
 			"this server's CA is disabled (disableCa): give the agent its client certificate in relay-client-tls-secret, for example with cert-manager"))
-	}
-	if err := s.registered(ctx, cluster); err != nil {
-		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
 	iss := s.keys.issuer.Load()
 	if iss == nil {
@@ -132,155 +141,23 @@ func (s *service) refuse(log logr.Logger, call, reason string, err error) error 
 	return err
 }
 
-// registered returns PermissionDenied unless cluster has a KubernetesCluster.
-func (s *service) registered(ctx context.Context, cluster string) error {
+// registered returns cluster's KubernetesCluster, or PermissionDenied
+// when it has none.
+func (s *service) registered(ctx context.Context, cluster string) (*meshv1alpha1.KubernetesCluster, error) {
 	var kc meshv1alpha1.KubernetesCluster
 	err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
 	switch {
 	case apierrors.IsNotFound(err):
-		return status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
 	case err != nil:
-		return status.Errorf(codes.Unavailable, "failed to look up KubernetesCluster %s: %v", cluster, err)
+		return nil, status.Errorf(codes.Unavailable, "failed to look up KubernetesCluster %s: %v", cluster, err)
 	case kc.DeletionTimestamp != nil:
-		return status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
 	}
-	return nil
+	return &kc, nil
 }
 
 func (s *service) tokenKey() types.NamespacedName {
 	return s.cfg.TokenSecret.NamespacedName(s.cfg.Namespace)
 }
 
-// openedStream is an authenticated, registered and recorded stream.
-type openedStream struct {
-	*stream
-	cluster string
-	conns   *connections
-}
-
-// openStream authenticates a stream's caller, checks its registration and
-// records the stream. A dropped push stream's connection is closed, which
-// ends its Recv; a pull stream waits on dropped itself.
-func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
-	cluster, err := callerCluster(streamCtx, s.cfg.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.registered(streamCtx, cluster); err != nil {
-		return nil, err
-	}
-	var closeConn func()
-	if kind == pushStream {
-		closeConn = connCloser(streamCtx)
-	}
-	st := s.conns.open(cluster, kind, closeConn)
-	if s.cfg.Insecure {
-		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind.String())
-	}
-	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind.String())
-	return &openedStream{stream: st, cluster: cluster, conns: s.conns}, nil
-}
-
-func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
-
-// droppedStatus is what a dropped cluster's stream ends with.
-func (o *openedStream) droppedStatus() error {
-	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered: register it again with a KubernetesCluster", o.cluster)
-}
-
-// Push receives the agent's status while it is connected.
-func (s *service) Push(stream relayv1.Relay_PushServer) error {
-	o, err := s.openStream(stream.Context(), pushStream)
-	if err != nil {
-		return err
-	}
-	defer o.close()
-	// Recv runs on the handler's own goroutine: a dropped cluster's
-	// connection is closed (openStream), which ends it.
-	var received int64
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			switch {
-			case o.wasDropped():
-				return o.droppedStatus()
-			case errors.Is(err, io.EOF):
-				return stream.SendAndClose(&relayv1.PushSummary{Received: received})
-			}
-			return err
-		}
-		received++
-		s.handlePush(o.cluster, msg)
-	}
-}
-
-// handlePush handles one message of cluster's push stream. It runs on the
-// stream's receive loop and makes no API call: a CSR is answered on the
-// pull streams, and what a RootTrustPolicy's status must show is left to
-// the trust reconciler.
-func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
-	if req := msg.GetIntermediateCsr(); req != nil {
-		if len(req.GetPolicy()) > maxShortField {
-			s.log.Info("ignored an intermediate CSR with an oversized policy name", "cluster", cluster)
-			return
-		}
-		s.trust.answer(cluster, req)
-		return
-	}
-	if st := msg.GetStatus(); st != nil {
-		if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
-			s.log.Info("ignored oversized agent status", "cluster", cluster)
-			return
-		}
-		if na := st.GetClientCertificateNotAfter(); na > 0 {
-			s.conns.setClientExpiry(cluster, na)
-		}
-		if ca := st.GetIstioCa(); ca != nil {
-			if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
-				s.log.Info("ignored an oversized Istio CA report", "cluster", cluster)
-				return
-			}
-			s.trust.report(cluster, ca)
-		}
-		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
-			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
-	}
-}
-
-// Pull sends the server's instructions while the agent is connected,
-// starting with the trust bundle.
-func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer) error {
-	if len(req.GetReplica()) > maxShortField {
-		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
-	}
-	o, err := s.openStream(stream.Context(), pullStream)
-	if err != nil {
-		return err
-	}
-	defer o.close()
-	if roots := s.keys.rootPEM.Load(); roots != nil {
-		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
-			return err
-		}
-	}
-	s.trust.check(o.cluster)
-	done := stream.Context().Done()
-	for {
-		select {
-		case <-done:
-			return nil
-		case <-o.dropped:
-			return o.droppedStatus()
-		case in := <-o.instructions:
-			if err := stream.Send(in); err != nil {
-				return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, err)
-			}
-		}
-	}
-}
-
-// RenewNow asks every connected agent of cluster to renew at once and
-// returns how many pull streams took the instruction.
-func (s *service) RenewNow(cluster, reason string) int {
-	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
-}

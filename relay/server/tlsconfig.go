@@ -31,7 +31,7 @@ func (c *keyring) tlsConfig() *tls.Config {
 				ClientAuth:       tls.VerifyClientCertIfGiven,
 				ClientCAs:        roots,
 				NextProtos:       []string{"h2"},
-				VerifyConnection: verifyClient,
+				VerifyConnection: c.verifyClient,
 			}}
 			if roots == nil {
 				s.config.ClientCAs = x509.NewCertPool()
@@ -51,14 +51,25 @@ type servingConfig struct {
 }
 
 // verifyClient accepts a connection with no client certificate, and one
-// whose verified certificate names exactly one cluster.
-func verifyClient(cs tls.ConnectionState) error {
+// whose verified certificate names exactly one cluster, comes from an
+// issuer the server admits client certificates from, and may still act for
+// its cluster (admitHandshake).
+func (c *keyring) verifyClient(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil
 	}
 	if len(cs.VerifiedChains) == 0 {
 		return errors.New("client certificate did not verify")
 	}
-	_, err := relaysecret.PeerIdentity(cs.VerifiedChains[0])
-	return err
+	cluster, err := relaysecret.PeerIdentity(cs.VerifiedChains[0])
+	if err != nil {
+		return err
+	}
+	if err := c.checkClientIssuer(cs.VerifiedChains); err != nil {
+		return err
+	}
+	if admit := c.admitHandshake; admit != nil {
+		return admit(cluster, cs.VerifiedChains[0][0])
+	}
+	return nil
 }

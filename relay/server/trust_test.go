@@ -66,7 +66,7 @@ func TestCheckAsksOnceAndAgainWhenTheRootChanges(t *testing.T) {
 	conns := newConnections()
 	tr := newTestTrust(&config.Server{}, conns, newMetrics(prometheus.NewRegistry()), clk)
 	tr.State.setPolicy(&trustPolicy{name: "mesh", rootSHA256: "aa"})
-	pull := conns.open("c1", pullStream, nil)
+	pull := conns.open("c1", pullStream, nil, nil)
 	asks := func() int {
 		n := 0
 		for {
@@ -147,7 +147,7 @@ func TestPushStreamHandlingWritesNothingToTheAPIServer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := serviceWith(t, &config.Server{Namespace: "gloo-mesh"}, writesFailTest(t))
-			pull := svc.conns.open("cluster-1", pullStream, nil)
+			pull := svc.conns.open("cluster-1", pullStream, nil, nil)
 			svc.handlePush("cluster-1", tc.msg)
 			answered := false
 			for len(pull.instructions) > 0 {

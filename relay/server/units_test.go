@@ -73,9 +73,9 @@ func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	closed := 0
-	push := c.open("a", pushStream, func() { closed++ })
-	pull := c.open("a", pullStream, nil)
-	other := c.open("b", pullStream, nil)
+	push := c.open("a", pushStream, func() { closed++ }, nil)
+	pull := c.open("a", pullStream, nil, nil)
+	other := c.open("b", pullStream, nil, nil)
 	c.setClientExpiry("a", 1700000000)
 	want := func(series map[string]float64) {
 		t.Helper()
@@ -111,7 +111,7 @@ func TestConnectionsTrackStreamsAndDropThem(t *testing.T) {
 	c.close("a", push)
 	c.close("a", push)
 	c.close("a", pull)
-	c.open("a", pushStream, nil) // the agent reconnects
+	c.open("a", pushStream, nil, nil) // the agent reconnects
 	want(map[string]float64{
 		`relay_push_clients_connected{cluster="a"}`:                      1,
 		`relay_pull_clients_connected{cluster="a"}`:                      0,
@@ -148,8 +148,8 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 
 func TestInstructionsReachPullStreamsWithoutBlockingTheSender(t *testing.T) {
 	c := newConnections()
-	pull := c.open("a", pullStream, nil)
-	push := c.open("a", pushStream, nil)
+	pull := c.open("a", pullStream, nil, nil)
+	push := c.open("a", pushStream, nil, nil)
 	defer c.close("a", push)
 	in := &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{}}}
 	for range instructionBuffer {

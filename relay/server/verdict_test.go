@@ -56,6 +56,8 @@ func TestServerGivesTheCatalogueVerdicts(t *testing.T) {
 // verifies; a good one passes.
 func TestAWeakClientKeyFailsTheHandshakeCheck(t *testing.T) {
 	f := relaysecrettest.New(t)
+	cfg := config.DefaultServer()
+	keys := newKeyring(&cfg, newMetrics(prometheus.NewRegistry()))
 	want := map[string]bool{
 		"a client certificate for this cluster is usable":      true,
 		"a client certificate with an RSA-1024 key is refused": false,
@@ -71,7 +73,7 @@ func TestAWeakClientKeyFailsTheHandshakeCheck(t *testing.T) {
 			t.Fatalf("%s: %v", c.Name, errs)
 		}
 		chain := append([]*x509.Certificate{m.Cert}, append(m.Chain, m.Roots...)...)
-		err := verifyClient(tls.ConnectionState{PeerCertificates: chain[:1], VerifiedChains: [][]*x509.Certificate{chain}})
+		err := keys.verifyClient(tls.ConnectionState{PeerCertificates: chain[:1], VerifiedChains: [][]*x509.Certificate{chain}})
 		if (err == nil) != ok {
 			t.Errorf("%s: handshake check error %v, want accepted = %v", c.Name, err, ok)
 		}

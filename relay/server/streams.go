@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// openedStream is an authenticated, registered and recorded stream.
+type openedStream struct {
+	*stream
+	cluster string
+	conns   *connections
+}
+
+// openStream authenticates a stream's caller, checks its registration and
+// records the stream. A dropped push stream's connection is closed, which
+// ends its Recv; a pull stream waits on dropped itself.
+func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
+	who, err := callerOf(streamCtx, s.cfg.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	cluster := who.cluster
+	kc, err := s.registered(streamCtx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.admit(kc, who); err != nil {
+		return nil, err
+	}
+	var closeConn func()
+	if kind == pushStream {
+		closeConn = connCloser(streamCtx)
+	}
+	st := s.conns.open(cluster, kind, closeConn, who.cert)
+	if s.cfg.Insecure {
+		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind.String())
+	}
+	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind.String())
+	return &openedStream{stream: st, cluster: cluster, conns: s.conns}, nil
+}
+
+func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
+
+// droppedStatus is what a dropped cluster's stream ends with.
+func (o *openedStream) droppedStatus() error {
+	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered: register it again with a KubernetesCluster", o.cluster)
+}
+
+// Push receives the agent's status while it is connected.
+func (s *service) Push(stream relayv1.Relay_PushServer) error {
+	o, err := s.openStream(stream.Context(), pushStream)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	// Recv runs on the handler's own goroutine: a dropped cluster's
+	// connection is closed (openStream), which ends it.
+	var received int64
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			switch {
+			case o.wasDropped():
+				return o.droppedStatus()
+			case errors.Is(err, io.EOF):
+				return stream.SendAndClose(&relayv1.PushSummary{Received: received})
+			}
+			return err
+		}
+		received++
+		s.handlePush(o.cluster, msg)
+	}
+}
+
+// handlePush handles one message of cluster's push stream. It runs on the
+// stream's receive loop and makes no API call: a CSR is answered on the
+// pull streams, and what a RootTrustPolicy's status must show is left to
+// the trust reconciler.
+func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
+	if req := msg.GetIntermediateCsr(); req != nil {
+		if len(req.GetPolicy()) > maxShortField {
+			s.log.Info("ignored an intermediate CSR with an oversized policy name", "cluster", cluster)
+			return
+		}
+		s.trust.answer(cluster, req)
+		return
+	}
+	if st := msg.GetStatus(); st != nil {
+		if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
+			s.log.Info("ignored oversized agent status", "cluster", cluster)
+			return
+		}
+		if na := st.GetClientCertificateNotAfter(); na > 0 {
+			s.conns.setClientExpiry(cluster, na)
+		}
+		if ca := st.GetIstioCa(); ca != nil {
+			if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
+				s.log.Info("ignored an oversized Istio CA report", "cluster", cluster)
+				return
+			}
+			s.trust.report(cluster, ca)
+		}
+		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
+			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
+	}
+}
+
+// Pull sends the server's instructions while the agent is connected,
+// starting with the trust bundle.
+func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer) error {
+	if len(req.GetReplica()) > maxShortField {
+		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
+	}
+	o, err := s.openStream(stream.Context(), pullStream)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	if roots := s.keys.rootPEM.Load(); roots != nil {
+		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
+			return err
+		}
+	}
+	s.trust.check(o.cluster)
+	done := stream.Context().Done()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-o.dropped:
+			return o.droppedStatus()
+		case in := <-o.instructions:
+			if err := stream.Send(in); err != nil {
+				return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, err)
+			}
+		}
+	}
+}
+
+// RenewNow asks every connected agent of cluster to renew at once and
+// returns how many pull streams took the instruction.
+func (s *service) RenewNow(cluster, reason string) int {
+	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
+}
