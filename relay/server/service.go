@@ -160,4 +160,3 @@ func (s *service) registered(ctx context.Context, cluster string) (*meshv1alpha1
 func (s *service) tokenKey() types.NamespacedName {
 	return s.cfg.TokenSecret.NamespacedName(s.cfg.Namespace)
 }
-
