@@ -33,4 +33,19 @@ const (
 	// ManagedByAnnotation names the relay-webhook that manages a serving
 	// certificate secret.
 	ManagedByAnnotation = "meshrelay.dev/managed-by"
+
+	// BootstrapTokenHashAnnotation, on a KubernetesCluster, is the lowercase
+	// hex SHA-256 of the cluster's unused bootstrap token (relayctl register
+	// writes it; relay-server removes it when the token is used). The token
+	// itself is kept only on the workload cluster.
+	BootstrapTokenHashAnnotation = "meshrelay.dev/bootstrap-token-sha256"
+
+	// BootstrapTokenExpiresAnnotation, on a KubernetesCluster, is when its
+	// unused bootstrap token expires (RFC 3339).
+	BootstrapTokenExpiresAnnotation = "meshrelay.dev/bootstrap-token-expires"
+
+	// BootstrappedAnnotation, on a KubernetesCluster, is when relay-server
+	// last consumed a bootstrap token for it (RFC 3339). The shared identity
+	// token refuses a cluster that has it.
+	BootstrappedAnnotation = "meshrelay.dev/bootstrapped"
 )
