@@ -27,9 +27,13 @@ type Policy struct {
 }
 
 // Identity is what the caller authenticated: the names the certificate
-// will carry, whatever the CSR asks for.
+// will carry, whatever the CSR asks for, and the registration it is bound
+// to.
 type Identity struct {
 	DNSNames []string
+	// ClusterUID, when set, binds the certificate to that KubernetesCluster
+	// UID (see ClusterUID); it must pass CheckClusterUID.
+	ClusterUID string
 }
 
 // Issuer signs CSRs with a CA under a Policy.
@@ -112,7 +116,8 @@ func (i *Issuer) SignPEM(csrPEM []byte, id Identity, now time.Time) (*Issued, er
 //     and size;
 //   - it asks for exactly the identity's DNS names (any order), no IP, URI
 //     or email SANs, and no CA;
-//   - the certificate carries the identity's names, the role's usages, is
+//   - the certificate carries the identity's names (and its cluster UID in
+//     the subject, see ClusterUID), the role's usages, is
 //     not a CA, lives min(TTL, issuer NotAfter − now) and starts Backdate
 //     before now, at most TTL/10 (never before the issuer).
 //
@@ -135,6 +140,9 @@ func (i *Issuer) Sign(csr *x509.CertificateRequest, id Identity, now time.Time) 
 	}
 	if err := capValidity(tmpl, i.ca.Cert, now); err != nil {
 		return nil, err
+	}
+	if id.ClusterUID != "" {
+		tmpl.Subject.SerialNumber = ClusterUIDPrefix + id.ClusterUID
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.ca.Cert, csr.PublicKey, i.ca.Key)
 	if err != nil {
@@ -162,6 +170,11 @@ func (i *Issuer) checkRequest(csr *x509.CertificateRequest, id Identity) error {
 	}
 	for _, n := range id.DNSNames {
 		if err := CheckDNSName(n, i.policy.Role == RoleServer); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+	}
+	if id.ClusterUID != "" {
+		if err := CheckClusterUID(id.ClusterUID); err != nil {
 			return fmt.Errorf("identity: %w", err)
 		}
 	}
@@ -198,6 +211,9 @@ func (i *Issuer) checkIssued(cert *x509.Certificate, csr *x509.CertificateReques
 		return fmt.Errorf("DNS names %v differ from the identity %v", cert.DNSNames, id.DNSNames)
 	case cert.NotAfter.After(ca.NotAfter) || cert.NotBefore.Before(ca.NotBefore):
 		return errors.New("validity is outside the signing CA's")
+	}
+	if uid, bound, err := ClusterUID(cert); err != nil || bound != (id.ClusterUID != "") || uid != id.ClusterUID {
+		return fmt.Errorf("cluster binding %q differs from the identity's %q", uid, id.ClusterUID)
 	}
 	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(csr.PublicKey) {
