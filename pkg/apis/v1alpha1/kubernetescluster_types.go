@@ -32,6 +32,34 @@ type KubernetesClusterSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	ClusterDomain string `json:"clusterDomain,omitempty"`
+
+	// Revocation refuses certificates of this cluster: at the handshake, at
+	// Renew and on open streams, which every relay-server replica closes
+	// within a second. relayctl revoke writes it.
+	// +optional
+	Revocation *Revocation `json:"revocation,omitempty"`
+}
+
+// MaxRevokedSerials bounds spec.revocation.serials; past it, revoke the
+// whole cluster with issuedBefore.
+const MaxRevokedSerials = 256
+
+// Revocation says which certificates of a cluster are refused.
+type Revocation struct {
+	// IssuedBefore refuses every certificate of the cluster issued before
+	// it. The issue time of a certificate relay-server signed is its
+	// NotBefore plus the signer's backdate; of any other, its NotBefore.
+	// +optional
+	IssuedBefore *metav1.Time `json:"issuedBefore,omitempty"`
+
+	// Serials refuses the certificates with these serial numbers, each in
+	// lowercase hexadecimal without leading zeros or colons.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:Pattern=`^[1-9a-f][0-9a-f]{0,39}$`
+	// +kubebuilder:validation:items:MaxLength=40
+	// +listType=set
+	// +optional
+	Serials []string `json:"serials,omitempty"`
 }
 
 // KubernetesClusterStatus is what the relay server observed of the cluster.
