@@ -132,6 +132,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 	s.svc.reader = mgr.GetClient()
+	s.svc.api, s.svc.writer = mgr.GetAPIReader(), mgr.GetClient()
 	if err := s.setupControllers(mgr); err != nil {
 		return err
 	}

@@ -31,6 +31,9 @@ const (
 // Refusal reasons in relay_certificates_refused_total.
 const (
 	reasonToken        = "token"
+	reasonTokenUsed    = "token_used"
+	reasonTokenExpired = "token_expired"
+	reasonSharedToken  = "shared_token"
 	reasonUnregistered = "unregistered"
 	reasonBadRequest   = "bad_request"
 	reasonUnavailable  = "unavailable"
@@ -42,9 +45,13 @@ const (
 type service struct {
 	relayv1.UnimplementedRelayServer
 
-	cfg     *config.Server
-	keys    *keyring
-	reader  client.Reader
+	cfg    *config.Server
+	keys   *keyring
+	reader client.Reader
+	// api reads without the cache and writer writes KubernetesClusters,
+	// to consume bootstrap tokens with a conditional write.
+	api     client.Reader
+	writer  client.Writer
 	limiter *signingLimiter
 	conns   *connections
 	trust   *trust
@@ -55,8 +62,9 @@ type service struct {
 
 var _ relayv1.RelayServer = (*service)(nil)
 
-// Bootstrap trades the identity token and a CSR for a first client
-// certificate.
+// Bootstrap trades a bootstrap token and a CSR for a first client
+// certificate: the cluster's own single-use token, or the shared identity
+// token once per cluster (bootstraptoken.go).
 func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
 	const call = "bootstrap"
 	log := s.log.WithValues("call", call, "cluster", req.GetCluster(), "peer", peerHost(ctx))
@@ -71,19 +79,7 @@ func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) 
 	if err := pki.CheckDNSLabel(req.GetCluster()); err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "cluster %v", err))
 	}
-	stored := s.keys.token.Load()
-	if stored == nil {
-		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no identity token loaded yet: check secret %s", s.tokenKey()))
-	}
-	if !tokensEqual([]byte(req.GetToken()), *stored) {
-		return nil, s.refuse(log, call, reasonToken, status.Errorf(codes.Unauthenticated,
-			"identity token does not match %s on the management cluster: copy it to the workload cluster again (relayctl register)", s.tokenKey()))
-	}
-	kc, err := s.registered(ctx, req.GetCluster())
-	if err != nil {
-		return nil, s.refuse(log, call, reasonUnregistered, err)
-	}
-	return s.sign(log, call, kc, req.GetCsr())
+	return s.bootstrap(ctx, log, req)
 }
 
 // Renew signs a CSR for the caller's own cluster, over mTLS.
@@ -115,6 +111,16 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 
 // sign signs csr for the registered cluster kc.
 func (s *service) sign(log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*relayv1.CertificateResponse, error) {
+	issued, err := s.signCSR(log, call, kc, csr)
+	if err != nil {
+		return nil, err
+	}
+	return s.deliver(log, call, kc.Name, issued), nil
+}
+
+// signCSR signs csr for the registered cluster kc; nothing is counted or
+// returned to the caller yet.
+func (s *service) signCSR(log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*pki.Issued, error) {
 	cluster := kc.Name
 	if s.cfg.DisableCa {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Error(codes.FailedPrecondition,
@@ -128,10 +134,16 @@ func (s *service) sign(log logr.Logger, call string, kc *meshv1alpha1.Kubernetes
 	if err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "%v", err))
 	}
+	return issued, nil
+}
+
+// deliver counts and logs a certificate signed for cluster and returns it
+// as the answer.
+func (s *service) deliver(log logr.Logger, call, cluster string, issued *pki.Issued) *relayv1.CertificateResponse {
 	s.metrics.issued.WithLabelValues(call).Inc()
 	s.conns.setClientExpiry(cluster, issued.Cert.NotAfter.Unix())
 	log.Info("issued client certificate", "serial", issued.Cert.SerialNumber.Text(16), "notAfter", issued.Cert.NotAfter)
-	return &relayv1.CertificateResponse{CertificateChain: issued.CertPEM, CaCertificate: issued.CAPEM}, nil
+	return &relayv1.CertificateResponse{CertificateChain: issued.CertPEM, CaCertificate: issued.CAPEM}
 }
 
 // refuse counts a refusal, logs its detail and returns the status for the caller.

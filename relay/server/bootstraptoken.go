@@ -1,0 +1,185 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// bootstrapCredential is what a presented bootstrap token proved.
+type bootstrapCredential struct {
+	// shared is set for the shared identity token (relay-identity-token-
+	// secret on the management cluster); otherwise hash is the recorded
+	// hash of the cluster's own token that the presented one matched.
+	shared bool
+	hash   string
+}
+
+func (c *bootstrapCredential) kind() string {
+	if c.shared {
+		return "shared"
+	}
+	return "cluster"
+}
+
+// consumeAttempts bounds the conditional writes of one bootstrap when the
+// KubernetesCluster changes for other reasons (its status, for one).
+const consumeAttempts = 5
+
+// registerFix is how a refused caller gets a fresh token.
+const registerFix = "relayctl register %[1]s --mgmt-context <management> --remote-context <workload cluster>"
+
+// bootstrap checks the token of req against the cluster's KubernetesCluster,
+// signs the CSR, consumes the token with a conditional write, and only when
+// that write succeeded returns the certificate. Of concurrent bootstraps
+// with one token, exactly one gets a certificate.
+func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
+	const call = "bootstrap"
+	cluster, token := req.GetCluster(), req.GetToken()
+	shared := s.isSharedToken(token)
+	kc, err := s.registered(ctx, cluster)
+	if err != nil {
+		if status.Code(err) == codes.PermissionDenied && !shared {
+			// A caller holding no valid token learns nothing about which
+			// clusters are registered.
+			return nil, s.refuse(log, call, reasonToken, tokenNotValid(cluster))
+		}
+		return nil, s.refuse(log, call, reasonUnregistered, err)
+	}
+	cred, reason, err := s.checkBootstrapToken(kc, token, shared)
+	if err != nil {
+		return nil, s.refuse(log, call, reason, err)
+	}
+	log = log.WithValues("token", cred.kind())
+	issued, err := s.signCSR(log, call, kc, req.GetCsr())
+	if err != nil {
+		return nil, err
+	}
+	if reason, err := s.consumeBootstrapToken(ctx, cluster, cred); err != nil {
+		return nil, s.refuse(log.WithValues("discardedSerial", issued.Cert.SerialNumber.Text(16)), call, reason, err)
+	}
+	return s.deliver(log, call, cluster, issued), nil
+}
+
+// isSharedToken reports, in constant time, whether token is the shared
+// identity token the server loaded.
+func (s *service) isSharedToken(token string) bool {
+	stored := s.keys.token.Load()
+	return stored != nil && tokensEqual([]byte(token), *stored)
+}
+
+// checkBootstrapToken judges token for the registered cluster kc, as the
+// cache holds it: the cluster's own unexpired token, or the shared one
+// (shared) while it is allowed and has not bootstrapped kc before. A
+// refusal comes with its reason label.
+func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token string, shared bool) (*bootstrapCredential, string, error) {
+	cluster := kc.Name
+	rec, recErr := bootstraptoken.Read(kc.Annotations)
+	switch {
+	case rec.Matches(token):
+		if rec.Expired(s.now()) {
+			return nil, reasonTokenExpired, status.Errorf(codes.Unauthenticated,
+				"the bootstrap token of cluster %[1]s expired unused at %[2]s: issue a fresh one with "+registerFix+" (--token-ttl sets its lifetime)",
+				cluster, rec.Expires.UTC().Format(time.RFC3339))
+		}
+		return &bootstrapCredential{hash: rec.Hash}, "", nil
+	case shared:
+		if reason, err := s.sharedTokenAllowed(kc); err != nil {
+			return nil, reason, err
+		}
+		return &bootstrapCredential{shared: true}, "", nil
+	case recErr != nil:
+		return nil, reasonToken, status.Errorf(codes.Unauthenticated, "KubernetesCluster %s/%s: %v", kc.Namespace, cluster, recErr)
+	}
+	return nil, reasonToken, tokenNotValid(cluster)
+}
+
+// sharedTokenAllowed refuses the shared identity token when the server
+// turned it off, or when it (or any token) bootstrapped kc before.
+func (s *service) sharedTokenAllowed(kc *meshv1alpha1.KubernetesCluster) (string, error) {
+	cluster := kc.Name
+	if s.cfg.DisableSharedToken {
+		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
+			"the shared identity token (%[2]s) is turned off on this server (disableSharedToken): give cluster %[1]s its own token with "+registerFix,
+			cluster, s.tokenKey())
+	}
+	if at, ok := bootstraptoken.Bootstrapped(kc.Annotations); ok {
+		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
+			"the shared identity token (%[2]s) bootstraps a cluster only once, and cluster %[1]s was bootstrapped at %[3]s: issue it its own token with "+registerFix,
+			cluster, s.tokenKey(), at.UTC().Format(time.RFC3339))
+	}
+	return "", nil
+}
+
+// tokenNotValid is the refusal of a token that matches nothing this
+// cluster may use.
+func tokenNotValid(cluster string) error {
+	return status.Errorf(codes.Unauthenticated,
+		"the bootstrap token is not valid for cluster %[1]s: it was already used, replaced by a newer one, or issued for another cluster; issue a fresh one with "+registerFix,
+		cluster)
+}
+
+// consumeBootstrapToken spends cred for cluster with a conditional write:
+// it reads the KubernetesCluster without the cache, checks that the token is
+// still unused there, and updates it at the resourceVersion it read,
+// removing the token's record and marking the cluster bootstrapped. A
+// Conflict means someone else wrote first: it reads again, and refuses when
+// the token is gone. A refusal comes with its reason label.
+func (s *service) consumeBootstrapToken(ctx context.Context, cluster string, cred *bootstrapCredential) (string, error) {
+	key := types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}
+	for attempt := 1; ; attempt++ {
+		var kc meshv1alpha1.KubernetesCluster
+		switch err := s.api.Get(ctx, key, &kc); {
+		case apierrors.IsNotFound(err):
+			return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s was deregistered during its bootstrap", cluster)
+		case err != nil:
+			return reasonUnavailable, status.Errorf(codes.Unavailable, "failed to read KubernetesCluster %s: %v", key, err)
+		case kc.DeletionTimestamp != nil:
+			return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+		}
+		if reason, err := s.stillUnused(&kc, cred); err != nil {
+			return reason, err
+		}
+		if kc.Annotations == nil {
+			kc.Annotations = map[string]string{}
+		}
+		if cred.shared {
+			bootstraptoken.MarkBootstrapped(kc.Annotations, s.now())
+		} else {
+			bootstraptoken.Consume(kc.Annotations, s.now())
+		}
+		err := s.writer.Update(ctx, &kc)
+		switch {
+		case err == nil:
+			return "", nil
+		case apierrors.IsConflict(err) && attempt < consumeAttempts:
+			continue
+		case apierrors.IsConflict(err):
+			return reasonUnavailable, status.Errorf(codes.Unavailable, "KubernetesCluster %s changed %d times while its bootstrap token was being used: retry", key, attempt)
+		default:
+			return reasonUnavailable, status.Errorf(codes.Unavailable, "failed to record the use of the bootstrap token on KubernetesCluster %s: %v", key, err)
+		}
+	}
+}
+
+// stillUnused checks cred against kc as the API server holds it now.
+func (s *service) stillUnused(kc *meshv1alpha1.KubernetesCluster, cred *bootstrapCredential) (string, error) {
+	if cred.shared {
+		return s.sharedTokenAllowed(kc)
+	}
+	if rec, _ := bootstraptoken.Read(kc.Annotations); rec == nil || rec.Hash != cred.hash {
+		return reasonTokenUsed, status.Errorf(codes.Unauthenticated,
+			"this bootstrap token was already used for cluster %[1]s, or replaced by a newer one: issue a fresh one with "+registerFix,
+			kc.Name)
+	}
+	return "", nil
+}
