@@ -12,18 +12,18 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -89,14 +89,24 @@ func (s *Server) Run(ctx context.Context) error {
 		mlis.Close()
 		return err
 	}
+	// The validators read only the relay secrets a check needs (the root a
+	// chain must verify to, and the certificates a CA update must not
+	// orphan), each watched by name: relay-webhook's Role names them, and
+	// no other secret of the namespace is read.
+	named, err := namedsecrets.New(s.opts.RESTConfig, namedsecrets.Options{Scheme: scheme, Secrets: ReadSecrets(s.cfg)})
+	if err != nil {
+		mlis.Close()
+		return err
+	}
 	mgr, err := ctrl.NewManager(s.opts.RESTConfig, ctrl.Options{
 		Scheme: scheme,
 		Logger: s.log,
-		// Only the relay secrets' namespace is read: the root and the
-		// certificates a CA update must not orphan.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{s.cfg.Namespace: {}}},
-		}},
+		// Its client reads Secrets from the named caches, and refuses
+		// other Secrets rather than list the namespace's.
+		NewClient: func(rc *rest.Config, o client.Options) (client.Client, error) {
+			o.Cache.Reader = named.Over(o.Cache.Reader)
+			return client.New(rc, o)
+		},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
@@ -112,6 +122,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 	if err := setupWithManager(mgr, s.cfg, s.opts.Now); err != nil {
+		mlis.Close()
+		return err
+	}
+	if err := mgr.Add(named); err != nil {
 		mlis.Close()
 		return err
 	}
@@ -135,7 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return mgr.Start(ctx) })
 	g.Go(func() error { return probeserver.Serve(ctx, mlis, probes) })
 	g.Go(func() error {
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
+		if !mgr.GetCache().WaitForCacheSync(ctx) || !named.WaitForCacheSync(ctx) {
 			return nil
 		}
 		s.ready.Store(true)
@@ -178,6 +192,20 @@ func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme)
 		return nil, nil, nil, fmt.Errorf("failed to set up the serving certificate: %w", err)
 	}
 	return []func(*tls.Config){minTLS, func(c *tls.Config) { c.GetCertificate = m.GetCertificate }}, m.Ready, m, nil
+}
+
+// ReadSecrets are the relay secrets relay-webhook reads to judge a write,
+// all in cfg.Namespace: the root (a chain must also verify to it), and the
+// signing, server and client secrets (an update of the root or the signing
+// CA must not leave their certificates without a chain). The manifests'
+// Role names these, and only these, with their default names.
+func ReadSecrets(cfg *config.Webhook) []types.NamespacedName {
+	return []types.NamespacedName{
+		cfg.RootTLSSecret.NamespacedName(cfg.Namespace),
+		cfg.SigningTLSSecret.NamespacedName(cfg.Namespace),
+		cfg.TLSSecret.NamespacedName(cfg.Namespace),
+		cfg.ClientTLSSecret.NamespacedName(cfg.Namespace),
+	}
 }
 
 func listen(given net.Listener, address string) (net.Listener, error) {

@@ -164,3 +164,28 @@ func (c *Cache) Sources(predicates ...predicate.TypedPredicate[*corev1.Secret]) 
 	}
 	return out
 }
+
+// Over returns a reader of Secrets from c and of every other type from
+// other. A manager's client made over it (ctrl.Options.NewClient) reads
+// the watched Secrets from their caches, refuses other Secrets, and reads
+// the rest from the manager's cache.
+func (c *Cache) Over(other client.Reader) client.Reader { return &over{named: c, other: other} }
+
+type over struct {
+	named *Cache
+	other client.Reader
+}
+
+func (o *over) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return o.named.Get(ctx, key, obj, opts...)
+	}
+	return o.other.Get(ctx, key, obj, opts...)
+}
+
+func (o *over) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*corev1.SecretList); ok {
+		return o.named.List(ctx, list, opts...)
+	}
+	return o.other.List(ctx, list, opts...)
+}

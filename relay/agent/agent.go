@@ -93,12 +93,15 @@ func (a *Agent) wire(opts Options) error {
 		k := cfg.IstioCASecret.NamespacedName(cfg.Namespace)
 		w.istioKey = &k
 	}
-	mgr, err := newManager(opts.RESTConfig, cfg, log, w.namespaces())
+	mgr, err := newManager(opts.RESTConfig, cfg, log)
 	if err != nil {
 		return err
 	}
 	a.mgr = mgr
-	store.reader, store.writer = mgr.GetClient(), mgr.GetClient()
+	if err := w.newCache(opts.RESTConfig, mgr); err != nil {
+		return err
+	}
+	store.reader, store.writer = w.cache, mgr.GetClient()
 
 	var leading atomic.Bool
 	leading.Store(!cfg.LeaderElection)
@@ -119,7 +122,7 @@ func (a *Agent) wire(opts Options) error {
 	}
 	if w.istioKey != nil {
 		w.istio = newIstioCA(istioCAOptions{
-			Secret: *w.istioKey, Cache: mgr.GetClient(), API: mgr.GetAPIReader(), Writer: mgr.GetClient(),
+			Secret: *w.istioKey, Cache: w.cache, API: mgr.GetAPIReader(), Writer: mgr.GetClient(),
 			Leading: leading.Load, Push: pushOut, StatusChanged: statusDirty.notify,
 			Expiry: a.metrics.istioExpiry, Failures: a.metrics.istioFailures, Clock: c, Log: log,
 		})

@@ -3,32 +3,31 @@ package agent
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
-// newManager makes the agent's controller manager: its cache holds the
-// given namespaces, and with leader election the Lease is
-// relay-agent-<cluster> in the agent's namespace.
-func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger, namespaces map[string]cache.Config) (manager.Manager, error) {
+// newManager makes the agent's controller manager, and with leader
+// election the Lease is relay-agent-<cluster> in the agent's namespace.
+// Its cache holds no Secret: a Secret read through its client goes to the
+// API server by name, and the watched secrets have their own caches
+// (secretWatch.cache), so that the agent's Role needs only their names.
+func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger) (manager.Manager, error) {
 	s, err := scheme.Scheme()
 	if err != nil {
 		return nil, err
@@ -36,7 +35,8 @@ func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger, namespaces 
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
 		Scheme:                        s,
 		Logger:                        log,
-		Cache:                         cache.Options{DefaultNamespaces: namespaces},
+		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}},
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                cfg.LeaderElection,
@@ -56,8 +56,10 @@ func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger, namespaces 
 type secretWatch struct {
 	store    *secretStore
 	istioKey *types.NamespacedName // nil when federated trust is off
-	watcher  *watcher
-	istio    *istioCA
+	// cache reads and watches the keys, and only them.
+	cache   *namedsecrets.Cache
+	watcher *watcher
+	istio   *istioCA
 	// changed wakes the rotator; statusChanged asks for a fresh status.
 	changed       signal
 	statusChanged func()
@@ -72,33 +74,29 @@ func (w *secretWatch) keys() []types.NamespacedName {
 	return keys
 }
 
-// namespaces are what the cache holds: the namespaces of the agent's
-// secrets, and only the Istio CA secret in its namespace (unless the
-// agent's own secrets live there too).
-func (w *secretWatch) namespaces() map[string]cache.Config {
-	namespaces := map[string]cache.Config{}
-	for _, k := range []types.NamespacedName{w.store.client, w.store.root, w.store.token} {
-		namespaces[k.Namespace] = cache.Config{}
+// newCache makes the cache of the watched secrets, one informer per name,
+// and adds it to mgr: the agent's Role names exactly these secrets.
+func (w *secretWatch) newCache(rc *rest.Config, mgr manager.Manager) error {
+	c, err := namedsecrets.New(rc, namedsecrets.Options{
+		Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper(), Secrets: w.keys(),
+	})
+	if err != nil {
+		return err
 	}
-	if k := w.istioKey; k != nil {
-		if _, ok := namespaces[k.Namespace]; !ok {
-			namespaces[k.Namespace] = cache.Config{FieldSelector: fields.OneTermEqualSelector("metadata.name", k.Name)}
-		}
+	if err := mgr.Add(c); err != nil {
+		return fmt.Errorf("failed to add the secret caches: %w", err)
 	}
-	return namespaces
+	w.cache = c
+	return nil
 }
 
 // setUp adds the controller that watches the secrets, on every replica.
 func (w *secretWatch) setUp(mgr manager.Manager) error {
-	keys := w.keys()
-	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return slices.Contains(keys, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
-	})
-	err := ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").
-		WithOptions(controllerOptions()).
-		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
-		Complete(reconcile.Func(w.reconcile))
-	if err != nil {
+	b := ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").WithOptions(controllerOptions())
+	for _, src := range w.cache.Sources() {
+		b = b.WatchesRawSource(src)
+	}
+	if err := b.Complete(reconcile.Func(w.reconcile)); err != nil {
 		return fmt.Errorf("failed to set up the secret watcher: %w", err)
 	}
 	return nil
@@ -121,7 +119,7 @@ func (w *secretWatch) reconcile(ctx context.Context, req reconcile.Request) (rec
 // streams open.
 func (w *secretWatch) startStreams(mgr manager.Manager, st *streams) func(context.Context) error {
 	return func(ctx context.Context) error {
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
+		if !mgr.GetCache().WaitForCacheSync(ctx) || !w.cache.WaitForCacheSync(ctx) {
 			return nil
 		}
 		_, _ = w.watcher.load(ctx)
