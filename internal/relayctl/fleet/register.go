@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
@@ -26,36 +29,55 @@ type RegisterOptions struct {
 	Server *config.Server
 	// Agent names the relay secrets on the workload cluster.
 	Agent *config.Agent
-	// Force replaces a workload secret whose value differs from the
-	// management cluster's.
+	// Force replaces a workload root CA secret whose ca.crt differs from
+	// the management cluster's.
 	Force bool
 	// DryRun checks everything and changes nothing.
 	DryRun bool
+	// TokenTTL is how long the cluster's new bootstrap token may be used;
+	// zero means bootstraptoken.DefaultTTL.
+	TokenTTL time.Duration
+	// Now is the time the token is issued at; zero means the wall clock.
+	Now time.Time
 }
 
 // Step is one thing Register did or would do.
 type Step struct {
 	Cluster string `json:"cluster"`
 	Object  string `json:"object"`
-	// Action is created, updated, unchanged, or "would create" and the like
-	// in a dry run.
+	// Action is created, updated, unchanged, or "would be created" and the
+	// like in a dry run.
 	Action string `json:"action"`
+	// TokenExpires is when the bootstrap token written by this step
+	// expires, on the steps that write it.
+	TokenExpires *time.Time `json:"tokenExpires,omitempty"`
 }
 
-// Register does the manual steps of reference 001 for one workload
-// cluster: it copies the root CA's ca.crt and the identity token from the
-// management cluster into the workload cluster, then creates the
-// KubernetesCluster on the management cluster. It checks everything before
-// changing anything: the name, that both secrets exist on the management
-// cluster, and that no workload secret holds a different value (unless
-// Force).
+// Register registers one workload cluster: it copies the root CA's ca.crt
+// from the management cluster into the workload cluster, issues the cluster
+// its own bootstrap token (random, single use, valid for TokenTTL), records
+// the token's hash and expiry on the cluster's KubernetesCluster (creating
+// it if absent), and writes the token into the workload cluster's token
+// secret, replacing any earlier one. It checks everything before changing
+// anything: the name, the lifetime, that the root exists on the management
+// cluster, and that the workload root holds no different ca.crt (unless
+// Force). Running it again issues a fresh token: the way back for an agent
+// whose certificate expired or was revoked.
 func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions) ([]Step, error) {
 	if err := pki.CheckDNSLabel(o.Name); err != nil {
 		return nil, fmt.Errorf("cluster name %q: %w", o.Name, err)
 	}
+	if o.TokenTTL == 0 {
+		o.TokenTTL = bootstraptoken.DefaultTTL
+	}
+	if err := bootstraptoken.CheckTTL(o.TokenTTL); err != nil {
+		return nil, fmt.Errorf("--token-ttl: %w", err)
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
 	srv, ag := o.Server, o.Agent
 	rootKey := srv.RootTLSSecret.NamespacedName(srv.Namespace)
-	tokenKey := srv.TokenSecret.NamespacedName(srv.Namespace)
 	root, err := getSecret(ctx, mgmt, rootKey, "management",
 		"relay-server creates it when it starts with its CA on; with disableCaCertGeneration, create it with the root's ca.crt")
 	if err != nil {
@@ -65,37 +87,21 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	if _, err := pki.DecodeCertificates(caCrt); err != nil {
 		return nil, fmt.Errorf("management secret %s: %s: %w", rootKey, relaysecret.KeyCACert, err)
 	}
-	tokenSecret, err := getSecret(ctx, mgmt, tokenKey, "management",
-		"relay-server creates it unless disableTokenGeneration; then create it with a random token")
+
+	// Check first: a differing root stops everything unless forced.
+	remoteRootKey := ag.RootTLSSecret.NamespacedName(ag.Namespace)
+	remoteTokenKey := ag.TokenSecret.NamespacedName(ag.Namespace)
+	rootWant := map[string][]byte{relaysecret.KeyCACert: caCrt}
+	curRoot, err := lookupSecret(ctx, remote, remoteRootKey, "workload cluster")
 	if err != nil {
 		return nil, err
 	}
-	token := tokenSecret.Data[srv.TokenSecret.Key]
-	if len(token) == 0 {
-		return nil, fmt.Errorf("management secret %s has no %q key: put the identity token there", tokenKey, srv.TokenSecret.Key)
+	if curRoot != nil && !o.Force && differingKey(curRoot.Data, rootWant) != "" {
+		return nil, fmt.Errorf("workload secret %s holds a different %s than the management cluster's: it was registered with another management cluster, or the root changed; rerun with --force to replace it", remoteRootKey, relaysecret.KeyCACert)
 	}
-
-	wants := []struct {
-		key  types.NamespacedName
-		data map[string][]byte
-	}{
-		{ag.RootTLSSecret.NamespacedName(ag.Namespace), map[string][]byte{relaysecret.KeyCACert: caCrt}},
-		{ag.TokenSecret.NamespacedName(ag.Namespace), map[string][]byte{ag.TokenSecret.Key: token}},
-	}
-	// Check first: a differing secret stops everything unless forced.
-	existing := make([]*corev1.Secret, len(wants))
-	for i, w := range wants {
-		cur, err := lookupSecret(ctx, remote, w.key, "workload cluster")
-		if err != nil {
-			return nil, err
-		}
-		existing[i] = cur
-		if cur == nil || o.Force {
-			continue
-		}
-		if k := differingKey(cur.Data, w.data); k != "" {
-			return nil, fmt.Errorf("workload secret %s holds a different %s than the management cluster's: it was registered with another management cluster, or the root or token changed; rerun with --force to replace it", w.key, k)
-		}
+	curToken, err := lookupSecret(ctx, remote, remoteTokenKey, "workload cluster")
+	if err != nil {
+		return nil, err
 	}
 	kc := &v1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: o.Name}}
 	kcExists := true
@@ -106,55 +112,100 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	}
 
 	var steps []Step
-	act := func(cluster, object, action string) {
+	act := func(cluster, object, action string, expires *time.Time) {
 		if o.DryRun && action != "unchanged" {
 			action = "would be " + action
 		}
-		steps = append(steps, Step{Cluster: cluster, Object: object, Action: action})
+		steps = append(steps, Step{Cluster: cluster, Object: object, Action: action, TokenExpires: expires})
 	}
 	if !o.DryRun {
 		if err := ensureNamespace(ctx, remote, ag.Namespace); err != nil {
 			return nil, err
 		}
 	}
-	for i, w := range wants {
-		object := "secret " + w.key.String()
-		cur := existing[i]
-		switch {
-		case cur == nil:
-			if !o.DryRun {
-				s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: w.key.Namespace, Name: w.key.Name}, Data: w.data}
-				if err := remote.Create(ctx, s); err != nil {
-					return steps, fmt.Errorf("workload cluster: failed to create %s: %w", object, err)
-				}
-			}
-			act("workload", object, "created")
-		case differingKey(cur.Data, w.data) == "":
-			act("workload", object, "unchanged")
-		default:
-			if !o.DryRun {
-				for k, v := range w.data {
-					cur.Data[k] = v
-				}
-				if err := remote.Update(ctx, cur); err != nil {
-					return steps, fmt.Errorf("workload cluster: failed to update %s: %w", object, err)
-				}
-			}
-			act("workload", object, "updated")
+	if err := writeSecret(ctx, remote, remoteRootKey, curRoot, rootWant, o.DryRun, act); err != nil {
+		return steps, err
+	}
+
+	token, err := bootstraptoken.New()
+	if err != nil {
+		return steps, err
+	}
+	rec := bootstraptoken.Issue(token, o.Now, o.TokenTTL)
+	// The record goes first: an agent that sees the token finds it.
+	object := "KubernetesCluster " + srv.Namespace + "/" + o.Name
+	action := "updated"
+	if !kcExists {
+		action = "created"
+	}
+	if !o.DryRun {
+		if err := recordToken(ctx, mgmt, kc, kcExists, rec); err != nil {
+			return steps, fmt.Errorf("management cluster: failed to record the bootstrap token on %s: %w", object, err)
 		}
 	}
-	object := "KubernetesCluster " + srv.Namespace + "/" + o.Name
-	if kcExists {
-		act("management", object, "unchanged")
-	} else {
-		if !o.DryRun {
-			if err := mgmt.Create(ctx, kc); err != nil {
-				return steps, fmt.Errorf("management cluster: failed to create %s: %w", object, err)
-			}
-		}
-		act("management", object, "created")
+	act("management", object, action, &rec.Expires)
+	tokenWant := map[string][]byte{ag.TokenSecret.Key: []byte(token)}
+	if err := writeSecret(ctx, remote, remoteTokenKey, curToken, tokenWant, o.DryRun, func(cluster, object, action string, _ *time.Time) {
+		act(cluster, object, action, &rec.Expires)
+	}); err != nil {
+		return steps, err
 	}
 	return steps, nil
+}
+
+// recordToken writes rec on kc, creating kc when it does not exist, and
+// retrying on conflicts with other writers of the KubernetesCluster.
+func recordToken(ctx context.Context, mgmt client.Client, kc *v1alpha1.KubernetesCluster, exists bool, rec bootstraptoken.Record) error {
+	if !exists {
+		kc.Annotations = map[string]string{}
+		rec.Write(kc.Annotations)
+		err := mgmt.Create(ctx, kc)
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := mgmt.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+			return err
+		}
+		if kc.Annotations == nil {
+			kc.Annotations = map[string]string{}
+		}
+		rec.Write(kc.Annotations)
+		return mgmt.Update(ctx, kc)
+	})
+}
+
+// writeSecret makes the workload secret key hold want: it creates it, or
+// updates cur when a key differs, and reports the step through act.
+func writeSecret(ctx context.Context, remote client.Client, key types.NamespacedName, cur *corev1.Secret, want map[string][]byte, dryRun bool, act func(cluster, object, action string, expires *time.Time)) error {
+	object := "secret " + key.String()
+	switch {
+	case cur == nil:
+		if !dryRun {
+			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Data: want}
+			if err := remote.Create(ctx, s); err != nil {
+				return fmt.Errorf("workload cluster: failed to create %s: %w", object, err)
+			}
+		}
+		act("workload", object, "created", nil)
+	case differingKey(cur.Data, want) == "":
+		act("workload", object, "unchanged", nil)
+	default:
+		if !dryRun {
+			if cur.Data == nil {
+				cur.Data = map[string][]byte{}
+			}
+			for k, v := range want {
+				cur.Data[k] = v
+			}
+			if err := remote.Update(ctx, cur); err != nil {
+				return fmt.Errorf("workload cluster: failed to update %s: %w", object, err)
+			}
+		}
+		act("workload", object, "updated", nil)
+	}
+	return nil
 }
 
 // getSecret reads a secret that must exist; fix says how to make it.

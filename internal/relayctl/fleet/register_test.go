@@ -1,0 +1,149 @@
+package fleet
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meshrelay/meshrelay/internal/testenv"
+	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+)
+
+func TestRegisterIssuesEachRunAFreshTokenKeptOnTheManagementClusterOnlyAsAHash(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
+	mgmt, remote := env.Cluster("mgmt").Client, env.Cluster("cluster-1").Client
+	ctx := t.Context()
+	srv, ag := config.DefaultServer(), config.DefaultAgent()
+	if err := mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: srv.Namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	root, err := pki.NewRootCA(pki.Options{CommonName: "root", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgmt.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: srv.RootTLSSecret.Name}, Data: map[string][]byte{"ca.crt": root.CertPEM()}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	opts := RegisterOptions{Name: "cluster-1", Server: &srv, Agent: &ag, Now: now}
+	workloadToken := func() string {
+		var s corev1.Secret
+		if err := remote.Get(ctx, types.NamespacedName{Namespace: ag.Namespace, Name: ag.TokenSecret.Name}, &s); err != nil {
+			t.Fatalf("workload token secret: %v", err)
+		}
+		return string(s.Data[ag.TokenSecret.Key])
+	}
+	record := func() (*bootstraptoken.Record, map[string]string) {
+		var kc v1alpha1.KubernetesCluster
+		if err := mgmt.Get(ctx, types.NamespacedName{Namespace: srv.Namespace, Name: "cluster-1"}, &kc); err != nil {
+			t.Fatalf("KubernetesCluster: %v", err)
+		}
+		rec, err := bootstraptoken.Read(kc.Annotations)
+		if err != nil || rec == nil {
+			t.Fatalf("token record %v, %v in %v", rec, err, kc.Annotations)
+		}
+		return rec, kc.Annotations
+	}
+
+	t.Run("a dry run changes nothing", func(t *testing.T) {
+		dry := opts
+		dry.DryRun = true
+		steps, err := Register(ctx, mgmt, remote, dry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range steps {
+			if !strings.HasPrefix(s.Action, "would be ") {
+				t.Errorf("dry-run step %+v", s)
+			}
+		}
+		var kc v1alpha1.KubernetesCluster
+		if err := mgmt.Get(ctx, types.NamespacedName{Namespace: srv.Namespace, Name: "cluster-1"}, &kc); err == nil {
+			t.Error("a dry run created the KubernetesCluster")
+		}
+	})
+
+	var first string
+	t.Run("the first run creates the KubernetesCluster with the token's hash and expiry, and the token on the workload cluster", func(t *testing.T) {
+		steps, err := Register(ctx, mgmt, remote, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = workloadToken()
+		rec, ann := record()
+		if !rec.Matches(first) || !rec.Expires.Equal(now.Add(time.Hour)) {
+			t.Errorf("record %+v does not match the workload token or expire one hour after issue", rec)
+		}
+		for k, v := range ann {
+			if strings.Contains(v, first) {
+				t.Errorf("annotation %s holds the token itself", k)
+			}
+		}
+		var tokenStep *Step
+		for i := range steps {
+			if strings.Contains(steps[i].Object, ag.TokenSecret.Name) {
+				tokenStep = &steps[i]
+			}
+		}
+		if tokenStep == nil || tokenStep.Action != "created" || tokenStep.TokenExpires == nil || !tokenStep.TokenExpires.Equal(now.Add(time.Hour)) {
+			t.Errorf("token step %+v, want created with its expiry", tokenStep)
+		}
+	})
+
+	t.Run("running it again replaces the token and its record", func(t *testing.T) {
+		again := opts
+		again.TokenTTL = 10 * time.Minute
+		if _, err := Register(ctx, mgmt, remote, again); err != nil {
+			t.Fatal(err)
+		}
+		second := workloadToken()
+		rec, _ := record()
+		if second == first || rec.Matches(first) || !rec.Matches(second) || !rec.Expires.Equal(now.Add(10*time.Minute)) {
+			t.Errorf("after a second run: token changed %v, record %+v", second != first, rec)
+		}
+	})
+
+	t.Run("a lifetime out of bounds is refused before anything changes", func(t *testing.T) {
+		before := workloadToken()
+		bad := opts
+		bad.TokenTTL = 8 * 24 * time.Hour
+		if _, err := Register(ctx, mgmt, remote, bad); err == nil || !strings.Contains(err.Error(), "--token-ttl") {
+			t.Errorf("Register with an 8-day token: %v, want an error naming --token-ttl", err)
+		}
+		if workloadToken() != before {
+			t.Error("the refused run replaced the token")
+		}
+	})
+
+	t.Run("a workload root from another management cluster is replaced only with --force", func(t *testing.T) {
+		other, _ := pki.NewRootCA(pki.Options{CommonName: "other", TTL: time.Hour})
+		var s corev1.Secret
+		key := types.NamespacedName{Namespace: ag.Namespace, Name: ag.RootTLSSecret.Name}
+		if err := remote.Get(ctx, key, &s); err != nil {
+			t.Fatal(err)
+		}
+		s.Data["ca.crt"] = other.CertPEM()
+		if err := remote.Update(ctx, &s); err != nil {
+			t.Fatal(err)
+		}
+		before := workloadToken()
+		if _, err := Register(ctx, mgmt, remote, opts); err == nil || !strings.Contains(err.Error(), "--force") {
+			t.Errorf("Register over a different root: %v, want a refusal naming --force", err)
+		}
+		if workloadToken() != before {
+			t.Error("the refused run replaced the token")
+		}
+		forced := opts
+		forced.Force = true
+		if _, err := Register(ctx, mgmt, remote, forced); err != nil {
+			t.Errorf("with --force: %v", err)
+		}
+	})
+}
