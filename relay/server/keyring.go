@@ -79,7 +79,9 @@ func (c *keyring) loaders() []secretLoader {
 		{c.cfg.TLSSecret.NamespacedName(ns), c.loadServer},
 		{c.cfg.TokenSecret.NamespacedName(ns), c.loadToken},
 	}
-	if !c.cfg.DisableCa {
+	// In insecure mode the issuer is an in-memory CA (useInsecureCA): the
+	// signing secret is never read.
+	if !c.cfg.DisableCa && !c.cfg.Insecure {
 		loaders = append(loaders, secretLoader{c.cfg.SigningTLSSecret.NamespacedName(ns), c.loadSigning})
 	}
 	return loaders

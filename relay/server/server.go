@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -19,20 +18,18 @@ import (
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -60,8 +57,10 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *metrics
 	keys     *keyring
-	svc      *service
-	ready    atomic.Bool
+	// secrets reads and watches the relay secrets the keyring loads.
+	secrets *namedsecrets.Cache
+	svc     *service
+	ready   atomic.Bool
 }
 
 // New validates opts and builds a server; Run starts it.
@@ -110,6 +109,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.cfg.Insecure {
 		s.log.Info("WARNING: insecure mode: relay gRPC is plaintext with no certificates and no authentication; use it only for tests")
+		if err := s.useInsecureCA(); err != nil {
+			return err
+		}
 	} else {
 		direct, err := client.New(s.opts.RESTConfig, client.Options{Scheme: scheme})
 		if err != nil {
@@ -121,9 +123,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	mgr, err := ctrl.NewManager(s.opts.RESTConfig, ctrl.Options{
-		Scheme:                 scheme,
-		Logger:                 s.log,
-		Cache:                  cache.Options{DefaultNamespaces: s.namespaces()},
+		Scheme: scheme,
+		Logger: s.log,
+		// KubernetesClusters and RootTrustPolicies are cached; Secrets
+		// never are by the manager: the relay secrets have their own
+		// caches by name (watchSecrets), and others are read by name.
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{s.cfg.Namespace: {}}},
+		Client:                 client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
@@ -151,10 +157,10 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Start(ctx) })
 	g.Go(func() error {
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
+		if !mgr.GetCache().WaitForCacheSync(ctx) || !s.secrets.WaitForCacheSync(ctx) {
 			return ctx.Err()
 		}
-		_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Clock.Now(), s.log)
+		_ = s.keys.load(ctx, s.secrets, s.opts.Clock.Now(), s.log)
 		s.ready.Store(true)
 		s.log.Info("serving relay", "address", lis.Addr().String(), "metrics", mlis.Addr().String())
 		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -194,31 +200,11 @@ func (s *Server) listen(given net.Listener, addr string) (net.Listener, error) {
 	return lis, nil
 }
 
-// namespaces are those the cache watches: the server's and any a secret
-// reference names.
-func (s *Server) namespaces() map[string]cache.Config {
-	out := map[string]cache.Config{s.cfg.Namespace: {}}
-	for _, k := range s.keys.secretKeys() {
-		out[k.Namespace] = cache.Config{}
-	}
-	return out
-}
-
 func (s *Server) setupControllers(mgr ctrl.Manager) error {
-	secrets := s.keys.secretKeys()
-	relaySecret := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return slices.Contains(secrets, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
-	})
-	err := ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").
-		For(&corev1.Secret{}, builder.WithPredicates(relaySecret)).
-		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-			_ = s.keys.load(ctx, mgr.GetClient(), s.opts.Clock.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
-			return reconcile.Result{}, nil
-		}))
-	if err != nil {
-		return fmt.Errorf("failed to set up the relay secret watcher: %w", err)
+	if err := s.watchSecrets(mgr); err != nil {
+		return err
 	}
-	err = ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
+	err := ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
 		For(&meshv1alpha1.KubernetesCluster{}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			var kc meshv1alpha1.KubernetesCluster
@@ -241,6 +227,10 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 // trust state, pending results and policy queue of the relay streams'
 // trust, and trust's renewal tick.
 func (s *Server) setupTrust(mgr ctrl.Manager) error {
+	if s.cfg.Insecure {
+		// A policy's root is a real CA: insecure mode signs with none.
+		return nil
+	}
 	t := s.svc.trust
 	r := newTrustReconciler(trustReconcilerOptions{
 		Client: mgr.GetClient(), API: mgr.GetAPIReader(), Namespace: s.cfg.Namespace,

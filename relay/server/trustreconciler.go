@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -51,33 +49,22 @@ func newTrustReconciler(o trustReconcilerOptions) *trustReconciler {
 	return &trustReconciler{trustReconcilerOptions: o, status: &trustStatusWriter{client: o.Client, api: o.API, namespace: o.Namespace}}
 }
 
-// setup registers the reconciler with mgr: its policies, their root
-// secrets and the policy queue enqueue it.
+// rootRecheck is how often a loaded policy's root secret is read again:
+// root secrets are read by name, not watched, since their names are the
+// policies' and relay-server's Role cannot name them in advance.
+const rootRecheck = time.Minute
+
+// setup registers the reconciler with mgr: its policies and the policy
+// queue enqueue it, and each loaded policy comes back every rootRecheck.
 func (r *trustReconciler) setup(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("root-trust-policies").
 		For(&meshv1alpha1.RootTrustPolicy{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfRoot)).
 		WatchesRawSource(r.Queue.source()).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("failed to set up the RootTrustPolicy controller: %w", err)
 	}
 	return nil
-}
-
-// policiesOfRoot returns the policies whose root is the secret o.
-func (r *trustReconciler) policiesOfRoot(ctx context.Context, o client.Object) []reconcile.Request {
-	var list meshv1alpha1.RootTrustPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace)); err != nil {
-		return nil
-	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		if rootSecretName(&list.Items[i]) == client.ObjectKeyFromObject(o) {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-		}
-	}
-	return out
 }
 
 // Reconcile loads req's policy and writes its status: first the cluster
@@ -165,7 +152,7 @@ func (r *trustReconciler) load(ctx context.Context, log logr.Logger, p *meshv1al
 		log.Info("RootTrustPolicy root loaded", "secret", rootSecretName(p).String(), "sha256", tp.rootSHA256, "notAfter", root.NotAfter)
 	}
 	rs := rootStatus(rootSecretName(p), root)
-	return policyLoad{ready: true, setStatus: func(st *meshv1alpha1.RootTrustPolicyStatus) {
+	return policyLoad{ready: true, result: reconcile.Result{RequeueAfter: rootRecheck}, setStatus: func(st *meshv1alpha1.RootTrustPolicyStatus) {
 		st.ObservedGeneration = p.Generation
 		if st.Root != nil && st.Root.SHA256 != rs.SHA256 {
 			for i := range st.Clusters {

@@ -47,6 +47,9 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 		}
 		var s corev1.Secret
 		if err := c.Get(ctx, key, &s); err != nil {
+			if apierrors.IsForbidden(err) {
+				return nil, rootForbidden(key, err)
+			}
 			if apierrors.IsNotFound(err) {
 				return nil, fmt.Errorf("root secret %s not found: create it with root-cert.pem and key.pem (or tls.crt and tls.key), or use mgmtServerCa.generated", key)
 			}
@@ -69,10 +72,25 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 			Data:       map[string][]byte{relaysecret.KeyTrustRootCert: root.CAPEM(), relaysecret.KeyTrustRootKey: keyPEM},
 		}, nil
 	})
+	if apierrors.IsForbidden(err) {
+		return nil, rootForbidden(key, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("root secret: %w", err)
 	}
 	return decodeTrustRoot(s, now)
+}
+
+// TrustRootRole is the Role through which relay-server reads the root
+// secrets of RootTrustPolicies: the manifests bind it to relay-server, and
+// its resourceNames list each policy's root, since RBAC cannot name a
+// secret before its policy exists.
+const TrustRootRole = "relay-server-root-trust"
+
+// rootForbidden says how to let relay-server read the root secret key.
+func rootForbidden(key types.NamespacedName, err error) error {
+	return fmt.Errorf("relay-server may not read root secret %s (%w): add %q to the resourceNames of Role %s in %s, or create it with kubectl -n %s create role %s --verb=get --resource=secrets --resource-name=%s",
+		key, err, key.Name, TrustRootRole, key.Namespace, key.Namespace, TrustRootRole, key.Name)
 }
 
 // decodeTrustRoot reads a root of trust from s through the catalogue:
