@@ -66,6 +66,7 @@ func serviceWith(t testing.TB, cfg *config.Server, reader client.Client) *servic
 	return &service{
 		cfg: cfg, keys: keys, reader: reader, api: reader, writer: reader, metrics: m, now: time.Now, log: logr.Discard(),
 		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
+		bounds: newAgentBounds(prometheus.NewRegistry(), cfg, time.Now, logr.Discard()),
 	}
 }
 

@@ -22,8 +22,9 @@ import (
 )
 
 // keyring is the server's live certificate material: its serving
-// certificate, the roots that verify clients, the issuer that signs CSRs
-// and the identity token. load replaces each piece when its secret changes; a secret that
+// certificate, the relay roots that verify clients, the CAs whose client
+// certificates it admits, the issuer that signs CSRs and the identity
+// token. load replaces each piece when its secret changes; a secret that
 // fails to decode is logged and the previous piece kept, so a bad edit
 // never takes the server down. New handshakes and signatures use whatever
 // is current; established connections are not touched.
@@ -31,11 +32,19 @@ type keyring struct {
 	cfg     *config.Server
 	metrics *metrics
 
-	server  atomic.Pointer[tls.Certificate]
-	roots   atomic.Pointer[x509.CertPool]
+	server atomic.Pointer[tls.Certificate]
+	// roots are the relay roots, relay-root-tls-secret's ca.crt and
+	// nothing else: the only anchors client chains verify to.
+	roots atomic.Pointer[x509.CertPool]
+	// rootPEM is the trust bundle pushed to agents: the same relay roots,
+	// and only while they verify the serving certificate, so that an agent
+	// that takes the bundle still verifies the server; nil otherwise.
 	rootPEM atomic.Pointer[[]byte]
-	issuer  atomic.Pointer[pki.Issuer]
-	token   atomic.Pointer[[]byte]
+	// clientIssuers are the CAs a client certificate's direct issuer must
+	// be one of (issuerpin.go).
+	clientIssuers atomic.Pointer[clientIssuers]
+	issuer        atomic.Pointer[pki.Issuer]
+	token         atomic.Pointer[[]byte]
 	// serving is the TLS configuration built from the current server and
 	// roots, shared by every handshake until either changes: a
 	// connection keeps its configuration for its whole life.
@@ -43,11 +52,19 @@ type keyring struct {
 	// admitHandshake, when set, decides whether a verified client
 	// certificate may still act for its cluster (revocation, binding).
 	admitHandshake func(cluster string, cert *x509.Certificate) error
+	// log, when set, records refused client certificates.
+	log logr.Logger
 
 	// mu serialises load; seen remembers what each secret's last decoded
 	// version gave, so that a change to one secret decodes only that one.
 	mu   sync.Mutex
 	seen map[types.NamespacedName]loadedSecret
+	// rootCerts are the relay roots last loaded; signingCA and
+	// previousSigningCA the current signing CA and the one it replaced;
+	// namedCAs the certificates of clientIssuerSecret's ca.crt.
+	rootCerts                    []*x509.Certificate
+	signingCA, previousSigningCA *x509.Certificate
+	namedCAs                     []*x509.Certificate
 }
 
 // loadedSecret is what one version of a secret gave: the roots it
@@ -71,7 +88,8 @@ func newKeyring(cfg *config.Server, m *metrics) *keyring {
 }
 
 // loaders are the secrets the keyring reads, each with its loader; the
-// signing secret only while the CA is enabled.
+// signing secret only while the CA is enabled, clientIssuerSecret when
+// set.
 func (c *keyring) loaders() []secretLoader {
 	ns := c.cfg.Namespace
 	loaders := []secretLoader{
@@ -84,7 +102,15 @@ func (c *keyring) loaders() []secretLoader {
 	if !c.cfg.DisableCa && !c.cfg.Insecure {
 		loaders = append(loaders, secretLoader{c.cfg.SigningTLSSecret.NamespacedName(ns), c.loadSigning})
 	}
+	if c.cfg.ClientIssuerSecret != "" {
+		loaders = append(loaders, secretLoader{c.clientIssuerKey(), c.loadClientIssuers})
+	}
 	return loaders
+}
+
+// clientIssuerKey names the clientIssuerSecret, in the server's namespace.
+func (c *keyring) clientIssuerKey() types.NamespacedName {
+	return types.NamespacedName{Namespace: c.cfg.Namespace, Name: c.cfg.ClientIssuerSecret}
 }
 
 // secretKeys are the secrets load reads.
@@ -97,8 +123,9 @@ func (c *keyring) secretKeys() []types.NamespacedName {
 }
 
 // load reads every secret, decodes those whose version changed since the
-// last load, and rebuilds the client roots. It returns what is missing or
-// broken, for readiness and the log.
+// last load, and rebuilds the client roots (the relay roots alone), the
+// trust bundle and the admitted client issuers. It returns what is missing
+// or broken, for readiness and the log.
 func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log logr.Logger) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -108,6 +135,10 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 		var s corev1.Secret
 		if err := r.Get(ctx, p.key, &s); err != nil {
 			delete(c.seen, p.key)
+			if p.key == c.clientIssuerKey() {
+				// An allow list that is gone admits nothing.
+				c.namedCAs = nil
+			}
 			if apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("secret %s is missing", p.key))
 			} else {
@@ -127,13 +158,21 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 		}
 	}
 	if len(roots) > 0 {
+		c.rootCerts = dedupe(roots)
 		pool := x509.NewCertPool()
-		for _, r := range roots {
+		for _, r := range c.rootCerts {
 			pool.AddCert(r)
 		}
 		c.roots.Store(pool)
-		pemRoots := pki.EncodeCertificates(dedupe(roots)...)
-		c.rootPEM.Store(&pemRoots)
+	}
+	if err := c.storeBundle(now); err != nil {
+		errs = append(errs, err)
+	}
+	ci, problems := c.buildClientIssuers(c.rootCerts, now)
+	c.clientIssuers.Store(ci)
+	errs = append(errs, problems...)
+	if ci.none != nil && !c.cfg.Insecure {
+		log.Error(ci.none, "no client certificate can be admitted")
 	}
 	if len(errs) > 0 {
 		log.Info("relay credentials incomplete; keeping what loaded before", "problems", errors.Join(errs...).Error())
@@ -151,8 +190,35 @@ func (c *keyring) loadRoot(s *corev1.Secret, now time.Time) ([]*x509.Certificate
 	return m.Roots, nil
 }
 
-// loadSigning makes the signing secret the issuer of the next CSRs and
-// returns its root.
+// storeBundle makes the relay roots the trust bundle pushed to agents when
+// they verify the serving certificate; otherwise there is no bundle, so
+// that agents keep the roots they have, and the error says why.
+func (c *keyring) storeBundle(now time.Time) error {
+	cert := c.server.Load()
+	if cert == nil || len(c.rootCerts) == 0 {
+		c.rootPEM.Store(nil)
+		return nil
+	}
+	var inter []*x509.Certificate
+	for _, der := range cert.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter = append(inter, ic)
+		}
+	}
+	if _, err := pki.VerifyChain(cert.Leaf, inter, c.rootCerts, pki.RoleServer, now); err != nil {
+		c.rootPEM.Store(nil)
+		return fmt.Errorf("the server certificate of secret %s does not chain to the relay root of secret %s, so agents are not sent a trust bundle: %w; issue the server certificate under that root",
+			c.cfg.TLSSecret.NamespacedName(c.cfg.Namespace), c.cfg.RootTLSSecret.NamespacedName(c.cfg.Namespace), err)
+	}
+	bundle := pki.EncodeCertificates(c.rootCerts...)
+	c.rootPEM.Store(&bundle)
+	return nil
+}
+
+// loadSigning makes the signing secret the issuer of the next CSRs and the
+// CA client certificates are admitted from, keeping the CA it replaces as
+// the previous one (agents holding its certificates can still renew). It
+// adds no root: client chains verify to the relay root alone.
 func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
 	m, r := relaysecret.Validate(relaysecret.Signing, s.Data, "", relaysecret.Context{Now: now})
 	if m == nil {
@@ -164,8 +230,33 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	c.issuer.Store(iss)
+	if c.signingCA != nil && !pki.SameCA(c.signingCA, ca.Cert) {
+		c.previousSigningCA = c.signingCA
+	}
+	c.signingCA = ca.Cert
 	c.metrics.setExpiry(certIntermediate, ca.Cert)
-	return []*x509.Certificate{ca.Root()}, nil
+	return nil, nil
+}
+
+// loadClientIssuers takes the CA certificates of clientIssuerSecret's
+// ca.crt; load admits those that chain to the relay root. The secret holds
+// certificates only: relay-server never needs the key of a CA it does not
+// sign with.
+func (c *keyring) loadClientIssuers(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
+	c.namedCAs = nil
+	certs, err := pki.DecodeCertificates(s.Data[relaysecret.KeyCACert])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s/%s (clientIssuerSecret): ca.crt: %w; put the PEM certificate of each CA that issues client certificates in ca.crt", s.Namespace, s.Name, err)
+	}
+	var errs []error
+	for _, ca := range certs {
+		if !ca.BasicConstraintsValid || !ca.IsCA {
+			errs = append(errs, fmt.Errorf("secret %s/%s (clientIssuerSecret): ca.crt: %q is not a CA certificate: list the CAs that issue client certificates, not the certificates themselves", s.Namespace, s.Name, ca.Subject.CommonName))
+			continue
+		}
+		c.namedCAs = append(c.namedCAs, ca)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // loadToken takes the identity token.
@@ -180,20 +271,20 @@ func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate,
 
 // loadServer makes the server secret the serving certificate of new
 // handshakes, once it passes the checks the webhook makes (the chain to its
-// ca.crt, the authority, validity), and returns its ca.crt, which also
-// verifies clients; a secret whose pair is unusable still contributes the
-// ca.crt that decodes.
+// ca.crt, the authority, validity). Its ca.crt verifies nothing else:
+// client certificates verify to the relay root alone, so a CA that only
+// the server secret names (a corporate root, say) admits no client.
 func (c *keyring) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
 	m, errs := relaysecret.Decode(relaysecret.Server, s.Data, "")
 	if len(errs) == 0 {
 		errs = relaysecret.Check(m, relaysecret.Context{Authority: c.cfg.Authority, Now: now}).Errs
 	}
 	if len(errs) > 0 {
-		return m.Roots, fmt.Errorf("server secret %s/%s: %s", s.Namespace, s.Name, relaysecret.Message(errs))
+		return nil, fmt.Errorf("server secret %s/%s: %s", s.Namespace, s.Name, relaysecret.Message(errs))
 	}
 	c.server.Store(m.TLSCertificate())
 	c.metrics.setExpiry(certServer, m.Cert)
-	return m.Roots, nil
+	return nil, nil
 }
 
 func dedupe(certs []*x509.Certificate) []*x509.Certificate {

@@ -81,12 +81,14 @@ func New(opts Options) (*Server, error) {
 	conns := newConnections()
 	reg.MustRegister(conns)
 	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, keys: newKeyring(&cfg, m)}
+	s.keys.log = s.log.WithName("client-issuers")
 	s.svc = &service{
 		cfg:     s.cfg,
 		keys:    s.keys,
-		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now),
+		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now).perCluster(cfg.ClusterRenewRate, cfg.ClusterRenewBurst),
 		conns:   conns,
 		trust: newTrust(trustOptions{
+		bounds:  newAgentBounds(reg, &cfg, opts.Clock.Now, s.log.WithName("bounds")),
 			State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
 			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
 		}),
@@ -282,6 +284,8 @@ func (s *Server) readiness() error {
 		return errors.New("caches are syncing")
 	case !s.cfg.Insecure && s.keys.server.Load() == nil:
 		return fmt.Errorf("no valid server certificate in secret %s", s.cfg.TLSSecret.NamespacedName(s.cfg.Namespace))
+	case !s.cfg.Insecure:
+		return s.keys.admitsClients()
 	}
 	return nil
 }

@@ -55,6 +55,9 @@ type service struct {
 	limiter *signingLimiter
 	conns   *connections
 	trust   *trust
+	// bounds limit what one cluster's agent costs: push rate, open
+	// streams, the names it may send.
+	bounds  *agentBounds
 	metrics *metrics
 	now     func() time.Time
 	log     logr.Logger
@@ -91,7 +94,7 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 	}
 	cluster := who.cluster
 	log := s.log.WithValues("call", call, "cluster", cluster, "peer", peerHost(ctx))
-	release, err := s.limiter.acquire(peerHost(ctx))
+	release, err := s.limiter.acquireRenew(cluster)
 	if err != nil {
 		return nil, s.refuse(log, call, reasonOverload, err)
 	}

@@ -40,7 +40,16 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 	if kind == pushStream {
 		closeConn = connCloser(streamCtx)
 	}
+	// The count is checked before and after opening: the first refuses
+	// without a trace, the second any stream that raced past the first.
+	if err := s.bounds.checkStreams(s.conns.openStreams(cluster), cluster); err != nil {
+		return nil, err
+	}
 	st := s.conns.open(cluster, kind, closeConn, who.cert)
+	if err := s.bounds.checkStreams(s.conns.openStreams(cluster)-1, cluster); err != nil {
+		s.conns.close(cluster, st)
+		return nil, err
+	}
 	if s.cfg.Insecure {
 		s.log.Info("WARNING: insecure relay connection, no TLS and no authentication", "cluster", cluster, "stream", kind.String())
 	}
@@ -81,36 +90,46 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 	}
 }
 
+		if err := s.bounds.allowPush(o.cluster); err != nil {
+			return err
+		}
 // handlePush handles one message of cluster's push stream. It runs on the
 // stream's receive loop and makes no API call: a CSR is answered on the
 // pull streams, and what a RootTrustPolicy's status must show is left to
 // the trust reconciler.
 func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 	if req := msg.GetIntermediateCsr(); req != nil {
-		if len(req.GetPolicy()) > maxShortField {
-			s.log.Info("ignored an intermediate CSR with an oversized policy name", "cluster", cluster)
-			return
+		switch {
+		case len(req.GetPolicy()) > maxShortField:
+			s.bounds.ignore(cluster, ignoredOversized, "field", "intermediateCsr.policy")
+		case !s.trust.State.applies(cluster, req.GetPolicy()):
+			s.bounds.ignore(cluster, ignoredUnknownPolicy, "field", "intermediateCsr.policy", "policy", req.GetPolicy())
+		default:
+			s.trust.answer(cluster, req)
 		}
-		s.trust.answer(cluster, req)
 		return
 	}
-	if st := msg.GetStatus(); st != nil {
-		if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
-			s.log.Info("ignored oversized agent status", "cluster", cluster)
+	st := msg.GetStatus()
+	if st == nil {
+		return
+	}
+	if len(st.GetAgentVersion()) > maxVersionBytes || len(st.GetReplica()) > maxShortField {
+		s.bounds.ignore(cluster, ignoredOversized, "field", "status")
+		return
+	}
+	if na := st.GetClientCertificateNotAfter(); na > 0 {
+		s.conns.setClientExpiry(cluster, na)
+	}
+	if ca := st.GetIstioCa(); ca != nil {
+		if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
+			s.bounds.ignore(cluster, ignoredOversized, "field", "status.istioCa")
 			return
 		}
-		if na := st.GetClientCertificateNotAfter(); na > 0 {
-			s.conns.setClientExpiry(cluster, na)
+		if p := ca.GetPolicy(); p != "" && !s.trust.State.applies(cluster, p) {
+			s.bounds.ignore(cluster, ignoredUnknownPolicy, "field", "status.istioCa.policy", "policy", p)
+			ca = &relayv1.IstioCAStatus{NotBefore: ca.GetNotBefore(), NotAfter: ca.GetNotAfter(), RootSha256: ca.GetRootSha256(), Error: ca.GetError()}
 		}
-		if ca := st.GetIstioCa(); ca != nil {
-			if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
-				s.log.Info("ignored an oversized Istio CA report", "cluster", cluster)
-				return
-			}
-			s.trust.report(cluster, ca)
-		}
-		s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
-			"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
+		s.trust.report(cluster, ca)
 	}
 }
 
@@ -120,6 +139,8 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	if len(req.GetReplica()) > maxShortField {
 		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
 	}
+	s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
+		"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
 	o, err := s.openStream(stream.Context(), pullStream)
 	if err != nil {
 		return err

@@ -42,7 +42,8 @@ func newTrust(o trustOptions) *trust { return &trust{trustOptions: o} }
 
 // report records what cluster's agent found in cacerts and checks it. A
 // failure the agent did not report before is counted, logged and left for
-// the policy's status.
+// the policy's status. rep's policy must be empty or one that applies to
+// cluster (trustState.applies): it becomes a label and a map key.
 func (t *trust) report(cluster string, rep *relayv1.IstioCAStatus) {
 	if na := rep.GetNotAfter(); na > 0 && rep.GetPolicy() != "" {
 		t.Conns.setIstioExpiry(cluster, rep.GetPolicy(), na)
@@ -87,14 +88,15 @@ func (t *trust) check(cluster string) {
 // answer signs an agent's intermediate CSR under the policy that serves its
 // cluster and sends the result back on the cluster's pull streams (the
 // replica holding the key takes it). The result, issued or refused, is
-// left for the policy's status.
+// left for the policy's status. req's policy must be one that applies to
+// cluster (trustState.applies): it becomes a label.
 func (t *trust) answer(cluster string, req *relayv1.IntermediateCSR) {
 	now := t.Clock.Now()
 	log := t.Log.WithValues("cluster", cluster, "policy", req.GetPolicy())
 	p := t.State.serving(cluster)
 	if p == nil || p.name != req.GetPolicy() {
 		t.Metrics.trustFailures.WithLabelValues(req.GetPolicy(), failNoPolicy).Inc()
-		log.Info("refused an intermediate CSR: no RootTrustPolicy serves this cluster under that name")
+		log.Info("refused an intermediate CSR: that RootTrustPolicy does not serve this cluster (an older one does, or it was just removed)")
 		return
 	}
 	issued, in, err := signIntermediate(p, cluster, req.GetCsr(), now)

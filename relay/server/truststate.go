@@ -77,6 +77,16 @@ func (s *trustState) serving(cluster string) *trustPolicy {
 	return p
 }
 
+// applies reports whether the loaded policy name applies to cluster. An
+// agent's policy names are checked with it before they are kept or become
+// labels: what an agent may name is bounded by the policies that exist.
+func (s *trustState) applies(cluster, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.policies[name]
+	return p != nil && p.appliesTo(cluster)
+}
+
 // policyFor returns the policy that serves cluster: the oldest of those that
 // apply to it (by creation, then name), with the names of the others.
 // s.mu must be held.

@@ -63,7 +63,7 @@ func TestSigningLimiterRefusesAtOnceWhenOverloaded(t *testing.T) {
 	}
 	now = now.Add(peerIdle + time.Minute)
 	l.acquire("10.0.0.3")
-	if _, ok := l.peers["10.0.0.1"]; ok {
+	if _, ok := l.peers.byKey["10.0.0.1"]; ok {
 		t.Error("an idle peer's bucket was kept")
 	}
 }

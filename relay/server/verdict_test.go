@@ -58,6 +58,13 @@ func TestAWeakClientKeyFailsTheHandshakeCheck(t *testing.T) {
 	f := relaysecrettest.New(t)
 	cfg := config.DefaultServer()
 	keys := newKeyring(&cfg, newMetrics(prometheus.NewRegistry()))
+	// The table's client certificates come from its signing CA, which the
+	// server admits client certificates from once it is loaded.
+	if _, err := keys.loadSigning(&corev1.Secret{Data: f.TLSData(t, f.Signing)}, f.Now); err != nil {
+		t.Fatal(err)
+	}
+	ci, _ := keys.buildClientIssuers([]*x509.Certificate{f.Root.Cert}, f.Now)
+	keys.clientIssuers.Store(ci)
 	want := map[string]bool{
 		"a client certificate for this cluster is usable":      true,
 		"a client certificate with an RSA-1024 key is refused": false,

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
+)
+
+// Reasons in relay_push_messages_ignored_total.
+const (
+	// ignoredUnknownPolicy: the message names a RootTrustPolicy that is not
+	// loaded here or does not apply to the sender's cluster.
+	ignoredUnknownPolicy = "unknown_policy"
+	// ignoredOversized: a field is longer than relay.proto allows.
+	ignoredOversized = "oversized"
+)
+
+// Limits in relay_stream_limits_exceeded_total.
+const (
+	limitPushRate   = "push_rate"
+	limitMaxStreams = "max_streams"
+)
+
+// boundsLogEvery and boundsLogBurst bound the log lines about ignored
+// push messages and exceeded limits, over all clusters.
+const (
+	boundsLogEvery = 10 * time.Second
+	boundsLogBurst = 5
+)
+
+// agentBounds bound what an authenticated agent can make this replica
+// keep or do: push messages per second per cluster over all its streams,
+// open streams per cluster, and what it sends that could become a map key
+// or a label. An agent's strings become neither unless they name something
+// the server already has; what is ignored is counted by reason only and
+// logged at a bounded rate.
+type agentBounds struct {
+	push       *buckets
+	maxStreams int
+	now        func() time.Time
+
+	ignored  *prometheus.CounterVec
+	exceeded *prometheus.CounterVec
+
+	logs       *rate.Limiter
+	suppressed atomic.Int64
+	log        logr.Logger
+}
+
+func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() time.Time, log logr.Logger) *agentBounds {
+	b := &agentBounds{
+		push:       newBuckets(cfg.ClusterPushRate, cfg.ClusterPushBurst),
+		maxStreams: cfg.MaxStreamsPerCluster,
+		now:        now,
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_push_messages_ignored_total",
+			Help: "Push messages, or their policy names, that the server ignored, by reason (unknown_policy, oversized).",
+		}, []string{"reason"}),
+		exceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_stream_limits_exceeded_total",
+			Help: "Streams refused or ended because a cluster exceeded a limit, by limit (push_rate: clusterPushRate; max_streams: maxStreamsPerCluster).",
+		}, []string{"limit"}),
+		logs: rate.NewLimiter(rate.Every(boundsLogEvery), boundsLogBurst),
+		log:  log,
+	}
+	// Every series exists from the start: what agents send never adds one.
+	for _, r := range []string{ignoredUnknownPolicy, ignoredOversized} {
+		b.ignored.WithLabelValues(r)
+	}
+	for _, l := range []string{limitPushRate, limitMaxStreams} {
+		b.exceeded.WithLabelValues(l)
+	}
+	reg.MustRegister(b.ignored, b.exceeded)
+	return b
+}
+
+// allowPush takes one push message from cluster's bucket. When the bucket
+// is empty it returns the ResourceExhausted status that ends the stream:
+// the agent reconnects with backoff, and its bucket, kept across streams,
+// refills meanwhile.
+func (b *agentBounds) allowPush(cluster string) error {
+	if b.push.allow(cluster, b.now()) {
+		return nil
+	}
+	b.exceeded.WithLabelValues(limitPushRate).Inc()
+	b.logLimited("ended a push stream: the cluster exceeded its push rate", "cluster", cluster, "limit", "clusterPushRate")
+	return status.Errorf(codes.ResourceExhausted,
+		"cluster %s sent push messages faster than %g per second with a burst of %d (clusterPushRate, clusterPushBurst): the server ended the stream; reconnect with backoff",
+		cluster, float64(b.push.rate), b.push.burst)
+}
+
+// checkStreams refuses another stream for cluster when open streams of it
+// already reach maxStreams on this replica.
+func (b *agentBounds) checkStreams(open int, cluster string) error {
+	if open < b.maxStreams {
+		return nil
+	}
+	b.exceeded.WithLabelValues(limitMaxStreams).Inc()
+	b.logLimited("refused a stream: the cluster has the most streams it may open", "cluster", cluster, "open", open, "limit", "maxStreamsPerCluster")
+	return status.Errorf(codes.ResourceExhausted,
+		"cluster %s has %d streams open on this server replica, the most it may (maxStreamsPerCluster %d): close unused connections to the relay server",
+		cluster, open, b.maxStreams)
+}
+
+// ignoredWhy are the log lines of the reasons.
+var ignoredWhy = map[string]string{
+	ignoredUnknownPolicy: "ignored a policy name an agent sent: no RootTrustPolicy of that name applies to its cluster",
+	ignoredOversized:     "ignored a push message with a field longer than relay.proto allows",
+}
+
+// ignore counts a push message (or its policy name) that cluster sent and
+// the server ignored for reason, and logs it unless the log's rate is
+// spent; the next line says how many went unlogged.
+func (b *agentBounds) ignore(cluster, reason string, keysAndValues ...any) {
+	b.ignored.WithLabelValues(reason).Inc()
+	b.logLimited(ignoredWhy[reason], append([]any{"cluster", cluster, "reason", reason}, keysAndValues...)...)
+}
+
+// logLimited logs msg unless the rate of these lines is spent; the next
+// line logged says how many went unlogged. What agents make the server log
+// is bounded this way.
+func (b *agentBounds) logLimited(msg string, keysAndValues ...any) {
+	if !b.logs.AllowN(b.now(), 1) {
+		b.suppressed.Add(1)
+		return
+	}
+	b.log.Info(msg, append(keysAndValues, "unloggedSinceLast", b.suppressed.Swap(0))...)
+}
