@@ -30,11 +30,13 @@ whether it is registered and how many push and pull streams its agent holds on r
 then every problem found, each with its fix in one line:
 
   - relay-root-tls-secret, relay-server-tls-secret (SANs cover --authority, key matches,
-    chain verifies), relay-tls-signing-secret (chains to the root) and the identity token
-    on the management cluster;
+    chain verifies), relay-tls-signing-secret (chains to the root) on the management
+    cluster, and a warning while the shared identity token (relay-identity-token-secret)
+    exists there;
   - on each workload cluster: relay-client-tls-secret (DNS name = registered name, key
-    matches, chains to a root relay-server trusts), the same root and token as the
-    management cluster, and a KubernetesCluster for it;
+    matches, chains to a root relay-server trusts), the same root as the management
+    cluster, a KubernetesCluster for it, and its bootstrap token: the one issued for it,
+    unused and unexpired, or not needed because the client certificate is valid;
   - expiry and time left of every certificate, with a warning inside the last tenth of
     its lifetime;
   - on every cluster, that the validating webhook's caBundle verifies relay-webhook's

@@ -98,7 +98,7 @@ type CheckOptions struct {
 const warnLeft = 0.1
 
 // Check looks at the management cluster and each remote: the relay
-// secrets are present and consistent (same token, client chains to a root
+// secrets are present and consistent (a usable bootstrap token, client chains to a root
 // the server trusts, client SAN is the registered name, server SANs cover
 // the authority), their expiry, the webhook's caBundle, and each cluster's
 // registration and streams. It returns an error only when it could not
@@ -200,7 +200,7 @@ func (c *checker) management(ctx context.Context) error {
 	}
 	switch {
 	case tok == nil:
-		c.add(side, "secret "+tokKey.String(), Warning, "not found: agents cannot bootstrap with a token, only connect with a provided client certificate")
+		c.add(side, "secret "+tokKey.String(), OK, "no shared identity token: clusters bootstrap only with their own tokens (relayctl register)")
 	default:
 		m, r := relaysecret.Validate(relaysecret.Token, tok.Data, srv.TokenSecret.Key, relaysecret.Context{})
 		if m == nil {
@@ -208,7 +208,7 @@ func (c *checker) management(ctx context.Context) error {
 			break
 		}
 		c.token = m.Token
-		c.add(side, "secret "+tokKey.String(), OK, "identity token present")
+		c.sharedToken(side, tokKey)
 	}
 
 	if err := c.webhook(ctx, side, c.o.Mgmt); err != nil {
@@ -246,8 +246,10 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	st := ClusterStatus{Name: name, Context: rm.Context}
 
 	var kc v1alpha1.KubernetesCluster
+	registered := &kc
 	switch err := c.o.Mgmt.Get(ctx, types.NamespacedName{Namespace: c.o.Server.Namespace, Name: name}, &kc); {
 	case apierrors.IsNotFound(err):
+		registered = nil
 		c.add(name, "registration", Problem, "no KubernetesCluster %s in %s on the management cluster: run relayctl register %s --mgmt-context <mgmt> --remote-context %s", name, c.o.Server.Namespace, name, rm.Context)
 	case err != nil:
 		return fmt.Errorf("management cluster: failed to read KubernetesCluster %s: %w", name, err)
@@ -264,6 +266,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	if err != nil {
 		return err
 	}
+	clientValid := false
 	switch {
 	case clientSecret == nil && (root == nil || tok == nil):
 		c.add(name, "secret "+clientKey.String(), Problem, "not found, and the agent cannot bootstrap without %s and %s: run relayctl register %s, or provide the client certificate", rootKey, tokKey, name)
@@ -275,6 +278,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 		} else {
 			exp := v.Cert.NotAfter
 			st.ClientExpiry = &exp
+			clientValid = exp.After(c.o.Now)
 			c.expiry(name, "secret "+clientKey.String(), v.Cert)
 		}
 	}
@@ -289,13 +293,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 			c.add(name, "secret "+rootKey.String(), OK, "same root as the management cluster")
 		}
 	}
-	if tok != nil && c.token != nil {
-		if !bytes.Equal(tok.Data[ag.TokenSecret.Key], c.token) {
-			c.add(name, "secret "+tokKey.String(), Problem, "the token differs from the management cluster's: bootstrap will be refused (Unauthenticated); run relayctl register %s --force", name)
-		} else {
-			c.add(name, "secret "+tokKey.String(), OK, "same identity token as the management cluster")
-		}
-	}
+	c.bootstrapToken(name, registered, tok, tokKey, clientValid)
 	if err := c.webhook(ctx, name, rm.Client); err != nil {
 		return err
 	}
