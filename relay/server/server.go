@@ -87,8 +87,8 @@ func New(opts Options) (*Server, error) {
 		keys:    s.keys,
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now).perCluster(cfg.ClusterRenewRate, cfg.ClusterRenewBurst),
 		conns:   conns,
-		trust: newTrust(trustOptions{
 		bounds:  newAgentBounds(reg, &cfg, opts.Clock.Now, s.log.WithName("bounds")),
+		trust: newTrust(trustOptions{
 			State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
 			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
 		}),

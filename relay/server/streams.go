@@ -86,17 +86,21 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 			return err
 		}
 		received++
+		if err := s.bounds.allowPush(o.cluster); err != nil {
+			return err
+		}
 		s.handlePush(o.cluster, msg)
 	}
 }
 
-		if err := s.bounds.allowPush(o.cluster); err != nil {
-			return err
-		}
 // handlePush handles one message of cluster's push stream. It runs on the
 // stream's receive loop and makes no API call: a CSR is answered on the
 // pull streams, and what a RootTrustPolicy's status must show is left to
-// the trust reconciler.
+// the trust reconciler. A policy name becomes a label or a map key only
+// when it names a RootTrustPolicy that applies to cluster: an intermediate
+// CSR under any other name is ignored, and so is the name in an Istio CA
+// report (the rest of the report stands: the server then asks for an
+// intermediate under the policy that serves the cluster).
 func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 	if req := msg.GetIntermediateCsr(); req != nil {
 		switch {
@@ -131,6 +135,8 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 		}
 		s.trust.report(cluster, ca)
 	}
+	s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
+		"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
 }
 
 // Pull sends the server's instructions while the agent is connected,
@@ -139,8 +145,6 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	if len(req.GetReplica()) > maxShortField {
 		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
 	}
-	s.log.V(1).Info("agent status", "cluster", cluster, "replica", st.GetReplica(), "version", st.GetAgentVersion(),
-		"clientCertificateNotAfter", time.Unix(st.GetClientCertificateNotAfter(), 0).UTC())
 	o, err := s.openStream(stream.Context(), pullStream)
 	if err != nil {
 		return err
