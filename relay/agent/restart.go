@@ -8,6 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -24,12 +25,20 @@ const (
 	revisionLabel  = "istio.io/rev"
 )
 
+// RestartClusterRole is the ClusterRole that lets relay-agent restart the
+// workloads of one namespace once a RoleBinding binds it there: the
+// istio-federated-trust component binds it in istio-system, and a user
+// opts each injected namespace in with a RoleBinding of their own.
+const RestartClusterRole = "relay-agent-istio-restart"
+
 // restartIstio restarts what must pick up a new cacerts, as kubectl rollout
 // restart would: istiod (Deployments labelled app=istiod in istioNS) first,
 // then the Deployments, StatefulSets and DaemonSets of the namespaces
-// labelled istio-injection=enabled or istio.io/rev. A workload whose pod
-// template already carries rev is not restarted again. It returns the first
-// error after trying every workload.
+// labelled istio-injection=enabled or istio.io/rev where relay-agent may
+// list them (RestartClusterRole bound there); the other injected
+// namespaces are named in the log with how to opt them in. A workload
+// whose pod template already carries rev is not restarted again. It
+// returns the first error after trying every workload.
 func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS, rev string, now time.Time, log logr.Logger) error {
 	var targets []client.Object
 	var istiod appsv1.DeploymentList
@@ -43,6 +52,8 @@ func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS
 	if err := r.List(ctx, &namespaces); err != nil {
 		return fmt.Errorf("failed to list namespaces: %w", err)
 	}
+	var notOptedIn []string
+namespaces:
 	for _, ns := range namespaces.Items {
 		if ns.Labels[injectionLabel] != "enabled" && ns.Labels[revisionLabel] == "" {
 			continue
@@ -51,7 +62,12 @@ func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS
 		var sets appsv1.StatefulSetList
 		var daemons appsv1.DaemonSetList
 		for _, l := range []client.ObjectList{&deps, &sets, &daemons} {
-			if err := r.List(ctx, l, client.InNamespace(ns.Name)); err != nil {
+			err := r.List(ctx, l, client.InNamespace(ns.Name))
+			if apierrors.IsForbidden(err) {
+				notOptedIn = append(notOptedIn, ns.Name)
+				continue namespaces
+			}
+			if err != nil {
 				return fmt.Errorf("failed to list workloads in %s: %w", ns.Name, err)
 			}
 		}
@@ -89,6 +105,11 @@ func restartIstio(ctx context.Context, r client.Reader, w client.Client, istioNS
 		restarted++
 	}
 	log.Info("autoRestartPods: restarted Istio's workloads for the new cacerts", "revision", rev, "restarted", restarted, "alreadyRestarted", len(targets)-restarted)
+	if len(notOptedIn) > 0 {
+		log.Info("autoRestartPods: injected namespaces not opted in, their workloads were not restarted and keep the old CA until they restart; "+
+			"to opt one in, bind ClusterRole "+RestartClusterRole+" to relay-agent there: kubectl -n <namespace> create rolebinding "+RestartClusterRole+
+			" --clusterrole="+RestartClusterRole+" --serviceaccount=<relay-agent's namespace>:relay-agent", "namespaces", notOptedIn)
+	}
 	return first
 }
 

@@ -82,15 +82,15 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 }
 
 // TrustRootRole is the Role through which relay-server reads the root
-// secrets of RootTrustPolicies: the manifests bind it to relay-server, and
-// its resourceNames list each policy's root, since RBAC cannot name a
-// secret before its policy exists.
+// secrets of RootTrustPolicies: the manifests ship it empty and bound to
+// relay-server, and users add a get rule naming each policy's root, since
+// RBAC cannot name a secret before its policy exists.
 const TrustRootRole = "relay-server-root-trust"
 
 // rootForbidden says how to let relay-server read the root secret key.
 func rootForbidden(key types.NamespacedName, err error) error {
-	return fmt.Errorf("relay-server may not read root secret %s (%w): add %q to the resourceNames of Role %s in %s, or create it with kubectl -n %s create role %s --verb=get --resource=secrets --resource-name=%s",
-		key, err, key.Name, TrustRootRole, key.Namespace, key.Namespace, TrustRootRole, key.Name)
+	return fmt.Errorf("relay-server may not read root secret %s: add a rule to Role %s in %s that allows get on secrets with resourceNames [%q] (docs/federated-trust.md shows the overlay patch): %w",
+		key, TrustRootRole, key.Namespace, key.Name, err)
 }
 
 // decodeTrustRoot reads a root of trust from s through the catalogue:
