@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -277,7 +278,7 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		}
 	})
 
-	t.Run("an expired certificate is replaced by bootstrapping again", func(t *testing.T) {
+	t.Run("an expired certificate is replaced once relayctl register issues a fresh token, without a restart", func(t *testing.T) {
 		signing, err := w.secret(w.mgmt, ns, "relay-tls-signing-secret")
 		if err != nil {
 			t.Fatal(err)
@@ -297,12 +298,23 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		if err := w.workload.Client.Update(t.Context(), s); err != nil {
 			t.Fatal(err)
 		}
+		// The shared token already bootstrapped cluster-1 once.
+		w.eventually("the server refuses the spent shared token", func() error {
+			if v := testenv.MetricValue(w.metric(`relay_certificates_refused_total{call="bootstrap",reason="shared_token"}`)); v < 1 {
+				return fmt.Errorf("shared-token refusals = %v", v)
+			}
+			return nil
+		})
+		srv, ag := config.DefaultServer(), config.DefaultAgent()
+		if _, err := fleet.Register(t.Context(), w.mgmt.Client, w.workload.Client, fleet.RegisterOptions{Name: "cluster-1", Server: &srv, Agent: &ag}); err != nil {
+			t.Fatalf("relayctl register cluster-1: %v", err)
+		}
 		w.eventually("a valid certificate is back", func() error {
 			_, err := w.clientSerial(ns, "cluster-1")
 			return err
 		})
 		if m := w.metric(`relay_certificates_issued_total{call="bootstrap"}`); !strings.HasSuffix(m, " 2") {
-			t.Errorf("bootstraps = %q, want 2 (first and after expiry)", m)
+			t.Errorf("bootstraps = %q, want 2 (with the shared token, then with the fresh one)", m)
 		}
 	})
 
@@ -330,8 +342,21 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 	})
 }
 
+// TestAgentWithTheRootKeyIssuesItsOwnCertificate: an agent whose
+// relay-root-tls-secret holds the root key issues its own client
+// certificate, which relay-server admits only because clientIssuerSecret
+// lists the root (issuer pinning refuses any other CA's).
 func TestAgentWithTheRootKeyIssuesItsOwnCertificate(t *testing.T) {
-	w := newWorld(t, nil)
+	const issuers = "relay-client-issuers"
+	w := newWorld(t, func(s *config.Server) { s.ClientIssuerSecret = issuers })
+	root, err := w.secret(w.mgmt, ns, "relay-root-tls-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.mgmt.Client.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: issuers},
+		Data: map[string][]byte{relaysecret.KeyCACert: root.Data[relaysecret.KeyCACert]}}); err != nil {
+		t.Fatal(err)
+	}
 	w.register("cluster-2")
 	const other = "relay-selfissue"
 	if err := w.workload.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}); client.IgnoreAlreadyExists(err) != nil {

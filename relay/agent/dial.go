@@ -22,8 +22,12 @@ const InsecureClusterHeader = "x-meshrelay-cluster"
 const maxMessageBytes = 64 << 10
 
 // dial connects to the relay server. The roots are pinned (only they verify
-// the server) and the SNI is the authority. With provider set, every
-// handshake presents the provider's current client certificate.
+// the server), the SNI is the authority, and Go's TLS client checks the
+// serverAuth usage and that the certificate's DNS names cover the
+// authority. With provider set, every handshake presents the provider's
+// current client certificate, and the server certificate's issuer is
+// pinned too: it must be the CA that issued that client certificate, or a
+// root itself (serverPin).
 func dial(cfg *config.Agent, roots []*x509.Certificate, provider *Provider) (*grpc.ClientConn, error) {
 	var creds grpccreds.TransportCredentials
 	if cfg.Insecure {
@@ -39,6 +43,7 @@ func dial(cfg *config.Agent, roots []*x509.Certificate, provider *Provider) (*gr
 		tc := &tls.Config{RootCAs: pool, ServerName: cfg.Authority, MinVersion: tls.VersionTLS12}
 		if provider != nil {
 			tc.GetClientCertificate = provider.GetClientCertificate
+			tc.VerifyConnection = serverPin{roots: roots, provider: provider}.verify
 		}
 		creds = grpccreds.NewTLS(tc)
 	}
