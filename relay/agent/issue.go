@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -68,7 +71,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		}
 		resp = &relayv1.CertificateResponse{CertificateChain: c.CertPEM(), CaCertificate: c.CAPEM()}
 	case len(t.token) > 0:
-		how = "bootstrapped with the identity token"
+		how = "bootstrapped with the bootstrap token"
 		resp, err = s.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
 		})
@@ -117,7 +120,23 @@ func (s *issuer) missing(t *material) error {
 		return fmt.Errorf("waiting for trust: secret %s with ca.crt is missing; copy it from the management cluster (relayctl register), or provide %s",
 			sec.root, sec.client)
 	default:
-		return fmt.Errorf("waiting for trust: no valid client certificate in %s (%v) and no identity token in secret %s key %q; copy the token from the management cluster (relayctl register)",
-			sec.client, t.clientOK, sec.token, sec.tokKey)
+		return fmt.Errorf("waiting for trust: no valid client certificate in %s (%v) and no bootstrap token in secret %s key %q; issue one with relayctl register %s",
+			sec.client, t.clientOK, sec.token, sec.tokKey, s.opts.Config.Cluster)
 	}
+}
+
+// refusedByServer reports whether err is the relay server refusing the
+// agent (Unauthenticated or PermissionDenied): a spent, expired or foreign
+// bootstrap token, or an unregistered cluster. Retrying alone does not
+// help; the server's message names what does.
+func refusedByServer(err error) bool {
+	var st interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &st) {
+		return false
+	}
+	switch st.GRPCStatus().Code() {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	}
+	return false
 }

@@ -82,7 +82,13 @@ func (r *rotator) Start(ctx context.Context) error {
 		force = ""
 		if err != nil {
 			next = retry.Step()
-			log.Info("cannot obtain a client certificate yet", "reason", err.Error(), "retryIn", next.Round(time.Millisecond))
+			if refusedByServer(err) {
+				// The server's message names the fix (a fresh token from
+				// relayctl register, which wakes the rotator at once).
+				log.Error(err, "relay server refused to issue a client certificate", "retryIn", next.Round(time.Millisecond))
+			} else {
+				log.Info("cannot obtain a client certificate yet", "reason", err.Error(), "retryIn", next.Round(time.Millisecond))
+			}
 		} else {
 			retry.Reset()
 		}

@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// recordedLog keeps what was logged at error level, and counts the rest.
+type recordedLog struct {
+	mu     sync.Mutex
+	errors []string
+	infos  int
+}
+
+func (l *recordedLog) Init(logr.RuntimeInfo)          {}
+func (l *recordedLog) Enabled(int) bool               { return true }
+func (l *recordedLog) WithName(string) logr.LogSink   { return l }
+func (l *recordedLog) WithValues(...any) logr.LogSink { return l }
+func (l *recordedLog) Info(int, string, ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.infos++
+}
+func (l *recordedLog) Error(err error, msg string, _ ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errors = append(l.errors, msg+": "+err.Error())
+}
+func (l *recordedLog) errorLines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.errors...)
+}
+
+func TestARefusedBootstrapIsLoggedAsAnErrorRetriedWithBackoffAndRetriedAtOnceWithAFreshToken(t *testing.T) {
+	const fix = "this bootstrap token was already used for cluster cluster-1: issue a fresh one with relayctl register cluster-1"
+	for _, tc := range []struct {
+		name    string
+		code    codes.Code
+		asError bool
+	}{
+		{"an Unauthenticated refusal is an error naming the server's fix", codes.Unauthenticated, true},
+		{"a PermissionDenied refusal is an error naming the server's fix", codes.PermissionDenied, true},
+		{"an unreachable server is not an error: it is retried quietly", codes.Unavailable, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRotatorRig(t, material{clientOK: &errMissing{}, token: []byte("spent")})
+			logs := &recordedLog{}
+			r.opts.Log = logr.New(logs)
+			refused := fmt.Errorf("relay server refused: %w", status.Error(tc.code, fix))
+			r.renewer.failNext(refused, refused, refused)
+			r.start(t)
+			for i, want := range []time.Duration{time.Second, 2 * time.Second} {
+				if got := r.clock.fire(t); got != want {
+					t.Fatalf("retry %d after %s, want %s: refusals back off", i, got, want)
+				}
+			}
+			if got := r.clock.next(t); got != 4*time.Second {
+				t.Fatalf("after three refusals the rotator waits %s, want 4s", got)
+			}
+			errs := logs.errorLines()
+			if !tc.asError {
+				if len(errs) != 0 {
+					t.Errorf("logged at error level: %q", errs)
+				}
+				return
+			}
+			if len(errs) != 3 {
+				t.Fatalf("%d error lines, want one per refusal (3): %q", len(errs), errs)
+			}
+			for _, e := range errs {
+				if !strings.Contains(e, "relayctl register cluster-1") {
+					t.Errorf("error line %q does not carry the server's fix", e)
+				}
+			}
+
+			// relayctl register writes a fresh token: the watcher's change
+			// wakes the rotator, which bootstraps without waiting out the
+			// backoff.
+			r.secrets.set(material{clientOK: &errMissing{}, token: []byte("fresh")})
+			r.changed.notify()
+			if got := r.clock.next(t); got != 0 {
+				t.Fatalf("after the fresh token the rotator waits %s, want 0 (a look at the new certificate)", got)
+			}
+			calls := r.renewer.obtained()
+			if len(calls) != 4 || !calls[3].Equal(t0.Add(3*time.Second)) {
+				t.Fatalf("obtain called at %v, want a fourth call at once, at %v", calls, t0.Add(3*time.Second))
+			}
+			r.renewer.mu.Lock()
+			given := string(r.renewer.given[3].token)
+			r.renewer.mu.Unlock()
+			if given != "fresh" {
+				t.Errorf("the fourth attempt used token %q, want the fresh one", given)
+			}
+		})
+	}
+}
