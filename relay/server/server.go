@@ -96,6 +96,8 @@ func New(opts Options) (*Server, error) {
 		now:     opts.Clock.Now,
 		log:     s.log.WithName("relay"),
 	}
+	s.svc.clientRefused = newClientRefused(reg)
+	s.keys.admitHandshake = s.svc.admitHandshake
 	return s, nil
 }
 
@@ -217,10 +219,17 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 				}
 				return reconcile.Result{}, nil
 			}
-			return reconcile.Result{}, client.IgnoreNotFound(err)
+			if err != nil {
+				return reconcile.Result{}, client.IgnoreNotFound(err)
+			}
+			s.svc.evictRefused(&kc)
+			return reconcile.Result{}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.svc.runExpiry(ctx, s.opts.Clock) })); err != nil {
+		return fmt.Errorf("failed to add the client certificate expiry check: %w", err)
 	}
 	return s.setupTrust(mgr)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -61,6 +62,9 @@ type service struct {
 	metrics *metrics
 	now     func() time.Time
 	log     logr.Logger
+	// clientRefused counts client certificates refused at the handshake
+	// and streams ended (admission.go, eviction.go).
+	clientRefused *prometheus.CounterVec
 }
 
 var _ relayv1.RelayServer = (*service)(nil)
@@ -107,7 +111,7 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
 	if err := s.admit(kc, who); err != nil {
-		return nil, s.refuse(log, call, reasonRevoked, err)
+		return nil, s.refuse(log, call, reasonOf(err), err)
 	}
 	return s.sign(log, call, kc, req.GetCsr())
 }
@@ -133,7 +137,10 @@ func (s *service) signCSR(log logr.Logger, call string, kc *meshv1alpha1.Kuberne
 	if iss == nil {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace)))
 	}
-	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}}, s.now())
+	if err := s.awaitRevocation(kc); err != nil {
+		return nil, s.refuse(log, call, reasonOf(err), err)
+	}
+	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}, ClusterUID: string(kc.UID)}, s.now())
 	if err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "%v", err))
 	}

@@ -59,8 +59,12 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 
 func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
 
-// droppedStatus is what a dropped cluster's stream ends with.
+// droppedStatus is what a dropped cluster's stream ends with, or an
+// evicted stream's refusal.
 func (o *openedStream) droppedStatus() error {
+	if o.reason != nil {
+		return o.reason
+	}
 	return status.Errorf(codes.PermissionDenied, "cluster %s was deregistered: register it again with a KubernetesCluster", o.cluster)
 }
 

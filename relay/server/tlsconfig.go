@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -36,6 +37,7 @@ func (c *keyring) tlsConfig() *tls.Config {
 			if roots == nil {
 				s.config.ClientCAs = x509.NewCertPool()
 			}
+			s.config.SetSessionTicketKeys([][32]byte{newTicketKey()})
 			c.serving.Store(s)
 			return s.config, nil
 		},
@@ -43,11 +45,21 @@ func (c *keyring) tlsConfig() *tls.Config {
 }
 
 // servingConfig is the TLS configuration made from one server certificate
-// and one root pool.
+// and one root pool, with session ticket keys of its own: a session
+// resumes only under the certificate and roots that verified it, and
+// after a root, signing or server change every client makes a full
+// handshake, verified against the new roots.
 type servingConfig struct {
 	cert   *tls.Certificate
 	roots  *x509.CertPool
 	config *tls.Config
+}
+
+// newTicketKey returns a random session ticket key.
+func newTicketKey() [32]byte {
+	var k [32]byte
+	_, _ = rand.Read(k[:]) // crypto/rand.Read never fails; it aborts the program instead
+	return k
 }
 
 // verifyClient accepts a connection with no client certificate, and one

@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+)
+
+// newClientRefused registers relay_client_certificates_refused_total: client
+// certificates refused at the handshake and open streams ended, by where
+// and why. Renew's refusals are in relay_certificates_refused_total.
+func newClientRefused(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_client_certificates_refused_total",
+		Help: "Client certificates refused at the handshake (at=handshake) and open streams ended (at=stream), by reason (revoked, reregistered, expired, malformed).",
+	}, []string{"at", "reason"})
+	reg.MustRegister(c)
+	return c
+}
+
+// evictRefused checks the open streams of kc's cluster against kc as it
+// is now (its revocation, its UID) and ends those it no longer admits,
+// each with its refusal. The KubernetesCluster watcher calls it on every
+// change, on every replica.
+func (s *service) evictRefused(kc *meshv1alpha1.KubernetesCluster) {
+	n := s.conns.evict(kc.Name, func(cert *x509.Certificate) error {
+		err := checkAdmitted(kc, cert)
+		if err != nil {
+			s.clientRefused.WithLabelValues("stream", reasonOf(err)).Inc()
+		}
+		return err
+	})
+	if n > 0 {
+		s.log.Info("closed streams whose client certificate the cluster no longer admits", "cluster", kc.Name, "streams", n)
+	}
+}
+
+// expiryInterval is how often open streams are checked for a client
+// certificate past its NotAfter: a stream ends at most this long after.
+const expiryInterval = 250 * time.Millisecond
+
+// runExpiry ends, every expiryInterval on clk, the open streams whose
+// client certificate has expired, until ctx ends.
+func (s *service) runExpiry(ctx context.Context, clk clock.WithTicker) error {
+	t := clk.NewTicker(expiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+			s.expireStreams()
+		}
+	}
+}
+
+// expireStreams ends the open streams whose client certificate has expired.
+func (s *service) expireStreams() {
+	now := s.now()
+	ended := s.conns.expire(now, func(cluster string, cert *x509.Certificate) error {
+		s.clientRefused.WithLabelValues("stream", reasonExpired).Inc()
+		return checkNotExpired(cluster, cert, now)
+	})
+	for _, cluster := range ended {
+		s.log.Info("closed streams whose client certificate expired", "cluster", cluster)
+	}
+}
