@@ -1,0 +1,363 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meshrelay/meshrelay/internal/localmesh"
+	"github.com/meshrelay/meshrelay/internal/testenv"
+)
+
+// The ServiceAccounts of the rendered manifests, as the API server names
+// them.
+const (
+	serverSA  = "system:serviceaccount:gloo-mesh:relay-server"
+	agentSA   = "system:serviceaccount:gloo-mesh:relay-agent"
+	webhookSA = "system:serviceaccount:meshrelay-system:relay-webhook"
+)
+
+// canI is one row of an RBAC table: whether as may verb what (a resource,
+// resource/name, or with sub a subresource) in ns. ns "" is cluster
+// scope, "*" every namespace at once.
+type canI struct {
+	as, verb, what, ns string
+	sub                string
+	want               bool
+}
+
+func (c canI) String() string {
+	scope := "in " + c.ns
+	switch c.ns {
+	case "":
+		scope = "cluster-scoped"
+	case "*":
+		scope = "in every namespace"
+	}
+	what := c.what
+	if c.sub != "" {
+		what += " (" + c.sub + ")"
+	}
+	return fmt.Sprintf("%s %s %s %s", strings.TrimPrefix(c.as, "system:serviceaccount:"), c.verb, what, scope)
+}
+
+// allowed asks the API server, through kubectl auth can-i, whether c.as
+// may do c.
+func allowed(ctx context.Context, t *testing.T, env *testenv.Env, c canI) bool {
+	t.Helper()
+	args := []string{"auth", "can-i", c.verb, c.what, "--as", c.as}
+	switch c.ns {
+	case "":
+	case "*":
+		args = append(args, "--all-namespaces")
+	default:
+		args = append(args, "-n", c.ns)
+	}
+	if c.sub != "" {
+		args = append(args, "--subresource="+c.sub)
+	}
+	// can-i exits 1 for "no": the answer is its output.
+	out, stderr, _ := env.Kubectl(ctx, "", args...)
+	switch strings.TrimSpace(out) {
+	case "yes":
+		return true
+	case "no":
+		return false
+	}
+	t.Fatalf("kubectl %s: no answer: %s %s", strings.Join(args, " "), out, stderr)
+	return false
+}
+
+// rbacKinds are the kinds an RBAC table depends on: applying only these
+// lets an overlay whose other objects need cert-manager's CRDs be checked
+// on a bare cluster.
+var rbacKinds = []string{"Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+// rbacOf builds the kustomization in dir and returns its RBAC objects as
+// a YAML stream, Namespaces apart so that removing the rest keeps them.
+func rbacOf(ctx context.Context, t *testing.T, env *testenv.Env, dir string) (namespaces, rbac string) {
+	t.Helper()
+	objs, err := localmesh.Objects(env.MustKubectl(ctx, t, "", "kustomize", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns, rest []string
+	for _, o := range objs {
+		if !slices.Contains(rbacKinds, o.GetKind()) {
+			continue
+		}
+		doc, err := o.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.GetKind() == "Namespace" {
+			ns = append(ns, string(doc))
+		} else {
+			rest = append(rest, string(doc))
+		}
+	}
+	if len(rest) == 0 {
+		t.Fatalf("%s renders no RBAC", dir)
+	}
+	return strings.Join(ns, "\n---\n"), strings.Join(rest, "\n---\n")
+}
+
+// kustomization writes a kustomization over the repository's manifests
+// (paths relative to manifests/) with components and extra text, and
+// returns its folder.
+func kustomization(t *testing.T, root string, resources, components []string, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rel := func(p string) string {
+		r, err := filepath.Rel(dir, filepath.Join(root, "manifests", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	var b strings.Builder
+	b.WriteString("resources:\n")
+	for _, r := range resources {
+		fmt.Fprintf(&b, "  - %s\n", rel(r))
+	}
+	if len(components) > 0 {
+		b.WriteString("components:\n")
+		for _, c := range components {
+			fmt.Fprintf(&b, "  - %s\n", rel(c))
+		}
+	}
+	b.WriteString(extra)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// rows expands one rule of a table: as may (or may not) do each verb on
+// each of whats in ns.
+func rows(as string, verbs []string, whats []string, ns string, want bool) []canI {
+	var out []canI
+	for _, v := range verbs {
+		for _, w := range whats {
+			out = append(out, canI{as: as, verb: v, what: w, ns: ns, want: want})
+		}
+	}
+	return out
+}
+
+// set returns table with the rows of changes in place of those about the
+// same thing, and appended when there are none.
+func set(table []canI, changes ...canI) []canI {
+	out := slices.Clone(table)
+	for _, c := range changes {
+		i := slices.IndexFunc(out, func(r canI) bool {
+			return r.as == c.as && r.verb == c.verb && r.what == c.what && r.ns == c.ns && r.sub == c.sub
+		})
+		if i < 0 {
+			out = append(out, c)
+		} else {
+			out[i] = c
+		}
+	}
+	return out
+}
+
+func secretNames(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, "secrets/"+n)
+	}
+	return out
+}
+
+// Secrets of gloo-mesh that no ServiceAccount reads: an Issuer's CA key
+// (cert-manager overlays), a Vault token (vault overlays), a
+// RootTrustPolicy's root nobody granted, anything else.
+var strangers = secretNames("relay-issuer-ca", "vault-token", "root-trust.mesh", "unrelated")
+
+var read = []string{"get", "list", "watch"}
+
+// serverTable is what relay-server may do with the default management
+// install.
+func serverTable() []canI {
+	t := rows(serverSA, read, secretNames("relay-root-tls-secret", "relay-server-tls-secret", "relay-tls-signing-secret", "relay-identity-token-secret"), "gloo-mesh", true)
+	t = append(t, rows(serverSA, read, append(strangers, "secrets", "secrets/relay-client-tls-secret"), "gloo-mesh", false)...)
+	t = append(t, rows(serverSA, []string{"update", "patch", "delete"}, secretNames("relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret", "relay-identity-token-secret"), "gloo-mesh", false)...)
+	t = append(t,
+		canI{as: serverSA, verb: "create", what: "secrets", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "get", what: "secrets", ns: "kube-system"},
+		canI{as: serverSA, verb: "get", what: "secrets", ns: "*"},
+		canI{as: serverSA, verb: "update", what: "kubernetesclusters.meshrelay.dev", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "create", what: "kubernetesclusters.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "delete", what: "kubernetesclusters.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "roottrustpolicies.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "roottrustpolicies.meshrelay.dev", sub: "status", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "patch", what: "deployments.apps", ns: "*"},
+	)
+	t = append(t, rows(serverSA, read, []string{"kubernetesclusters.meshrelay.dev", "roottrustpolicies.meshrelay.dev"}, "gloo-mesh", true)...)
+	return t
+}
+
+// webhookTable is what relay-webhook may do; selfManaged says whether it
+// keeps its own serving certificate (the base) or cert-manager does.
+func webhookTable(selfManaged bool) []canI {
+	t := rows(webhookSA, read, secretNames("relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret", "relay-client-tls-secret"), "gloo-mesh", true)
+	t = append(t, rows(webhookSA, read, append(strangers, "secrets", "secrets/relay-identity-token-secret"), "gloo-mesh", false)...)
+	t = append(t, rows(webhookSA, []string{"create", "update", "delete"}, []string{"secrets", "secrets/relay-root-tls-secret"}, "gloo-mesh", false)...)
+	t = append(t,
+		canI{as: webhookSA, verb: "get", what: "secrets", ns: "kube-system"},
+		canI{as: webhookSA, verb: "create", what: "secrets", ns: "meshrelay-system", want: selfManaged},
+		canI{as: webhookSA, verb: "get", what: "secrets/relay-webhook-tls", ns: "meshrelay-system", want: selfManaged},
+		canI{as: webhookSA, verb: "update", what: "secrets/relay-webhook-tls", ns: "meshrelay-system", want: selfManaged},
+		canI{as: webhookSA, verb: "delete", what: "secrets/relay-webhook-tls", ns: "meshrelay-system"},
+		canI{as: webhookSA, verb: "get", what: "secrets/relay-webhook-cert-manager-tls", ns: "meshrelay-system"},
+		canI{as: webhookSA, verb: "list", what: "secrets", ns: "meshrelay-system"},
+		canI{as: webhookSA, verb: "get", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/meshrelay-validating", want: selfManaged},
+		canI{as: webhookSA, verb: "patch", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/meshrelay-validating", want: selfManaged},
+		canI{as: webhookSA, verb: "patch", what: "mutatingwebhookconfigurations.admissionregistration.k8s.io/meshrelay-mutating", want: selfManaged},
+		canI{as: webhookSA, verb: "patch", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"},
+		canI{as: webhookSA, verb: "list", what: "validatingwebhookconfigurations.admissionregistration.k8s.io"},
+		canI{as: webhookSA, verb: "delete", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/meshrelay-validating"},
+	)
+	return t
+}
+
+// agentTable is what relay-agent may do on a workload cluster; federated
+// says whether the istio-federated-trust component is in.
+func agentTable(federated bool) []canI {
+	t := rows(agentSA, read, secretNames("relay-root-tls-secret", "relay-client-tls-secret", "relay-identity-token-secret"), "gloo-mesh", true)
+	t = append(t, rows(agentSA, read, append(strangers, "secrets", "secrets/relay-tls-signing-secret", "secrets/relay-server-tls-secret"), "gloo-mesh", false)...)
+	t = append(t,
+		canI{as: agentSA, verb: "create", what: "secrets", ns: "gloo-mesh", want: true},
+		canI{as: agentSA, verb: "update", what: "secrets/relay-client-tls-secret", ns: "gloo-mesh", want: true},
+		canI{as: agentSA, verb: "update", what: "secrets/relay-root-tls-secret", ns: "gloo-mesh"},
+		canI{as: agentSA, verb: "update", what: "secrets/relay-identity-token-secret", ns: "gloo-mesh"},
+		canI{as: agentSA, verb: "delete", what: "secrets/relay-client-tls-secret", ns: "gloo-mesh"},
+		canI{as: agentSA, verb: "get", what: "secrets", ns: "kube-system"},
+		canI{as: agentSA, verb: "update", what: "leases.coordination.k8s.io", ns: "gloo-mesh", want: true},
+		canI{as: agentSA, verb: "create", what: "leases.coordination.k8s.io", ns: "gloo-mesh", want: true},
+		canI{as: agentSA, verb: "delete", what: "leases.coordination.k8s.io", ns: "gloo-mesh"},
+		canI{as: agentSA, verb: "update", what: "leases.coordination.k8s.io", ns: "kube-system"},
+		canI{as: agentSA, verb: "create", what: "events", ns: "gloo-mesh", want: true},
+		// No cluster-wide write, with or without federated trust.
+		canI{as: agentSA, verb: "patch", what: "deployments.apps", ns: "*"},
+		canI{as: agentSA, verb: "patch", what: "statefulsets.apps", ns: "*"},
+		canI{as: agentSA, verb: "patch", what: "daemonsets.apps", ns: "*"},
+		canI{as: agentSA, verb: "patch", what: "daemonsets.apps", ns: "kube-system"},
+		// An injected namespace nobody opted in.
+		canI{as: agentSA, verb: "patch", what: "deployments.apps", ns: "bookinfo"},
+		canI{as: agentSA, verb: "list", what: "deployments.apps", ns: "bookinfo"},
+		canI{as: agentSA, verb: "get", what: "secrets/cacerts", ns: "bookinfo"},
+		canI{as: agentSA, verb: "delete", what: "secrets/cacerts", ns: "istio-system"},
+		canI{as: agentSA, verb: "get", what: "secrets/istio-ca-secret", ns: "istio-system"},
+		canI{as: agentSA, verb: "list", what: "secrets", ns: "istio-system"},
+		canI{as: agentSA, verb: "update", what: "namespaces"},
+	)
+	t = append(t, rows(agentSA, []string{"get", "list", "watch", "update"}, []string{"secrets/cacerts"}, "istio-system", federated)...)
+	t = append(t,
+		canI{as: agentSA, verb: "create", what: "secrets", ns: "istio-system", want: federated},
+		canI{as: agentSA, verb: "list", what: "namespaces", want: federated},
+		canI{as: agentSA, verb: "list", what: "deployments.apps", ns: "istio-system", want: federated},
+		canI{as: agentSA, verb: "patch", what: "deployments.apps", ns: "istio-system", want: federated},
+		canI{as: agentSA, verb: "delete", what: "deployments.apps", ns: "istio-system"},
+	)
+	return t
+}
+
+// TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds applies the RBAC of
+// every overlay (and of the istio-federated-trust component), one at a
+// time, to a local cluster and asks kubectl auth can-i, as each
+// ServiceAccount, about what its role needs and about what it must not be
+// able to do: read a secret it does not need (an Issuer's CA key, a Vault
+// token), list the secrets of its namespace, write cluster-wide.
+func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testenv.Start(t, testenv.Options{Names: []string{"rbac"}})
+	ctx := t.Context()
+	for _, ns := range []string{"istio-system", "bookinfo"} {
+		env.MustKubectl(ctx, t, "", "create", "namespace", ns)
+	}
+	overlay := func(o string) string { return filepath.Join(root, "manifests", "overlays", o) }
+	federated := kustomization(t, root, []string{"overlays/workload"}, []string{"components/istio-federated-trust"}, "")
+	// The patch docs/federated-trust.md gives for a policy named mesh.
+	rootGranted := kustomization(t, root, []string{"overlays/management"}, nil, `patches:
+  - target: {kind: Role, name: relay-server-root-trust}
+    patch: |-
+      - op: add
+        path: /rules/-
+        value: {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: [root-trust.mesh]}
+`)
+	// Insecure mode signs with an in-memory CA and generates nothing.
+	insecureServer := set(serverTable(),
+		canI{as: serverSA, verb: "create", what: "secrets", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "get", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "list", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "watch", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
+	)
+	grantedServer := set(serverTable(),
+		canI{as: serverSA, verb: "get", what: "secrets/root-trust.mesh", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "get", what: "secrets/root-trust.other", ns: "gloo-mesh"},
+	)
+
+	variants := []struct {
+		name, dir string
+		table     []canI
+	}{
+		{"management", overlay("management"), append(serverTable(), webhookTable(true)...)},
+		{"management with a RootTrustPolicy's root granted", rootGranted, grantedServer},
+		{"workload", overlay("workload"), append(agentTable(false), webhookTable(true)...)},
+		{"workload with istio-federated-trust", federated, agentTable(true)},
+		{"cert-manager/management", overlay("cert-manager/management"), append(serverTable(), webhookTable(false)...)},
+		{"cert-manager/workload", overlay("cert-manager/workload"), append(agentTable(false), webhookTable(false)...)},
+		{"vault/management", overlay("vault/management"), append(serverTable(), webhookTable(false)...)},
+		{"vault/workload", overlay("vault/workload"), append(agentTable(false), webhookTable(false)...)},
+		{"insecure/management", overlay("insecure/management"), insecureServer},
+		{"insecure/workload", overlay("insecure/workload"), agentTable(false)},
+	}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			namespaces, rbac := rbacOf(ctx, t, env, v.dir)
+			if namespaces != "" {
+				env.MustKubectl(ctx, t, namespaces, "apply", "-f", "-")
+			}
+			env.MustKubectl(ctx, t, rbac, "apply", "-f", "-")
+			defer env.MustKubectl(ctx, t, rbac, "delete", "-f", "-")
+			for _, c := range v.table {
+				if got := allowed(ctx, t, env, c); got != c.want {
+					t.Errorf("%s: %v, want %v", c, got, c.want)
+				}
+			}
+		})
+	}
+
+	t.Run("opting a namespace in lets relay-agent restart its workloads, and nothing more", func(t *testing.T) {
+		_, rbac := rbacOf(ctx, t, env, federated)
+		env.MustKubectl(ctx, t, rbac, "apply", "-f", "-")
+		defer env.MustKubectl(ctx, t, rbac, "delete", "-f", "-")
+		// The opt-in docs/federated-trust.md gives.
+		env.MustKubectl(ctx, t, "", "-n", "bookinfo", "create", "rolebinding", "relay-agent-istio-restart",
+			"--clusterrole=relay-agent-istio-restart", "--serviceaccount=gloo-mesh:relay-agent")
+		for _, c := range []canI{
+			{as: agentSA, verb: "list", what: "deployments.apps", ns: "bookinfo", want: true},
+			{as: agentSA, verb: "patch", what: "deployments.apps", ns: "bookinfo", want: true},
+			{as: agentSA, verb: "patch", what: "statefulsets.apps", ns: "bookinfo", want: true},
+			{as: agentSA, verb: "patch", what: "daemonsets.apps", ns: "bookinfo", want: true},
+			{as: agentSA, verb: "delete", what: "deployments.apps", ns: "bookinfo"},
+			{as: agentSA, verb: "create", what: "deployments.apps", ns: "bookinfo"},
+			{as: agentSA, verb: "get", what: "secrets", ns: "bookinfo"},
+			{as: agentSA, verb: "patch", what: "deployments.apps", ns: "*"},
+			{as: agentSA, verb: "patch", what: "deployments.apps", ns: "default"},
+		} {
+			if got := allowed(ctx, t, env, c); got != c.want {
+				t.Errorf("%s: %v, want %v", c, got, c.want)
+			}
+		}
+	})
+}
