@@ -67,7 +67,8 @@ func TestOfflineValidatorAgreesWithTheWebhook(t *testing.T) {
 		denials  []string
 		warnings []string
 	}{
-		{name: "the root secret is admitted", obj: f.rootSecret(t), checked: true},
+		{name: "the root secret with its key is admitted with a warning on a workload cluster", obj: f.rootSecret(t), checked: true,
+			warnings: []string{"holds the private key of the relay root"}},
 		{name: "the signing secret is admitted", obj: tlsSecret(t, ns, config.DefaultSigningTLSSecret, f.signing, ca), checked: true},
 		{name: "the server secret is admitted", obj: tlsSecret(t, ns, config.DefaultServerTLSSecret, f.server(t, config.DefaultAuthority), ca), checked: true},
 		{name: "the client secret for this cluster is admitted", obj: tlsSecret(t, ns, config.DefaultClientTLSSecret, f.client(t, cluster, pki.Options{}), ca), checked: true},

@@ -71,9 +71,12 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 	if kind == relaysecret.Client && s.cfg.Cluster == "" {
 		s.warnNoCluster(p, sec)
 	}
-	_, r := relaysecret.Validate(kind, sec.Data, s.cfg.TokenSecret.Key, check)
+	m, r := relaysecret.Validate(kind, sec.Data, s.cfg.TokenSecret.Key, check)
 	p.errs = append(p.errs, r.Errs...)
 	p.warnings = append(p.warnings, r.Warnings...)
+	if err := s.warnCAKey(ctx, p, kind, sec, m); err != nil {
+		return nil, err
+	}
 	if len(p.errs) == 0 && old != nil {
 		if err := s.checkChainsKept(ctx, p, kind, sec, old, check.Now); err != nil {
 			return nil, err
