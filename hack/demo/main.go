@@ -152,7 +152,7 @@ func run(ctx context.Context, keep bool) (err error) {
 		fmt.Println(indent(stdout))
 	}
 
-	step(5, "Agents bootstrap with the identity token and connect over mutual TLS")
+	step(5, "Agents bootstrap with their clusters' own single-use tokens and connect over mutual TLS")
 	metrics := "http://" + mesh.ServerMetrics + "/metrics"
 	for _, c := range workloads {
 		if _, _, err := mesh.StartAgent(c, c); err != nil {
@@ -224,7 +224,7 @@ func run(ctx context.Context, keep bool) (err error) {
 
 	fmt.Println("\n==> Summary")
 	say("3 local clusters; overlays management and workload applied with kubectl")
-	say("2 workload clusters registered with relayctl, bootstrapped with the identity token, connected over mTLS")
+	say("2 workload clusters registered with relayctl, bootstrapped with their own single-use tokens, connected over mTLS")
 	say("relayctl check: no problems; a certificate for the wrong cluster denied at apply; agent pods injected")
 	say("client certificates rotated by the agents while their streams stayed up")
 	if keep {
