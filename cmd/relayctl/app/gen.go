@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +39,13 @@ shares with the relay:
                      stays in the management cluster, the other is Istio's CA
   separate-roots     the relay and Istio each have their own root and intermediate, so relay
                      traffic and mesh traffic share no root of trust
+
+relay-server admits client certificates only from its signing CA, and agents admit a server
+certificate only from the CA that issued their own (issuer pinning). Where Istio's CA key is on
+workload clusters under the relay root, gen says on stderr what it allows: in single it is the
+relay signing CA itself, whose certificates pinning cannot refuse; in two-intermediates it is
+another CA under the relay root, whose relay certificates pinning refuses except while an agent
+bootstraps with its token.
 
 Secrets, by cluster:
   management   <namespace>/relay-root-tls-secret (the root with its key), relay-tls-signing-secret,
@@ -74,6 +82,15 @@ The output holds private keys: keep it out of version control, or encrypt it.`,
 			sets, err := certgen.Generate(opts)
 			if err != nil {
 				return err
+			}
+			warnings, err := certgen.Warnings(sets, time.Now())
+			if err != nil {
+				return err
+			}
+			for _, w := range warnings {
+				if _, err := fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s\n", w); err != nil {
+					return err
+				}
 			}
 			if out == "" {
 				return certgen.WriteStream(cmd.OutOrStdout(), sets)
