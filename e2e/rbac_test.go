@@ -2,15 +2,22 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/meshrelay/meshrelay/internal/localmesh"
 	"github.com/meshrelay/meshrelay/internal/testenv"
+	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
 // The ServiceAccounts of the rendered manifests, as the API server names
@@ -357,6 +364,248 @@ func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
 		} {
 			if got := allowed(ctx, t, env, c); got != c.want {
 				t.Errorf("%s: %v, want %v", c, got, c.want)
+			}
+		}
+	})
+}
+
+// asServiceAccounts writes a kubeconfig with one context per entry of
+// contexts (name: cluster and ServiceAccount user) that reaches the
+// cluster as the administrator impersonating that ServiceAccount, with the
+// groups its token would carry: a process given such a context has exactly
+// the rights of the ServiceAccount.
+func asServiceAccounts(t *testing.T, env *testenv.Env, contexts map[string][2]string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(env.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cu := range contexts {
+		cluster, user := cu[0], cu[1]
+		admin, ok := cfg.AuthInfos[cluster]
+		if !ok {
+			t.Fatalf("no user for cluster %s in %s", cluster, env.Kubeconfig)
+		}
+		ns := strings.Split(strings.TrimPrefix(user, "system:serviceaccount:"), ":")[0]
+		ai := admin.DeepCopy()
+		ai.Impersonate = user
+		ai.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+		cfg.AuthInfos[name] = ai
+		cfg.Contexts[name] = &clientcmdapi.Context{Cluster: cluster, AuthInfo: name}
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestBinariesRunWithTheirServiceAccountsRights runs relay-server,
+// relay-webhook and relay-agent as their ServiceAccounts, with the RBAC
+// of the management and workload overlays and the istio-federated-trust
+// component as users apply it: an agent bootstraps and connects, the
+// webhook judges a client secret against the root it reads by name, and a
+// RootTrustPolicy installs cacerts and restarts istiod and the opted-in
+// namespace only, once its root is granted to relay-server. Nothing else
+// is refused to any of them.
+func TestBinariesRunWithTheirServiceAccountsRights(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	mesh, env := startMesh(ctx, t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(stdin string, args ...string) string {
+		t.Helper()
+		return env.MustKubectl(ctx, t, stdin, args...)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	kc := asServiceAccounts(t, env, map[string][2]string{
+		"mgmt-server":       {"mgmt", serverSA},
+		"mgmt-webhook":      {"mgmt", webhookSA},
+		"cluster-1-webhook": {"cluster-1", webhookSA},
+		"cluster-1-agent":   {"cluster-1", agentSA},
+	})
+	free := func() string {
+		t.Helper()
+		a, err := testenv.FreeAddr()
+		must(err)
+		return a
+	}
+	// startWebhook runs relay-webhook on cluster as its ServiceAccount,
+	// serving at addr, and waits until it is ready.
+	startWebhook := func(cluster, addr string, extra ...string) {
+		t.Helper()
+		metrics := free()
+		args := append([]string{"--kubeconfig", kc, "--context", cluster + "-webhook",
+			"--listen-address", addr, "--metrics-address", metrics, "--serving-ip", "127.0.0.1"}, extra...)
+		p, err := mesh.Start("relay-webhook", "relay-webhook-"+cluster, args...)
+		must(err)
+		must(testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute))
+	}
+
+	// Management: the overlay as users apply it, then the binaries.
+	mgmtHook := free()
+	must(mesh.Install(ctx, "mgmt", "management", nil, mgmtHook))
+	startWebhook("mgmt", mgmtHook)
+	mesh.ServerAddr, mesh.ServerMetrics = free(), free()
+	server, err := mesh.Start("relay-server", "relay-server", "--kubeconfig", kc, "--context", "mgmt-server",
+		"--listen-address", mesh.ServerAddr, "--metrics-address", mesh.ServerMetrics)
+	must(err)
+	must(testenv.WaitReady(ctx, server, "http://"+mesh.ServerMetrics+"/readyz", time.Minute))
+
+	// Workload: the overlay, the component's RBAC, one injected namespace
+	// opted in to restarts and one not.
+	for _, ns := range []string{"istio-system", "bookinfo", "legacy"} {
+		kubectl("", "--context", "cluster-1", "create", "namespace", ns)
+	}
+	kubectl("", "--context", "cluster-1", "label", "namespace", "bookinfo", "istio-injection=enabled")
+	kubectl("", "--context", "cluster-1", "label", "namespace", "legacy", "istio.io/rev=1-24")
+	for _, d := range [][3]string{{"istiod", "istio-system", "app: istiod"}, {"reviews", "bookinfo", "app: reviews"}, {"ratings", "legacy", "app: ratings"}} {
+		kubectl(deployment(d[0], d[1], d[2]), "--context", "cluster-1", "apply", "-f", "-")
+	}
+	hook := free()
+	must(mesh.Install(ctx, "cluster-1", "workload", map[string]string{"MESHRELAY_CLUSTER": "cluster-1", "MESHRELAY_SERVER_ADDRESS": mesh.ServerAddr}, hook))
+	kubectl("", "--context", "cluster-1", "apply", "-f", filepath.Join(root, "manifests", "components", "istio-federated-trust", "rbac.yaml"))
+	kubectl("", "--context", "cluster-1", "-n", "bookinfo", "create", "rolebinding", "relay-agent-istio-restart",
+		"--clusterrole=relay-agent-istio-restart", "--serviceaccount=gloo-mesh:relay-agent")
+	startWebhook("cluster-1", hook, "--cluster", "cluster-1", "--server-address", mesh.ServerAddr)
+	if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-1", "--mgmt-context", "mgmt", "--remote-context", "cluster-1"); code != 0 {
+		t.Fatalf("relayctl register cluster-1: %s", stderr)
+	}
+	agentMetrics := free()
+	_, err = mesh.Start("relay-agent", "relay-agent-cluster-1", "--kubeconfig", kc, "--context", "cluster-1-agent",
+		"--cluster", "cluster-1", "--server-address", mesh.ServerAddr, "--metrics-address", agentMetrics, "--federated-trust")
+	must(err)
+
+	metrics := "http://" + mesh.ServerMetrics + "/metrics"
+	t.Run("the agent bootstraps and connects as relay-agent", func(t *testing.T) {
+		testenv.Eventually(t, "cluster-1's streams", 90*time.Second, func() error {
+			for _, g := range []string{"relay_push_clients_connected", "relay_pull_clients_connected"} {
+				if v := testenv.MetricValue(testenv.ScrapeMetric(metrics, g+`{cluster="cluster-1"}`)); v != 1 {
+					return fmt.Errorf("%s = %v", g, v)
+				}
+			}
+			return nil
+		})
+	})
+	t.Run("the webhook judges a client secret against the root it reads by name", func(t *testing.T) {
+		manifest, err := mesh.ClientSecretFor(ctx, "mgmt", "cluster-9")
+		must(err)
+		_, stderr, err := env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "--dry-run=server", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `issue it with DNS name "cluster-1"`) {
+			t.Errorf("a cluster-9 certificate on cluster-1: %v\n%s", err, stderr)
+		}
+	})
+
+	policy := `apiVersion: meshrelay.dev/v1alpha1
+kind: RootTrustPolicy
+metadata:
+  name: mesh
+  namespace: gloo-mesh
+spec:
+  config:
+    autoRestartPods: true
+    mgmtServerCa:
+      generated: {}
+`
+	ready := func() (string, string) {
+		out, _, _ := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "roottrustpolicy", "mesh",
+			"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].message}`)
+		status, msg, _ := strings.Cut(out, " ")
+		return status, msg
+	}
+	t.Run("a policy's root not granted to relay-server says which secret to grant", func(t *testing.T) {
+		kubectl(policy, "--context", "mgmt", "apply", "-f", "-")
+		testenv.Eventually(t, "Ready=False naming root-trust.mesh", 30*time.Second, func() error {
+			status, msg := ready()
+			if status != "False" || !strings.Contains(msg, `resourceNames ["root-trust.mesh"]`) || !strings.Contains(msg, "relay-server-root-trust") {
+				return fmt.Errorf("Ready %q: %s", status, msg)
+			}
+			return nil
+		})
+		if _, _, err := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "secret", "root-trust.mesh"); err == nil {
+			t.Error("relay-server created the root while it could not read it back")
+		}
+	})
+	t.Run("once granted, cacerts is installed and only istiod and the opted-in namespace restart", func(t *testing.T) {
+		must(mesh.InstallPatched(ctx, "mgmt", "management", nil, []localmesh.Patch{{Kind: "Role", Name: "relay-server-root-trust", Patch: `- op: add
+  path: /rules/-
+  value: {apiGroups: [""], resources: [secrets], verbs: [get], resourceNames: [root-trust.mesh]}
+`}}, mgmtHook))
+		// relay-server retries a policy every minute; the annotation only
+		// saves the wait.
+		kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "annotate", "roottrustpolicy", "mesh", "e2e/nudge=1")
+		testenv.Eventually(t, "Ready=True", 30*time.Second, func() error {
+			if status, msg := ready(); status != "True" {
+				return fmt.Errorf("Ready %q: %s", status, msg)
+			}
+			return nil
+		})
+		var rev string
+		testenv.Eventually(t, "cacerts on cluster-1", 90*time.Second, func() error {
+			out, _, err := env.Kubectl(ctx, "", "--context", "cluster-1", "-n", "istio-system", "get", "secret", "cacerts", "-o", `jsonpath={.data.ca-cert\.pem}`)
+			if err != nil || out == "" {
+				return fmt.Errorf("no cacerts yet: %v", err)
+			}
+			pemBytes, err := base64.StdEncoding.DecodeString(out)
+			if err != nil {
+				return err
+			}
+			ca, err := pki.DecodeCertificate(pemBytes)
+			if err != nil {
+				return err
+			}
+			rev = pki.Fingerprint(ca)[:16]
+			return nil
+		})
+		revision := func(ns, name string) string {
+			return kubectl("", "--context", "cluster-1", "-n", ns, "get", "deployment", name, "-o",
+				`jsonpath={.spec.template.metadata.annotations.meshrelay\.dev/cacerts-revision}`)
+		}
+		testenv.Eventually(t, "istiod and reviews restarted", 30*time.Second, func() error {
+			for _, d := range [][2]string{{"istio-system", "istiod"}, {"bookinfo", "reviews"}} {
+				if got := revision(d[0], d[1]); got != rev {
+					return fmt.Errorf("%s/%s revision %q, want %s", d[0], d[1], got, rev)
+				}
+			}
+			return nil
+		})
+		if got := revision("legacy", "ratings"); got != "" {
+			t.Errorf("legacy/ratings, not opted in, was restarted (revision %q)", got)
+		}
+		testenv.Eventually(t, "relay-agent names the namespace it left alone", 10*time.Second, func() error {
+			if !strings.Contains(testenv.TailFile(filepath.Join(mesh.Dir, "relay-agent-cluster-1.log"), 200), "legacy") {
+				return errors.New("no log line names legacy")
+			}
+			return nil
+		})
+	})
+
+	t.Run("nothing else was refused to any of them", func(t *testing.T) {
+		logs, err := filepath.Glob(filepath.Join(mesh.Dir, "relay-*.log"))
+		must(err)
+		if len(logs) != 4 {
+			t.Fatalf("logs %v, want relay-server, relay-agent and two relay-webhooks", logs)
+		}
+		for _, l := range logs {
+			data, err := os.ReadFile(l)
+			must(err)
+			for line := range strings.Lines(string(data)) {
+				low := strings.ToLower(line)
+				if !strings.Contains(low, "forbidden") && !strings.Contains(low, "cannot list") && !strings.Contains(low, "cannot get") {
+					continue
+				}
+				if filepath.Base(l) == "relay-server.log" && strings.Contains(line, "root-trust.mesh") {
+					continue // before the grant, as the subtest above wants
+				}
+				t.Errorf("%s: %s", filepath.Base(l), strings.TrimSpace(line))
 			}
 		}
 	})

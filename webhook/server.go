@@ -93,7 +93,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// chain must verify to, and the certificates a CA update must not
 	// orphan), each watched by name: relay-webhook's Role names them, and
 	// no other secret of the namespace is read.
-	named, err := namedsecrets.New(s.opts.RESTConfig, namedsecrets.Options{Scheme: scheme, Secrets: ReadSecrets(s.cfg)})
+	named, err := namedsecrets.New(s.opts.RESTConfig, namedsecrets.Options{Scheme: scheme, Secrets: readSecrets(s.cfg)})
 	if err != nil {
 		mlis.Close()
 		return err
@@ -194,12 +194,12 @@ func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme)
 	return []func(*tls.Config){minTLS, func(c *tls.Config) { c.GetCertificate = m.GetCertificate }}, m.Ready, m, nil
 }
 
-// ReadSecrets are the relay secrets relay-webhook reads to judge a write,
+// readSecrets are the relay secrets relay-webhook reads to judge a write,
 // all in cfg.Namespace: the root (a chain must also verify to it), and the
 // signing, server and client secrets (an update of the root or the signing
 // CA must not leave their certificates without a chain). The manifests'
 // Role names these, and only these, with their default names.
-func ReadSecrets(cfg *config.Webhook) []types.NamespacedName {
+func readSecrets(cfg *config.Webhook) []types.NamespacedName {
 	return []types.NamespacedName{
 		cfg.RootTLSSecret.NamespacedName(cfg.Namespace),
 		cfg.SigningTLSSecret.NamespacedName(cfg.Namespace),
