@@ -87,9 +87,7 @@ func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token 
 	switch {
 	case rec.Matches(token):
 		if rec.Expired(s.now()) {
-			return nil, reasonTokenExpired, status.Errorf(codes.Unauthenticated,
-				"the bootstrap token of cluster %[1]s expired unused at %[2]s: issue a fresh one with "+registerFix+" (--token-ttl sets its lifetime)",
-				cluster, rec.Expires.UTC().Format(time.RFC3339))
+			return nil, reasonTokenExpired, tokenExpired(cluster, rec)
 		}
 		return &bootstrapCredential{hash: rec.Hash}, "", nil
 	case shared:
@@ -126,6 +124,13 @@ func tokenNotValid(cluster string) error {
 	return status.Errorf(codes.Unauthenticated,
 		"the bootstrap token is not valid for cluster %[1]s: it was already used, replaced by a newer one, or issued for another cluster; issue a fresh one with "+registerFix,
 		cluster)
+}
+
+// tokenExpired is the refusal of cluster's own token past its expiry.
+func tokenExpired(cluster string, rec *bootstraptoken.Record) error {
+	return status.Errorf(codes.Unauthenticated,
+		"the bootstrap token of cluster %[1]s expired unused at %[2]s: issue a fresh one with "+registerFix+" (--token-ttl sets its lifetime)",
+		cluster, rec.Expires.UTC().Format(time.RFC3339))
 }
 
 // consumeBootstrapToken spends cred for cluster with a conditional write:
@@ -176,10 +181,15 @@ func (s *service) stillUnused(kc *meshv1alpha1.KubernetesCluster, cred *bootstra
 	if cred.shared {
 		return s.sharedTokenAllowed(kc)
 	}
-	if rec, _ := bootstraptoken.Read(kc.Annotations); rec == nil || rec.Hash != cred.hash {
+	rec, _ := bootstraptoken.Read(kc.Annotations)
+	switch {
+	case rec == nil || rec.Hash != cred.hash:
 		return reasonTokenUsed, status.Errorf(codes.Unauthenticated,
 			"this bootstrap token was already used for cluster %[1]s, or replaced by a newer one: issue a fresh one with "+registerFix,
 			kc.Name)
+	case rec.Expired(s.now()):
+		// It expired while the CSR was being signed.
+		return reasonTokenExpired, tokenExpired(kc.Name, rec)
 	}
 	return "", nil
 }
