@@ -16,7 +16,7 @@ func BindServer(fs *pflag.FlagSet, s *Server) {
 	bindRef(fs, "root-tls-secret", "root CA secret (rootTlsSecret)", &s.RootTLSSecret)
 	bindToken(fs, &s.TokenSecret)
 	fs.StringVar(&s.Authority, "authority", s.Authority, "SNI name agents dial; the server certificate covers it (authority)")
-	fs.BoolVar(&s.Insecure, "insecure", s.Insecure, "serve plaintext gRPC without TLS: for tests only (insecure)")
+	fs.BoolVar(&s.Insecure, "insecure", s.Insecure, "serve plaintext gRPC without TLS or authentication, signing with a CA made in memory at start (never the signing secret), and serve no RootTrustPolicy: for tests only (insecure)")
 	fs.StringVar(&s.ListenAddress, "listen-address", s.ListenAddress, "relay gRPC address")
 	fs.StringVar(&s.MetricsAddress, "metrics-address", s.MetricsAddress, "address of /metrics, /healthz and /readyz")
 	fs.DurationVar(&s.ClientCertificateTTL.Duration, "client-certificate-ttl", s.ClientCertificateTTL.Duration, "lifetime of signed client certificates, capped by the intermediate's expiry")
