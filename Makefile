@@ -32,6 +32,7 @@ CERT_MANAGER_VERSION := $(shell cd $(ROOT)/hack/certmanager && $(GO) list -m -f 
 CERT_MANAGER_ASSETS  ?= $(BIN)/cert-manager/$(CERT_MANAGER_VERSION)-$(GOOS)-$(GOARCH)
 
 FUZZTIME   ?= 30s
+FUZZMINIMIZETIME ?= 100x
 BENCHCOUNT ?= 5
 AGENTS     ?= 10000
 BOOTSTRAPS ?= 2000
@@ -73,8 +74,8 @@ bench: envtest-assets build ## Run the benchmarks beside their stdlib baselines 
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/loadgen --server-binary $(BIN)/relay-server --agents $(AGENTS) --bootstraps $(BOOTSTRAPS)
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
-	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s; 5000x counts executions), minimizing new inputs for FUZZMINIMIZETIME (default 100x).
+	FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) hack/fuzz.sh
 
 .PHONY: lint
 lint: $(STATICCHECK) ## Run gofmt, go vet and the pinned staticcheck.
