@@ -19,6 +19,7 @@ import (
 func newCheckCommand() *cobra.Command {
 	var (
 		kubeconfig, mgmtContext, namespace, authority, output string
+		clientIssuerSecret                                    string
 		remotes, metricsURLs                                  []string
 		verbose                                               bool
 	)
@@ -32,11 +33,15 @@ then every problem found, each with its fix in one line:
   - relay-root-tls-secret, relay-server-tls-secret (SANs cover --authority, key matches,
     chain verifies), relay-tls-signing-secret (chains to the root) on the management
     cluster, and a warning while the shared identity token (relay-identity-token-secret)
-    exists there;
+    exists there; the CAs relay-server admits client certificates from (its signing CA,
+    and those of --client-issuer-secret);
   - on each workload cluster: relay-client-tls-secret (DNS name = registered name, key
-    matches, chains to a root relay-server trusts), the same root as the management
-    cluster, a KubernetesCluster for it, and its bootstrap token: the one issued for it,
-    unused and unexpired, or not needed because the client certificate is valid;
+    matches, chains to the relay root, issued by a CA relay-server admits), the same root
+    as the management cluster, a KubernetesCluster for it, and its bootstrap token: the
+    one issued for it, unused and unexpired, or not needed because the client certificate
+    is valid; and a warning, saying what it allows, where the cluster holds the key of a
+    CA under the relay root (relay-root-tls-secret with tls.key, istio-system/cacerts,
+    the cert-manager overlays' relay-issuer-ca);
   - expiry and time left of every certificate, with a warning inside the last tenth of
     its lifetime;
   - on every cluster, that the validating webhook's caBundle verifies relay-webhook's
@@ -62,7 +67,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 			}
 			srv, ag, wh := config.DefaultServer(), config.DefaultAgent(), config.DefaultWebhook()
 			srv.Namespace, ag.Namespace, wh.Namespace = namespace, namespace, namespace
-			srv.Authority = authority
+			srv.Authority, srv.ClientIssuerSecret = authority, clientIssuerSecret
 			o := fleet.CheckOptions{Server: &srv, Agent: &ag, Webhook: &wh, Mgmt: mgmt, Now: time.Now()}
 			for _, r := range remotes {
 				kctx, name, _ := strings.Cut(r, "=")
@@ -102,6 +107,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 	f.StringArrayVar(&metricsURLs, "server-metrics", nil, "URL of a relay-server replica's /metrics; repeat for each replica (default: through the API server's service proxy)")
 	f.StringVar(&namespace, "namespace", config.DefaultNamespace, "namespace of the relay secrets and KubernetesClusters")
 	f.StringVar(&authority, "authority", config.DefaultAuthority, "SNI name agents dial; the server certificate must cover it")
+	f.StringVar(&clientIssuerSecret, "client-issuer-secret", "", "the clientIssuerSecret relay-server runs with, if any: its CAs are judged and client certificates from them admitted")
 	f.BoolVarP(&verbose, "verbose", "v", false, "also list what is fine")
 	outputFlag(cmd, &output)
 	completeContexts(cmd, "mgmt-context", "remote-context")

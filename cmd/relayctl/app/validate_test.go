@@ -76,8 +76,15 @@ func secretYAML(t *testing.T, name string, c *pki.Certified, ca []byte) string {
 	})
 }
 
+// rootYAML is relay-root-tls-secret as a workload cluster holds it: the
+// root's certificate without its key (validate warns where a workload
+// cluster holds the root key).
 func (p *relayPKI) rootYAML(t *testing.T) string {
-	return secretYAML(t, config.DefaultRootTLSSecret, p.root, p.root.CAPEM())
+	return toYAML(t, &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: config.DefaultRootTLSSecret},
+		Data:       map[string][]byte{relaysecret.KeyCACert: p.root.CAPEM()},
+	})
 }
 
 func tokenYAML(t *testing.T, token string) string {

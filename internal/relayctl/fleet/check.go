@@ -120,7 +120,9 @@ func Check(ctx context.Context, o CheckOptions) (*Report, error) {
 type checker struct {
 	o CheckOptions
 	r *Report
-	// roots are the CAs relay-server trusts for client certificates.
+	issuerCheckFields
+	// roots are the CAs relay-server trusts for client certificates:
+	// relay-root-tls-secret's ca.crt alone.
 	roots []*x509.Certificate
 	token []byte
 	// connected counts streams per cluster and kind from the metrics.
@@ -165,17 +167,11 @@ func (c *checker) management(ctx context.Context) error {
 		if v == nil {
 			c.add(side, "secret "+serverKey.String(), Problem, "%v", r.Err())
 		} else {
-			// The server also trusts the ca.crt beside its certificate.
-			for _, r := range v.Roots {
-				if !slices.ContainsFunc(c.roots, r.Equal) {
-					c.roots = append(c.roots, r)
-				}
-			}
 			c.expiry(side, "secret "+serverKey.String(), v.Cert)
 		}
 	}
-	if root == nil && len(c.roots) == 0 {
-		c.add(side, "secret "+rootKey.String(), Problem, "not found, and no ca.crt beside the server certificate: agents have no root to verify the server against; start relay-server with its CA on, or restore the secret (relayctl restore)")
+	if root == nil {
+		c.add(side, "secret "+rootKey.String(), Problem, "not found: relay-server verifies client certificates against its ca.crt alone (and sends it to agents), so it admits none; start relay-server with its CA on, restore the secret (relayctl restore), or create it with your root CA's certificate as ca.crt")
 	}
 
 	if !srv.DisableCa {
@@ -190,8 +186,12 @@ func (c *checker) management(ctx context.Context) error {
 		} else if m, r := relaysecret.Validate(relaysecret.Signing, signing.Data, "", c.context("")); m == nil {
 			c.add(side, "secret "+signingKey.String(), Problem, "%v: the signing CA must chain to the root agents trust", r.Err())
 		} else {
+			c.signing = m.Cert
 			c.expiry(side, "secret "+signingKey.String(), m.Cert)
 		}
+	}
+	if err := c.clientIssuers(ctx, side, c.signing); err != nil {
+		return err
 	}
 
 	tok, tokKey, err := secret(srv.TokenSecret.SecretRef)
@@ -280,6 +280,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 			st.ClientExpiry = &exp
 			clientValid = exp.After(c.o.Now)
 			c.expiry(name, "secret "+clientKey.String(), v.Cert)
+			c.clientIssuerAdmitted(name, clientKey, v)
 		}
 	}
 	if root != nil && len(c.roots) > 0 {
@@ -294,6 +295,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 		}
 	}
 	c.bootstrapToken(name, registered, tok, tokKey, clientValid)
+	c.workloadCAKeys(ctx, name, rm)
 	if err := c.webhook(ctx, name, rm.Client); err != nil {
 		return err
 	}

@@ -1,0 +1,146 @@
+package fleet
+
+import (
+	"context"
+	"crypto/x509"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
+)
+
+// clientIssuers records the CAs relay-server admits client certificates
+// from, as the management cluster shows them: its signing CA (signing,
+// when the CA is on and the secret is valid) and the CAs of
+// clientIssuerSecret that chain to the relay root. With neither, nothing
+// can connect, which is a problem.
+func (c *checker) clientIssuers(ctx context.Context, side string, signing *x509.Certificate) error {
+	srv := c.o.Server
+	c.issuers = nil
+	if signing != nil {
+		c.issuers = append(c.issuers, signing)
+	}
+	const check = "client issuers"
+	if srv.ClientIssuerSecret != "" {
+		key := types.NamespacedName{Namespace: srv.Namespace, Name: srv.ClientIssuerSecret}
+		s, err := lookupSecret(ctx, c.o.Mgmt, key, side)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			c.add(side, check, Problem, "secret %s (clientIssuerSecret) not found: create it with the PEM certificate of each CA that issues client certificates in ca.crt", key)
+		} else {
+			c.namedIssuers(side, key, s)
+		}
+		c.issuersKnown = true
+	} else {
+		c.issuersKnown = signing != nil
+	}
+	switch {
+	case len(c.issuers) > 0:
+		var names []string
+		for _, ca := range c.issuers {
+			names = append(names, pki.CAName(ca))
+		}
+		c.add(side, check, OK, "relay-server admits client certificates from %s", strings.Join(names, ", "))
+	case srv.ClientIssuerSecret == "" && signing == nil:
+		c.add(side, check, Warning, "no signing CA: relay-server (with disableCa) admits client certificates only from the CAs its clientIssuerSecret lists, and none at all without it; "+
+			"pass --client-issuer-secret with the secret relay-server names so that check can judge them")
+	default:
+		c.add(side, check, Problem, "relay-server admits no client certificate: no signing CA and no usable CA in secret %s/%s (clientIssuerSecret)", srv.Namespace, srv.ClientIssuerSecret)
+	}
+	return nil
+}
+
+// namedIssuers adds the CAs of clientIssuerSecret s that chain to the
+// relay root, and a problem for each that does not.
+func (c *checker) namedIssuers(side string, key types.NamespacedName, s *corev1.Secret) {
+	check := "secret " + key.String()
+	certs, err := pki.DecodeCertificates(s.Data[relaysecret.KeyCACert])
+	if err != nil {
+		c.add(side, check, Problem, "ca.crt: %v: put the PEM certificate of each CA that issues client certificates in ca.crt", err)
+		return
+	}
+	for _, ca := range certs {
+		if _, err := pki.VerifyChain(ca, certs, c.roots, pki.RoleSigningCA, c.o.Now); err != nil {
+			c.add(side, check, Problem, "ca.crt: %s is not admitted by relay-server: %v; list only CAs under the relay root of %s", pki.CAName(ca), err, c.o.Server.RootTLSSecret.Name)
+			continue
+		}
+		c.issuers = append(c.issuers, ca)
+	}
+}
+
+// clientIssuerAdmitted checks that relay-server admits the issuer of a
+// workload cluster's client certificate m, when check knows what it admits.
+func (c *checker) clientIssuerAdmitted(cluster string, key types.NamespacedName, m *relaysecret.Material) {
+	if !c.issuersKnown {
+		return
+	}
+	issuer, err := pki.DirectIssuer(m.Cert, append(append([]*x509.Certificate{}, m.Chain...), m.Roots...))
+	if err != nil {
+		c.add(cluster, "client issuer", Problem, "secret %s: %v", key, err)
+		return
+	}
+	if pki.ContainsCA(c.issuers, issuer) {
+		c.add(cluster, "client issuer", OK, "secret %s was issued by %s, which relay-server admits", key, pki.CAName(issuer))
+		return
+	}
+	c.add(cluster, "client issuer", Problem, "secret %s was issued by %s, which relay-server does not admit client certificates from "+
+		"(unless it is the signing CA relay-server used before its last change): reissue it from relay-server's signing CA (delete the secret so that the agent bootstraps again), "+
+		"or list the CA in relay-server's clientIssuerSecret", key, pki.CAName(issuer))
+}
+
+// workloadCAKeys warns when a workload cluster holds the key of a CA under
+// the relay root (relaysecret.CAKeyExposure): in relay-root-tls-secret,
+// Istio's cacerts, or the cert-manager CA Issuer secret of the overlays.
+// A secret check may not read is skipped.
+func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote) {
+	if len(c.roots) == 0 {
+		return
+	}
+	ag := c.o.Agent
+	for _, s := range []struct {
+		key  types.NamespacedName
+		kind relaysecret.Kind
+	}{
+		{ag.RootTLSSecret.NamespacedName(ag.Namespace), relaysecret.Root},
+		{ag.IstioCASecret.NamespacedName(ag.Namespace), relaysecret.IstioCA},
+		{types.NamespacedName{Namespace: ag.Namespace, Name: CertManagerIssuerSecret}, relaysecret.Signing},
+	} {
+		sec, err := lookupSecret(ctx, rm.Client, s.key, "workload cluster "+rm.Context)
+		if err != nil || sec == nil {
+			continue
+		}
+		// A CA Issuer's secret often has no ca.crt: what decoded is enough.
+		m, _ := relaysecret.Decode(s.kind, sec.Data, "")
+		if m == nil || m.Cert == nil || m.Key == nil {
+			continue
+		}
+		// A CA relay-server admits client certificates from is, for this
+		// purpose, the signing CA.
+		issuer := c.signing
+		if pki.ContainsCA(c.issuers, m.Cert) {
+			issuer = m.Cert
+		}
+		if what := relaysecret.CAKeyExposure(m, c.roots, issuer, c.o.Now); what != "" {
+			c.add(cluster, "secret "+s.key.String(), Warning, "%s", what)
+		}
+	}
+}
+
+// CertManagerIssuerSecret is the secret of the cert-manager overlays' CA
+// Issuer (relay-issuer), which holds a CA key on every cluster.
+const CertManagerIssuerSecret = "relay-issuer-ca"
+
+// issuerCheckFields are the checker's fields for client issuers.
+type issuerCheckFields struct {
+	// issuers are the CAs relay-server admits client certificates from, as
+	// far as check can tell; issuersKnown says whether that is all of them.
+	issuers      []*x509.Certificate
+	issuersKnown bool
+	// signing is the signing CA of the management cluster, when valid.
+	signing *x509.Certificate
+}
