@@ -118,7 +118,7 @@ func TestBucketsForgetIdleKeysOnlyOnceTheyWouldHaveRefilled(t *testing.T) {
 	fast.allow("a", now)
 	now = now.Add(peerIdle + time.Minute)
 	fast.allow("b", now)
-	if n := fast.len(); n != 1 {
+	if n := fast.size(); n != 1 {
 		t.Errorf("%d buckets kept after a key was idle for %s, want 1", n, peerIdle)
 	}
 }

@@ -70,8 +70,8 @@ func (b *buckets) evictIdle(now time.Time) {
 	}
 }
 
-// len returns how many buckets are kept.
-func (b *buckets) len() int {
+// size returns how many buckets are kept.
+func (b *buckets) size() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.byKey)
