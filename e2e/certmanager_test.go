@@ -97,6 +97,16 @@ func TestCertManagerIssuesAndRenewsTheRelayCertificates(t *testing.T) {
 		_, _, err = kubectl(issuerCA, "--context", c, "apply", "-f", "-")
 		must(err)
 	}
+	// The management overlay's relay-server verifies agents against
+	// relay-root-tls-secret's ca.crt alone and admits client certificates
+	// only from the CA listed in relay-client-issuers (its
+	// clientIssuerSecret): certificates only, as docs/cert-manager.md says.
+	for name, cert := range map[string]*x509.Certificate{config.DefaultRootTLSSecret: ca.Cert, "relay-client-issuers": inter.Cert} {
+		doc, err := certificateSecret(name, cert)
+		must(err)
+		_, _, err = kubectl(doc, "--context", "mgmt", "apply", "-f", "-")
+		must(err)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 
@@ -348,6 +358,16 @@ func issuerSecret(inter *pki.Certified) (string, error) {
 			relaysecret.KeyTLSCert: pki.EncodeCertificates(inter.Cert, inter.Root()),
 			relaysecret.KeyTLSKey:  key,
 		},
+	})
+	return string(doc), err
+}
+
+// certificateSecret is a secret whose ca.crt holds cert and nothing else.
+func certificateSecret(name string, cert *x509.Certificate) (string, error) {
+	doc, err := yaml.Marshal(&corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: config.DefaultNamespace, Name: name},
+		Data:       map[string][]byte{relaysecret.KeyCACert: pki.EncodeCertificates(cert)},
 	})
 	return string(doc), err
 }

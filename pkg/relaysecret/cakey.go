@@ -31,8 +31,9 @@ func CAKeyExposure(m *Material, relayRoots []*x509.Certificate, clientIssuer *x5
 		return ""
 	case pki.SameCA(m.Cert, clientIssuer):
 		return fmt.Sprintf("holds the private key of %s, the CA that issues relay client certificates: whoever controls this cluster can issue a client certificate for any cluster "+
-			"and a relay server certificate that every agent accepts, and issuer pinning cannot refuse them; give Istio a CA of its own "+
-			"(relayctl gen --architecture two-intermediates, or separate-roots to share no root)", ca)
+			"and a relay server certificate that every agent accepts, and issuer pinning cannot refuse them; keep that key off workload clusters: "+
+			"give Istio a CA of its own (relayctl gen --architecture two-intermediates, or separate-roots to share no root), "+
+			"and issue client certificates from a CA whose key no workload cluster holds (relay-server's own CA, or Vault)", ca)
 	default:
 		return fmt.Sprintf("holds the private key of %s, a CA under the relay root: relay-server refuses the client certificates it issues, and agents holding a client certificate "+
 			"refuse the server certificates it issues (issuer pinning), but an agent that bootstraps with its token pins the root only and would accept its server certificate, "+

@@ -102,6 +102,7 @@ func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote)
 		return
 	}
 	ag := c.o.Agent
+	own := c.ownIssuer(ctx, rm)
 	for _, s := range []struct {
 		key  types.NamespacedName
 		kind relaysecret.Kind
@@ -119,16 +120,33 @@ func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote)
 		if m == nil || m.Cert == nil || m.Key == nil {
 			continue
 		}
-		// A CA relay-server admits client certificates from is, for this
-		// purpose, the signing CA.
+		// A CA relay-server admits client certificates from, or the one
+		// that issued this cluster's, issues client certificates as the
+		// signing CA does.
 		issuer := c.signing
-		if pki.ContainsCA(c.issuers, m.Cert) {
+		if pki.ContainsCA(c.issuers, m.Cert) || pki.SameCA(m.Cert, own) {
 			issuer = m.Cert
 		}
 		if what := relaysecret.CAKeyExposure(m, c.roots, issuer, c.o.Now); what != "" {
 			c.add(cluster, "secret "+s.key.String(), Warning, "%s", what)
 		}
 	}
+}
+
+// ownIssuer returns the CA that issued the workload cluster's client
+// certificate, or nil when check cannot tell.
+func (c *checker) ownIssuer(ctx context.Context, rm Remote) *x509.Certificate {
+	ag := c.o.Agent
+	sec, err := lookupSecret(ctx, rm.Client, ag.ClientTLSSecret.NamespacedName(ag.Namespace), "workload cluster "+rm.Context)
+	if err != nil || sec == nil {
+		return nil
+	}
+	m, _ := relaysecret.Decode(relaysecret.Client, sec.Data, "")
+	if m == nil || m.Cert == nil {
+		return nil
+	}
+	issuer, _ := pki.DirectIssuer(m.Cert, append(append(append([]*x509.Certificate{}, m.Chain...), m.Roots...), c.roots...))
+	return issuer
 }
 
 // CertManagerIssuerSecret is the secret of the cert-manager overlays' CA
