@@ -16,6 +16,7 @@ import (
 // +kubebuilder:printcolumn:name="Domain",type=string,JSONPath=`.spec.clusterDomain`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Revoked-Before",type=date,priority=1,JSONPath=`.spec.revocation.issuedBefore`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters, no '_' or '.'): it becomes the DNS SAN of the cluster's client certificate"
 type KubernetesCluster struct {
 	metav1.TypeMeta   `json:",inline"`
