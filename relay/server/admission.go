@@ -27,9 +27,9 @@ const registrationSkew = 5 * time.Minute
 // Why a client certificate was refused, in relay_certificates_refused_total
 // and relay_client_certificates_refused_total (besides reasonRevoked).
 const (
-	reasonExpired   = "expired"
-	reasonRebound   = "reregistered"
-	reasonMalformed = "malformed"
+	reasonExpired      = "expired"
+	reasonReregistered   = "reregistered"
+	reasonMalformed    = "malformed"
 )
 
 // refusal is why a client certificate may no longer act for its cluster,
@@ -120,11 +120,11 @@ func checkAdmitted(kc *meshv1alpha1.KubernetesCluster, cert *x509.Certificate) e
 		return &refusal{reason: reasonMalformed, code: codes.PermissionDenied, msg: fmt.Sprintf(
 			"client certificate %s of cluster %s: %v; %s", serial, cluster, err, fix)}
 	case bound && uid != string(kc.UID):
-		return &refusal{reason: reasonRebound, code: codes.PermissionDenied, msg: fmt.Sprintf(
+		return &refusal{reason: reasonReregistered, code: codes.PermissionDenied, msg: fmt.Sprintf(
 			"client certificate %s was issued to an earlier registration of cluster %s (KubernetesCluster UID %s, now %s): the cluster was deleted and registered again; %s",
 			serial, cluster, uid, kc.UID, fix)}
 	case !bound && cert.NotBefore.Before(kc.CreationTimestamp.Add(-registrationSkew)):
-		return &refusal{reason: reasonRebound, code: codes.PermissionDenied, msg: fmt.Sprintf(
+		return &refusal{reason: reasonReregistered, code: codes.PermissionDenied, msg: fmt.Sprintf(
 			"client certificate %s of cluster %s starts at %s, before KubernetesCluster %s was created at %s: it belongs to an earlier registration; %s",
 			serial, cluster, cert.NotBefore.UTC().Format(time.RFC3339), cluster, kc.CreationTimestamp.UTC().Format(time.RFC3339), fix)}
 	}
