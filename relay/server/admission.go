@@ -28,7 +28,7 @@ const registrationSkew = 5 * time.Minute
 // and relay_client_certificates_refused_total (besides reasonRevoked).
 const (
 	reasonExpired      = "expired"
-	reasonReregistered   = "reregistered"
+	reasonReregistered = "reregistered"
 	reasonMalformed    = "malformed"
 )
 
