@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
@@ -24,8 +25,9 @@ func newSecretStore(cfg *config.Agent) *secretStore {
 }
 
 // writeClient stores a new client certificate, key and root in the client
-// secret, creating it or updating only its data.
-func (s *secretStore) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []byte) error {
+// secret, creating it or updating only its data. tokenHash, when not empty,
+// records the bootstrap token the certificate was obtained with.
+func (s *secretStore) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []byte, tokenHash string) error {
 	data := map[string][]byte{relaysecret.KeyTLSCert: certPEM, relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: caPEM}
 	var cur corev1.Secret
 	err := s.writer.Get(ctx, s.client, &cur)
@@ -35,6 +37,7 @@ func (s *secretStore) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []
 			Type:       corev1.SecretTypeTLS,
 			Data:       data,
 		}
+		recordToken(&sec.ObjectMeta, tokenHash)
 		if err := s.writer.Create(ctx, sec); err != nil {
 			return fmt.Errorf("failed to create secret %s: %w", s.client, err)
 		}
@@ -44,8 +47,21 @@ func (s *secretStore) writeClient(ctx context.Context, certPEM, keyPEM, caPEM []
 		return fmt.Errorf("failed to get secret %s: %w", s.client, err)
 	}
 	cur.Data = data
+	recordToken(&cur.ObjectMeta, tokenHash)
 	if err := s.writer.Update(ctx, &cur); err != nil {
 		return fmt.Errorf("failed to update secret %s: %w", s.client, err)
 	}
 	return nil
+}
+
+// recordToken sets the annotation naming the bootstrap token a certificate
+// came from, when tokenHash is not empty.
+func recordToken(meta *metav1.ObjectMeta, tokenHash string) {
+	if tokenHash == "" {
+		return
+	}
+	if meta.Annotations == nil {
+		meta.Annotations = map[string]string{}
+	}
+	meta.Annotations[v1alpha1.BootstrapTokenUsedAnnotation] = tokenHash
 }

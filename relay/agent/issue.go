@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
@@ -35,9 +36,10 @@ type issuer struct{ opts issuerOptions }
 func newIssuer(opts issuerOptions) *issuer { return &issuer{opts: opts} }
 
 // obtain gets a new client certificate and stores it, the way the agent's
-// material allows: renewing over mTLS while the current certificate is
-// valid, issuing with the root key when relay-root-tls-secret holds one, or
-// bootstrapping with the identity token. It returns what it did.
+// material allows: bootstrapping with a fresh bootstrap token, renewing over
+// mTLS while the current certificate is valid, issuing with the root key
+// when relay-root-tls-secret holds one, or bootstrapping with the token. It
+// returns what it did.
 func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	cfg := s.opts.Config
 	key, err := pki.GenerateKey(pki.ECDSAP256)
@@ -53,8 +55,17 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		return "", err
 	}
 	var resp *relayv1.CertificateResponse
-	var how string
+	var how, tokenHash string
+	bootstrap := func() (*relayv1.CertificateResponse, error) {
+		tokenHash = bootstraptoken.Hash(string(t.token))
+		return s.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
+		})
+	}
 	switch {
+	case t.freshToken && len(t.token) > 0:
+		how = "bootstrapped with a fresh bootstrap token"
+		resp, err = bootstrap()
 	case t.client != nil && t.clientOK == nil && !cfg.Insecure:
 		how = "renewed"
 		resp, err = s.request(ctx, t.roots, true, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
@@ -72,9 +83,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		resp = &relayv1.CertificateResponse{CertificateChain: c.CertPEM(), CaCertificate: c.CAPEM()}
 	case len(t.token) > 0:
 		how = "bootstrapped with the bootstrap token"
-		resp, err = s.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
-			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
-		})
+		resp, err = bootstrap()
 	default:
 		return "", s.missing(t)
 	}
@@ -85,7 +94,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	if _, errs := relaysecret.Decode(relaysecret.Client, answer, ""); len(errs) > 0 {
 		return "", fmt.Errorf("relay server returned an unusable certificate: %s", relaysecret.Message(errs))
 	}
-	if err := s.opts.Secrets.writeClient(ctx, resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate()); err != nil {
+	if err := s.opts.Secrets.writeClient(ctx, resp.GetCertificateChain(), keyPEM, resp.GetCaCertificate(), tokenHash); err != nil {
 		return "", err
 	}
 	return how, nil

@@ -102,3 +102,57 @@ func TestARefusedBootstrapIsLoggedAsAnErrorRetriedWithBackoffAndRetriedAtOnceWit
 		})
 	}
 }
+
+func TestAFreshTokenReplacesAValidCertificateAtOnceAndARefusedOneDoesNotBlockRenewals(t *testing.T) {
+	valid := material{client: leaf(1, t0, time.Hour), token: []byte("fresh"), freshToken: true}
+	t.Run("a fresh token is used at once, although the certificate is valid", func(t *testing.T) {
+		r := newRotatorRig(t, valid)
+		r.start(t)
+		if got := r.clock.next(t); got != 0 {
+			t.Fatalf("the rotator waits %s, want 0: it obtained a certificate with the fresh token", got)
+		}
+		if calls := r.renewer.obtained(); len(calls) != 1 || !calls[0].Equal(t0) {
+			t.Fatalf("obtain called at %v, want once at once", calls)
+		}
+		r.renewer.mu.Lock()
+		fresh := r.renewer.given[0].freshToken
+		r.renewer.mu.Unlock()
+		if !fresh {
+			t.Error("the issuer was not told the token is fresh")
+		}
+	})
+	t.Run("a refused fresh token is not retried while the certificate is valid, and renewal goes on", func(t *testing.T) {
+		r := newRotatorRig(t, valid)
+		logs := &recordedLog{}
+		r.opts.Log = logr.New(logs)
+		r.renewer.failNext(fmt.Errorf("relay server refused: %w", status.Error(codes.Unauthenticated, "the bootstrap token of cluster cluster-1 expired unused")))
+		r.start(t)
+		if got := r.clock.fire(t); got != time.Second {
+			t.Fatalf("after the refusal the rotator waits %s, want the first backoff, 1s", got)
+		}
+		// Due at 30 of the certificate's 60 minutes: looked at every ten.
+		var waits []time.Duration
+		for range 3 {
+			waits = append(waits, r.clock.fire(t))
+		}
+		if want := []time.Duration{10 * time.Minute, 10 * time.Minute, 10*time.Minute - time.Second}; !equalDurations(waits, want) {
+			t.Fatalf("waits %v, want %v: the schedule, not retries of the refused token", waits, want)
+		}
+		if got := r.clock.next(t); got != 0 {
+			t.Fatalf("after the renewal the rotator waits %s, want 0", got)
+		}
+		calls := r.renewer.obtained()
+		if len(calls) != 2 {
+			t.Fatalf("obtain called %d times (%v), want 2: the refused fresh token, then the renewal", len(calls), calls)
+		}
+		r.renewer.mu.Lock()
+		renewal := r.renewer.given[1]
+		r.renewer.mu.Unlock()
+		if renewal.freshToken {
+			t.Error("the renewal was asked to use the refused token again")
+		}
+		if errs := logs.errorLines(); len(errs) != 1 || !strings.Contains(errs[0], "expired unused") {
+			t.Errorf("error lines %q, want the one refusal", errs)
+		}
+	})
+}

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 )
 
 // secretLoader reads the agent's secrets and loads the provider with them:
@@ -55,6 +57,11 @@ type rotatorOptions struct {
 type rotator struct {
 	opts   rotatorOptions
 	jitter certJitter
+	// refusedToken is the hash of a fresh bootstrap token the server
+	// refused while the certificate was still valid: it is not tried again
+	// before the certificate needs replacing, so that it does not block
+	// renewals.
+	refusedToken string
 }
 
 // newRotator returns a rotator; opts.Jitter and opts.Random must be set.
@@ -121,6 +128,12 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 		}
 		return maxWait, nil
 	}
+	if t.freshToken && bootstraptoken.Hash(string(t.token)) == r.refusedToken {
+		t.freshToken = false
+	}
+	if t.freshToken {
+		force = orDefault(force, "a fresh bootstrap token")
+	}
 	if t.client != nil && t.clientOK == nil && force == "" {
 		wait, err := renewalWait(t.client.Leaf, o.GraceRatio, r.jitter.of(t.client.Leaf.SerialNumber.String()), o.Clock.Now())
 		if err != nil {
@@ -137,6 +150,9 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 	how, err := o.Obtainer.obtain(ctx, t)
 	if err != nil {
 		o.Rotations.WithLabelValues("failed").Inc()
+		if t.freshToken && t.client != nil && t.clientOK == nil && refusedByServer(err) {
+			r.refusedToken = bootstraptoken.Hash(string(t.token))
+		}
 		return 0, err
 	}
 	o.Rotations.WithLabelValues("succeeded").Inc()

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
@@ -56,6 +58,11 @@ type material struct {
 	clientOK error // why client is unusable, when it is
 	managed  bool  // the client secret is managed by something else (cert-manager)
 	token    []byte
+	// freshToken is set when the client secret records the bootstrap token
+	// its certificate came from and the token secret now holds another:
+	// relayctl register issued a fresh one, to be used even while the
+	// certificate is still valid.
+	freshToken bool
 }
 
 // read collects the agent's material from its secrets. Missing or broken
@@ -93,6 +100,10 @@ func (s *secretStore) read(ctx context.Context, cluster string, now time.Time) (
 		if m, _ := relaysecret.Decode(relaysecret.Token, tok.Data, s.tokKey); m.Token != nil {
 			t.token = m.Token
 		}
+	}
+	if cs != nil && len(t.token) > 0 {
+		used, ok := cs.Annotations[v1alpha1.BootstrapTokenUsedAnnotation]
+		t.freshToken = ok && used != bootstraptoken.Hash(string(t.token))
 	}
 	return t, nil
 }

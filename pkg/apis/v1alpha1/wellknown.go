@@ -48,4 +48,12 @@ const (
 	// last consumed a bootstrap token for it (RFC 3339). The shared identity
 	// token refuses a cluster that has it.
 	BootstrappedAnnotation = "meshrelay.dev/bootstrapped"
+
+	// BootstrapTokenUsedAnnotation, on relay-client-tls-secret, is the
+	// SHA-256 (lowercase hex) of the bootstrap token relay-agent obtained the
+	// certificate with; renewals keep it. A token secret holding another
+	// token holds a fresh one (relayctl register ran again): the agent
+	// bootstraps with it even while its certificate is still valid, which is
+	// how a revoked certificate is replaced.
+	BootstrapTokenUsedAnnotation = "meshrelay.dev/bootstrap-token-used-sha256"
 )
