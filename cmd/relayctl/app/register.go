@@ -37,7 +37,8 @@ NAME must be a DNS-1123 label: it becomes the client certificate's DNS name.
 Everything is checked before anything changes; a workload relay-root-tls-secret that
 holds a different ca.crt is replaced only with --force. Running register again issues a
 fresh token and replaces the old one: it is how an agent whose client certificate expired
-or was revoked gets a new one, without a restart.`,
+or was revoked gets a new one, without a restart (an agent whose certificate is fine
+bootstraps again too).`,
 		Example: `  relayctl register cluster-1 --mgmt-context mgmt --remote-context cluster-1
   # an agent whose certificate expired: a fresh token, valid for 10 minutes
   relayctl register cluster-1 --mgmt-context mgmt --remote-context cluster-1 --token-ttl 10m`,
