@@ -31,9 +31,10 @@ import (
 // cluster-2 with relayctl register, which gives it a token of its own. Both
 // agents bootstrap and connect over mutual TLS. Then: cluster-2's token, used
 // or unused, cannot get a certificate for cluster-1, whether cluster-1 has
-// bootstrapped or not; the shared token bootstraps cluster-1 only once; and an
-// agent whose certificate expired recovers, without a restart, once relayctl
-// register issues its cluster a fresh token.
+// bootstrapped or not; the shared token bootstraps cluster-1 only once; a
+// fresh token replaces a certificate that is still valid; and an agent whose
+// certificate expired recovers, without a restart, once relayctl register
+// issues its cluster a fresh token.
 func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
@@ -131,8 +132,9 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 		wantRefused(t, bootstrapAs("cluster-1", token2), "the bootstrap token is not valid for cluster cluster-1")
 	})
 
+	agents := map[string]*testenv.Process{}
 	for _, cluster := range workloads {
-		if _, _, err := mesh.StartAgent(cluster, cluster); err != nil {
+		if agents[cluster], _, err = mesh.StartAgent(cluster, cluster); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -191,10 +193,25 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 
 	t.Run("cluster-2's tokens, spent or fresh, cannot get cluster-1's certificate once cluster-1 has bootstrapped", func(t *testing.T) {
 		wantRefused(t, bootstrapAs("cluster-1", token2), "the bootstrap token is not valid for cluster cluster-1")
+		// Stopped, cluster-2's agent leaves its fresh token unused.
+		if err := agents["cluster-2"].Stop(); err != nil {
+			t.Fatal(err)
+		}
 		fresh := register("cluster-2")
 		wantRefused(t, bootstrapAs("cluster-1", fresh), "the bootstrap token is not valid for cluster cluster-1")
 		if got := annotation("cluster-2", "meshrelay.dev/bootstrap-token-sha256"); got != bootstraptoken.Hash(fresh) {
 			t.Errorf("the refused attempt touched cluster-2's fresh token: hash %q", got)
+		}
+	})
+
+	t.Run("a fresh token replaces a certificate that is still valid: cluster-2's agent bootstraps with it when it starts", func(t *testing.T) {
+		if agents["cluster-2"], _, err = mesh.StartAgent("cluster-2", "cluster-2"); err != nil {
+			t.Fatal(err)
+		}
+		bootstraps(3)
+		connected("cluster-2")
+		if got := annotation("cluster-2", "meshrelay.dev/bootstrap-token-sha256"); got != "" {
+			t.Errorf("cluster-2's fresh token is still unused: %q", got)
 		}
 	})
 
@@ -229,7 +246,7 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 			_, err := clientCert("cluster-1")
 			return err
 		})
-		bootstraps(3) // both agents first, then this one
+		bootstraps(4) // both agents, cluster-2's fresh token, then this one
 		connected("cluster-1")
 		if got := annotation("cluster-1", "meshrelay.dev/bootstrap-token-sha256"); got != "" {
 			t.Errorf("cluster-1's fresh token is still unused: %q", got)
