@@ -184,7 +184,7 @@ func secretNames(names ...string) []string {
 // Secrets of gloo-mesh that no ServiceAccount reads: an Issuer's CA key
 // (cert-manager overlays), a Vault token (vault overlays), a
 // RootTrustPolicy's root nobody granted, anything else.
-var strangers = secretNames("relay-issuer-ca", "vault-token", "root-trust.mesh", "unrelated")
+var strangers = secretNames("relay-issuer-ca", "vault-token", "root-trust.mesh", "relay-client-issuers", "unrelated")
 
 var read = []string{"get", "list", "watch"}
 
@@ -308,6 +308,15 @@ func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
 		canI{as: serverSA, verb: "list", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
 		canI{as: serverSA, verb: "watch", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
 	)
+	// With cert-manager or Vault the server's CA is off, and it admits
+	// client certificates from the CAs of relay-client-issuers.
+	var cmServer []canI
+	for _, v := range read {
+		cmServer = append(cmServer,
+			canI{as: serverSA, verb: v, what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
+			canI{as: serverSA, verb: v, what: "secrets/relay-client-issuers", ns: "gloo-mesh", want: true})
+	}
+	cmServer = set(serverTable(), cmServer...)
 	grantedServer := set(serverTable(),
 		canI{as: serverSA, verb: "get", what: "secrets/root-trust.mesh", ns: "gloo-mesh", want: true},
 		canI{as: serverSA, verb: "get", what: "secrets/root-trust.other", ns: "gloo-mesh"},
@@ -321,9 +330,9 @@ func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
 		{"management with a RootTrustPolicy's root granted", rootGranted, grantedServer},
 		{"workload", overlay("workload"), append(agentTable(false), webhookTable(true)...)},
 		{"workload with istio-federated-trust", federated, agentTable(true)},
-		{"cert-manager/management", overlay("cert-manager/management"), append(serverTable(), webhookTable(false)...)},
+		{"cert-manager/management", overlay("cert-manager/management"), append(cmServer, webhookTable(false)...)},
 		{"cert-manager/workload", overlay("cert-manager/workload"), append(agentTable(false), webhookTable(false)...)},
-		{"vault/management", overlay("vault/management"), append(serverTable(), webhookTable(false)...)},
+		{"vault/management", overlay("vault/management"), append(cmServer, webhookTable(false)...)},
 		{"vault/workload", overlay("vault/workload"), append(agentTable(false), webhookTable(false)...)},
 		{"insecure/management", overlay("insecure/management"), insecureServer},
 		{"insecure/workload", overlay("insecure/workload"), agentTable(false)},
