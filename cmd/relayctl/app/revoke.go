@@ -29,10 +29,10 @@ those certificates at the handshake and at Renew, and closes the streams that
 use them within a second.
 
 The cluster gets back with a new certificate: relayctl register NAME issues a fresh
-bootstrap token; delete relay-client-tls-secret on the workload cluster, and its agent
-bootstraps with the token instead of renewing. Deleting and re-creating
-the KubernetesCluster also refuses every certificate the server signed for it
-before, but drops its revocation record.`,
+bootstrap token, with which its agent bootstraps at once, though its revoked
+certificate has not expired. Deleting and re-creating the KubernetesCluster also
+refuses every certificate the server signed for it before, but drops its
+revocation record.`,
 		Example: `  relayctl revoke cluster-1 --mgmt-context mgmt
   relayctl revoke cluster-1 --mgmt-context mgmt --serial 3F:A2:09:5C --serial 7b01c2d4`,
 		Args: cobra.ExactArgs(1),
@@ -69,8 +69,7 @@ before, but drops its revocation record.`,
 					fmt.Fprintf(&b, "%s (%s): %d serial(s) added, %d revoked in all\n", mgmtContext, object, len(got.Added), len(got.Serials))
 				}
 				fmt.Fprintf(&b, "relay-server refuses them at the handshake and at Renew and closes their streams within a second\n")
-				fmt.Fprintf(&b, "to let cluster %s back: relayctl register %s --mgmt-context %s --remote-context <its context> issues a fresh bootstrap token;\n", name, name, mgmtContext)
-				fmt.Fprintf(&b, "then delete secret %s/relay-client-tls-secret on the workload cluster, so that the agent bootstraps with it instead of renewing\n", got.Namespace)
+				fmt.Fprintf(&b, "to let cluster %s back: relayctl register %s --mgmt-context %s --remote-context <its context> issues a fresh bootstrap token, with which the agent bootstraps at once\n", name, name, mgmtContext)
 				return b.String()
 			})
 		},
