@@ -172,7 +172,8 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 			want               bool
 		}{
 			{server, "create", "secrets", "gloo-mesh", true},
-			{server, "watch", "secrets", "gloo-mesh", true},
+			{server, "watch", "secrets", "gloo-mesh", false},
+			{server, "watch", "secrets/relay-root-tls-secret", "gloo-mesh", true},
 			{server, "update", "secrets/relay-server-tls-secret", "gloo-mesh", false},
 			{server, "delete", "secrets/relay-root-tls-secret", "gloo-mesh", false},
 			{server, "list", "kubernetesclusters.meshrelay.dev", "gloo-mesh", true},
@@ -190,7 +191,8 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 			{agent, "watch", "secrets/cacerts", "istio-system", true},
 			{agent, "get", "secrets/istio-ca-secret", "istio-system", false},
 			{agent, "delete", "secrets/cacerts", "istio-system", false},
-			{agent, "patch", "deployments.apps", "bookinfo", true},
+			{agent, "patch", "deployments.apps", "istio-system", true},
+			{agent, "patch", "deployments.apps", "bookinfo", false},
 			{agent, "delete", "deployments.apps", "bookinfo", false},
 			{agent, "get", "secrets/cacerts", "bookinfo", false},
 		} {
