@@ -77,8 +77,9 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 				t.Errorf("register %s output lacks %q:\n%s", c, want, stdout)
 			}
 		}
-		if stdout, _, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c); code != 0 || strings.Count(stdout, "unchanged") != 3 {
-			t.Errorf("registering %s again: exit %d, want three unchanged:\n%s", c, code, stdout)
+		if stdout, _, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c); code != 0 || strings.Count(stdout, "unchanged") != 1 ||
+			!strings.Contains(stdout, "secret gloo-mesh/relay-identity-token-secret updated") {
+			t.Errorf("registering %s again: exit %d, want the root unchanged and a fresh token:\n%s", c, code, stdout)
 		}
 		agents[c], _, err = mesh.StartAgent(c, c)
 		must(err)
@@ -142,7 +143,12 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 		must(agents["cluster-1"].Stop())
 		_, _, err := kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "delete", "secret", "relay-client-tls-secret")
 		must(err)
-		checkReports(t, 30*time.Second, "cluster-1: secret gloo-mesh/relay-client-tls-secret: not found yet", "0 push and 0 pull streams")
+		checkReports(t, 30*time.Second, "cluster-1: secret gloo-mesh/relay-client-tls-secret: not found yet", "0 push and 0 pull streams",
+			"cluster-1: bootstrap token: no unused bootstrap token for cluster-1", "relayctl register cluster-1")
+		// Its token was spent: a fresh one brings it back.
+		if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-1", "--mgmt-context", "mgmt", "--remote-context", "cluster-1"); code != 0 {
+			t.Fatalf("register cluster-1 again: %s", stderr)
+		}
 		agents["cluster-1"], _, err = mesh.StartAgent("cluster-1", "cluster-1")
 		must(err)
 		checkPasses(t, 90*time.Second)
@@ -177,15 +183,22 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 		checkPasses(t, 2*time.Minute)
 	})
 
-	t.Run("an expired client certificate is reported, and the agent bootstraps again with the token", func(t *testing.T) {
+	t.Run("an expired client certificate is reported, and the agent bootstraps again with a fresh token from relayctl register", func(t *testing.T) {
 		must(agents["cluster-2"].Stop())
 		_, _, err := kubectl("", "--context", "cluster-2", "-n", "gloo-mesh", "delete", "secret", "relay-client-tls-secret")
 		must(err)
+		// The agent used its last token when cluster-2 was registered again.
+		if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-2", "--mgmt-context", "mgmt", "--remote-context", "cluster-2"); code != 0 {
+			t.Fatalf("register cluster-2 again: %s", stderr)
+		}
 		agents["cluster-2"], _, err = mesh.StartAgent("cluster-2", "cluster-2")
 		must(err)
 		checkPasses(t, 90*time.Second) // a one-minute certificate now
 		must(agents["cluster-2"].Stop())
 		checkReports(t, 2*time.Minute, "cluster-2: secret gloo-mesh/relay-client-tls-secret", "expired")
+		if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-2", "--mgmt-context", "mgmt", "--remote-context", "cluster-2"); code != 0 {
+			t.Fatalf("register cluster-2 again: %s", stderr)
+		}
 		agents["cluster-2"], _, err = mesh.StartAgent("cluster-2", "cluster-2")
 		must(err)
 		checkPasses(t, 90*time.Second)
