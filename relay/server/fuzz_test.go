@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,7 +121,8 @@ func FuzzBootstrap(f *testing.F) {
 }
 
 // FuzzPushMessage decodes arbitrary bytes as a PushMessage and handles it.
-// Property: it never panics, whatever the fields hold.
+// Properties: it never panics, whatever the fields hold, and no name but
+// that of policy p, the one loaded, becomes a label or a pending result.
 func FuzzPushMessage(f *testing.F) {
 	key, err := pki.GenerateKey(pki.ECDSAP256)
 	if err != nil {
@@ -146,5 +148,18 @@ func FuzzPushMessage(f *testing.F) {
 			return
 		}
 		svc.handlePush("cluster-1", &msg)
+		for series := range collected(t, svc.metrics.trustFailures) {
+			if !strings.Contains(series, `policy="p"`) {
+				t.Fatalf("series %s names a policy that is not loaded", series)
+			}
+		}
+		if rec := svc.conns.clusters["cluster-1"]; rec != nil && rec.istio != nil && rec.istio.policy != "p" && rec.istio.policy != "" {
+			t.Fatalf("the Istio expiry is labelled with policy %q, which is not loaded", rec.istio.policy)
+		}
+		for _, p := range svc.trust.Results.policies() {
+			if p != "p" {
+				t.Fatalf("results pending under policy %q, which is not loaded", p)
+			}
+		}
 	})
 }
