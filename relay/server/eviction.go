@@ -28,15 +28,17 @@ func newClientRefused(reg prometheus.Registerer) *prometheus.CounterVec {
 // each with its refusal. The KubernetesCluster watcher calls it on every
 // change, on every replica.
 func (s *service) evictRefused(kc *meshv1alpha1.KubernetesCluster) {
-	n := s.conns.evict(kc.Name, func(cert *x509.Certificate) error {
+	var refused []error
+	s.conns.evict(kc.Name, func(cert *x509.Certificate) error {
 		err := checkAdmitted(kc, cert)
 		if err != nil {
-			s.clientRefused.WithLabelValues("stream", reasonOf(err)).Inc()
+			refused = append(refused, err)
 		}
 		return err
 	})
-	if n > 0 {
-		s.log.Info("closed streams whose client certificate the cluster no longer admits", "cluster", kc.Name, "streams", n)
+	for _, err := range refused {
+		s.clientRefused.WithLabelValues("stream", reasonOf(err)).Inc()
+		s.log.Info("closed a stream whose client certificate the cluster no longer admits", "cluster", kc.Name, "reason", reasonOf(err), "error", err.Error())
 	}
 }
 
@@ -61,12 +63,19 @@ func (s *service) runExpiry(ctx context.Context, clk clock.WithTicker) error {
 
 // expireStreams ends the open streams whose client certificate has expired.
 func (s *service) expireStreams() {
+	type ended struct {
+		cluster string
+		err     error
+	}
 	now := s.now()
-	ended := s.conns.expire(now, func(cluster string, cert *x509.Certificate) error {
-		s.clientRefused.WithLabelValues("stream", reasonExpired).Inc()
-		return checkNotExpired(cluster, cert, now)
+	var expired []ended
+	s.conns.expire(now, func(cluster string, cert *x509.Certificate) error {
+		err := checkNotExpired(cluster, cert, now)
+		expired = append(expired, ended{cluster, err})
+		return err
 	})
-	for _, cluster := range ended {
-		s.log.Info("closed streams whose client certificate expired", "cluster", cluster)
+	for _, e := range expired {
+		s.clientRefused.WithLabelValues("stream", reasonExpired).Inc()
+		s.log.Info("closed a stream whose client certificate expired", "cluster", e.cluster, "error", e.err.Error())
 	}
 }
