@@ -208,6 +208,15 @@ func TestRevokingAClusterRefusesItsCertificatesAndClosesItsStreamsOnEveryReplica
 
 	held := []*heldStreams{holdStreams(t, f1, "replica-1", cert), holdStreams(t, f2, "replica-2", cert)}
 	idle := f1.dial(cert)
+	session := &keepFirstSession{}
+	for range 2 {
+		if _, err := handshake(f1, session, cert); err != nil {
+			t.Fatalf("mutual TLS handshake before the revocation: %v", err)
+		}
+	}
+	if resumed, err := handshake(f1, session, cert); err != nil || !resumed {
+		t.Fatalf("a mutual TLS session before the revocation: resumed %v, %v; want it to resume", resumed, err)
+	}
 	if _, err := renew(ctx, idle); err != nil {
 		t.Fatalf("Renew before the revocation: %v", err)
 	}
@@ -235,6 +244,11 @@ func TestRevokingAClusterRefusesItsCertificatesAndClosesItsStreamsOnEveryReplica
 		_, err := renew(ctx, idle)
 		wantStatus(t, err, codes.PermissionDenied, "before spec.revocation.issuedBefore")
 		wantStatus(t, err, codes.PermissionDenied, "relayctl register cluster-1 issues a fresh bootstrap token")
+	})
+	t.Run("a session of the certificate from before the revocation does not resume", func(t *testing.T) {
+		if resumed, err := handshake(f1, session, cert); err == nil {
+			t.Errorf("handshake with the revoked certificate's session succeeded (resumed %v), want it refused", resumed)
+		}
 	})
 	t.Run("new handshakes with the certificate are refused on both replicas", func(t *testing.T) {
 		for i, f := range replicas {
@@ -432,20 +446,35 @@ func (c *keepFirstSession) Put(_ string, cs *tls.ClientSessionState) {
 // whether the handshake resumed.
 func resumes(t *testing.T, f *relayFixture, cache tls.ClientSessionCache) bool {
 	t.Helper()
-	conn, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: f.roots(), ServerName: f.cfg.Authority, NextProtos: []string{"h2"}, ClientSessionCache: cache})
+	resumed, err := handshake(f, cache, nil)
 	if err != nil {
-		t.Fatalf("TLS dial: %v", err)
+		t.Fatal(err)
+	}
+	return resumed
+}
+
+// handshake dials f offering cache's session and cert (if not nil), reads
+// the server's first HTTP/2 frame, and reports whether the handshake
+// resumed, or how the connection failed.
+func handshake(f *relayFixture, cache tls.ClientSessionCache, cert *tls.Certificate) (bool, error) {
+	tc := &tls.Config{RootCAs: f.roots(), ServerName: f.cfg.Authority, NextProtos: []string{"h2"}, ClientSessionCache: cache}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := tls.Dial("tcp", f.addr, tc)
+	if err != nil {
+		return false, fmt.Errorf("TLS dial: %w", err)
 	}
 	defer conn.Close()
 	// The client preface and an empty SETTINGS frame.
 	if _, err := conn.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)); err != nil {
-		t.Fatalf("write the HTTP/2 preface: %v", err)
+		return false, fmt.Errorf("write the HTTP/2 preface: %w", err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 64)); err != nil {
-		t.Fatalf("read the server's first frame: %v", err)
+		return false, fmt.Errorf("read the server's first frame: %w", err)
 	}
-	return conn.ConnectionState().DidResume
+	return conn.ConnectionState().DidResume, nil
 }
 
 func TestSessionTicketsDoNotResumeAcrossASigningChange(t *testing.T) {
