@@ -68,8 +68,9 @@ type Server struct {
 	// MaxConcurrentSigning caps Bootstrap and Renew calls in flight across
 	// all peers; more are refused at once with ResourceExhausted.
 	MaxConcurrentSigning int `json:"maxConcurrentSigning"`
-	// PeerSigningRate is how many Bootstrap or Renew calls one peer address
-	// may make per second, with PeerSigningBurst at once.
+	// PeerSigningRate is how many Bootstrap calls one peer address may make
+	// per second, with PeerSigningBurst at once. Renew, whose caller has
+	// proved its cluster, is limited per cluster instead (ClusterRenewRate).
 	PeerSigningRate  float64 `json:"peerSigningRate"`
 	PeerSigningBurst int     `json:"peerSigningBurst"`
 	// DisableSharedToken refuses every Bootstrap made with the shared
