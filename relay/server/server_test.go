@@ -427,7 +427,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		_, err := pull.Recv()
 		wantStatus(t, err, codes.PermissionDenied, "cluster cluster-1 was deregistered")
 		// The push stream ends with the reason, or, once the server has
-		// closed the dropped cluster's connection a second later, with it.
+		// closed the dropped cluster's connection (closeGrace later), with it.
 		_, err = push.CloseAndRecv()
 		if c := status.Code(err); c != codes.PermissionDenied && c != codes.Unavailable {
 			t.Errorf("push after deregistration: %v, want PermissionDenied or Unavailable", err)
