@@ -77,8 +77,12 @@ func (t *trust) check(cluster string) {
 	if !d.ask {
 		return
 	}
+	// The CSR is awaited before the ask goes out: a quick agent's answer
+	// must find it.
+	t.State.awaitCSR(cluster, d.policy.name)
 	n := t.Conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_IssueIntermediate{IssueIntermediate: &relayv1.IssueIntermediate{Policy: d.policy.name}}})
 	if n == 0 {
+		t.State.takeCSR(cluster, d.policy.name)
 		return // not connected here: another replica, or a later stream, asks
 	}
 	t.State.recordAsk(cluster, d.policy.rootSHA256, now)
@@ -88,11 +92,18 @@ func (t *trust) check(cluster string) {
 // answer signs an agent's intermediate CSR under the policy that serves its
 // cluster and sends the result back on the cluster's pull streams (the
 // replica holding the key takes it). The result, issued or refused, is
-// left for the policy's status. req's policy must be one that applies to
-// cluster (trustState.applies): it becomes a label.
+// left for the policy's status. Only a CSR this replica asked the cluster
+// for under that policy, and not answered yet, is considered: others are
+// dropped (logged at V(1), since an agent may send many). req's policy
+// must be one that applies to cluster (trustState.applies): it becomes a
+// label.
 func (t *trust) answer(cluster string, req *relayv1.IntermediateCSR) {
 	now := t.Clock.Now()
 	log := t.Log.WithValues("cluster", cluster, "policy", req.GetPolicy())
+	if !t.State.takeCSR(cluster, req.GetPolicy()) {
+		log.V(1).Info("ignored an intermediate CSR this server did not ask the cluster for, or asked for once and got already")
+		return
+	}
 	p := t.State.serving(cluster)
 	if p == nil || p.name != req.GetPolicy() {
 		t.Metrics.trustFailures.WithLabelValues(req.GetPolicy(), failNoPolicy).Inc()

@@ -137,17 +137,23 @@ func TestPushStreamHandlingWritesNothingToTheAPIServer(t *testing.T) {
 		// pending is the kind of result left for policy p, if any.
 		answered bool
 		pending  []resultKind
+		// asked is the policy the server asked cluster-1 for a CSR under.
+		asked string
 	}{
-		{"a good CSR is signed, answered and left for the status", csr("p", istioCSR), true, []resultKind{resultIssued}},
-		{"a CSR that does not decode is refused and left for the status", csr("p", []byte("junk")), false, []resultKind{resultFailed}},
-		{"a CSR under a policy that does not serve the cluster is refused, with nothing to record", csr("other", istioCSR), false, nil},
+		{"a good CSR is signed, answered and left for the status", csr("p", istioCSR), true, []resultKind{resultIssued}, "p"},
+		{"a CSR that does not decode is refused and left for the status", csr("p", []byte("junk")), false, []resultKind{resultFailed}, "p"},
+		{"a CSR under a policy that does not serve the cluster is refused, with nothing to record", csr("other", istioCSR), false, nil, "p"},
+		{"a good CSR the server did not ask for is not signed, with nothing to record", csr("p", istioCSR), false, nil, ""},
 		{"an agent's failure to install is left for the status", &relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{
 			IstioCa: &relayv1.IstioCAStatus{Policy: "p", Error: "forbidden"},
-		}}}, false, []resultKind{resultFailed}},
+		}}}, false, []resultKind{resultFailed}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := serviceWith(t, &config.Server{Namespace: "gloo-mesh"}, writesFailTest(t))
 			pull := svc.conns.open("cluster-1", pullStream, nil, nil)
+			if tc.asked != "" {
+				svc.trust.State.awaitCSR("cluster-1", tc.asked)
+			}
 			svc.handlePush("cluster-1", tc.msg)
 			answered := false
 			for len(pull.instructions) > 0 {
@@ -221,4 +227,56 @@ func writesFailTest(t *testing.T) client.Client {
 			return write("status apply")
 		},
 	})
+}
+
+// An intermediate CSR is signed only when this server asked the cluster for
+// one under that policy, and once per ask: an agent that sends CSRs on its
+// own, or sends the answer again, gets nothing signed.
+func TestAnIntermediateCSRIsSignedOnlyWhenAskedAndOncePerAsk(t *testing.T) {
+	key, err := pki.GenerateKey(pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	istioCSR, err := pki.NewCSR(key, pki.IstiodDNSName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &relayv1.PushMessage{Message: &relayv1.PushMessage_IntermediateCsr{IntermediateCsr: &relayv1.IntermediateCSR{Policy: "p", Csr: istioCSR}}}
+	svc := serviceWith(t, &config.Server{Namespace: "gloo-mesh"}, writesFailTest(t))
+	pull := svc.conns.open("cluster-1", pullStream, nil, nil)
+	received := func() (asks, issued int) {
+		for len(pull.instructions) > 0 {
+			in := <-pull.instructions
+			if in.GetIssueIntermediate() != nil {
+				asks++
+			}
+			if in.GetIntermediateIssued() != nil {
+				issued++
+			}
+		}
+		return asks, issued
+	}
+	svc.handlePush("cluster-1", msg)
+	if _, issued := received(); issued != 0 {
+		t.Fatalf("a CSR sent before any ask was signed %d times, want never", issued)
+	}
+	svc.trust.State.report("cluster-1", &relayv1.IstioCAStatus{})
+	svc.trust.check("cluster-1")
+	if asks, _ := received(); asks != 1 {
+		t.Fatalf("the server asked %d times for a missing cacerts, want once", asks)
+	}
+	for i := range 3 {
+		svc.handlePush("cluster-1", msg)
+		want := 0
+		if i == 0 {
+			want = 1
+		}
+		if _, issued := received(); issued != want {
+			t.Errorf("CSR %d after one ask: signed %d times, want %d", i+1, issued, want)
+		}
+	}
+	var m dto.Metric
+	if err := svc.metrics.trustIssued.WithLabelValues("p").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("intermediates counted as issued under p: %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
 }

@@ -38,6 +38,9 @@ type trustState struct {
 	// overlaps are the policies told that another serves a cluster, by
 	// cluster and policy, with the one that serves it.
 	overlaps map[[2]string]string
+	// awaited is the policy each cluster was asked for a CSR under and has
+	// not answered yet: only such a CSR is signed, once.
+	awaited map[string]string
 }
 
 func newTrustState() *trustState {
@@ -46,7 +49,28 @@ func newTrustState() *trustState {
 		reports:   map[string]*relayv1.IstioCAStatus{},
 		requested: map[string]csrRequest{},
 		overlaps:  map[[2]string]string{},
+		awaited:   map[string]string{},
 	}
+}
+
+// awaitCSR records that cluster is being asked for a CSR under policy.
+func (s *trustState) awaitCSR(cluster, policy string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.awaited[cluster] = policy
+}
+
+// takeCSR reports whether cluster was asked for a CSR under policy and has
+// not answered yet, and forgets the ask: one ask, one signature. An agent
+// cannot make the server sign by sending CSRs it was not asked for.
+func (s *trustState) takeCSR(cluster, policy string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.awaited[cluster]; !ok || p != policy {
+		return false
+	}
+	delete(s.awaited, cluster)
+	return true
 }
 
 // setPolicy loads p in place of the policy of its name, which it returns
