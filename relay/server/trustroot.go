@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
@@ -44,6 +45,9 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 	if ca.SecretRef != nil {
 		if key.Namespace != p.Namespace {
 			return nil, fmt.Errorf("spec.config.mgmtServerCa.secretRef.namespace %q: the root secret must be in the policy's namespace %s, the one relay-server reads", key.Namespace, p.Namespace)
+		}
+		if err := checkNotRelaySecret(key.Name); err != nil {
+			return nil, err
 		}
 		var s corev1.Secret
 		if err := c.Get(ctx, key, &s); err != nil {
@@ -79,6 +83,28 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 		return nil, fmt.Errorf("root secret: %w", err)
 	}
 	return decodeTrustRoot(s, now)
+}
+
+// relaySecrets are the secrets relay-server keeps its own CAs and
+// credentials in, by their names, with what each holds.
+var relaySecrets = map[string]string{
+	config.DefaultRootTLSSecret:    "the relay root",
+	config.DefaultSigningTLSSecret: "the CA that signs client certificates",
+	config.DefaultServerTLSSecret:  "relay-server's serving certificate",
+	config.DefaultTokenSecret:      "the shared identity token",
+}
+
+// checkNotRelaySecret refuses a RootTrustPolicy root taken from one of the
+// relay secrets. relay-server may read them, so it would sign Istio
+// intermediates, whose keys live in workload clusters, under the CA that
+// issues relay identities.
+func checkNotRelaySecret(name string) error {
+	what, ok := relaySecrets[name]
+	if !ok {
+		return nil
+	}
+	return fmt.Errorf("spec.config.mgmtServerCa.secretRef names %s, which holds %s: a RootTrustPolicy may not use a relay secret, or Istio CAs in the workload clusters would hold intermediates under the CA that issues relay identities; put a root of its own in another secret (root-cert.pem and key.pem), or use mgmtServerCa.generated",
+		name, what)
 }
 
 // TrustRootRole is the Role through which relay-server reads the root
