@@ -29,6 +29,17 @@ const maxMessageBytes = 64 << 10
 // pinned too: it must be the CA that issued that client certificate, or a
 // root itself (serverPin).
 func dial(cfg *config.Agent, roots []*x509.Certificate, provider *Provider) (*grpc.ClientConn, error) {
+	var pin *serverPin
+	if provider != nil {
+		pin = providerPin(roots, provider)
+	}
+	return dialPinned(cfg, roots, provider, pin)
+}
+
+// dialPinned is dial with the server's issuer pinned by pin (the roots only
+// when nil), whether or not a provider presents a client certificate:
+// Bootstrap pins without presenting one.
+func dialPinned(cfg *config.Agent, roots []*x509.Certificate, provider *Provider, pin *serverPin) (*grpc.ClientConn, error) {
 	var creds grpccreds.TransportCredentials
 	if cfg.Insecure {
 		creds = insecure.NewCredentials()
@@ -43,7 +54,9 @@ func dial(cfg *config.Agent, roots []*x509.Certificate, provider *Provider) (*gr
 		tc := &tls.Config{RootCAs: pool, ServerName: cfg.Authority, MinVersion: tls.VersionTLS12}
 		if provider != nil {
 			tc.GetClientCertificate = provider.GetClientCertificate
-			tc.VerifyConnection = serverPin{roots: roots, provider: provider}.verify
+		}
+		if pin != nil {
+			tc.VerifyConnection = pin.verify
 		}
 		creds = grpccreds.NewTLS(tc)
 	}

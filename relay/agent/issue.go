@@ -58,7 +58,14 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	var how, tokenHash string
 	bootstrap := func() (*relayv1.CertificateResponse, error) {
 		tokenHash = bootstraptoken.Hash(string(t.token))
-		return s.request(ctx, t.roots, false, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+		pin, issuer, err := s.bootstrapPin(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if issuer != nil {
+			how += ", pinning the relay server's issuer to " + pki.CAName(issuer) + " (the issuer of the previous client certificate) or the root"
+		}
+		return s.request(ctx, t.roots, nil, pin, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
 		})
 	}
@@ -68,7 +75,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		resp, err = bootstrap()
 	case t.client != nil && t.clientOK == nil && !cfg.Insecure:
 		how = "renewed"
-		resp, err = s.request(ctx, t.roots, true, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+		resp, err = s.request(ctx, t.roots, s.opts.Provider, providerPin(t.roots, s.opts.Provider), func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Renew(withCluster(ctx, cfg), &relayv1.RenewRequest{Csr: csr})
 		})
 	case t.rootKey != nil:
@@ -101,13 +108,10 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 }
 
 // request makes one call over a short-lived connection: server-authenticated
-// for Bootstrap, mutual TLS with the provider's certificate for Renew.
-func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, mtls bool, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
-	var p *Provider
-	if mtls {
-		p = s.opts.Provider
-	}
-	conn, err := dial(s.opts.Config, roots, p)
+// for Bootstrap (provider nil), mutual TLS with the provider's certificate
+// for Renew; pin, when not nil, pins the server certificate's issuer.
+func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, provider *Provider, pin *serverPin, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
+	conn, err := dialPinned(s.opts.Config, roots, provider, pin)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +123,27 @@ func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, mtls bo
 		return nil, fmt.Errorf("relay server refused: %w", err)
 	}
 	return resp, nil
+}
+
+// bootstrapPin reads the client secret for the certificate it still holds
+// (valid, revoked or expired) and returns the pin of the Bootstrap
+// connection: the issuer of that certificate or a root, or the roots only
+// when the secret is missing or holds no certificate whose issuer is
+// known. issuer is the CA pinned to, nil when the roots only pin.
+func (s *issuer) bootstrapPin(ctx context.Context, t *material) (pin *serverPin, issuer *x509.Certificate, err error) {
+	if s.opts.Config.Insecure {
+		return nil, nil, nil
+	}
+	sec, err := s.opts.Secrets.get(ctx, s.opts.Secrets.client)
+	var miss *errMissing
+	if errors.As(err, &miss) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to read the previous client certificate to pin the relay server's issuer: %w", err)
+	}
+	pin, issuer = bootstrapPin(sec, t.roots)
+	return pin, issuer, nil
 }
 
 // missing names what the agent needs and does not have.

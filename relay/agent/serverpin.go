@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // serverPin checks, on every handshake, which CA issued the relay server's
@@ -23,21 +26,37 @@ import (
 //   - one of the pinned roots itself: relay-server signs its own serving
 //     certificate with the root when it generates its CA.
 //
-// Before its first client certificate (bootstrap with the identity token)
-// the agent knows no issuer but the roots, and only the roots pin.
+// The bootstrap connection pins the same way, without presenting the
+// certificate, when the client secret still holds one (valid, revoked,
+// issued to an earlier registration, or expired): see bootstrapPin. Before
+// its first client certificate the agent knows no issuer but the roots, and
+// only the roots pin.
 type serverPin struct {
-	roots    []*x509.Certificate
-	provider *Provider
+	roots []*x509.Certificate
+	// own returns the client certificate whose issuer pins; a nil func or
+	// certificate pins the roots only.
+	own func() *tls.Certificate
+	// whose names own's certificate in a refusal ("its own client
+	// certificate").
+	whose string
+	// fix, when not empty, ends a refusal with what to do when the relay's
+	// signing CA was legitimately replaced.
+	fix string
+}
+
+// providerPin pins to the certificate the provider presents.
+func providerPin(roots []*x509.Certificate, p *Provider) *serverPin {
+	return &serverPin{roots: roots, own: p.Current, whose: "its own client certificate"}
 }
 
 // verify is a tls.Config.VerifyConnection: it runs after the chain, usage
 // and name checks, on resumed sessions too, and before the agent sends its
 // client certificate.
 func (p serverPin) verify(cs tls.ConnectionState) error {
-	if p.provider == nil {
+	if p.own == nil {
 		return nil
 	}
-	own := p.provider.Current()
+	own := p.own()
 	if own == nil || own.Leaf == nil {
 		return nil
 	}
@@ -59,9 +78,9 @@ func (p serverPin) verify(cs tls.ConnectionState) error {
 		}
 		found = issuer
 	}
-	return fmt.Errorf("relay server certificate %q was issued by %s, but this agent expects the CA that issued its own client certificate, %s, or the relay root itself: "+
-		"a certificate from another CA under the relay root (such as an Istio CA on a workload cluster) is refused; issue the server certificate from the relay's signing CA",
-		cs.PeerCertificates[0].Subject.CommonName, pki.CAName(found), pki.CAName(expected))
+	return fmt.Errorf("relay server certificate %q was issued by %s, but this agent expects the CA that issued %s, %s, or the relay root itself: "+
+		"a certificate from another CA under the relay root (such as an Istio CA on a workload cluster) is refused; issue the server certificate from the relay's signing CA%s",
+		cs.PeerCertificates[0].Subject.CommonName, pki.CAName(found), p.whose, pki.CAName(expected), p.fix)
 }
 
 // clientIssuer returns the CA that issued the agent's client certificate:
@@ -74,4 +93,38 @@ func clientIssuer(own *tls.Certificate, roots []*x509.Certificate) (*x509.Certif
 		}
 	}
 	return pki.DirectIssuer(own.Leaf, append(candidates, roots...))
+}
+
+// bootstrapPin returns the pin of a Bootstrap connection from the client
+// secret sec the agent holds (nil when there is none), and the issuer it
+// pins to. The certificate in tls.crt pins whether it is valid, revoked,
+// issued to an earlier registration or expired: the agent knows which CA
+// issued it, so a server certificate from another CA under the roots is
+// refused as it is on the mutual TLS connections. The certificate is not
+// presented. A tls.crt that does not decode, or whose issuer is neither
+// after it nor among the roots (the roots changed), pins the roots only,
+// and the issuer returned is nil.
+func bootstrapPin(sec *corev1.Secret, roots []*x509.Certificate) (*serverPin, *x509.Certificate) {
+	if sec == nil {
+		return nil, nil
+	}
+	certs, err := pki.DecodeCertificates(sec.Data[relaysecret.KeyTLSCert])
+	if err != nil || len(certs) == 0 {
+		return nil, nil
+	}
+	prev := &tls.Certificate{Leaf: certs[0]}
+	for _, c := range certs {
+		prev.Certificate = append(prev.Certificate, c.Raw)
+	}
+	issuer, err := clientIssuer(prev, roots)
+	if err != nil {
+		return nil, nil
+	}
+	name := fmt.Sprintf("%s/%s", sec.Namespace, sec.Name)
+	return &serverPin{
+		roots: roots,
+		own:   func() *tls.Certificate { return prev },
+		whose: fmt.Sprintf("its previous client certificate (secret %s)", name),
+		fix:   fmt.Sprintf("; if the relay's signing CA was replaced, delete secret %s and the agent bootstraps pinning the relay root only", name),
+	}, issuer
 }

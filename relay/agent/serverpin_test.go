@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,8 +15,15 @@ import (
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/certgen"
+	"github.com/meshrelay/meshrelay/internal/testenv"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
@@ -69,6 +77,15 @@ func generateTwoIntermediates(t *testing.T, cluster string) *twoIntermediates {
 // handshake checks.
 func stubRelay(t *testing.T, cert *pki.Certified) string {
 	t.Helper()
+	addr, _ := recordingStubRelay(t, cert)
+	return addr
+}
+
+// recordingStubRelay is stubRelay that also counts the handshakes in which
+// the agent presented a client certificate.
+func recordingStubRelay(t *testing.T, cert *pki.Certified) (string, *atomic.Int32) {
+	t.Helper()
+	var presented atomic.Int32
 	keyPEM, err := cert.KeyPEM()
 	if err != nil {
 		t.Fatal(err)
@@ -81,11 +98,19 @@ func stubRelay(t *testing.T, cert *pki.Certified) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12})))
+	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 {
+				presented.Add(1)
+			}
+			return nil
+		},
+	})))
 	relayv1.RegisterRelayServer(gs, relayv1.UnimplementedRelayServer{})
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	return lis.Addr().String(), &presented
 }
 
 // TestAgentPinsTheServerCertificatesIssuer dials, as relay-agent does,
@@ -181,5 +206,159 @@ func TestServerPinFindsTheClientCertificatesIssuer(t *testing.T) {
 	clientLeaf, _ := x509.ParseCertificate(g.client.Certificate[0])
 	if _, err := clientIssuer(&tls.Certificate{Certificate: [][]byte{clientLeaf.Raw}, Leaf: clientLeaf}, []*x509.Certificate{g.root.Cert}); err == nil || !strings.Contains(err.Error(), "tls.crt") {
 		t.Errorf("a client certificate without its intermediate: %v, want an error saying to put the issuer in tls.crt", err)
+	}
+}
+
+// TestBootstrapPinsTheIssuerOfThePreviousCertificate: an agent that
+// bootstraps while its client secret still holds a certificate (expired,
+// or valid but revoked at the server and replaced by relayctl register's
+// fresh token) knows which CA issued it, and pins the relay server's
+// issuer to that CA or the root on the Bootstrap connection too, without
+// presenting the certificate: a server certificate that a workload
+// cluster's mesh CA key mints is refused before the token is sent, and the
+// refusal says how to recover when the signing CA really changed. Only an
+// agent with no client secret at all still pins the root alone. The
+// secrets are read from a real kube-apiserver, as relay-agent does.
+func TestBootstrapPinsTheIssuerOfThePreviousCertificate(t *testing.T) {
+	g := generateTwoIntermediates(t, "cluster-1")
+	env := testenv.Start(t, testenv.Options{Names: []string{"workload"}})
+	kc := env.Cluster("workload").Client
+	if err := kc.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(ca *pki.Certified, role pki.Role, now time.Time, names ...string) *pki.Certified {
+		t.Helper()
+		f := ca.IssueServer
+		if role == pki.RoleClient {
+			f = ca.IssueClient
+		}
+		c, err := f(pki.Options{DNSNames: names, TTL: time.Hour, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	now := time.Now()
+	authority := config.DefaultAuthority
+	fromSigning, fromMeshCA := issue(g.signing, pki.RoleServer, now, authority), issue(g.meshCA, pki.RoleServer, now, authority)
+	expired := issue(g.signing, pki.RoleClient, now.Add(-3*time.Hour), "cluster-1")
+	valid := issue(g.signing, pki.RoleClient, now, "cluster-1")
+
+	cfg := config.DefaultAgent()
+	cfg.Cluster, cfg.Namespace = "cluster-1", ns
+	store := newSecretStore(&cfg)
+	store.reader, store.writer = kc, kc
+	put := func(name string, data map[string][]byte, annotations map[string]string) {
+		t.Helper()
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations}, Data: data}
+		var cur corev1.Secret
+		if err := kc.Get(t.Context(), client.ObjectKeyFromObject(sec), &cur); err == nil {
+			cur.Data, cur.Annotations = data, annotations
+			if err := kc.Update(t.Context(), &cur); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := kc.Create(t.Context(), sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(cfg.RootTLSSecret.Name, map[string][]byte{relaysecret.KeyCACert: pki.EncodeCertificates(g.root.Cert)}, nil)
+	put(cfg.TokenSecret.Name, map[string][]byte{cfg.TokenSecret.Key: []byte("a-fresh-bootstrap-token-of-relayctl-register")}, nil)
+	clientSecret := func(c *pki.Certified) map[string][]byte {
+		t.Helper()
+		key, err := c.KeyPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: pki.EncodeCertificates(g.root.Cert)}
+	}
+	withoutClientSecret := func() {
+		t.Helper()
+		err := kc.Delete(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cfg.ClientTLSSecret.Name}})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	clientRef := ns + "/" + cfg.ClientTLSSecret.Name
+
+	cases := []struct {
+		name   string
+		client *pki.Certified // nil: no client secret
+		// fresh records another token in the client secret, as after relayctl register.
+		fresh  bool
+		server *pki.Certified
+		// want is empty when Bootstrap reaches the server, else part of the refusal.
+		want []string
+	}{
+		{name: "an agent whose certificate expired refuses a server certificate from the mesh CA, naming both issuers and the way back",
+			client: expired, server: fromMeshCA,
+			want: []string{"meshrelay-mesh-ca", relaysecret.SigningCommonName, "previous client certificate (secret " + clientRef + ")", "delete secret " + clientRef}},
+		{name: "an agent whose certificate expired bootstraps with a server certificate from the CA that issued it",
+			client: expired, server: fromSigning},
+		{name: "an agent with a fresh token and a valid (revoked) certificate refuses a server certificate from the mesh CA",
+			client: valid, fresh: true, server: fromMeshCA, want: []string{"meshrelay-mesh-ca", "previous client certificate"}},
+		{name: "an agent with a fresh token and a valid (revoked) certificate bootstraps with a server certificate from the signing CA",
+			client: valid, fresh: true, server: fromSigning},
+		{name: "an agent with no client secret knows no issuer and pins the root only",
+			server: fromMeshCA},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.client == nil {
+				withoutClientSecret()
+			} else {
+				ann := map[string]string{}
+				if c.fresh {
+					ann[meshv1alpha1.BootstrapTokenUsedAnnotation] = bootstraptoken.Hash("the-token-of-the-first-registration")
+				}
+				put(cfg.ClientTLSSecret.Name, clientSecret(c.client), ann)
+			}
+			addr, presented := recordingStubRelay(t, c.server)
+			cfg.ServerAddress = addr
+			m, err := store.read(t.Context(), cfg.Cluster, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (c.client == valid) != (m.client != nil) || c.fresh != m.freshToken {
+				t.Fatalf("agent material: client %v (%v), fresh token %v; not what the test wrote", m.client != nil, m.clientOK, m.freshToken)
+			}
+			// The provider holds the certificate, as it did before it
+			// expired or was revoked; Bootstrap must not present it.
+			provider := NewProvider()
+			if c.client != nil {
+				d, errs := relaysecret.Decode(relaysecret.Client, clientSecret(c.client), "")
+				if len(errs) > 0 {
+					t.Fatal(relaysecret.Message(errs))
+				}
+				provider.Set(d.TLSCertificate())
+			}
+			iss := newIssuer(issuerOptions{Config: &cfg, Secrets: store, Provider: provider, Clock: clock.RealClock{}})
+			_, pinned, err := iss.bootstrapPin(t.Context(), m)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case c.client == nil && pinned != nil:
+				t.Errorf("with no client secret the agent pins %s, want the root only", pki.CAName(pinned))
+			case c.client != nil && !pki.SameCA(pinned, g.signing.Cert):
+				t.Errorf("the agent pins %s, want the signing CA that issued its previous certificate", pki.CAName(pinned))
+			}
+			_, err = iss.obtain(t.Context(), m)
+			switch {
+			case len(c.want) == 0 && status.Code(err) != codes.Unimplemented:
+				t.Errorf("obtain: %v, want Bootstrap to reach the server (Unimplemented from the stub)", err)
+			case len(c.want) > 0 && status.Code(err) != codes.Unavailable:
+				t.Errorf("obtain: %v, want the handshake refused (Unavailable)", err)
+			}
+			for _, w := range c.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("obtain: %v, want an error containing %q", err, w)
+				}
+			}
+			t.Logf("obtain: %v", err)
+			if n := presented.Load(); n != 0 {
+				t.Errorf("the agent presented a client certificate in %d Bootstrap handshakes, want none", n)
+			}
+		})
 	}
 }
