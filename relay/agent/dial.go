@@ -31,7 +31,7 @@ const maxMessageBytes = 64 << 10
 func dial(cfg *config.Agent, roots []*x509.Certificate, provider *Provider) (*grpc.ClientConn, error) {
 	var pin *serverPin
 	if provider != nil {
-		pin = providerPin(roots, provider)
+		pin = providerPin(roots, provider, cfg.ClientTLSSecret.NamespacedName(cfg.Namespace).String())
 	}
 	return dialPinned(cfg, roots, provider, pin)
 }

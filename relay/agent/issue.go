@@ -75,7 +75,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		resp, err = bootstrap()
 	case t.client != nil && t.clientOK == nil && !cfg.Insecure:
 		how = "renewed"
-		resp, err = s.request(ctx, t.roots, s.opts.Provider, providerPin(t.roots, s.opts.Provider), func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+		resp, err = s.request(ctx, t.roots, s.opts.Provider, providerPin(t.roots, s.opts.Provider, s.opts.Secrets.client.String()), func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Renew(withCluster(ctx, cfg), &relayv1.RenewRequest{Csr: csr})
 		})
 	case t.rootKey != nil:

@@ -44,9 +44,16 @@ type serverPin struct {
 	fix string
 }
 
-// providerPin pins to the certificate the provider presents.
-func providerPin(roots []*x509.Certificate, p *Provider) *serverPin {
-	return &serverPin{roots: roots, own: p.Current, whose: "its own client certificate"}
+// providerPin pins to the certificate the provider presents, which
+// clientSecret (namespace/name) holds.
+func providerPin(roots []*x509.Certificate, p *Provider, clientSecret string) *serverPin {
+	return &serverPin{roots: roots, own: p.Current, whose: "its own client certificate", fix: replacedCAFix(clientSecret)}
+}
+
+// replacedCAFix says how an agent gets past a pin whose issuer the relay
+// no longer uses: without the client secret, Bootstrap pins the roots only.
+func replacedCAFix(clientSecret string) string {
+	return fmt.Sprintf("; if the relay's signing CA was replaced, delete secret %s and the agent bootstraps pinning the relay root only", clientSecret)
 }
 
 // verify is a tls.Config.VerifyConnection: it runs after the chain, usage
@@ -125,6 +132,6 @@ func bootstrapPin(sec *corev1.Secret, roots []*x509.Certificate) (*serverPin, *x
 		roots: roots,
 		own:   func() *tls.Certificate { return prev },
 		whose: fmt.Sprintf("its previous client certificate (secret %s)", name),
-		fix:   fmt.Sprintf("; if the relay's signing CA was replaced, delete secret %s and the agent bootstraps pinning the relay root only", name),
+		fix:   replacedCAFix(name),
 	}, issuer
 }

@@ -145,7 +145,7 @@ func TestAgentPinsTheServerCertificatesIssuer(t *testing.T) {
 		{name: "a server certificate from the signing CA that issued the agent's is accepted", cert: server(g.signing, pki.RoleServer, authority)},
 		{name: "a server certificate the relay root signs directly is accepted", cert: server(g.root, pki.RoleServer, authority)},
 		{name: "a server certificate the workload cluster's mesh CA key mints is refused, naming both issuers",
-			cert: server(g.meshCA, pki.RoleServer, authority), want: []string{"meshrelay-mesh-ca", relaysecret.SigningCommonName, "issued by"}},
+			cert: server(g.meshCA, pki.RoleServer, authority), want: []string{"meshrelay-mesh-ca", relaysecret.SigningCommonName, "issued by", "delete secret " + config.DefaultNamespace + "/" + config.DefaultClientTLSSecret}},
 		{name: "a server certificate whose names miss the authority is refused", cert: server(g.signing, pki.RoleServer, "relay.example.com"), want: []string{"relay.example.com"}},
 		{name: "a certificate without serverAuth is refused", cert: server(g.signing, pki.RoleClient, authority), want: []string{"usage"}},
 		{name: "before its first certificate the agent pins the root only, and accepts the mesh CA's", cert: server(g.meshCA, pki.RoleServer, authority), bootstrap: true},
