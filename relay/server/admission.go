@@ -30,6 +30,9 @@ const (
 	reasonExpired      = "expired"
 	reasonReregistered = "reregistered"
 	reasonMalformed    = "malformed"
+	// reasonIssuer: the certificate's issuer or relay root is no longer
+	// one the server admits client certificates from.
+	reasonIssuer = "issuer"
 )
 
 // refusal is why a client certificate may no longer act for its cluster,
@@ -55,18 +58,67 @@ func reasonOf(err error) string {
 }
 
 // admit decides whether the caller's certificate may still act for its
-// registered cluster kc: at Renew and when a stream opens. A certificate
-// that expired while its connection stayed open is Unauthenticated; one
-// that is revoked or belongs to an earlier registration is
-// PermissionDenied. Insecure mode has no certificate and admits.
-func (s *service) admit(kc *meshv1alpha1.KubernetesCluster, who *caller) error {
+// registered cluster kc: at Renew and when a stream opens (before and
+// after the stream is recorded). chains are the connection's verified
+// chains: the handshake checked them against the issuers and roots
+// admitted then, and they must still pass against those admitted now. A
+// certificate that expired while its connection stayed open is
+// Unauthenticated; one whose issuer is no longer admitted, that is
+// revoked or that belongs to an earlier registration is PermissionDenied.
+// Insecure mode has no certificate and admits.
+func (s *service) admit(kc *meshv1alpha1.KubernetesCluster, who *caller, chains [][]*x509.Certificate) error {
 	if who.cert == nil {
 		return nil
 	}
 	if err := checkNotExpired(kc.Name, who.cert, s.now()); err != nil {
 		return err
 	}
+	if err := s.admitIssuer(kc.Name, who.cert, chains); err != nil {
+		return err
+	}
 	return checkAdmitted(kc, who.cert)
+}
+
+// admitIssuer checks the verified chains of an open connection whose
+// client certificate cert acts for cluster against the client issuers and
+// relay roots the server admits now (keyring.checkClientIssuer): after
+// the signing CA changed twice, or a CA left clientIssuerSecret, or a root
+// left relay-root-tls-secret, a connection made before may not renew or
+// keep its streams.
+func (s *service) admitIssuer(cluster string, cert *x509.Certificate, chains [][]*x509.Certificate) error {
+	if cert == nil {
+		return nil
+	}
+	fix := fmt.Sprintf("the agent must connect with a certificate from the current signing CA; if it cannot renew, relayctl register %s issues a fresh bootstrap token, with which it gets one", cluster)
+	if len(chains) == 0 {
+		return &refusal{reason: reasonIssuer, code: codes.PermissionDenied, msg: fmt.Sprintf(
+			"client certificate %s of cluster %s: its connection has no verified chain to check its issuer with; %s", serialOf(cert), cluster, fix)}
+	}
+	if err := s.keys.checkClientIssuer(chains); err != nil {
+		return &refusal{reason: reasonIssuer, code: codes.PermissionDenied, msg: fmt.Sprintf(
+			"client certificate %s of cluster %s is no longer admitted on this connection: %v; %s", serialOf(cert), cluster, err, fix)}
+	}
+	return nil
+}
+
+// registeredNow is registered read from the API server rather than the
+// cache: Renew signs only for a KubernetesCluster as it is now, so that a
+// revocation written before the call is seen even while the cache lags.
+func (s *service) registeredNow(ctx context.Context, cluster string) (*meshv1alpha1.KubernetesCluster, error) {
+	if s.api == nil {
+		return nil, status.Error(codes.Unavailable, "relay-server is starting: it cannot read KubernetesClusters yet; retry")
+	}
+	var kc meshv1alpha1.KubernetesCluster
+	err := s.api.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
+	case err != nil:
+		return nil, status.Errorf(codes.Unavailable, "failed to look up KubernetesCluster %s: %v", cluster, err)
+	case kc.DeletionTimestamp != nil:
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+	}
+	return &kc, nil
 }
 
 // admitHandshake is the keyring's check of a verified client certificate

@@ -68,6 +68,9 @@ type stream struct {
 	// cert is the client certificate the stream's connection proved its
 	// cluster with; nil in insecure mode.
 	cert *x509.Certificate
+	// chains are the chains its connection's handshake verified, checked
+	// again when the admitted client issuers change; nil in insecure mode.
+	chains [][]*x509.Certificate
 	// dropped is closed when the stream's cluster is dropped, or the stream
 	// evicted.
 	dropped chan struct{}
@@ -112,9 +115,10 @@ func (c *connections) state(cluster string) *clusterState {
 // open records a stream of cluster. Its dropped channel closes, and
 // closeConn (if not nil) is called, when the cluster is dropped; a pull
 // stream gets the queue its instructions arrive on. close must be called
-// with the stream when it ends.
-func (c *connections) open(cluster string, kind streamKind, closeConn func(), cert *x509.Certificate) *stream {
-	s := &stream{kind: kind, cert: cert, dropped: make(chan struct{}), closeConn: closeConn}
+// with the stream when it ends. chains are the verified chains of cert's
+// connection, kept for evictWhere.
+func (c *connections) open(cluster string, kind streamKind, closeConn func(), cert *x509.Certificate, chains ...[]*x509.Certificate) *stream {
+	s := &stream{kind: kind, cert: cert, chains: chains, dropped: make(chan struct{}), closeConn: closeConn}
 	if kind == pullStream {
 		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
 	}
@@ -206,6 +210,27 @@ func (c *connections) evict(cluster string, refused func(*x509.Certificate) erro
 		if err := refused(s.cert); err != nil {
 			s.end(err)
 			n++
+		}
+	}
+	return n
+}
+
+// evictWhere ends each open stream, of any cluster, that refused refuses,
+// with the refusal as the stream's status, and returns how many it ended.
+// Streams without a certificate (insecure mode) stay.
+func (c *connections) evictWhere(refused func(cluster string, s *stream) error) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for cluster, st := range c.clusters {
+		for _, s := range st.streams {
+			if s.cert == nil || s.wasDropped() {
+				continue
+			}
+			if err := refused(cluster, s); err != nil {
+				s.end(err)
+				n++
+			}
 		}
 	}
 	return n

@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	grpccreds "google.golang.org/grpc/credentials"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
@@ -26,6 +29,9 @@ type clientIssuers struct {
 	named []*x509.Certificate
 	// none says why no CA is admitted, when none is.
 	none error
+	// roots are the relay roots loaded with them: a chain checked on an
+	// open connection must still end at one of these.
+	roots []*x509.Certificate
 }
 
 // all are the admitted CAs.
@@ -53,9 +59,13 @@ func (ci *clientIssuers) describe() string {
 
 // checkClientIssuer admits a verified client certificate only when its
 // direct issuer is one of the CAs the server admits client certificates
-// from: the current or previous signing CA, or a CA of clientIssuerSecret.
-// The issuer in a verified chain is the certificate whose key checked the
-// leaf's signature, so comparing it by subject and public key is enough.
+// from: the current or previous signing CA, or a CA of clientIssuerSecret;
+// and when its chain ends at a relay root the keyring holds. The issuer
+// in a verified chain is the certificate whose key checked the leaf's
+// signature, so comparing it by subject and public key is enough. The
+// handshake calls it, and so do Renew, every stream opening and the
+// eviction of open streams after the admitted CAs change (admitIssuer),
+// with the chains verified at the connection's handshake.
 func (c *keyring) checkClientIssuer(chains [][]*x509.Certificate) error {
 	ci := c.clientIssuers.Load()
 	if ci == nil {
@@ -65,31 +75,53 @@ func (c *keyring) checkClientIssuer(chains [][]*x509.Certificate) error {
 		return ci.none
 	}
 	admitted := ci.all()
-	var found *x509.Certificate
+	var found, unrooted *x509.Certificate
 	for _, chain := range chains {
 		if len(chain) < 2 {
 			continue
 		}
-		if pki.ContainsCA(admitted, chain[1]) {
-			return nil
+		if !pki.ContainsCA(admitted, chain[1]) {
+			found = chain[1]
+			continue
 		}
-		found = chain[1]
+		if root := chain[len(chain)-1]; !pki.ContainsCA(ci.roots, root) {
+			unrooted = root
+			continue
+		}
+		return nil
 	}
 	leaf := chains[0][0]
-	err := fmt.Errorf("client certificate %q was issued by %s, not by a CA relay-server admits client certificates from (%s): "+
-		"it must come from relay-server's signing CA, or from a CA listed in the ca.crt of the secret named by clientIssuerSecret",
-		leaf.Subject.CommonName, pki.CAName(found), ci.describe())
+	var err error
+	if unrooted != nil {
+		err = fmt.Errorf("client certificate %q chains to %s, which is no longer a relay root: "+
+			"it must chain to a root in the ca.crt of secret %s",
+			leaf.Subject.CommonName, pki.CAName(unrooted), c.cfg.RootTLSSecret.NamespacedName(c.cfg.Namespace))
+	} else {
+		err = fmt.Errorf("client certificate %q was issued by %s, not by a CA relay-server admits client certificates from (%s): "+
+			"it must come from relay-server's signing CA, or from a CA listed in the ca.crt of the secret named by clientIssuerSecret",
+			leaf.Subject.CommonName, pki.CAName(found), ci.describe())
+	}
 	if log := c.log; log.GetSink() != nil {
-		log.Info("refused a client certificate from a CA that may not issue them", "certificate", leaf.Subject.CommonName, "issuer", pki.CAName(found), "reason", err.Error())
+		log.Info("refused a client certificate from a CA or root that may not issue them", "certificate", leaf.Subject.CommonName, "issuer", pki.CAName(found), "root", pki.CAName(unrooted), "reason", err.Error())
 	}
 	return err
+}
+
+// chainsOf returns the chains the TLS handshake of the call's connection
+// verified, or nil without TLS.
+func chainsOf(ctx context.Context) [][]*x509.Certificate {
+	info, ok := authInfo(ctx).(grpccreds.TLSInfo)
+	if !ok {
+		return nil
+	}
+	return info.State.VerifiedChains
 }
 
 // buildClientIssuers makes the admitted set from what load decoded: the
 // signing CA (and the one before it), and the named CAs that chain to the
 // relay roots at now. It also returns a problem for each named CA left out.
 func (c *keyring) buildClientIssuers(roots []*x509.Certificate, now time.Time) (*clientIssuers, []error) {
-	ci := &clientIssuers{}
+	ci := &clientIssuers{roots: roots}
 	if !c.cfg.DisableCa {
 		ci.signing, ci.previous = c.signingCA, c.previousSigningCA
 	}

@@ -106,11 +106,13 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 	if len(req.GetCsr()) > maxCSRBytes {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "CSR too large: at most %d bytes", maxCSRBytes))
 	}
-	kc, err := s.registered(ctx, cluster)
+	// Read past the cache: a revocation written before this call is seen
+	// even while the cache has not caught up (registeredNow).
+	kc, err := s.registeredNow(ctx, cluster)
 	if err != nil {
 		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
-	if err := s.admit(kc, who); err != nil {
+	if err := s.admit(kc, who, chainsOf(ctx)); err != nil {
 		return nil, s.refuse(log, call, reasonOf(err), err)
 	}
 	return s.sign(log, call, kc, req.GetCsr())

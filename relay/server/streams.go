@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -23,18 +25,27 @@ type openedStream struct {
 // openStream authenticates a stream's caller, checks its registration and
 // records the stream. A dropped push stream's connection is closed, which
 // ends its Recv; a pull stream waits on dropped itself.
+//
+// The registration is checked again once the stream is recorded: an
+// eviction (a revocation, a deregistration, a change of the admitted
+// issuers) that ran between the first check and the recording walked the
+// streams without this one, and the second check sees what it saw.
 func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
 	who, err := callerOf(streamCtx, s.cfg.Insecure)
 	if err != nil {
 		return nil, err
 	}
 	cluster := who.cluster
+	chains := chainsOf(streamCtx)
 	kc, err := s.registered(streamCtx, cluster)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.admit(kc, who); err != nil {
+	if err := s.admit(kc, who, chains); err != nil {
 		return nil, err
+	}
+	if hook := afterAdmit.Load(); hook != nil {
+		(*hook)(cluster, kind)
 	}
 	var closeConn func()
 	if kind == pushStream {
@@ -45,8 +56,12 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 	if err := s.bounds.checkStreams(s.conns.openStreams(cluster), cluster); err != nil {
 		return nil, err
 	}
-	st := s.conns.open(cluster, kind, closeConn, who.cert)
+	st := s.conns.open(cluster, kind, closeConn, who.cert, chains...)
 	if err := s.bounds.checkStreams(s.conns.openStreams(cluster)-1, cluster); err != nil {
+		s.conns.close(cluster, st)
+		return nil, err
+	}
+	if err := s.admitRecorded(streamCtx, who, chains); err != nil {
 		s.conns.close(cluster, st)
 		return nil, err
 	}
@@ -55,6 +70,28 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 	}
 	s.log.V(1).Info("stream opened", "cluster", cluster, "stream", kind.String())
 	return &openedStream{stream: st, cluster: cluster, conns: s.conns}, nil
+}
+
+// afterAdmit, when set (by tests), runs between a stream's admission and
+// its recording: where an eviction can slip in.
+var afterAdmit atomic.Pointer[func(cluster string, kind streamKind)]
+
+// admitRecorded is openStream's second check, once the stream is
+// recorded: the cluster's KubernetesCluster as the cache holds it now and
+// the admitted issuers as they are now. A refusal is counted as a stream
+// ended.
+func (s *service) admitRecorded(ctx context.Context, who *caller, chains [][]*x509.Certificate) error {
+	kc, err := s.registered(ctx, who.cluster)
+	if err == nil {
+		err = s.admit(kc, who, chains)
+	}
+	if r := (*refusal)(nil); errors.As(err, &r) {
+		s.clientRefused.WithLabelValues("stream", r.reason).Inc()
+	}
+	if err != nil {
+		s.log.Info("closed a stream refused once recorded: its cluster changed while it opened", "cluster", who.cluster, "error", err.Error())
+	}
+	return err
 }
 
 func (o *openedStream) close() { o.conns.close(o.cluster, o.stream) }
@@ -90,6 +127,11 @@ func (s *service) Push(stream relayv1.Relay_PushServer) error {
 			return err
 		}
 		received++
+		if o.wasDropped() {
+			// Evicted or deregistered while the message was on its way:
+			// nothing the stream sends after that is handled.
+			return o.droppedStatus()
+		}
 		if err := s.bounds.allowPush(o.cluster); err != nil {
 			return err
 		}
