@@ -102,7 +102,7 @@ func (c *keyring) checkClientIssuer(chains [][]*x509.Certificate) error {
 			leaf.Subject.CommonName, pki.CAName(found), ci.describe())
 	}
 	if log := c.log; log.GetSink() != nil {
-		log.Info("refused a client certificate from a CA or root that may not issue them", "certificate", leaf.Subject.CommonName, "issuer", pki.CAName(found), "root", pki.CAName(unrooted), "reason", err.Error())
+		log.Info("refused a client certificate from a CA that may not issue them", "certificate", leaf.Subject.CommonName, "issuer", pki.CAName(found), "root", pki.CAName(unrooted), "reason", err.Error())
 	}
 	return err
 }
