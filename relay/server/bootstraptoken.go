@@ -31,6 +31,12 @@ func (c *bootstrapCredential) kind() string {
 	return "cluster"
 }
 
+// callBootstrap is the Bootstrap call in metrics and logs.
+const callBootstrap = "bootstrap"
+
+// maxClusterBytes bounds the cluster name a Bootstrap names: a DNS label.
+const maxClusterBytes = 63
+
 // consumeAttempts bounds the conditional writes of one bootstrap when the
 // KubernetesCluster changes for other reasons (its status, for one).
 const consumeAttempts = 5
@@ -43,7 +49,7 @@ const registerFix = "relayctl register %[1]s --mgmt-context <management> --remot
 // that write succeeded returns the certificate. Of concurrent bootstraps
 // with one token, exactly one gets a certificate.
 func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
-	const call = "bootstrap"
+	const call = callBootstrap
 	cluster, token := req.GetCluster(), req.GetToken()
 	shared := s.isSharedToken(token)
 	kc, err := s.registered(ctx, cluster)
@@ -57,6 +63,11 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 	}
 	cred, reason, err := s.checkBootstrapToken(kc, token, shared)
 	if err != nil {
+		if _, recErr := bootstraptoken.Read(kc.Annotations); recErr != nil {
+			// The caller is told only that its token is not valid; the
+			// broken record is for the operator.
+			log = log.WithValues("record", recErr.Error())
+		}
 		return nil, s.refuse(log, call, reason, err)
 	}
 	log = log.WithValues("token", cred.kind())
@@ -83,7 +94,7 @@ func (s *service) isSharedToken(token string) bool {
 // refusal comes with its reason label.
 func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token string, shared bool) (*bootstrapCredential, string, error) {
 	cluster := kc.Name
-	rec, recErr := bootstraptoken.Read(kc.Annotations)
+	rec, _ := bootstraptoken.Read(kc.Annotations)
 	switch {
 	case rec.Matches(token):
 		if rec.Expired(s.now()) {
@@ -95,19 +106,29 @@ func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token 
 			return nil, reason, err
 		}
 		return &bootstrapCredential{shared: true}, "", nil
-	case recErr != nil:
-		return nil, reasonToken, status.Errorf(codes.Unauthenticated, "KubernetesCluster %s/%s: %v", kc.Namespace, cluster, recErr)
 	}
+	// A record that does not parse gets the same answer as a wrong token,
+	// so that a caller without a valid token cannot tell a registered
+	// cluster from an unregistered one; bootstrap logs the record's error.
 	return nil, reasonToken, tokenNotValid(cluster)
 }
 
 // sharedTokenAllowed refuses the shared identity token when the server
-// turned it off, or when it (or any token) bootstrapped kc before.
+// turned it off, when kc has a token of its own (issued by relayctl
+// register, used or not, readable or not), or when it (or any token)
+// bootstrapped kc before.
 func (s *service) sharedTokenAllowed(kc *meshv1alpha1.KubernetesCluster) (string, error) {
 	cluster := kc.Name
 	if s.cfg.DisableSharedToken {
 		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
 			"the shared identity token (%[2]s) is turned off on this server (disableSharedToken): give cluster %[1]s its own token with "+registerFix,
+			cluster, s.tokenKey())
+	}
+	if _, ok := kc.Annotations[meshv1alpha1.BootstrapTokenHashAnnotation]; ok {
+		// Whoever holds the shared token must not win the bootstrap of a
+		// cluster that was given a token of its own.
+		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
+			"cluster %[1]s has a bootstrap token of its own, so the shared identity token (%[2]s) may not bootstrap it: bootstrap with the token relayctl register wrote to the workload cluster, or issue a fresh one with "+registerFix,
 			cluster, s.tokenKey())
 	}
 	if at, ok := bootstraptoken.Bootstrapped(kc.Annotations); ok {

@@ -26,7 +26,9 @@ import (
 // certificates it admits, the issuer that signs CSRs and the identity
 // token. load replaces each piece when its secret changes; a secret that
 // fails to decode is logged and the previous piece kept, so a bad edit
-// never takes the server down. New handshakes and signatures use whatever
+// never takes the server down. The identity token is the exception: it is
+// a credential, so a token secret that is deleted or broken turns the
+// shared token off. New handshakes and signatures use whatever
 // is current; established connections are not touched.
 type keyring struct {
 	cfg     *config.Server
@@ -139,9 +141,15 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 				// An allow list that is gone admits nothing.
 				c.namedCAs = nil
 			}
-			if apierrors.IsNotFound(err) {
+			switch {
+			case apierrors.IsNotFound(err) && p.key == c.tokenKey():
+				// A deleted token is a revoked credential: the shared
+				// token is refused from now on, not at the next restart.
+				c.token.Store(nil)
+				errs = append(errs, fmt.Errorf("secret %s is missing, so the shared identity token is refused; that is intended once every cluster has its own token", p.key))
+			case apierrors.IsNotFound(err):
 				errs = append(errs, fmt.Errorf("secret %s is missing", p.key))
-			} else {
+			default:
 				errs = append(errs, fmt.Errorf("failed to get secret %s: %w", p.key, err))
 			}
 			continue
@@ -259,11 +267,20 @@ func (c *keyring) loadClientIssuers(s *corev1.Secret, _ time.Time) ([]*x509.Cert
 	return nil, errors.Join(errs...)
 }
 
-// loadToken takes the identity token.
+// tokenKey names the identity token secret, in the server's namespace.
+func (c *keyring) tokenKey() types.NamespacedName {
+	return c.cfg.TokenSecret.NamespacedName(c.cfg.Namespace)
+}
+
+// loadToken takes the identity token. Unlike the other pieces, a token
+// that no longer decodes is not kept: an edit of a credential means the
+// old one is no longer wanted, so the shared token is refused until the
+// secret holds a valid one again.
 func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate, error) {
 	m, r := relaysecret.Validate(relaysecret.Token, s.Data, c.cfg.TokenSecret.Key, relaysecret.Context{})
 	if m == nil {
-		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
+		c.token.Store(nil)
+		return nil, fmt.Errorf("secret %s/%s: %w; the shared identity token is refused until it is fixed", s.Namespace, s.Name, r.Err())
 	}
 	c.token.Store(&m.Token)
 	return nil, nil
