@@ -49,9 +49,8 @@ type agentBounds struct {
 	ignored  *prometheus.CounterVec
 	exceeded *prometheus.CounterVec
 
-	logs       *rate.Limiter
-	suppressed atomic.Int64
-	log        logr.Logger
+	logs *limitedLog
+	log  logr.Logger
 }
 
 func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() time.Time, log logr.Logger) *agentBounds {
@@ -67,7 +66,7 @@ func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() ti
 			Name: "relay_stream_limits_exceeded_total",
 			Help: "Streams refused or ended because a cluster exceeded a limit, by limit (push_rate: clusterPushRate; max_streams: maxStreamsPerCluster).",
 		}, []string{"limit"}),
-		logs: rate.NewLimiter(rate.Every(boundsLogEvery), boundsLogBurst),
+		logs: newLimitedLog(boundsLogEvery, boundsLogBurst, now),
 		log:  log,
 	}
 	// Every series exists from the start: what agents send never adds one.
@@ -127,9 +126,29 @@ func (b *agentBounds) ignore(cluster, reason string, keysAndValues ...any) {
 // line logged says how many went unlogged. What agents make the server log
 // is bounded this way.
 func (b *agentBounds) logLimited(msg string, keysAndValues ...any) {
-	if !b.logs.AllowN(b.now(), 1) {
-		b.suppressed.Add(1)
+	b.logs.info(b.log, msg, keysAndValues...)
+}
+
+// limitedLog bounds the rate of the lines it logs, over all its callers:
+// a line beyond the rate is dropped and counted, and the next line logged
+// says how many were (unloggedSinceLast). What callers outside the
+// server's control make it log goes through one.
+type limitedLog struct {
+	limiter    *rate.Limiter
+	suppressed atomic.Int64
+	now        func() time.Time
+}
+
+// newLimitedLog logs burst lines at once and one per every after that.
+func newLimitedLog(every time.Duration, burst int, now func() time.Time) *limitedLog {
+	return &limitedLog{limiter: rate.NewLimiter(rate.Every(every), burst), now: now}
+}
+
+// info logs msg to log at Info unless the rate is spent.
+func (l *limitedLog) info(log logr.Logger, msg string, keysAndValues ...any) {
+	if !l.limiter.AllowN(l.now(), 1) {
+		l.suppressed.Add(1)
 		return
 	}
-	b.log.Info(msg, append(keysAndValues, "unloggedSinceLast", b.suppressed.Swap(0))...)
+	log.WithCallDepth(1).Info(msg, append(keysAndValues, "unloggedSinceLast", l.suppressed.Swap(0))...)
 }

@@ -1,10 +1,26 @@
 package server
 
 import (
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+)
+
+// maxPeerBuckets is the most peer addresses (IPv6: /64 prefixes) whose
+// Bootstrap buckets are kept. A Bootstrap from another address while
+// that many buckets are in use, none of them refilled, is refused: a
+// caller spraying source addresses costs a bounded map (about 3 MiB), not
+// the server's memory.
+const maxPeerBuckets = 16384
+
+// Bootstrap refusals are logged at most refusalLogBurst lines at once
+// and one line per refusalLogEvery after that: anyone who can reach the
+// port can make the server refuse.
+const (
+	refusalLogEvery = time.Second
+	refusalLogBurst = 10
 )
 
 // signingLimiter bounds Bootstrap and Renew: a Bootstrap takes a token from
@@ -21,14 +37,36 @@ type signingLimiter struct {
 	// clusters are Renew's buckets, by cluster; nil leaves Renew bounded
 	// by the global cap alone.
 	clusters *buckets
+	// refusals logs the refused Bootstrap calls at a bounded rate.
+	refusals *limitedLog
 }
 
 func newSigningLimiter(maxInFlight int, perSecond float64, burst int, now func() time.Time) *signingLimiter {
 	return &signingLimiter{
-		slots: make(chan struct{}, maxInFlight),
-		now:   now,
-		peers: newBuckets(perSecond, burst),
+		slots:    make(chan struct{}, maxInFlight),
+		now:      now,
+		peers:    newBuckets(perSecond, burst).capped(maxPeerBuckets),
+		refusals: newLimitedLog(refusalLogEvery, refusalLogBurst, now),
 	}
+}
+
+// peerKey is the bucket a Bootstrap from host takes from: the address for
+// IPv4, its /64 for IPv6, since one site usually holds a whole /64 and
+// could otherwise give every call an address of its own.
+func peerKey(host string) string {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.WithZone("").Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
 }
 
 // perCluster gives each cluster's Renew calls a bucket of perSecond and
@@ -38,12 +76,16 @@ func (l *signingLimiter) perCluster(perSecond float64, burst int) *signingLimite
 	return l
 }
 
-// acquire takes a slot for a Bootstrap from peer, or returns a
-// ResourceExhausted status. The caller must call the returned release when
-// its call ends.
+// acquire takes a slot for a Bootstrap from peer (its peerKey's bucket),
+// or returns a ResourceExhausted status. The caller must call the
+// returned release when its call ends.
 func (l *signingLimiter) acquire(peer string) (release func(), err error) {
-	if !l.peers.allow(peer, l.now()) {
-		return nil, status.Errorf(codes.ResourceExhausted, "too many signing requests from %s: retry with backoff", peer)
+	key := peerKey(peer)
+	switch ok, full := l.peers.take(key, l.now()); {
+	case full:
+		return nil, status.Errorf(codes.ResourceExhausted, "the server is tracking signing requests from %d addresses, the most it keeps, and none has been quiet long enough to be forgotten: retry with backoff", maxPeerBuckets)
+	case !ok:
+		return nil, status.Errorf(codes.ResourceExhausted, "too many signing requests from %s: retry with backoff", key)
 	}
 	return l.slot()
 }

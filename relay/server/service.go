@@ -73,20 +73,23 @@ var _ relayv1.RelayServer = (*service)(nil)
 // certificate: the cluster's own single-use token, or the shared identity
 // token once per cluster (bootstraptoken.go).
 func (s *service) Bootstrap(ctx context.Context, req *relayv1.BootstrapRequest) (*relayv1.CertificateResponse, error) {
-	const call = "bootstrap"
-	log := s.log.WithValues("call", call, "cluster", req.GetCluster(), "peer", peerHost(ctx))
+	const call = callBootstrap
+	// The caller is anonymous: its cluster name joins the log only once it
+	// is a DNS label, and refusals are logged at a bounded rate (refuse).
+	log := s.log.WithValues("call", call, "peer", peerHost(ctx))
 	release, err := s.limiter.acquire(peerHost(ctx))
 	if err != nil {
 		return nil, s.refuse(log, call, reasonOverload, err)
 	}
 	defer release()
-	if len(req.GetToken()) > maxTokenBytes || len(req.GetCsr()) > maxCSRBytes {
-		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "token or CSR too large: at most %d and %d bytes", maxTokenBytes, maxCSRBytes))
+	if len(req.GetToken()) > maxTokenBytes || len(req.GetCsr()) > maxCSRBytes || len(req.GetCluster()) > maxClusterBytes {
+		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument,
+			"token, CSR or cluster name too large: at most %d, %d and %d bytes", maxTokenBytes, maxCSRBytes, maxClusterBytes))
 	}
 	if err := pki.CheckDNSLabel(req.GetCluster()); err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "cluster %v", err))
 	}
-	return s.bootstrap(ctx, log, req)
+	return s.bootstrap(ctx, log.WithValues("cluster", req.GetCluster()), req)
 }
 
 // Renew signs a CSR for the caller's own cluster, over mTLS.
@@ -159,8 +162,14 @@ func (s *service) deliver(log logr.Logger, call, cluster string, issued *pki.Iss
 }
 
 // refuse counts a refusal, logs its detail and returns the status for the caller.
+// Bootstrap's refusals are logged at a bounded rate: anyone who reaches
+// the port can cause them.
 func (s *service) refuse(log logr.Logger, call, reason string, err error) error {
 	s.metrics.refused.WithLabelValues(call, reason).Inc()
+	if call == callBootstrap {
+		s.limiter.refusals.info(log, "refused", "reason", reason, "error", err.Error())
+		return err
+	}
 	log.Info("refused", "reason", reason, "error", err.Error())
 	return err
 }
