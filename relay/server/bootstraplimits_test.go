@@ -93,6 +93,9 @@ func TestBootstrapRefusalsAreLoggedAtABoundedRateWithoutTheRawClusterName(t *tes
 	var lines []string
 	svc := fuzzService(t)
 	svc.log = funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{})
+	// Every call comes in the same instant, however slow the machine.
+	now := time.Unix(1e9, 0)
+	svc.limiter = newSigningLimiter(1<<20, 1e9, 1<<20, func() time.Time { return now })
 	long := strings.Repeat("x", 60<<10)
 	const calls = 1000
 	for i := range calls {
@@ -105,8 +108,15 @@ func TestBootstrapRefusalsAreLoggedAtABoundedRateWithoutTheRawClusterName(t *tes
 			t.Fatalf("Bootstrap %d: %v, want a refusal that does not echo the name", i, err)
 		}
 	}
-	if len(lines) > refusalLogBurst+1 {
-		t.Errorf("%d lines logged for %d refused Bootstraps in an instant, want at most the burst of %d", len(lines), calls, refusalLogBurst)
+	if len(lines) != refusalLogBurst {
+		t.Errorf("%d lines logged for %d refused Bootstraps in an instant, want the burst of %d", len(lines), calls, refusalLogBurst)
+	}
+	now = now.Add(refusalLogEvery)
+	if _, err := svc.Bootstrap(context.Background(), &relayv1.BootstrapRequest{Cluster: "cluster-1", Token: "wrong"}); err == nil {
+		t.Fatal("a wrong token was accepted")
+	}
+	if want := fmt.Sprintf(`"unloggedSinceLast"=%d`, calls-refusalLogBurst); len(lines) != refusalLogBurst+1 || !strings.Contains(lines[len(lines)-1], want) {
+		t.Errorf("the line %s later: %q, want one saying %s", refusalLogEvery, lines[len(lines)-1], want)
 	}
 	for _, l := range lines {
 		if strings.Contains(l, long[:1024]) {
@@ -114,7 +124,7 @@ func TestBootstrapRefusalsAreLoggedAtABoundedRateWithoutTheRawClusterName(t *tes
 			break
 		}
 	}
-	if got := collected(t, svc.metrics.refused); got[`relay_certificates_refused_total{call="bootstrap",reason="bad_request"}`]+got[`relay_certificates_refused_total{call="bootstrap",reason="token"}`] != calls {
-		t.Errorf("refusals counted %v, want every one of %d", got, calls)
+	if got := collected(t, svc.metrics.refused); got[`relay_certificates_refused_total{call="bootstrap",reason="bad_request"}`]+got[`relay_certificates_refused_total{call="bootstrap",reason="token"}`] != calls+1 {
+		t.Errorf("refusals counted %v, want every one of %d", got, calls+1)
 	}
 }
