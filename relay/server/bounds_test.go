@@ -54,6 +54,8 @@ func TestPolicyNamesFromAgentsBecomeLabelsOnlyWhenThePolicyApplies(t *testing.T)
 				t.Fatal(err)
 			}
 			svc.trust.State.setPolicy(&trustPolicy{name: "elsewhere", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour, clusters: []string{"cluster-2"}})
+			// The server asked cluster-1 for a CSR under p: only such a CSR is considered.
+			svc.trust.State.awaitCSR("cluster-1", "p")
 			svc.handlePush("cluster-1", tc.msg)
 
 			var policy string
