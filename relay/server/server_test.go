@@ -235,8 +235,9 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		wantStatus(t, err, codes.PermissionDenied, "cluster cluster-3 is not registered: create KubernetesCluster cluster-3 in gloo-mesh")
 	})
 	f.register("cluster-1")
-	// Refused CSRs do not spend the cluster's own token: the shared token
-	// bootstraps cluster-1 below, once.
+	// Refused CSRs do not spend the cluster's own token: it bootstraps
+	// cluster-1 below. (While it is pending the shared token is refused for
+	// cluster-1: TestTheSharedTokenYieldsToClusterTokensAndToItsSecret.)
 	own := f.issueToken("cluster-1", time.Now(), time.Hour)
 	t.Run("a CSR for another name is InvalidArgument naming both", func(t *testing.T) {
 		csr2, _ := pki.NewCSR(key, "cluster-2")
@@ -265,7 +266,7 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		wantStatus(t, err, codes.InvalidArgument, "no PEM data found")
 	})
 
-	cert, resp := f.bootstrap(rc, "cluster-1", f.token())
+	cert, resp := f.bootstrap(rc, "cluster-1", own)
 	t.Run("the bootstrap certificate validates as cluster-1's client secret", func(t *testing.T) {
 		keyPEM, _ := pki.EncodePrivateKey(cert.PrivateKey.(crypto.Signer))
 		if _, err := relaysecret.Load(relaysecret.Client, map[string][]byte{relaysecret.KeyTLSCert: resp.CertificateChain, relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: resp.CaCertificate}, "", relaysecret.Context{Cluster: "cluster-1", Now: time.Now()}); err != nil {
