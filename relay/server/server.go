@@ -244,7 +244,7 @@ func (s *Server) setupTrust(mgr ctrl.Manager) error {
 	}
 	t := s.svc.trust
 	r := newTrustReconciler(trustReconcilerOptions{
-		Client: mgr.GetClient(), API: mgr.GetAPIReader(), Namespace: s.cfg.Namespace,
+		Client: mgr.GetClient(), API: mgr.GetAPIReader(), Namespace: s.cfg.Namespace, RelaySecrets: relaySecretsOf(s.cfg),
 		State: t.State, Results: t.Results, Queue: t.Queue, CheckAll: t.checkAll,
 		Metrics: s.metrics, Clock: s.opts.Clock, Log: t.Log,
 	})

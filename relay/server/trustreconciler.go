@@ -25,9 +25,12 @@ type trustReconcilerOptions struct {
 	Client    client.Client
 	API       client.Reader
 	Namespace string
-	State     *trustState
-	Results   *pendingResults
-	Queue     *policyQueue
+	// RelaySecrets are the relay secrets by name (relaySecretsOf), which a
+	// policy may not take its root from.
+	RelaySecrets map[string]string
+	State        *trustState
+	Results      *pendingResults
+	Queue        *policyQueue
 	// CheckAll checks the connected clusters once a policy is loaded.
 	CheckAll func()
 	Metrics  *metrics
@@ -141,7 +144,7 @@ func (r *trustReconciler) load(ctx context.Context, log logr.Logger, p *meshv1al
 	if err != nil {
 		return notReady(reconcile.Result{}, "InvalidSpec", err.Error())
 	}
-	signer, err := ensureTrustRoot(ctx, r.Client, r.API, p, r.Clock.Now())
+	signer, err := ensureTrustRoot(ctx, r.Client, r.API, p, r.RelaySecrets, r.Clock.Now())
 	if err != nil {
 		r.Metrics.trustFailures.WithLabelValues(p.Name, failRoot).Inc()
 		return notReady(reconcile.Result{RequeueAfter: time.Minute}, "RootUnavailable", err.Error())

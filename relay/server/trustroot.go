@@ -36,7 +36,7 @@ func rootSecretName(p *meshv1alpha1.RootTrustPolicy) types.NamespacedName {
 // overwritten (any number of replicas may race; the create that wins
 // defines the root). api reads from the API server, so that a secret
 // another replica just created is seen.
-func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p *meshv1alpha1.RootTrustPolicy, now time.Time) (*pki.Certified, error) {
+func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p *meshv1alpha1.RootTrustPolicy, relay map[string]string, now time.Time) (*pki.Certified, error) {
 	ca := p.Spec.Config.MgmtServerCa
 	key := rootSecretName(p)
 	if (ca.Generated == nil) == (ca.SecretRef == nil) {
@@ -46,7 +46,7 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 		if key.Namespace != p.Namespace {
 			return nil, fmt.Errorf("spec.config.mgmtServerCa.secretRef.namespace %q: the root secret must be in the policy's namespace %s, the one relay-server reads", key.Namespace, p.Namespace)
 		}
-		if err := checkNotRelaySecret(key.Name); err != nil {
+		if err := checkNotRelaySecret(key.Name, relay); err != nil {
 			return nil, err
 		}
 		var s corev1.Secret
@@ -85,21 +85,44 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 	return decodeTrustRoot(s, now)
 }
 
-// relaySecrets are the secrets relay-server keeps its own CAs and
-// credentials in, by their names, with what each holds.
-var relaySecrets = map[string]string{
-	config.DefaultRootTLSSecret:    "the relay root",
-	config.DefaultSigningTLSSecret: "the CA that signs client certificates",
-	config.DefaultServerTLSSecret:  "relay-server's serving certificate",
-	config.DefaultTokenSecret:      "the shared identity token",
+// relaySecretsOf returns the secrets relay-server keeps its own CAs and
+// credentials in, by name, with what each holds: the names cfg configures
+// in namespace ns, and the default names too (a secret under a default name
+// may still hold what its name says).
+func relaySecretsOf(cfg *config.Server) map[string]string {
+	secrets := map[string]string{}
+	for _, s := range []struct {
+		configured  config.SecretRef
+		defaultName string
+		what        string
+	}{
+		{cfg.RootTLSSecret, config.DefaultRootTLSSecret, "the relay root"},
+		{cfg.SigningTLSSecret, config.DefaultSigningTLSSecret, "the CA that signs client certificates"},
+		{cfg.TLSSecret, config.DefaultServerTLSSecret, "relay-server's serving certificate"},
+		{cfg.TokenSecret.SecretRef, config.DefaultTokenSecret, "the shared identity token"},
+	} {
+		secrets[s.defaultName] = s.what
+		if s.configured.Namespace == "" || s.configured.Namespace == cfg.Namespace {
+			secrets[s.configured.Name] = s.what
+		}
+	}
+	if cfg.ClientIssuerSecret != "" {
+		secrets[cfg.ClientIssuerSecret] = "the CAs that may issue client certificates"
+	}
+	return secrets
 }
 
 // checkNotRelaySecret refuses a RootTrustPolicy root taken from one of the
-// relay secrets. relay-server may read them, so it would sign Istio
-// intermediates, whose keys live in workload clusters, under the CA that
-// issues relay identities.
-func checkNotRelaySecret(name string) error {
-	what, ok := relaySecrets[name]
+// relay secrets (relaySecretsOf; the default names when relay is nil).
+// relay-server may read them, so it would sign Istio intermediates, whose
+// keys live in workload clusters, under the CA that issues relay
+// identities.
+func checkNotRelaySecret(name string, relay map[string]string) error {
+	if relay == nil {
+		defaults := config.DefaultServer()
+		relay = relaySecretsOf(&defaults)
+	}
+	what, ok := relay[name]
 	if !ok {
 		return nil
 	}

@@ -63,3 +63,30 @@ func TestARootTrustPolicyMayNotTakeItsRootFromARelaySecret(t *testing.T) {
 		})
 	}
 }
+
+// TestRenamedRelaySecretsAreRefusedAsRootsToo: the relay secrets under the
+// names a server is configured with are refused as a policy's root, and so
+// are the default names; the secret of another namespace is not one of them.
+func TestRenamedRelaySecretsAreRefusedAsRootsToo(t *testing.T) {
+	cfg := config.DefaultServer()
+	cfg.RootTLSSecret.Name = "corp-relay-root"
+	cfg.SigningTLSSecret.Name = "corp-relay-signing"
+	cfg.TokenSecret.Namespace = "elsewhere"
+	cfg.TokenSecret.Name = "corp-token"
+	cfg.ClientIssuerSecret = "relay-client-issuers"
+	relay := relaySecretsOf(&cfg)
+	for name, refused := range map[string]bool{
+		"corp-relay-root":             true,
+		"corp-relay-signing":          true,
+		"relay-client-issuers":        true,
+		config.DefaultRootTLSSecret:   true,
+		config.DefaultServerTLSSecret: true,
+		"corp-token":                  false, // in another namespace
+		"mesh-root":                   false,
+	} {
+		err := checkNotRelaySecret(name, relay)
+		if (err != nil) != refused {
+			t.Errorf("%s: %v, want refused = %v", name, err, refused)
+		}
+	}
+}
