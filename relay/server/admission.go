@@ -108,17 +108,7 @@ func (s *service) registeredNow(ctx context.Context, cluster string) (*meshv1alp
 	if s.api == nil {
 		return nil, status.Error(codes.Unavailable, "relay-server is starting: it cannot read KubernetesClusters yet; retry")
 	}
-	var kc meshv1alpha1.KubernetesCluster
-	err := s.api.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
-	case err != nil:
-		return nil, status.Errorf(codes.Unavailable, "failed to look up KubernetesCluster %s: %v", cluster, err)
-	case kc.DeletionTimestamp != nil:
-		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
-	}
-	return &kc, nil
+	return s.lookUpCluster(ctx, s.api, cluster)
 }
 
 // admitHandshake is the keyring's check of a verified client certificate

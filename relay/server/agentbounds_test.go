@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,9 +12,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/codes"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -203,57 +198,6 @@ func TestAgentBounds(t *testing.T) {
 			t.Errorf("renewals refused %q, want 1", m)
 		}
 	})
-}
-
-// startRelayWithLog is startRelay with the server logging to log.
-func startRelayWithLog(t *testing.T, c *testenv.Cluster, ns string, log logr.Logger, edit func(*config.Server)) *relayFixture {
-	t.Helper()
-	if err := c.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	cfg := config.DefaultServer()
-	cfg.Namespace = ns
-	cfg.ClientCertificateTTL = metav1.Duration{Duration: time.Hour}
-	edit(&cfg)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mlis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{Config: cfg, RESTConfig: c.Config, Log: log, Listener: lis, MetricsListener: mlis})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("relay server Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("relay server did not stop within 20s")
-		}
-	})
-	f := &relayFixture{t: t, cluster: c, cfg: cfg, srv: srv, addr: lis.Addr().String(), metrics: "http://" + mlis.Addr().String()}
-	f.eventually("the server is ready", func() error {
-		select {
-		case err := <-done:
-			t.Fatalf("relay server stopped: %v", err)
-		default:
-		}
-		if body, code := f.get("/readyz"); code != http.StatusOK {
-			return fmt.Errorf("readyz %d: %s", code, body)
-		}
-		return nil
-	})
-	return f
 }
 
 // clientCert is a client certificate for cluster from the server's signing

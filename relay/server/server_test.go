@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,8 +50,13 @@ type relayFixture struct {
 
 func startRelay(t *testing.T, c *testenv.Cluster, ns string, edit func(*config.Server)) *relayFixture {
 	t.Helper()
-	ctx := t.Context()
-	if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+	return startRelayWithLog(t, c, ns, testr.NewWithOptions(t, testr.Options{Verbosity: 1}), edit)
+}
+
+// startRelayWithLog is startRelay with the server logging to log.
+func startRelayWithLog(t *testing.T, c *testenv.Cluster, ns string, log logr.Logger, edit func(*config.Server)) *relayFixture {
+	t.Helper()
+	if err := c.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
 	cfg := config.DefaultServer()
@@ -67,7 +73,7 @@ func startRelay(t *testing.T, c *testenv.Cluster, ns string, edit func(*config.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, RESTConfig: c.Config, Log: testr.NewWithOptions(t, testr.Options{Verbosity: 1}), Listener: lis, MetricsListener: mlis})
+	srv, err := New(Options{Config: cfg, RESTConfig: c.Config, Log: log, Listener: lis, MetricsListener: mlis})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -92,8 +98,7 @@ func startRelay(t *testing.T, c *testenv.Cluster, ns string, edit func(*config.S
 			t.Fatalf("relay server stopped: %v", err)
 		default:
 		}
-		body, code := f.get("/readyz")
-		if code != http.StatusOK {
+		if body, code := f.get("/readyz"); code != http.StatusOK {
 			return fmt.Errorf("readyz %d: %s", code, body)
 		}
 		return nil

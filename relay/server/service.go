@@ -177,8 +177,14 @@ func (s *service) refuse(log logr.Logger, call, reason string, err error) error 
 // registered returns cluster's KubernetesCluster, or PermissionDenied
 // when it has none.
 func (s *service) registered(ctx context.Context, cluster string) (*meshv1alpha1.KubernetesCluster, error) {
+	return s.lookUpCluster(ctx, s.reader, cluster)
+}
+
+// lookUpCluster reads cluster's KubernetesCluster through r, or returns
+// PermissionDenied when it has none.
+func (s *service) lookUpCluster(ctx context.Context, r client.Reader, cluster string) (*meshv1alpha1.KubernetesCluster, error) {
 	var kc meshv1alpha1.KubernetesCluster
-	err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
+	err := r.Get(ctx, types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, status.Errorf(codes.PermissionDenied, "cluster %s is not registered: create KubernetesCluster %s in %s", cluster, cluster, s.cfg.Namespace)
