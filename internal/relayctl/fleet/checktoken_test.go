@@ -9,31 +9,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
 func TestCheckWarnsWhileTheSharedTokenExistsAndReportsAnExpiredUnusedToken(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
-	mgmt, remote := env.Cluster("mgmt").Client, env.Cluster("cluster-1").Client
+	fx := newRegistrationFixture(t, 24*time.Hour)
+	mgmt, remote, srv, ag, wh := fx.mgmt, fx.remote, fx.srv, fx.ag, config.DefaultWebhook()
 	ctx := t.Context()
-	srv, ag, wh := config.DefaultServer(), config.DefaultAgent(), config.DefaultWebhook()
-	if err := mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: srv.Namespace}}); err != nil {
-		t.Fatal(err)
-	}
-	root, err := pki.NewRootCA(pki.Options{CommonName: "root", TTL: 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
 	shared := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: srv.TokenSecret.Name}, Data: map[string][]byte{"token": []byte(strings.Repeat("s", 43))}}
-	for _, s := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: srv.RootTLSSecret.Name}, Data: map[string][]byte{"ca.crt": root.CertPEM()}},
-		shared,
-	} {
-		if err := mgmt.Create(ctx, s); err != nil {
-			t.Fatal(err)
-		}
+	if err := mgmt.Create(ctx, shared); err != nil {
+		t.Fatal(err)
 	}
 	issued := time.Now().UTC().Truncate(time.Second)
 	if _, err := Register(ctx, mgmt, remote, RegisterOptions{Name: "cluster-1", Server: &srv, Agent: &ag, Now: issued}); err != nil {

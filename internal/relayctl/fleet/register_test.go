@@ -6,31 +6,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
-	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
 func TestRegisterIssuesEachRunAFreshTokenKeptOnTheManagementClusterOnlyAsAHash(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
-	mgmt, remote := env.Cluster("mgmt").Client, env.Cluster("cluster-1").Client
+	fx := newRegistrationFixture(t, time.Hour)
+	mgmt, remote, srv, ag := fx.mgmt, fx.remote, fx.srv, fx.ag
 	ctx := t.Context()
-	srv, ag := config.DefaultServer(), config.DefaultAgent()
-	if err := mgmt.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: srv.Namespace}}); err != nil {
-		t.Fatal(err)
-	}
-	root, err := pki.NewRootCA(pki.Options{CommonName: "root", TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mgmt.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: srv.Namespace, Name: srv.RootTLSSecret.Name}, Data: map[string][]byte{"ca.crt": root.CertPEM()}}); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	opts := RegisterOptions{Name: "cluster-1", Server: &srv, Agent: &ag, Now: now}
 	workloadToken := func() string {
