@@ -86,9 +86,6 @@ func (s *service) admit(kc *meshv1alpha1.KubernetesCluster, who *caller, chains 
 // left relay-root-tls-secret, a connection made before may not renew or
 // keep its streams.
 func (s *service) admitIssuer(cluster string, cert *x509.Certificate, chains [][]*x509.Certificate) error {
-	if cert == nil {
-		return nil
-	}
 	fix := fmt.Sprintf("the agent must connect with a certificate from the current signing CA; if it cannot renew, relayctl register %s issues a fresh bootstrap token, with which it gets one", cluster)
 	if len(chains) == 0 {
 		return &refusal{reason: reasonIssuer, code: codes.PermissionDenied, msg: fmt.Sprintf(

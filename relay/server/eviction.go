@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,18 +27,12 @@ func newClientRefused(reg prometheus.Registerer) *prometheus.CounterVec {
 // each with its refusal. The KubernetesCluster watcher calls it on every
 // change, on every replica.
 func (s *service) evictRefused(kc *meshv1alpha1.KubernetesCluster) {
-	var refused []error
-	s.conns.evict(kc.Name, func(cert *x509.Certificate) error {
-		err := checkAdmitted(kc, cert)
-		if err != nil {
-			refused = append(refused, err)
+	s.endStreams("closed a stream whose client certificate the cluster no longer admits", func(cluster string, st *stream) error {
+		if cluster != kc.Name {
+			return nil
 		}
-		return err
+		return checkAdmitted(kc, st.cert)
 	})
-	for _, err := range refused {
-		s.clientRefused.WithLabelValues("stream", reasonOf(err)).Inc()
-		s.log.Info("closed a stream whose client certificate the cluster no longer admits", "cluster", kc.Name, "reason", reasonOf(err), "error", err.Error())
-	}
 }
 
 // expiryInterval is how often open streams are checked for a client
@@ -76,43 +69,42 @@ func (s *service) runExpiry(ctx context.Context, clk clock.WithTicker) error {
 // end here, and their calls are refused by admit.
 func (s *service) evictIssuers(judged *clientIssuers) *clientIssuers {
 	ci := s.keys.clientIssuers.Load()
-	if ci == nil || ci == judged || s.cfg.Insecure {
+	if ci == nil || ci == judged {
 		return judged
 	}
-	type ended struct {
-		cluster string
-		err     error
-	}
-	var refused []ended
-	s.conns.evictWhere(func(cluster string, st *stream) error {
-		err := s.admitIssuer(cluster, st.cert, st.chains)
-		if err != nil {
-			refused = append(refused, ended{cluster, err})
-		}
-		return err
+	s.endStreams("closed a stream whose client certificate's issuer or root is no longer admitted", func(cluster string, st *stream) error {
+		return s.admitIssuer(cluster, st.cert, st.chains)
 	})
-	for _, e := range refused {
-		s.clientRefused.WithLabelValues("stream", reasonIssuer).Inc()
-		s.log.Info("closed a stream whose client certificate's issuer or root is no longer admitted", "cluster", e.cluster, "error", e.err.Error())
-	}
 	return ci
 }
 
 // expireStreams ends the open streams whose client certificate has expired.
 func (s *service) expireStreams() {
+	now := s.now()
+	s.endStreams("closed a stream whose client certificate expired", func(cluster string, st *stream) error {
+		return checkNotExpired(cluster, st.cert, now)
+	})
+}
+
+// endStreams ends the open streams (with a certificate) that refused
+// refuses, and counts and logs each with msg once the connections lock is
+// released: relay_client_certificates_refused_total{at="stream"} by the
+// refusal's reason.
+func (s *service) endStreams(msg string, refused func(cluster string, st *stream) error) {
 	type ended struct {
 		cluster string
 		err     error
 	}
-	now := s.now()
-	var expired []ended
-	s.conns.expire(now, func(cluster string, cert *x509.Certificate) error {
-		err := checkNotExpired(cluster, cert, now)
-		expired = append(expired, ended{cluster, err})
+	var all []ended
+	s.conns.evictWhere(func(cluster string, st *stream) error {
+		err := refused(cluster, st)
+		if err != nil {
+			all = append(all, ended{cluster, err})
+		}
 		return err
 	})
-	for _, e := range expired {
-		s.clientRefused.WithLabelValues("stream", reasonExpired).Inc()
-		s.log.Info("closed a stream whose client certificate expired", "cluster", e.cluster, "error", e.err.Error())
+	for _, e := range all {
+		s.clientRefused.WithLabelValues("stream", reasonOf(e.err)).Inc()
+		s.log.Info(msg, "cluster", e.cluster, "reason", reasonOf(e.err), "error", e.err.Error())
 	}
 }

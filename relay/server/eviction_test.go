@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 )
 
-func TestConnectionsEvictAndExpireEndOnlyTheStreamsTheyJudge(t *testing.T) {
+func TestConnectionsEvictWhereEndsOnlyTheStreamsItJudges(t *testing.T) {
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	cert := func(serial int64, notAfter time.Time) *x509.Certificate {
 		return &x509.Certificate{SerialNumber: big.NewInt(serial), NotAfter: notAfter}
@@ -19,48 +20,43 @@ func TestConnectionsEvictAndExpireEndOnlyTheStreamsTheyJudge(t *testing.T) {
 	revoked := c.open("a", pushStream, func() { closed++ }, cert(1, now.Add(time.Hour)))
 	kept := c.open("a", pullStream, nil, cert(2, now.Add(time.Hour)))
 	insecure := c.open("a", pullStream, nil, nil)
-	expired := c.open("b", pullStream, nil, cert(3, now))
-	later := c.open("b", pullStream, nil, cert(4, now.Add(time.Second)))
+	other := c.open("b", pullStream, nil, cert(1, now.Add(time.Hour)))
 
 	refusal := errors.New("revoked")
-	if n := c.evict("a", func(x *x509.Certificate) error {
-		if x.SerialNumber.Int64() == 1 {
+	var told []string
+	c.evictWhere(func(cluster string, s *stream) error {
+		told = append(told, fmt.Sprintf("%s/%d", cluster, s.cert.SerialNumber.Int64()))
+		if cluster == "a" && s.cert.SerialNumber.Int64() == 1 {
 			return refusal
 		}
 		return nil
-	}); n != 1 || closed != 1 {
-		t.Errorf("evict ended %d streams and closed %d connections, want 1 and 1", n, closed)
+	})
+	slices.Sort(told)
+	if want := []string{"a/1", "a/2", "b/1"}; !slices.Equal(told, want) {
+		t.Errorf("evictWhere judged streams %v, want %v (every stream with a certificate, none without)", told, want)
 	}
-	if !revoked.wasDropped() || revoked.reason != refusal {
-		t.Errorf("the refused stream: ended %v with %v, want ended with the refusal", revoked.wasDropped(), revoked.reason)
+	if !revoked.wasDropped() || revoked.reason != refusal || closed != 1 {
+		t.Errorf("the refused stream: ended %v with %v, %d connections closed; want ended with the refusal and its connection closed", revoked.wasDropped(), revoked.reason, closed)
 	}
-	if kept.wasDropped() || insecure.wasDropped() {
-		t.Error("evict ended a stream it admits, or one without a certificate")
-	}
-	if n := c.evict("a", func(*x509.Certificate) error { return refusal }); n != 1 || closed != 1 {
-		t.Errorf("a second eviction ended %d streams (closed %d connections), want only the one not ended yet", n, closed)
+	if kept.wasDropped() || insecure.wasDropped() || other.wasDropped() {
+		t.Error("evictWhere ended a stream it admits, or one without a certificate")
 	}
 
-	var told []string
-	ended := c.expire(now, func(cluster string, x *x509.Certificate) error {
-		told = append(told, fmt.Sprintf("%s/%d", cluster, x.SerialNumber.Int64()))
-		return errors.New("expired")
+	told = nil
+	c.evictWhere(func(cluster string, s *stream) error {
+		told = append(told, fmt.Sprintf("%s/%d", cluster, s.cert.SerialNumber.Int64()))
+		return refusal
 	})
-	if len(ended) != 1 || ended[0] != "b" || len(told) != 1 || told[0] != "b/3" {
-		t.Errorf("expire at NotAfter ended clusters %v, streams %v; want only b/3", ended, told)
-	}
-	if !expired.wasDropped() || expired.reason == nil || later.wasDropped() || insecure.wasDropped() {
-		t.Error("expire ended the wrong streams")
-	}
-	if again := c.expire(now, func(string, *x509.Certificate) error { return errors.New("expired") }); len(again) != 0 {
-		t.Errorf("an ended stream not closed yet was ended again: %v", again)
+	slices.Sort(told)
+	if want := []string{"a/2", "b/1"}; !slices.Equal(told, want) || closed != 1 {
+		t.Errorf("a second eviction judged %v (closed %d connections), want only the streams not ended yet %v", told, closed, want)
 	}
 }
 
-// BenchmarkExpireSweep is one pass of the expiry sweep over 20,000 open
-// streams (10,000 agents with a push and a pull stream each), none expired:
-// what the server spends, holding the connections lock, four times a
-// second.
+// BenchmarkExpireSweep is one pass of the expiry sweep over 20,000
+// open streams (10,000 agents with a push and a pull stream each), none
+// expired: what the server spends, holding the connections lock, four
+// times a second.
 func BenchmarkExpireSweep(b *testing.B) {
 	now := time.Now()
 	c := newConnections()
@@ -72,8 +68,11 @@ func BenchmarkExpireSweep(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if ended := c.expire(now, func(string, *x509.Certificate) error { return nil }); len(ended) != 0 {
-			b.Fatal("ended streams")
-		}
+		c.evictWhere(func(cluster string, s *stream) error {
+			if err := checkNotExpired(cluster, s.cert, now); err != nil {
+				b.Fatal("ended streams")
+			}
+			return nil
+		})
 	}
 }
