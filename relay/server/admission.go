@@ -196,11 +196,12 @@ func serialOf(cert *x509.Certificate) string { return cert.SerialNumber.Text(16)
 const maxRevocationWait = 2 * time.Second
 
 // awaitRevocation returns once a certificate signed for kc now would be
-// issued at or after its spec.revocation.issuedBefore, waiting up to
-// maxRevocationWait; past that it refuses with Unavailable, since what it
-// signed would be refused. A certificate's times hold whole seconds, so it
-// waits for a second past the cutoff.
-func (s *service) awaitRevocation(kc *meshv1alpha1.KubernetesCluster) error {
+// issued at or after its spec.revocation.issuedBefore, waiting on s.clock
+// up to maxRevocationWait; past that it refuses with Unavailable, since
+// what it signed would be refused. A certificate's times hold whole
+// seconds, so it waits for a second past the cutoff. A call that ends
+// while it waits gets ctx's error as its status.
+func (s *service) awaitRevocation(ctx context.Context, kc *meshv1alpha1.KubernetesCluster) error {
 	rev := kc.Spec.Revocation
 	if rev == nil || rev.IssuedBefore == nil {
 		return nil
@@ -210,8 +211,14 @@ func (s *service) awaitRevocation(kc *meshv1alpha1.KubernetesCluster) error {
 	case wait <= 0:
 		return nil
 	case wait <= maxRevocationWait:
-		time.Sleep(wait)
-		return nil
+		select {
+		case <-s.clock.After(wait):
+			return nil
+		case <-ctx.Done():
+			return &refusal{reason: reasonRevoked, code: status.FromContextError(ctx.Err()).Code(), msg: fmt.Sprintf(
+				"the call ended while cluster %s's revocation (spec.revocation.issuedBefore %s) was taking effect: %v; retry",
+				kc.Name, rev.IssuedBefore.UTC().Format(time.RFC3339), ctx.Err())}
+		}
 	}
 	return &refusal{reason: reasonRevoked, code: codes.Unavailable, msg: fmt.Sprintf(
 		"cluster %s's certificates issued before %s are revoked (spec.revocation.issuedBefore), later than this server's clock: retry after it, or correct the revocation or the clock",

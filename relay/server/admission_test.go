@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/pki"
@@ -123,4 +125,63 @@ func TestCheckNotExpiredRefusesAtNotAfter(t *testing.T) {
 		!strings.Contains(st.Message(), "relayctl register cluster-1 issues a fresh bootstrap token") || reasonOf(err) != reasonExpired {
 		t.Errorf("at NotAfter: %v (reason %s), want Unauthenticated naming the expiry and the recovery", err, reasonOf(err))
 	}
+}
+
+// TestAwaitRevocationWaitsOnTheClockAndEndsWithTheCall: signing for a
+// cluster whose revocation takes effect within maxRevocationWait waits on
+// the server's clock for a second past the cutoff, returns as soon as the
+// call ends, and refuses a cutoff further away.
+func TestAwaitRevocationWaitsOnTheClockAndEndsWithTheCall(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clk := testingclock.NewFakeClock(now)
+	s := &service{clock: clk}
+	revokedAt := func(at time.Time) *meshv1alpha1.KubernetesCluster {
+		return &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Name: "cluster-1"},
+			Spec: meshv1alpha1.KubernetesClusterSpec{Revocation: &meshv1alpha1.Revocation{IssuedBefore: &metav1.Time{Time: at}}}}
+	}
+
+	t.Run("a cutoff within the wait is waited for on the clock", func(t *testing.T) {
+		done := make(chan error, 1)
+		go func() { done <- s.awaitRevocation(context.Background(), revokedAt(now)) }()
+		for !clk.HasWaiters() {
+			time.Sleep(time.Millisecond)
+		}
+		clk.Step(time.Second - time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("returned %v before a second past the cutoff", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		clk.Step(time.Millisecond)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("after the cutoff: %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still waiting a second past the cutoff")
+		}
+	})
+
+	t.Run("a call that ends while it waits returns at once with its status", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.awaitRevocation(ctx, revokedAt(clk.Now())) }()
+		cancel()
+		select {
+		case err := <-done:
+			if st, _ := status.FromError(err); st.Code() != codes.Canceled || !strings.Contains(st.Message(), "cluster-1") {
+				t.Errorf("got %v, want Canceled naming the cluster", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still waiting after the call ended")
+		}
+	})
+
+	t.Run("a cutoff past the wait is refused as unavailable", func(t *testing.T) {
+		err := s.awaitRevocation(context.Background(), revokedAt(clk.Now().Add(maxRevocationWait)))
+		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "retry after it") {
+			t.Errorf("got %v, want Unavailable saying to retry after the cutoff", err)
+		}
+	})
 }

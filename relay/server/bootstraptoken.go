@@ -71,7 +71,7 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 		return nil, s.refuse(log, call, reason, err)
 	}
 	log = log.WithValues("token", cred.kind())
-	issued, err := s.signCSR(log, call, kc, req.GetCsr())
+	issued, err := s.signCSR(ctx, log, call, kc, req.GetCsr())
 	if err != nil {
 		return nil, err
 	}

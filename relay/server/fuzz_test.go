@@ -65,7 +65,7 @@ func serviceWith(t testing.TB, cfg *config.Server, reader client.Client) *servic
 	tr := newTestTrust(cfg, conns, m, clock.RealClock{})
 	tr.State.setPolicy(&trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour})
 	return &service{
-		cfg: cfg, keys: keys, reader: reader, api: reader, writer: reader, metrics: m, now: time.Now, log: logr.Discard(),
+		cfg: cfg, keys: keys, reader: reader, api: reader, writer: reader, metrics: m, clock: clock.RealClock{}, log: logr.Discard(),
 		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
 		bounds: newAgentBounds(prometheus.NewRegistry(), cfg, time.Now, logr.Discard()),
 	}

@@ -93,7 +93,7 @@ func New(opts Options) (*Server, error) {
 			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
 		}),
 		metrics: m,
-		now:     opts.Clock.Now,
+		clock:   opts.Clock,
 		log:     s.log.WithName("relay"),
 	}
 	s.svc.clientRefused = newClientRefused(reg)

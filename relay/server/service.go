@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -60,14 +61,18 @@ type service struct {
 	// streams, the names it may send.
 	bounds  *agentBounds
 	metrics *metrics
-	now     func() time.Time
-	log     logr.Logger
+	// clock tells the time and waits (awaitRevocation).
+	clock clock.Clock
+	log   logr.Logger
 	// clientRefused counts client certificates refused at the handshake
 	// and streams ended (admission.go, eviction.go).
 	clientRefused *prometheus.CounterVec
 }
 
 var _ relayv1.RelayServer = (*service)(nil)
+
+// now is the time on s.clock.
+func (s *service) now() time.Time { return s.clock.Now() }
 
 // Bootstrap trades a bootstrap token and a CSR for a first client
 // certificate: the cluster's own single-use token, or the shared identity
@@ -118,12 +123,12 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 	if err := s.admit(kc, who, chainsOf(ctx)); err != nil {
 		return nil, s.refuse(log, call, reasonOf(err), err)
 	}
-	return s.sign(log, call, kc, req.GetCsr())
+	return s.sign(ctx, log, call, kc, req.GetCsr())
 }
 
 // sign signs csr for the registered cluster kc.
-func (s *service) sign(log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*relayv1.CertificateResponse, error) {
-	issued, err := s.signCSR(log, call, kc, csr)
+func (s *service) sign(ctx context.Context, log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*relayv1.CertificateResponse, error) {
+	issued, err := s.signCSR(ctx, log, call, kc, csr)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +137,7 @@ func (s *service) sign(log logr.Logger, call string, kc *meshv1alpha1.Kubernetes
 
 // signCSR signs csr for the registered cluster kc; nothing is counted or
 // returned to the caller yet.
-func (s *service) signCSR(log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*pki.Issued, error) {
+func (s *service) signCSR(ctx context.Context, log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, csr []byte) (*pki.Issued, error) {
 	cluster := kc.Name
 	if s.cfg.DisableCa {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Error(codes.FailedPrecondition,
@@ -142,7 +147,7 @@ func (s *service) signCSR(log logr.Logger, call string, kc *meshv1alpha1.Kuberne
 	if iss == nil {
 		return nil, s.refuse(log, call, reasonUnavailable, status.Errorf(codes.Unavailable, "the server has no signing CA loaded yet: check secret %s", s.cfg.SigningTLSSecret.NamespacedName(s.cfg.Namespace)))
 	}
-	if err := s.awaitRevocation(kc); err != nil {
+	if err := s.awaitRevocation(ctx, kc); err != nil {
 		return nil, s.refuse(log, call, reasonOf(err), err)
 	}
 	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}, ClusterUID: string(kc.UID)}, s.now())
