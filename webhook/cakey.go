@@ -6,7 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
@@ -37,20 +36,17 @@ func (s *secrets) warnCAKey(ctx context.Context, p *problems, kind relaysecret.K
 }
 
 // clientIssuer returns the CA that issued this cluster's relay client
-// certificate, or nil when there is none to read.
+// certificate, found in its tls.crt, its ca.crt or roots; nil when there
+// is none to read or its issuer is not among them.
 func (s *secrets) clientIssuer(ctx context.Context, roots []*x509.Certificate) (*x509.Certificate, error) {
 	sec, err := s.get(ctx, s.names().Client)
 	if err != nil || sec == nil {
 		return nil, err
 	}
-	certs, err := pki.DecodeCertificates(sec.Data[relaysecret.KeyTLSCert])
-	if err != nil {
+	m, _ := relaysecret.Decode(relaysecret.Client, sec.Data, "")
+	if m.Cert == nil {
 		return nil, nil
 	}
-	candidates := append(append([]*x509.Certificate{}, certs[1:]...), roots...)
-	if ca, err := pki.DecodeCertificates(sec.Data[relaysecret.KeyCACert]); err == nil {
-		candidates = append(candidates, ca...)
-	}
-	issuer, _ := pki.DirectIssuer(certs[0], candidates)
+	issuer, _ := m.Issuer(roots...)
 	return issuer, nil
 }

@@ -44,6 +44,16 @@ func (m *Material) TLSCertificate() *tls.Certificate {
 	return cert
 }
 
+// Issuer returns the CA that issued Cert: the first of Chain, Roots (ca.crt)
+// and then extraRoots, the roots the caller trusts besides the secret's
+// own, whose subject is Cert's issuer and whose key signed it. The error
+// says to put the issuer in tls.crt or its root in ca.crt.
+func (m *Material) Issuer(extraRoots ...*x509.Certificate) (*x509.Certificate, error) {
+	candidates := make([]*x509.Certificate, 0, len(m.Chain)+len(m.Roots)+len(extraRoots))
+	candidates = append(append(append(candidates, m.Chain...), m.Roots...), extraRoots...)
+	return pki.DirectIssuer(m.Cert, candidates)
+}
+
 // Certified returns the material as a CA that can issue: its issuers are
 // Chain followed by the first root, unless Chain already ends with that
 // root or Cert is it.

@@ -93,13 +93,13 @@ func (p serverPin) verify(cs tls.ConnectionState) error {
 // clientIssuer returns the CA that issued the agent's client certificate:
 // one of the certificates after it in tls.crt, or a root.
 func clientIssuer(own *tls.Certificate, roots []*x509.Certificate) (*x509.Certificate, error) {
-	var candidates []*x509.Certificate
+	m := &relaysecret.Material{Cert: own.Leaf}
 	for _, der := range own.Certificate[1:] {
 		if c, err := x509.ParseCertificate(der); err == nil {
-			candidates = append(candidates, c)
+			m.Chain = append(m.Chain, c)
 		}
 	}
-	return pki.DirectIssuer(own.Leaf, append(candidates, roots...))
+	return m.Issuer(roots...)
 }
 
 // bootstrapPin returns the pin of a Bootstrap connection from the client

@@ -234,11 +234,10 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	if err != nil {
 		return err
 	}
+	own := readOwnCert(clientSecret, c.roots)
 	name := rm.Name
-	if name == "" && clientSecret != nil {
-		if certs, err := pki.DecodeCertificates(clientSecret.Data[relaysecret.KeyTLSCert]); err == nil && len(certs[0].DNSNames) == 1 {
-			name = certs[0].DNSNames[0]
-		}
+	if name == "" && own.cert != nil && len(own.cert.DNSNames) == 1 {
+		name = own.cert.DNSNames[0]
 	}
 	if name == "" {
 		name = rm.Context
@@ -280,7 +279,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 			st.ClientExpiry = &exp
 			clientValid = exp.After(c.o.Now)
 			c.expiry(name, "secret "+clientKey.String(), v.Cert)
-			c.clientIssuerAdmitted(name, clientKey, v)
+			c.clientIssuerAdmitted(name, clientKey, own)
 		}
 	}
 	if root != nil && len(c.roots) > 0 {
@@ -295,7 +294,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 		}
 	}
 	c.bootstrapToken(name, registered, tok, tokKey, clientValid)
-	c.workloadCAKeys(ctx, name, rm)
+	c.workloadCAKeys(ctx, name, rm, own.issuer)
 	if err := c.webhook(ctx, name, rm.Client); err != nil {
 		return err
 	}

@@ -73,17 +73,43 @@ func (c *checker) namedIssuers(side string, key types.NamespacedName, s *corev1.
 	}
 }
 
+// ownCert is the certificate a workload cluster's client secret holds,
+// valid or not, and the CA that issued it, worked out once per cluster.
+type ownCert struct {
+	cert *x509.Certificate
+	// issuer is nil when issuerErr says why it is not known.
+	issuer    *x509.Certificate
+	issuerErr error
+}
+
+// readOwnCert decodes the client secret sec (nil when there is none) and
+// finds the issuer of its certificate in its tls.crt, its ca.crt or roots,
+// the management cluster's.
+func readOwnCert(sec *corev1.Secret, roots []*x509.Certificate) ownCert {
+	if sec == nil {
+		return ownCert{}
+	}
+	m, _ := relaysecret.Decode(relaysecret.Client, sec.Data, "")
+	if m.Cert == nil {
+		return ownCert{}
+	}
+	o := ownCert{cert: m.Cert}
+	o.issuer, o.issuerErr = m.Issuer(roots...)
+	return o
+}
+
 // clientIssuerAdmitted checks that relay-server admits the issuer of a
-// workload cluster's client certificate m, when check knows what it admits.
-func (c *checker) clientIssuerAdmitted(cluster string, key types.NamespacedName, m *relaysecret.Material) {
+// workload cluster's valid client certificate own, when check knows what
+// it admits.
+func (c *checker) clientIssuerAdmitted(cluster string, key types.NamespacedName, own ownCert) {
 	if !c.issuersKnown {
 		return
 	}
-	issuer, err := pki.DirectIssuer(m.Cert, append(append([]*x509.Certificate{}, m.Chain...), m.Roots...))
-	if err != nil {
-		c.add(cluster, "client issuer", Problem, "secret %s: %v", key, err)
+	if own.issuerErr != nil {
+		c.add(cluster, "client issuer", Problem, "secret %s: %v", key, own.issuerErr)
 		return
 	}
+	issuer := own.issuer
 	if pki.ContainsCA(c.issuers, issuer) {
 		c.add(cluster, "client issuer", OK, "secret %s was issued by %s, which relay-server admits", key, pki.CAName(issuer))
 		return
@@ -97,12 +123,11 @@ func (c *checker) clientIssuerAdmitted(cluster string, key types.NamespacedName,
 // the relay root (relaysecret.CAKeyExposure): in relay-root-tls-secret,
 // Istio's cacerts, or the cert-manager CA Issuer secret of the overlays.
 // A secret check may not read is skipped.
-func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote) {
+func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote, own *x509.Certificate) {
 	if len(c.roots) == 0 {
 		return
 	}
 	ag := c.o.Agent
-	own := c.ownIssuer(ctx, rm)
 	for _, s := range []struct {
 		key  types.NamespacedName
 		kind relaysecret.Kind
@@ -131,22 +156,6 @@ func (c *checker) workloadCAKeys(ctx context.Context, cluster string, rm Remote)
 			c.add(cluster, "secret "+s.key.String(), Warning, "%s", what)
 		}
 	}
-}
-
-// ownIssuer returns the CA that issued the workload cluster's client
-// certificate, or nil when check cannot tell.
-func (c *checker) ownIssuer(ctx context.Context, rm Remote) *x509.Certificate {
-	ag := c.o.Agent
-	sec, err := lookupSecret(ctx, rm.Client, ag.ClientTLSSecret.NamespacedName(ag.Namespace), "workload cluster "+rm.Context)
-	if err != nil || sec == nil {
-		return nil
-	}
-	m, _ := relaysecret.Decode(relaysecret.Client, sec.Data, "")
-	if m == nil || m.Cert == nil {
-		return nil
-	}
-	issuer, _ := pki.DirectIssuer(m.Cert, append(append(append([]*x509.Certificate{}, m.Chain...), m.Roots...), c.roots...))
-	return issuer
 }
 
 // CertManagerIssuerSecret is the secret of the cert-manager overlays' CA
