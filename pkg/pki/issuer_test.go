@@ -2,7 +2,10 @@ package pki
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,7 +67,21 @@ func TestDirectIssuerFindsTheCAThatSigned(t *testing.T) {
 	if _, err := DirectIssuer(leaf.Cert, []*x509.Certificate{impostor.Cert, p.root.Cert}); err == nil {
 		t.Error("DirectIssuer found an issuer among certificates that did not sign the leaf")
 	}
-	if got := CAName(p.inter.Cert); len(got) < len(`"relay-signing"`) {
-		t.Errorf("CAName = %q", got)
+}
+
+func TestCANameIsTheCommonNameAndTheStartOfTheFingerprint(t *testing.T) {
+	p := newTestPKI(t, ECDSAP256)
+	// Same name as the real intermediate, another key.
+	impostor, err := p.root.NewIntermediateCA(Options{CommonName: "relay-signing", TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(p.inter.Cert.Raw)
+	want := `"relay-signing" (SHA-256 ` + hex.EncodeToString(sum[:])[:16] + ")"
+	if got := CAName(p.inter.Cert); got != want {
+		t.Errorf("CAName = %s, want %s", got, want)
+	}
+	if got := CAName(impostor.Cert); got == want || !strings.HasPrefix(got, `"relay-signing" (SHA-256 `) {
+		t.Errorf("CAName of another CA of the same name = %s, want the same name with another fingerprint than %s", got, want)
 	}
 }
