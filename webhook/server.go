@@ -27,6 +27,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/webhook/selfcert"
 )
 
@@ -200,12 +201,8 @@ func (s *Server) servingCertificate(ctx context.Context, scheme *runtime.Scheme)
 // CA must not leave their certificates without a chain). The manifests'
 // Role names these, and only these, with their default names.
 func readSecrets(cfg *config.Webhook) []types.NamespacedName {
-	return []types.NamespacedName{
-		cfg.RootTLSSecret.NamespacedName(cfg.Namespace),
-		cfg.SigningTLSSecret.NamespacedName(cfg.Namespace),
-		cfg.TLSSecret.NamespacedName(cfg.Namespace),
-		cfg.ClientTLSSecret.NamespacedName(cfg.Namespace),
-	}
+	names := relaysecret.WebhookNames(cfg)
+	return []types.NamespacedName{names.Root, names.Signing, names.Server, names.Client}
 }
 
 func listen(given net.Listener, address string) (net.Listener, error) {

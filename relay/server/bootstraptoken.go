@@ -122,19 +122,19 @@ func (s *service) sharedTokenAllowed(kc *meshv1alpha1.KubernetesCluster) (string
 	if s.cfg.DisableSharedToken {
 		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
 			"the shared identity token (%[2]s) is turned off on this server (disableSharedToken): give cluster %[1]s its own token with "+registerFix,
-			cluster, s.tokenKey())
+			cluster, s.keys.tokenKey())
 	}
 	if _, ok := kc.Annotations[meshv1alpha1.BootstrapTokenHashAnnotation]; ok {
 		// Whoever holds the shared token must not win the bootstrap of a
 		// cluster that was given a token of its own.
 		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
 			"cluster %[1]s has a bootstrap token of its own, so the shared identity token (%[2]s) may not bootstrap it: bootstrap with the token relayctl register wrote to the workload cluster, or issue a fresh one with "+registerFix,
-			cluster, s.tokenKey())
+			cluster, s.keys.tokenKey())
 	}
 	if at, ok := bootstraptoken.Bootstrapped(kc.Annotations); ok {
 		return reasonSharedToken, status.Errorf(codes.Unauthenticated,
 			"the shared identity token (%[2]s) bootstraps a cluster only once, and cluster %[1]s was bootstrapped at %[3]s: issue it its own token with "+registerFix,
-			cluster, s.tokenKey(), at.UTC().Format(time.RFC3339))
+			cluster, s.keys.tokenKey(), at.UTC().Format(time.RFC3339))
 	}
 	return "", nil
 }

@@ -200,7 +200,3 @@ func (s *service) lookUpCluster(ctx context.Context, r client.Reader, cluster st
 	}
 	return &kc, nil
 }
-
-func (s *service) tokenKey() types.NamespacedName {
-	return s.cfg.TokenSecret.NamespacedName(s.cfg.Namespace)
-}

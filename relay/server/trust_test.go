@@ -43,7 +43,7 @@ func TestAgentFailureIsRecordedOnce(t *testing.T) {
 		t.Errorf("policy handed to the reconciler %d times, want once", n)
 	}
 	r := newTrustReconciler(trustReconcilerOptions{
-		Client: svc.reader.(client.Client), API: svc.reader, Namespace: svc.cfg.Namespace,
+		Client: svc.reader.(client.Client), API: svc.reader, Namespace: svc.cfg.Namespace, RelaySecrets: relaySecretsOf(svc.cfg),
 		State: svc.trust.State, Results: svc.trust.Results, Queue: svc.trust.Queue,
 		Metrics: svc.metrics, Clock: svc.trust.Clock, Log: svc.trust.Log,
 	})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
 // reconcilerFixture is a trustReconciler over an in-memory client.
@@ -41,8 +42,9 @@ func newReconcilerFixture(t *testing.T, edit func(*meshv1alpha1.RootTrustPolicy)
 	}
 	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(s).WithObjects(p).WithStatusSubresource(p).Build(), funcs)
 	f := &reconcilerFixture{c: c}
+	cfg := config.DefaultServer()
 	f.r = newTrustReconciler(trustReconcilerOptions{
-		Client: c, API: c, Namespace: "gloo-mesh",
+		Client: c, API: c, Namespace: "gloo-mesh", RelaySecrets: relaySecretsOf(&cfg),
 		State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue("gloo-mesh"),
 		CheckAll: func() { f.checked++ },
 		Metrics:  newMetrics(prometheus.NewRegistry()), Clock: testingclock.NewFakePassiveClock(time.Now()), Log: logr.Discard(),

@@ -85,25 +85,29 @@ func ensureTrustRoot(ctx context.Context, c client.Client, api client.Reader, p 
 	return decodeTrustRoot(s, now)
 }
 
+// relaySecretHolds says what each relay secret relay-server reads holds,
+// in the words of checkNotRelaySecret's refusal.
+var relaySecretHolds = []struct {
+	kind relaysecret.Kind
+	what string
+}{
+	{relaysecret.Root, "the relay root"},
+	{relaysecret.Signing, "the CA that signs client certificates"},
+	{relaysecret.Server, "relay-server's serving certificate"},
+	{relaysecret.Token, "the shared identity token"},
+}
+
 // relaySecretsOf returns the secrets relay-server keeps its own CAs and
 // credentials in, by name, with what each holds: the names cfg configures
-// in namespace ns, and the default names too (a secret under a default name
-// may still hold what its name says).
+// in its namespace (relaysecret.ServerNames), and the default names too (a
+// secret under a default name may still hold what its name says).
 func relaySecretsOf(cfg *config.Server) map[string]string {
+	names := relaysecret.ServerNames(cfg)
 	secrets := map[string]string{}
-	for _, s := range []struct {
-		configured  config.SecretRef
-		defaultName string
-		what        string
-	}{
-		{cfg.RootTLSSecret, config.DefaultRootTLSSecret, "the relay root"},
-		{cfg.SigningTLSSecret, config.DefaultSigningTLSSecret, "the CA that signs client certificates"},
-		{cfg.TLSSecret, config.DefaultServerTLSSecret, "relay-server's serving certificate"},
-		{cfg.TokenSecret.SecretRef, config.DefaultTokenSecret, "the shared identity token"},
-	} {
-		secrets[s.defaultName] = s.what
-		if s.configured.Namespace == "" || s.configured.Namespace == cfg.Namespace {
-			secrets[s.configured.Name] = s.what
+	for _, s := range relaySecretHolds {
+		secrets[s.kind.DefaultName()] = s.what
+		if key := names.Of(s.kind); key.Namespace == cfg.Namespace {
+			secrets[key.Name] = s.what
 		}
 	}
 	if cfg.ClientIssuerSecret != "" {
@@ -113,15 +117,10 @@ func relaySecretsOf(cfg *config.Server) map[string]string {
 }
 
 // checkNotRelaySecret refuses a RootTrustPolicy root taken from one of the
-// relay secrets (relaySecretsOf; the default names when relay is nil).
-// relay-server may read them, so it would sign Istio intermediates, whose
-// keys live in workload clusters, under the CA that issues relay
-// identities.
+// relay secrets (relaySecretsOf). relay-server may read them, so it would
+// sign Istio intermediates, whose keys live in workload clusters, under
+// the CA that issues relay identities.
 func checkNotRelaySecret(name string, relay map[string]string) error {
-	if relay == nil {
-		defaults := config.DefaultServer()
-		relay = relaySecretsOf(&defaults)
-	}
 	what, ok := relay[name]
 	if !ok {
 		return nil
