@@ -65,7 +65,8 @@ func (ci *clientIssuers) describe() string {
 // signature, so comparing it by subject and public key is enough. The
 // handshake calls it, and so do Renew, every stream opening and the
 // eviction of open streams after the admitted CAs change (admitIssuer),
-// with the chains verified at the connection's handshake.
+// with the chains verified at the connection's handshake. It only returns
+// the refusal: each caller logs it.
 func (c *keyring) checkClientIssuer(chains [][]*x509.Certificate) error {
 	ci := c.clientIssuers.Load()
 	if ci == nil {
@@ -91,20 +92,14 @@ func (c *keyring) checkClientIssuer(chains [][]*x509.Certificate) error {
 		return nil
 	}
 	leaf := chains[0][0]
-	var err error
 	if unrooted != nil {
-		err = fmt.Errorf("client certificate %q chains to %s, which is no longer a relay root: "+
+		return fmt.Errorf("client certificate %q chains to %s, which is no longer a relay root: "+
 			"it must chain to a root in the ca.crt of secret %s",
 			leaf.Subject.CommonName, pki.CAName(unrooted), c.cfg.RootTLSSecret.NamespacedName(c.cfg.Namespace))
-	} else {
-		err = fmt.Errorf("client certificate %q was issued by %s, not by a CA relay-server admits client certificates from (%s): "+
-			"it must come from relay-server's signing CA, or from a CA listed in the ca.crt of the secret named by clientIssuerSecret",
-			leaf.Subject.CommonName, pki.CAName(found), ci.describe())
 	}
-	if log := c.log; log.GetSink() != nil {
-		log.Info("refused a client certificate from a CA that may not issue them", "certificate", leaf.Subject.CommonName, "issuer", pki.CAName(found), "root", pki.CAName(unrooted), "reason", err.Error())
-	}
-	return err
+	return fmt.Errorf("client certificate %q was issued by %s, not by a CA relay-server admits client certificates from (%s): "+
+		"it must come from relay-server's signing CA, or from a CA listed in the ca.crt of the secret named by clientIssuerSecret",
+		leaf.Subject.CommonName, pki.CAName(found), ci.describe())
 }
 
 // chainsOf returns the chains the TLS handshake of the call's connection

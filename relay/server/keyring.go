@@ -54,8 +54,10 @@ type keyring struct {
 	// admitHandshake, when set, decides whether a verified client
 	// certificate may still act for its cluster (revocation, binding).
 	admitHandshake func(cluster string, cert *x509.Certificate) error
-	// log, when set, records refused client certificates.
-	log logr.Logger
+	// log and refusals, when set, record the client certificates refused
+	// at the handshake, at a bounded rate (verifyClient).
+	log      logr.Logger
+	refusals *limitedLog
 
 	// mu serialises load; seen remembers what each secret's last decoded
 	// version gave, so that a change to one secret decodes only that one.

@@ -82,6 +82,7 @@ func New(opts Options) (*Server, error) {
 	reg.MustRegister(conns)
 	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, keys: newKeyring(&cfg, m)}
 	s.keys.log = s.log.WithName("client-issuers")
+	s.keys.refusals = newLimitedLog(refusalLogEvery, refusalLogBurst, opts.Clock.Now)
 	s.svc = &service{
 		cfg:     s.cfg,
 		keys:    s.keys,

@@ -78,6 +78,11 @@ func (c *keyring) verifyClient(cs tls.ConnectionState) error {
 		return err
 	}
 	if err := c.checkClientIssuer(cs.VerifiedChains); err != nil {
+		// Anyone whose certificate verifies can make the server refuse
+		// it: the line is rate-limited.
+		if c.refusals != nil {
+			c.refusals.info(c.log, "refused a client certificate from a CA that may not issue them", "cluster", cluster, "reason", err.Error())
+		}
 		return err
 	}
 	if admit := c.admitHandshake; admit != nil {
