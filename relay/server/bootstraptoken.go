@@ -61,9 +61,9 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 		}
 		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
-	cred, reason, err := s.checkBootstrapToken(kc, token, shared)
+	cred, reason, recErr, err := s.checkBootstrapToken(kc, token, shared)
 	if err != nil {
-		if _, recErr := bootstraptoken.Read(kc.Annotations); recErr != nil {
+		if recErr != nil {
 			// The caller is told only that its token is not valid; the
 			// broken record is for the operator.
 			log = log.WithValues("record", recErr.Error())
@@ -91,26 +91,27 @@ func (s *service) isSharedToken(token string) bool {
 // checkBootstrapToken judges token for the registered cluster kc, as the
 // cache holds it: the cluster's own unexpired token, or the shared one
 // (shared) while it is allowed and has not bootstrapped kc before. A
-// refusal comes with its reason label.
-func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token string, shared bool) (*bootstrapCredential, string, error) {
+// refusal comes with its reason label, and with recErr when kc's token
+// record does not parse: that is for the log, never for the caller.
+func (s *service) checkBootstrapToken(kc *meshv1alpha1.KubernetesCluster, token string, shared bool) (cred *bootstrapCredential, reason string, recErr, err error) {
 	cluster := kc.Name
-	rec, _ := bootstraptoken.Read(kc.Annotations)
+	rec, recErr := bootstraptoken.Read(kc.Annotations)
 	switch {
 	case rec.Matches(token):
 		if rec.Expired(s.now()) {
-			return nil, reasonTokenExpired, tokenExpired(cluster, rec)
+			return nil, reasonTokenExpired, nil, tokenExpired(cluster, rec)
 		}
-		return &bootstrapCredential{hash: rec.Hash}, "", nil
+		return &bootstrapCredential{hash: rec.Hash}, "", nil, nil
 	case shared:
 		if reason, err := s.sharedTokenAllowed(kc); err != nil {
-			return nil, reason, err
+			return nil, reason, recErr, err
 		}
-		return &bootstrapCredential{shared: true}, "", nil
+		return &bootstrapCredential{shared: true}, "", nil, nil
 	}
 	// A record that does not parse gets the same answer as a wrong token,
 	// so that a caller without a valid token cannot tell a registered
-	// cluster from an unregistered one; bootstrap logs the record's error.
-	return nil, reasonToken, tokenNotValid(cluster)
+	// cluster from an unregistered one; bootstrap logs recErr.
+	return nil, reasonToken, recErr, tokenNotValid(cluster)
 }
 
 // sharedTokenAllowed refuses the shared identity token when the server
