@@ -27,7 +27,7 @@ func (s *Server) useInsecureCA() error {
 	if err != nil {
 		return fmt.Errorf("failed to make the in-memory CA of insecure mode: %w", err)
 	}
-	iss, err := pki.NewIssuer(signing, pki.Policy{Role: pki.RoleClient, TTL: s.cfg.ClientCertificateTTL.Duration}, now)
+	iss, err := newClientIssuer(signing, s.cfg, now)
 	if err != nil {
 		return fmt.Errorf("failed to make the in-memory CA of insecure mode: %w", err)
 	}

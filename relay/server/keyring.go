@@ -225,6 +225,12 @@ func (c *keyring) storeBundle(now time.Time) error {
 	return nil
 }
 
+// newClientIssuer makes ca the issuer of client certificates under cfg's
+// policy: the client role, for clientCertificateTTL.
+func newClientIssuer(ca *pki.Certified, cfg *config.Server, now time.Time) (*pki.Issuer, error) {
+	return pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: cfg.ClientCertificateTTL.Duration}, now)
+}
+
 // loadSigning makes the signing secret the issuer of the next CSRs and the
 // CA client certificates are admitted from, keeping the CA it replaces as
 // the previous one (agents holding its certificates can still renew). It
@@ -235,7 +241,7 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
 	ca := m.Certified()
-	iss, err := pki.NewIssuer(ca, pki.Policy{Role: pki.RoleClient, TTL: c.cfg.ClientCertificateTTL.Duration}, now)
+	iss, err := newClientIssuer(ca, c.cfg, now)
 	if err != nil {
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
