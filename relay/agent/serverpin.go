@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -33,21 +34,49 @@ import (
 // only the roots pin.
 type serverPin struct {
 	roots []*x509.Certificate
-	// own returns the client certificate whose issuer pins; a nil func or
-	// certificate pins the roots only.
+	// own returns the client certificate whose issuer pins; a nil
+	// certificate pins the roots only. A nil func pins issuer, fixed when
+	// the pin is made (Bootstrap).
 	own func() *tls.Certificate
-	// whose names own's certificate in a refusal ("its own client
-	// certificate").
+	// whose names the certificate whose issuer pins in a refusal ("its own
+	// client certificate").
 	whose string
 	// fix, when not empty, ends a refusal with what to do when the relay's
 	// signing CA was legitimately replaced.
 	fix string
+
+	mu sync.Mutex
+	// leaf is own's certificate that issuer (or issuerErr) was worked out
+	// for, so that a handshake does not parse and check its chain again
+	// until the provider holds another certificate.
+	leaf      *x509.Certificate
+	issuer    *x509.Certificate
+	issuerErr error
 }
 
 // providerPin pins to the certificate the provider presents, which
 // clientSecret (namespace/name) holds.
 func providerPin(roots []*x509.Certificate, p *Provider, clientSecret string) *serverPin {
 	return &serverPin{roots: roots, own: p.Current, whose: "its own client certificate", fix: replacedCAFix(clientSecret)}
+}
+
+// expected returns the CA the server certificate's issuer must be when it
+// is not a root; nil when the roots only pin.
+func (p *serverPin) expected() (*x509.Certificate, error) {
+	if p.own == nil {
+		return p.issuer, nil
+	}
+	own := p.own()
+	if own == nil || own.Leaf == nil {
+		return nil, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if own.Leaf != p.leaf {
+		p.leaf = own.Leaf
+		p.issuer, p.issuerErr = clientIssuer(own, p.roots)
+	}
+	return p.issuer, p.issuerErr
 }
 
 // replacedCAFix says how an agent gets past a pin whose issuer the relay
@@ -59,17 +88,13 @@ func replacedCAFix(clientSecret string) string {
 // verify is a tls.Config.VerifyConnection: it runs after the chain, usage
 // and name checks, on resumed sessions too, and before the agent sends its
 // client certificate.
-func (p serverPin) verify(cs tls.ConnectionState) error {
-	if p.own == nil {
-		return nil
-	}
-	own := p.own()
-	if own == nil || own.Leaf == nil {
-		return nil
-	}
-	expected, err := clientIssuer(own, p.roots)
+func (p *serverPin) verify(cs tls.ConnectionState) error {
+	expected, err := p.expected()
 	if err != nil {
 		return fmt.Errorf("cannot pin the relay server's issuer: %w", err)
+	}
+	if expected == nil {
+		return nil
 	}
 	if len(cs.VerifiedChains) == 0 {
 		return errors.New("relay server certificate did not verify")
@@ -119,19 +144,16 @@ func bootstrapPin(sec *corev1.Secret, roots []*x509.Certificate) (*serverPin, *x
 	if err != nil || len(certs) == 0 {
 		return nil, nil
 	}
-	prev := &tls.Certificate{Leaf: certs[0]}
-	for _, c := range certs {
-		prev.Certificate = append(prev.Certificate, c.Raw)
-	}
-	issuer, err := clientIssuer(prev, roots)
+	prev := &relaysecret.Material{Cert: certs[0], Chain: certs[1:]}
+	issuer, err := prev.Issuer(roots...)
 	if err != nil {
 		return nil, nil
 	}
 	name := fmt.Sprintf("%s/%s", sec.Namespace, sec.Name)
 	return &serverPin{
-		roots: roots,
-		own:   func() *tls.Certificate { return prev },
-		whose: fmt.Sprintf("its previous client certificate (secret %s)", name),
-		fix:   replacedCAFix(name),
+		roots:  roots,
+		issuer: issuer,
+		whose:  fmt.Sprintf("its previous client certificate (secret %s)", name),
+		fix:    replacedCAFix(name),
 	}, issuer
 }

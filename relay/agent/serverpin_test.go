@@ -209,6 +209,36 @@ func TestServerPinFindsTheClientCertificatesIssuer(t *testing.T) {
 	}
 }
 
+// TestServerPinWorksOutTheIssuerOncePerCertificate: the pin of an agent's
+// connections finds the issuer of the provider's certificate at the first
+// handshake and keeps it for the next ones (the very certificate, not a
+// fresh parse of tls.crt), until the provider holds another certificate,
+// whose issuer it then pins.
+func TestServerPinWorksOutTheIssuerOncePerCertificate(t *testing.T) {
+	g := generateTwoIntermediates(t, "cluster-1")
+	self, err := g.root.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	provider := NewProvider()
+	pin := providerPin([]*x509.Certificate{g.root.Cert}, provider, ns+"/relay-client-tls-secret")
+	if got, err := pin.expected(); got != nil || err != nil {
+		t.Fatalf("with no certificate the pin expects %s, %v; want the roots only", pki.CAName(got), err)
+	}
+	provider.Set(g.client)
+	first, err := pin.expected()
+	if err != nil || !pki.SameCA(first, g.signing.Cert) {
+		t.Fatalf("pin expects %s, %v; want the signing CA", pki.CAName(first), err)
+	}
+	if again, _ := pin.expected(); again != first {
+		t.Errorf("the next handshake worked the issuer out again (%p, then %p), want the one of the first", first, again)
+	}
+	provider.Set(&tls.Certificate{Certificate: [][]byte{self.Cert.Raw}, Leaf: self.Cert})
+	if got, err := pin.expected(); err != nil || !got.Equal(g.root.Cert) {
+		t.Errorf("after the provider's certificate changed the pin expects %s, %v; want the root that issued the new one", pki.CAName(got), err)
+	}
+}
+
 // TestBootstrapPinsTheIssuerOfThePreviousCertificate: an agent that
 // bootstraps while its client secret still holds a certificate (expired,
 // or valid but revoked at the server and replaced by relayctl register's
