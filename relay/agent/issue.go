@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
-	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
@@ -57,7 +56,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	var resp *relayv1.CertificateResponse
 	var how, tokenHash string
 	bootstrap := func() (*relayv1.CertificateResponse, error) {
-		tokenHash = bootstraptoken.Hash(string(t.token))
+		tokenHash = t.tokenHash
 		pin, issuer, err := s.bootstrapPin(ctx, t)
 		if err != nil {
 			return nil, err

@@ -10,6 +10,8 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 )
 
 // recordedLog keeps what was logged at error level, and counts the rest.
@@ -51,7 +53,7 @@ func TestARefusedBootstrapIsLoggedAsAnErrorRetriedWithBackoffAndRetriedAtOnceWit
 		{"an unreachable server is not an error: it is retried quietly", codes.Unavailable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRotatorRig(t, material{clientOK: &errMissing{}, token: []byte("spent")})
+			r := newRotatorRig(t, material{clientOK: &errMissing{}, token: []byte("spent"), tokenHash: bootstraptoken.Hash("spent")})
 			logs := &recordedLog{}
 			r.opts.Log = logr.New(logs)
 			refused := fmt.Errorf("relay server refused: %w", status.Error(tc.code, fix))
@@ -84,7 +86,7 @@ func TestARefusedBootstrapIsLoggedAsAnErrorRetriedWithBackoffAndRetriedAtOnceWit
 			// relayctl register writes a fresh token: the watcher's change
 			// wakes the rotator, which bootstraps without waiting out the
 			// backoff.
-			r.secrets.set(material{clientOK: &errMissing{}, token: []byte("fresh")})
+			r.secrets.set(material{clientOK: &errMissing{}, token: []byte("fresh"), tokenHash: bootstraptoken.Hash("fresh")})
 			r.changed.notify()
 			if got := r.clock.next(t); got != 0 {
 				t.Fatalf("after the fresh token the rotator waits %s, want 0 (a look at the new certificate)", got)
@@ -104,7 +106,7 @@ func TestARefusedBootstrapIsLoggedAsAnErrorRetriedWithBackoffAndRetriedAtOnceWit
 }
 
 func TestAFreshTokenReplacesAValidCertificateAtOnceAndARefusedOneDoesNotBlockRenewals(t *testing.T) {
-	valid := material{client: leaf(1, t0, time.Hour), token: []byte("fresh"), freshToken: true}
+	valid := material{client: leaf(1, t0, time.Hour), token: []byte("fresh"), tokenHash: bootstraptoken.Hash("fresh"), freshToken: true}
 	t.Run("a fresh token is used at once, although the certificate is valid", func(t *testing.T) {
 		r := newRotatorRig(t, valid)
 		r.start(t)

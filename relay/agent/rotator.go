@@ -9,8 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-
-	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 )
 
 // secretLoader reads the agent's secrets and loads the provider with them:
@@ -128,7 +126,7 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 		}
 		return maxWait, nil
 	}
-	if t.freshToken && bootstraptoken.Hash(string(t.token)) == r.refusedToken {
+	if t.freshToken && t.tokenHash == r.refusedToken {
 		t.freshToken = false
 	}
 	if t.freshToken {
@@ -151,7 +149,7 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 	if err != nil {
 		o.Rotations.WithLabelValues("failed").Inc()
 		if t.freshToken && t.client != nil && t.clientOK == nil && refusedByServer(err) {
-			r.refusedToken = bootstraptoken.Hash(string(t.token))
+			r.refusedToken = t.tokenHash
 		}
 		return 0, err
 	}

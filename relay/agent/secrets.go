@@ -58,6 +58,9 @@ type material struct {
 	clientOK error // why client is unusable, when it is
 	managed  bool  // the client secret is managed by something else (cert-manager)
 	token    []byte
+	// tokenHash is bootstraptoken.Hash of token, as the client secret
+	// records the token a certificate came from.
+	tokenHash string
 	// freshToken is set when the client secret records the bootstrap token
 	// its certificate came from and the token secret now holds another:
 	// relayctl register issued a fresh one, to be used even while the
@@ -98,12 +101,12 @@ func (s *secretStore) read(ctx context.Context, cluster string, now time.Time) (
 	}
 	if tok, err := s.get(ctx, s.token); err == nil {
 		if m, _ := relaysecret.Decode(relaysecret.Token, tok.Data, s.tokKey); m.Token != nil {
-			t.token = m.Token
+			t.token, t.tokenHash = m.Token, bootstraptoken.Hash(string(m.Token))
 		}
 	}
 	if cs != nil && len(t.token) > 0 {
 		used, ok := cs.Annotations[v1alpha1.BootstrapTokenUsedAnnotation]
-		t.freshToken = ok && used != bootstraptoken.Hash(string(t.token))
+		t.freshToken = ok && used != t.tokenHash
 	}
 	return t, nil
 }
