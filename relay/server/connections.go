@@ -72,6 +72,9 @@ type stream struct {
 	// dropped is closed when the stream's cluster is dropped, or the stream
 	// evicted.
 	dropped chan struct{}
+	// ended is set with dropped closed, under the connections lock, for
+	// the sweeps to read without a channel operation per stream.
+	ended bool
 	// reason, set before dropped is closed, is the status an evicted
 	// stream ends with; nil when its cluster was deregistered.
 	reason error
@@ -204,7 +207,7 @@ func (c *connections) evictWhere(refused func(cluster string, s *stream) error) 
 	defer c.mu.Unlock()
 	for cluster, st := range c.clusters {
 		for _, s := range st.streams {
-			if s.cert == nil || s.wasDropped() {
+			if s.cert == nil || s.ended {
 				continue
 			}
 			if err := refused(cluster, s); err != nil {
@@ -218,9 +221,10 @@ func (c *connections) evictWhere(refused func(cluster string, s *stream) error) 
 // was deregistered) and closes its connection if it has a closer. Ending a
 // stream again does nothing. c.mu must be held.
 func (s *stream) end(reason error) {
-	if s.wasDropped() {
+	if s.ended {
 		return // ended before and not closed yet
 	}
+	s.ended = true
 	s.reason = reason
 	close(s.dropped)
 	if s.closeConn != nil {
