@@ -27,10 +27,7 @@ func newClientRefused(reg prometheus.Registerer) *prometheus.CounterVec {
 // each with its refusal. The KubernetesCluster watcher calls it on every
 // change, on every replica.
 func (s *service) evictRefused(kc *meshv1alpha1.KubernetesCluster) {
-	s.endStreams("closed a stream whose client certificate the cluster no longer admits", func(cluster string, st *stream) error {
-		if cluster != kc.Name {
-			return nil
-		}
+	s.endStreams("closed a stream whose client certificate the cluster no longer admits", kc.Name, func(_ string, st *stream) error {
 		return checkAdmitted(kc, st.cert)
 	})
 }
@@ -72,7 +69,7 @@ func (s *service) evictIssuers(judged *clientIssuers) *clientIssuers {
 	if ci == nil || ci == judged {
 		return judged
 	}
-	s.endStreams("closed a stream whose client certificate's issuer or root is no longer admitted", func(cluster string, st *stream) error {
+	s.endStreams("closed a stream whose client certificate's issuer or root is no longer admitted", "", func(cluster string, st *stream) error {
 		return s.admitIssuer(cluster, st.cert, st.chains)
 	})
 	return ci
@@ -81,25 +78,25 @@ func (s *service) evictIssuers(judged *clientIssuers) *clientIssuers {
 // expireStreams ends the open streams whose client certificate has expired.
 func (s *service) expireStreams() {
 	now := s.now()
-	s.endStreams("closed a stream whose client certificate expired", func(cluster string, st *stream) error {
+	s.endStreams("closed a stream whose client certificate expired", "", func(cluster string, st *stream) error {
 		return checkNotExpired(cluster, st.cert, now)
 	})
 }
 
-// endStreams ends the open streams (with a certificate) that refused
-// refuses, and counts and logs each with msg once the connections lock is
+// endStreams ends the open streams (with a certificate) of cluster, or of
+// every cluster when cluster is "", that refused refuses, and counts and logs each with msg once the connections lock is
 // released: relay_client_certificates_refused_total{at="stream"} by the
 // refusal's reason.
-func (s *service) endStreams(msg string, refused func(cluster string, st *stream) error) {
+func (s *service) endStreams(msg, cluster string, refused func(cluster string, st *stream) error) {
 	type ended struct {
 		cluster string
 		err     error
 	}
 	var all []ended
-	s.conns.evictWhere(func(cluster string, st *stream) error {
-		err := refused(cluster, st)
+	s.conns.evictWhere(cluster, func(name string, st *stream) error {
+		err := refused(name, st)
 		if err != nil {
-			all = append(all, ended{cluster, err})
+			all = append(all, ended{name, err})
 		}
 		return err
 	})

@@ -24,7 +24,7 @@ func TestConnectionsEvictWhereEndsOnlyTheStreamsItJudges(t *testing.T) {
 
 	refusal := errors.New("revoked")
 	var told []string
-	c.evictWhere(func(cluster string, s *stream) error {
+	c.evictWhere("", func(cluster string, s *stream) error {
 		told = append(told, fmt.Sprintf("%s/%d", cluster, s.cert.SerialNumber.Int64()))
 		if cluster == "a" && s.cert.SerialNumber.Int64() == 1 {
 			return refusal
@@ -42,8 +42,18 @@ func TestConnectionsEvictWhereEndsOnlyTheStreamsItJudges(t *testing.T) {
 		t.Error("evictWhere ended a stream it admits, or one without a certificate")
 	}
 
+	// Scoped to one cluster, a walk judges that cluster's streams only.
 	told = nil
-	c.evictWhere(func(cluster string, s *stream) error {
+	c.evictWhere("b", func(cluster string, s *stream) error {
+		told = append(told, fmt.Sprintf("%s/%d", cluster, s.cert.SerialNumber.Int64()))
+		return nil
+	})
+	if want := []string{"b/1"}; !slices.Equal(told, want) {
+		t.Errorf("a walk of cluster b judged %v, want %v", told, want)
+	}
+
+	told = nil
+	c.evictWhere("", func(cluster string, s *stream) error {
 		told = append(told, fmt.Sprintf("%s/%d", cluster, s.cert.SerialNumber.Int64()))
 		return refusal
 	})
@@ -68,7 +78,7 @@ func BenchmarkExpireSweep(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		c.evictWhere(func(cluster string, s *stream) error {
+		c.evictWhere("", func(cluster string, s *stream) error {
 			if err := checkNotExpired(cluster, s.cert, now); err != nil {
 				b.Fatal("ended streams")
 			}
