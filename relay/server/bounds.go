@@ -95,12 +95,9 @@ func (b *agentBounds) allowPush(cluster string) error {
 		cluster, float64(b.push.rate), b.push.burst)
 }
 
-// checkStreams refuses another stream for cluster when open streams of it
-// already reach maxStreams on this replica.
-func (b *agentBounds) checkStreams(open int, cluster string) error {
-	if open < b.maxStreams {
-		return nil
-	}
+// refuseStream counts, logs and returns the refusal of another stream for
+// cluster, which has open streams on this replica, maxStreams or more.
+func (b *agentBounds) refuseStream(open int, cluster string) error {
 	b.exceeded.WithLabelValues(limitMaxStreams).Inc()
 	b.logLimited("refused a stream: the cluster has the most streams it may open", "cluster", cluster, "open", open, "limit", "maxStreamsPerCluster")
 	return status.Errorf(codes.ResourceExhausted,

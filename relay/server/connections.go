@@ -119,16 +119,43 @@ func (c *connections) state(cluster string) *clusterState {
 // with the stream when it ends. chains are the verified chains of cert's
 // connection, kept for evictWhere.
 func (c *connections) open(cluster string, kind streamKind, closeConn func(), cert *x509.Certificate, chains ...[]*x509.Certificate) *stream {
+	s := newStream(kind, closeConn, cert, chains...)
+	c.record(cluster, s, 0)
+	return s
+}
+
+// newStream makes a stream of kind, not recorded yet.
+func newStream(kind streamKind, closeConn func(), cert *x509.Certificate, chains ...[]*x509.Certificate) *stream {
 	s := &stream{kind: kind, cert: cert, chains: chains, dropped: make(chan struct{}), closeConn: closeConn}
 	if kind == pullStream {
 		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
 	}
+	return s
+}
+
+// record adds s to cluster's open streams, unless cluster already has max
+// streams open (0: no cap), checked under the same lock as the adding so
+// that streams opening at once cannot race past the cap. It returns how
+// many streams of cluster were open before, and whether s was recorded.
+func (c *connections) record(cluster string, s *stream, max int) (open int, recorded bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.state(cluster)
+	open = len(st.streams)
+	if max > 0 && open >= max {
+		return open, false
+	}
 	st.streams = append(st.streams, s)
-	st.opened[kind]++
-	return s
+	st.opened[s.kind]++
+	return open, true
+}
+
+// openStreams returns how many streams of cluster are open on this
+// replica, push and pull together.
+func (c *connections) openStreams(cluster string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.streams(cluster))
 }
 
 // close forgets the stream s of cluster; closing it again does nothing.

@@ -51,15 +51,9 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 	if kind == pushStream {
 		closeConn = connCloser(streamCtx)
 	}
-	// The count is checked before and after opening: the first refuses
-	// without a trace, the second any stream that raced past the first.
-	if err := s.bounds.checkStreams(s.conns.openStreams(cluster), cluster); err != nil {
-		return nil, err
-	}
-	st := s.conns.open(cluster, kind, closeConn, who.cert, chains...)
-	if err := s.bounds.checkStreams(s.conns.openStreams(cluster)-1, cluster); err != nil {
-		s.conns.close(cluster, st)
-		return nil, err
+	st := newStream(kind, closeConn, who.cert, chains...)
+	if open, recorded := s.conns.record(cluster, st, s.bounds.maxStreams); !recorded {
+		return nil, s.bounds.refuseStream(open, cluster)
 	}
 	if err := s.admitRecorded(streamCtx, who, chains); err != nil {
 		s.conns.close(cluster, st)

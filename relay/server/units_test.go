@@ -209,3 +209,27 @@ func TestKeyringDecodesOnlyTheSecretsThatChanged(t *testing.T) {
 		t.Error("an unchanged server secret was decoded again")
 	}
 }
+
+// TestRecordRefusesAStreamBeyondTheCapAndKeepsNoTraceOfIt: record adds
+// streams up to max and refuses the next, which is not counted as opened.
+func TestRecordRefusesAStreamBeyondTheCapAndKeepsNoTraceOfIt(t *testing.T) {
+	c := newConnections()
+	for i := range 2 {
+		if open, ok := c.record("a", newStream(pushStream, nil, nil), 2); !ok || open != i {
+			t.Fatalf("stream %d: recorded %v with %d open before, want recorded with %d", i+1, ok, open, i)
+		}
+	}
+	refused := newStream(pullStream, nil, nil)
+	if open, ok := c.record("a", refused, 2); ok || open != 2 {
+		t.Fatalf("third stream: recorded %v with %d open, want refused with 2", ok, open)
+	}
+	if n := c.openStreams("a"); n != 2 {
+		t.Errorf("%d streams open after the refusal, want 2", n)
+	}
+	if got := c.clusters["a"].opened; got != [2]uint64{2, 0} {
+		t.Errorf("opened by kind %v, want [2 0]: a refused stream is not counted", got)
+	}
+	if _, ok := c.record("b", newStream(pullStream, nil, nil), 0); !ok {
+		t.Error("max 0 must mean no cap")
+	}
+}
