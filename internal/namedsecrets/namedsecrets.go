@@ -23,10 +23,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 )
@@ -155,14 +156,34 @@ func (c *Cache) WaitForCacheSync(ctx context.Context) bool {
 }
 
 // Sources return one controller source per watched Secret: each enqueues
-// the Secret's own name when it is created, changed or deleted and passes
-// predicates.
-func (c *Cache) Sources(predicates ...predicate.TypedPredicate[*corev1.Secret]) []source.TypedSource[reconcile.Request] {
+// the Secret's own name when it is created, changed or deleted.
+func (c *Cache) Sources() []source.TypedSource[reconcile.Request] {
 	var out []source.TypedSource[reconcile.Request]
 	for _, key := range c.keys {
-		out = append(out, source.Kind(c.caches[key], &corev1.Secret{}, &handler.TypedEnqueueRequestForObject[*corev1.Secret]{}, predicates...))
+		out = append(out, source.Kind(c.caches[key], &corev1.Secret{}, &handler.TypedEnqueueRequestForObject[*corev1.Secret]{}))
 	}
 	return out
+}
+
+// AddTo makes a Cache of secrets that shares mgr's configuration, HTTP
+// client, scheme and REST mapper, and adds it to mgr, which starts it.
+func AddTo(mgr manager.Manager, secrets []types.NamespacedName) (*Cache, error) {
+	c, err := New(mgr.GetConfig(), Options{Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper(), Secrets: secrets})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(c); err != nil {
+		return nil, fmt.Errorf("failed to add the caches of secrets %v: %w", secrets, err)
+	}
+	return c, nil
+}
+
+// Watch makes b reconcile each watched Secret when it changes.
+func (c *Cache) Watch(b *builder.Builder) *builder.Builder {
+	for _, src := range c.Sources() {
+		b = b.WatchesRawSource(src)
+	}
+	return b
 }
 
 // Over returns a reader of Secrets from c and of every other type from

@@ -98,7 +98,7 @@ func (a *Agent) wire(opts Options) error {
 		return err
 	}
 	a.mgr = mgr
-	if err := w.newCache(opts.RESTConfig, mgr); err != nil {
+	if err := w.newCache(mgr); err != nil {
 		return err
 	}
 	store.reader, store.writer = w.cache, mgr.GetClient()

@@ -76,15 +76,10 @@ func (w *secretWatch) keys() []types.NamespacedName {
 
 // newCache makes the cache of the watched secrets, one informer per name,
 // and adds it to mgr: the agent's Role names exactly these secrets.
-func (w *secretWatch) newCache(rc *rest.Config, mgr manager.Manager) error {
-	c, err := namedsecrets.New(rc, namedsecrets.Options{
-		Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper(), Secrets: w.keys(),
-	})
+func (w *secretWatch) newCache(mgr manager.Manager) error {
+	c, err := namedsecrets.AddTo(mgr, w.keys())
 	if err != nil {
 		return err
-	}
-	if err := mgr.Add(c); err != nil {
-		return fmt.Errorf("failed to add the secret caches: %w", err)
 	}
 	w.cache = c
 	return nil
@@ -92,10 +87,7 @@ func (w *secretWatch) newCache(rc *rest.Config, mgr manager.Manager) error {
 
 // setUp adds the controller that watches the secrets, on every replica.
 func (w *secretWatch) setUp(mgr manager.Manager) error {
-	b := ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").WithOptions(controllerOptions())
-	for _, src := range w.cache.Sources() {
-		b = b.WatchesRawSource(src)
-	}
+	b := w.cache.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").WithOptions(controllerOptions()))
 	if err := b.Complete(reconcile.Func(w.reconcile)); err != nil {
 		return fmt.Errorf("failed to set up the secret watcher: %w", err)
 	}

@@ -15,21 +15,12 @@ import (
 // reloads the keyring when one of them changes. Any other secret, such as a
 // RootTrustPolicy's root, is read from the API server by name.
 func (s *Server) watchSecrets(mgr ctrl.Manager) error {
-	named, err := namedsecrets.New(mgr.GetConfig(), namedsecrets.Options{
-		Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper(), Secrets: s.keys.secretKeys(),
-	})
+	named, err := namedsecrets.AddTo(mgr, s.keys.secretKeys())
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(named); err != nil {
-		return fmt.Errorf("failed to add the relay secret caches: %w", err)
-	}
 	s.secrets = named
-	b := ctrl.NewControllerManagedBy(mgr).Named("relay-secrets")
-	for _, src := range named.Sources() {
-		b = b.WatchesRawSource(src)
-	}
-	err = b.Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	err = named.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-secrets")).Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 		_ = s.keys.load(ctx, named, s.opts.Clock.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
 		return reconcile.Result{}, nil
 	}))
