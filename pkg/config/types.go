@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,6 +100,35 @@ type Server struct {
 	// EnableProfiling serves Go's profiles under /debug/pprof/ on the
 	// metrics address. Off by default.
 	EnableProfiling bool `json:"enableProfiling"`
+	// LeaderElection makes one replica, the holder of the Lease
+	// relay-server in Namespace, derive each KubernetesCluster's
+	// conditions from the replicas' entries and remove the entries of
+	// replicas that are gone. Without it this replica does so alone.
+	LeaderElection bool `json:"leaderElection"`
+	// ReplicaName names this replica in KubernetesCluster status and in its
+	// replica Lease; the manifests set it to the pod's name (POD_NAME).
+	// Empty means $POD_NAME, then the host name.
+	ReplicaName string `json:"replicaName,omitempty"`
+}
+
+// MaxReplicaName bounds ReplicaName, which becomes part of a Lease name
+// and of a field manager name.
+const MaxReplicaName = 100
+
+// Replica returns ReplicaName, or else $POD_NAME, or else the host name
+// (each cut to MaxReplicaName), as getenv and hostname tell them.
+func (s *Server) Replica(getenv func(string) string, hostname func() (string, error)) string {
+	name := s.ReplicaName
+	if name == "" {
+		name = getenv("POD_NAME")
+	}
+	if name == "" {
+		name, _ = hostname()
+	}
+	if name == "" {
+		name = "relay-server"
+	}
+	return strings.ToLower(name[:min(len(name), MaxReplicaName)])
 }
 
 // Agent is relay-agent's configuration.
@@ -152,6 +182,7 @@ func DefaultServer() Server {
 		ClusterPushRate:      10,
 		ClusterPushBurst:     100,
 		MaxStreamsPerCluster: 16,
+		LeaderElection:       true,
 	}
 }
 

@@ -45,6 +45,12 @@ func (s *Server) Validate() error {
 	if s.ClientIssuerSecret != "" {
 		errs = append(errs, subdomain(field.NewPath("clientIssuerSecret"), s.ClientIssuerSecret)...)
 	}
+	if s.ReplicaName != "" {
+		errs = append(errs, subdomain(field.NewPath("replicaName"), s.ReplicaName)...)
+		if len(s.ReplicaName) > MaxReplicaName {
+			errs = append(errs, field.TooLong(field.NewPath("replicaName"), s.ReplicaName, MaxReplicaName))
+		}
+	}
 	for _, r := range []struct {
 		path  string
 		rate  float64

@@ -128,6 +128,7 @@ func (s *service) admitHandshake(cluster string, cert *x509.Certificate) error {
 	}
 	if err := checkAdmitted(&kc, cert); err != nil {
 		s.clientRefused.WithLabelValues("handshake", reasonOf(err)).Inc()
+		s.events.refused(&kc, "handshake", reasonOf(err), "unknown", err)
 		s.log.Info("refused a client certificate at the handshake", "cluster", cluster, "serial", serialOf(cert), "error", err.Error())
 		return err
 	}

@@ -68,7 +68,7 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 			// broken record is for the operator.
 			log = log.WithValues("record", recErr.Error())
 		}
-		return nil, s.refuse(log, call, reason, err)
+		return nil, s.refuseCluster(ctx, log, call, reason, kc, err)
 	}
 	log = log.WithValues("token", cred.kind())
 	issued, err := s.signCSR(ctx, log, call, kc, req.GetCsr())
@@ -76,9 +76,9 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 		return nil, err
 	}
 	if reason, err := s.consumeBootstrapToken(ctx, cluster, cred); err != nil {
-		return nil, s.refuse(log.WithValues("discardedSerial", issued.Cert.SerialNumber.Text(16)), call, reason, err)
+		return nil, s.refuseCluster(ctx, log.WithValues("discardedSerial", issued.Cert.SerialNumber.Text(16)), call, reason, kc, err)
 	}
-	return s.deliver(log, call, cluster, issued), nil
+	return s.deliver(ctx, log, call, kc, issued), nil
 }
 
 // isSharedToken reports, in constant time, whether token is the shared

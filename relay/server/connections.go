@@ -3,9 +3,11 @@ package server
 import (
 	"crypto/x509"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -40,6 +42,11 @@ const instructionBuffer = 4
 type connections struct {
 	mu       sync.Mutex
 	clusters map[string]*clusterState
+	// now tells the time of what is seen; onChange, when set, is called
+	// (without the lock) with a cluster whose streams, certificate or agent
+	// version changed, for the status writer.
+	now      func() time.Time
+	onChange func(cluster string)
 }
 
 // clusterState is one cluster's record.
@@ -53,6 +60,24 @@ type clusterState struct {
 	// istio is the cluster's Istio intermediate CA as last reported; nil
 	// when the cluster has none of ours.
 	istio *istioExpiry
+	// lastSeen is when this replica last heard from the cluster (a stream
+	// opened or closed, a certificate issued), in Unix seconds.
+	lastSeen int64
+	// agentVersion is what its newest status reported.
+	agentVersion string
+	// cert is the newest client certificate issued or seen at a
+	// handshake; nil until one is.
+	cert *certSummary
+}
+
+// certSummary is what status says of a client certificate.
+type certSummary struct {
+	serial, issuer                string
+	notBefore, notAfter, issuedAt time.Time
+}
+
+func summarize(cert *x509.Certificate) *certSummary {
+	return &certSummary{serial: serialOf(cert), issuer: cert.Issuer.CommonName, notBefore: cert.NotBefore, notAfter: cert.NotAfter, issuedAt: pki.IssuedAt(cert)}
 }
 
 // istioExpiry is a cluster's Istio intermediate: its policy and expiry.
@@ -100,7 +125,88 @@ var (
 )
 
 func newConnections() *connections {
-	return &connections{clusters: map[string]*clusterState{}}
+	return &connections{clusters: map[string]*clusterState{}, now: time.Now}
+}
+
+// changed tells onChange that cluster changed. c.mu must not be held.
+func (c *connections) changed(cluster string) {
+	if c.onChange != nil {
+		c.onChange(cluster)
+	}
+}
+
+// sawCert records cert as cluster's newest client certificate when it is
+// newer (by NotBefore) than the one recorded. c.mu must be held.
+func (st *clusterState) sawCert(cert *x509.Certificate) {
+	if cert == nil {
+		return
+	}
+	if st.cert == nil || cert.NotBefore.After(st.cert.notBefore) ||
+		(cert.NotBefore.Equal(st.cert.notBefore) && serialOf(cert) != st.cert.serial && cert.NotAfter.After(st.cert.notAfter)) {
+		st.cert = summarize(cert)
+	}
+}
+
+// issued records a client certificate signed for cluster at now.
+func (c *connections) issued(cluster string, cert *x509.Certificate, now time.Time) {
+	c.mu.Lock()
+	st := c.state(cluster)
+	st.clientNotAfter = cert.NotAfter.Unix()
+	st.sawCert(cert)
+	st.lastSeen = now.Unix()
+	c.mu.Unlock()
+	c.changed(cluster)
+}
+
+// setAgentVersion records the agent version cluster's status reported.
+func (c *connections) setAgentVersion(cluster, version string) {
+	c.mu.Lock()
+	st := c.state(cluster)
+	same := st.agentVersion == version
+	st.agentVersion = version
+	c.mu.Unlock()
+	if !same {
+		c.changed(cluster)
+	}
+}
+
+// replicaView is what this replica knows of one cluster, for its status
+// entry.
+type replicaView struct {
+	known        bool
+	push, pull   int
+	lastSeen     int64
+	agentVersion string
+	cert         *certSummary
+}
+
+// view returns what this replica knows of cluster.
+func (c *connections) view(cluster string) replicaView {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.clusters[cluster]
+	if st == nil {
+		return replicaView{}
+	}
+	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, cert: st.cert}
+	for _, s := range st.streams {
+		if s.kind == pushStream {
+			v.push++
+		} else {
+			v.pull++
+		}
+	}
+	return v
+}
+
+// forget drops what this replica knows of cluster, whose registration is
+// gone; its streams must have been dropped.
+func (c *connections) forget(cluster string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.clusters[cluster]; st != nil && len(st.streams) == 0 {
+		delete(c.clusters, cluster)
+	}
 }
 
 // state returns cluster's record, making it. c.mu must be held.
@@ -139,14 +245,18 @@ func newStream(kind streamKind, closeConn func(), cert *x509.Certificate, chains
 // many streams of cluster were open before, and whether s was recorded.
 func (c *connections) record(cluster string, s *stream, max int) (open int, recorded bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	st := c.state(cluster)
 	open = len(st.streams)
 	if max > 0 && open >= max {
+		c.mu.Unlock()
 		return open, false
 	}
 	st.streams = append(st.streams, s)
 	st.opened[s.kind]++
+	st.sawCert(s.cert)
+	st.lastSeen = c.now().Unix()
+	c.mu.Unlock()
+	c.changed(cluster)
 	return open, true
 }
 
@@ -161,9 +271,9 @@ func (c *connections) openStreams(cluster string) int {
 // close forgets the stream s of cluster; closing it again does nothing.
 func (c *connections) close(cluster string, s *stream) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	st := c.clusters[cluster]
 	if st == nil {
+		c.mu.Unlock()
 		return
 	}
 	for i, o := range st.streams {
@@ -172,9 +282,13 @@ func (c *connections) close(cluster string, s *stream) {
 			if len(st.streams) == 0 {
 				st.streams = nil
 			}
+			st.lastSeen = c.now().Unix()
+			c.mu.Unlock()
+			c.changed(cluster)
 			return
 		}
 	}
+	c.mu.Unlock()
 }
 
 // setClientExpiry records when cluster's client certificate expires.

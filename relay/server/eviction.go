@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -100,8 +101,33 @@ func (s *service) endStreams(msg, cluster string, refused func(cluster string, s
 		}
 		return err
 	})
+	perCluster := map[string]int{}
 	for _, e := range all {
 		s.clientRefused.WithLabelValues("stream", reasonOf(e.err)).Inc()
 		s.log.Info(msg, "cluster", e.cluster, "reason", reasonOf(e.err), "error", e.err.Error())
+		perCluster[e.cluster]++
 	}
+	for _, e := range all {
+		n := perCluster[e.cluster]
+		if n == 0 {
+			continue
+		}
+		delete(perCluster, e.cluster)
+		if kc := s.cachedCluster(e.cluster); kc != nil {
+			s.events.evicted(kc, n, reasonOf(e.err), e.err)
+		}
+	}
+}
+
+// cachedCluster returns cluster's KubernetesCluster from the cache, or nil
+// when it has none or there is no cache yet.
+func (s *service) cachedCluster(cluster string) *meshv1alpha1.KubernetesCluster {
+	if s.reader == nil || s.events == nil {
+		return nil
+	}
+	var kc meshv1alpha1.KubernetesCluster
+	if err := s.reader.Get(context.Background(), types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}, &kc); err != nil {
+		return nil
+	}
+	return &kc
 }

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -61,6 +61,10 @@ type Server struct {
 	secrets *namedsecrets.Cache
 	svc     *service
 	ready   atomic.Bool
+	// replica is this replica's name (config.Server.Replica).
+	replica string
+	// registered collects relay_cluster_registered from the cache.
+	registered *registeredCollector
 }
 
 // New validates opts and builds a server; Run starts it.
@@ -75,12 +79,16 @@ func New(opts Options) (*Server, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	cfg := opts.Config
+	// relay-server's own metrics have a registry per Server (tests run
+	// several in one process); /metrics serves it together with
+	// controller-runtime's, which holds the Go and process collectors and
+	// the client, workqueue and leader-election metrics (gatherer).
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
 	conns := newConnections()
 	reg.MustRegister(conns)
-	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, keys: newKeyring(&cfg, m)}
+	s := &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-server"), registry: reg, metrics: m, keys: newKeyring(&cfg, m),
+		replica: cfg.Replica(os.Getenv, os.Hostname)}
 	s.keys.log = s.log.WithName("client-issuers")
 	s.keys.refusals = newLimitedLog(refusalLogEvery, refusalLogBurst, opts.Clock.Now)
 	s.svc = &service{
@@ -98,6 +106,10 @@ func New(opts Options) (*Server, error) {
 		log:     s.log.WithName("relay"),
 	}
 	s.svc.clientRefused = newClientRefused(reg)
+	s.svc.status = newStatusWriter(s.replica, cfg.Namespace, conns, s.log.WithName("status"))
+	conns.now, conns.onChange = opts.Clock.Now, s.svc.status.changed
+	s.registered = &registeredCollector{ns: cfg.Namespace}
+	reg.MustRegister(s.registered)
 	s.keys.admitHandshake = s.svc.admitHandshake
 	return s, nil
 }
@@ -138,12 +150,20 @@ func (s *Server) Run(ctx context.Context) error {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
+		// The leader derives KubernetesCluster conditions and cleans up
+		// after replicas that are gone (status.go); everything else runs on
+		// every replica.
+		LeaderElection:                s.cfg.LeaderElection,
+		LeaderElectionID:              leaderLease,
+		LeaderElectionNamespace:       s.cfg.Namespace,
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 	s.svc.reader = mgr.GetClient()
 	s.svc.api, s.svc.writer = mgr.GetAPIReader(), mgr.GetClient()
+	s.svc.events = newEvents(mgr.GetEventRecorder("relay-server"), s.replica)
 	if err := s.setupControllers(mgr); err != nil {
 		return err
 	}
@@ -173,7 +193,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	probes := probeserver.Handler(s.registry, s.readiness)
+	probes := probeserver.Handler(s.gatherer(), s.readiness)
 	if s.cfg.EnableProfiling {
 		probes = probeserver.WithProfiling(probes)
 	}
@@ -210,7 +230,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 		return err
 	}
 	err := ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
-		For(&meshv1alpha1.KubernetesCluster{}).
+		For(&meshv1alpha1.KubernetesCluster{}).WithOptions(everyReplica()).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			var kc meshv1alpha1.KubernetesCluster
 			err := mgr.GetClient().Get(ctx, req.NamespacedName, &kc)
@@ -218,6 +238,8 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 				if n := s.svc.conns.drop(req.Name); n > 0 {
 					s.log.Info("cluster deregistered: dropped its streams", "cluster", req.Name, "streams", n)
 				}
+				s.svc.conns.forget(req.Name)
+				s.svc.status.forget(req.Name)
 				return reconcile.Result{}, nil
 			}
 			if err != nil {
@@ -229,8 +251,11 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
 	}
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return s.svc.runExpiry(ctx, s.opts.Clock) })); err != nil {
+	if err := mgr.Add(onEveryReplica(func(ctx context.Context) error { return s.svc.runExpiry(ctx, s.opts.Clock) })); err != nil {
 		return fmt.Errorf("failed to add the client certificate expiry check: %w", err)
+	}
+	if err := s.setupStatus(mgr); err != nil {
+		return err
 	}
 	return s.setupTrust(mgr)
 }
@@ -252,7 +277,7 @@ func (s *Server) setupTrust(mgr ctrl.Manager) error {
 	if err := r.setup(mgr); err != nil {
 		return err
 	}
-	if err := mgr.Add(manager.RunnableFunc(t.run)); err != nil {
+	if err := mgr.Add(onEveryReplica(t.run)); err != nil {
 		return fmt.Errorf("failed to add the Istio intermediate renewal check: %w", err)
 	}
 	return nil
@@ -286,6 +311,12 @@ func (s *Server) grpcServer() *grpc.Server {
 	)
 	relayv1.RegisterRelayServer(gs, s.svc)
 	return gs
+}
+
+// gatherer is what /metrics serves: relay-server's metrics beside
+// controller-runtime's registry.
+func (s *Server) gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{ctrlmetrics.Registry, s.registry}
 }
 
 func (s *Server) readiness() error {

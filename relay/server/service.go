@@ -67,6 +67,11 @@ type service struct {
 	// clientRefused counts client certificates refused at the handshake
 	// and streams ended (admission.go, eviction.go).
 	clientRefused *prometheus.CounterVec
+	// events records Events on KubernetesClusters; status writes this
+	// replica's entry of their status. Either may be nil in tests that
+	// build a service alone.
+	events *clusterEvents
+	status *statusWriter
 }
 
 var _ relayv1.RelayServer = (*service)(nil)
@@ -121,7 +126,7 @@ func (s *service) Renew(ctx context.Context, req *relayv1.RenewRequest) (*relayv
 		return nil, s.refuse(log, call, reasonUnregistered, err)
 	}
 	if err := s.admit(kc, who, chainsOf(ctx)); err != nil {
-		return nil, s.refuse(log, call, reasonOf(err), err)
+		return nil, s.refuseCluster(ctx, log, call, reasonOf(err), kc, err)
 	}
 	return s.sign(ctx, log, call, kc, req.GetCsr())
 }
@@ -132,7 +137,7 @@ func (s *service) sign(ctx context.Context, log logr.Logger, call string, kc *me
 	if err != nil {
 		return nil, err
 	}
-	return s.deliver(log, call, kc.Name, issued), nil
+	return s.deliver(ctx, log, call, kc, issued), nil
 }
 
 // signCSR signs csr for the registered cluster kc; nothing is counted or
@@ -159,10 +164,13 @@ func (s *service) signCSR(ctx context.Context, log logr.Logger, call string, kc 
 
 // deliver counts and logs a certificate signed for cluster and returns it
 // as the answer.
-func (s *service) deliver(log logr.Logger, call, cluster string, issued *pki.Issued) *relayv1.CertificateResponse {
+func (s *service) deliver(ctx context.Context, log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, issued *pki.Issued) *relayv1.CertificateResponse {
 	s.metrics.issued.WithLabelValues(call).Inc()
-	s.conns.setClientExpiry(cluster, issued.Cert.NotAfter.Unix())
-	log.Info("issued client certificate", "serial", issued.Cert.SerialNumber.Text(16), "notAfter", issued.Cert.NotAfter)
+	s.conns.issued(kc.Name, issued.Cert, s.now())
+	s.status.changed(kc.Name)
+	serial := issued.Cert.SerialNumber.Text(16)
+	s.events.issued(kc, call, serial, issued.Cert.NotAfter, peerHost(ctx))
+	log.Info("issued client certificate", "serial", serial, "notAfter", issued.Cert.NotAfter)
 	return &relayv1.CertificateResponse{CertificateChain: issued.CertPEM, CaCertificate: issued.CAPEM}
 }
 
@@ -177,6 +185,13 @@ func (s *service) refuse(log logr.Logger, call, reason string, err error) error 
 	}
 	log.Info("refused", "reason", reason, "error", err.Error())
 	return err
+}
+
+// refuseCluster is refuse for a call of the registered cluster kc, which
+// also records a Refused Event on kc.
+func (s *service) refuseCluster(ctx context.Context, log logr.Logger, call, reason string, kc *meshv1alpha1.KubernetesCluster, err error) error {
+	s.events.refused(kc, call, reason, peerHost(ctx), err)
+	return s.refuse(log, call, reason, err)
 }
 
 // registered returns cluster's KubernetesCluster, or PermissionDenied

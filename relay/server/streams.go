@@ -164,6 +164,9 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 	if na := st.GetClientCertificateNotAfter(); na > 0 {
 		s.conns.setClientExpiry(cluster, na)
 	}
+	if v := st.GetAgentVersion(); v != "" {
+		s.conns.setAgentVersion(cluster, v)
+	}
 	if ca := st.GetIstioCa(); ca != nil {
 		if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
 			s.bounds.ignore(cluster, ignoredOversized, "field", "status.istioCa")

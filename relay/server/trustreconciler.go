@@ -61,7 +61,7 @@ const rootRecheck = time.Minute
 // queue enqueue it, and each loaded policy comes back every rootRecheck.
 func (r *trustReconciler) setup(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("root-trust-policies").
-		For(&meshv1alpha1.RootTrustPolicy{}).
+		For(&meshv1alpha1.RootTrustPolicy{}).WithOptions(everyReplica()).
 		WatchesRawSource(r.Queue.source()).
 		Complete(r)
 	if err != nil {

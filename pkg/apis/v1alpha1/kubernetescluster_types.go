@@ -15,6 +15,10 @@ import (
 // +kubebuilder:resource:shortName=kc,categories=meshrelay
 // +kubebuilder:printcolumn:name="Domain",type=string,JSONPath=`.spec.clusterDomain`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
+// +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.status.replicas[?(@.pushStreams>0)].replica`
+// +kubebuilder:printcolumn:name="Cert-Expires",type=string,JSONPath=`.status.clientCertificate.notAfter`
+// +kubebuilder:printcolumn:name="Last-Seen",type=date,priority=1,JSONPath=`.status.lastSeen`
+// +kubebuilder:printcolumn:name="Agent",type=string,priority=1,JSONPath=`.status.agentVersion`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Revoked-Before",type=date,priority=1,JSONPath=`.spec.revocation.issuedBefore`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters, no '_' or '.'): it becomes the DNS SAN of the cluster's client certificate"
@@ -64,6 +68,9 @@ type Revocation struct {
 }
 
 // KubernetesClusterStatus is what the relay server observed of the cluster.
+// Each relay-server replica writes only its own entry of Replicas (server-side
+// apply, one field manager per replica); the leader replica derives the rest
+// from them, and removes the entries of a replica whose lease has expired.
 type KubernetesClusterStatus struct {
 	// ObservedGeneration is the generation the status was written for.
 	// +optional
@@ -74,12 +81,87 @@ type KubernetesClusterStatus struct {
 	// +optional
 	ClientCertificateNotAfter *metav1.Time `json:"clientCertificateNotAfter,omitempty"`
 
-	// Conditions are the cluster's Registered and Connected conditions.
+	// ClientCertificate is the cluster's newest client certificate that a
+	// replica issued or saw at a handshake.
+	// +optional
+	ClientCertificate *CertificateSummary `json:"clientCertificate,omitempty"`
+
+	// AgentVersion is the relay-agent version the cluster's newest stream
+	// reported.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
+
+	// LastSeen is when a replica last heard from the cluster: a stream
+	// opened or closed, a certificate issued.
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+
+	// Replicas are the relay-server replicas that hold, or last held, the
+	// cluster's streams, each written by that replica.
+	// +listType=map
+	// +listMapKey=replica
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+
+	// Conditions are Registered (the cluster has a registration, and
+	// whether it has bootstrapped), Connected (a replica holds both its
+	// push and pull streams) and CertificateValid (its newest client
+	// certificate is unexpired and not revoked).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// CertificateSummary identifies a certificate without holding it.
+type CertificateSummary struct {
+	// Serial is the serial number in lowercase hexadecimal.
+	// +kubebuilder:validation:MaxLength=40
+	Serial string `json:"serial"`
+	// NotBefore and NotAfter bound the certificate's validity.
+	NotBefore metav1.Time `json:"notBefore"`
+	NotAfter  metav1.Time `json:"notAfter"`
+	// IssuedAt is when it was issued, which spec.revocation.issuedBefore
+	// is compared with: for a certificate relay-server signed, NotBefore
+	// plus the signer's backdate.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+	// Issuer is the issuing CA's subject common name.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+}
+
+// ReplicaStatus is what one relay-server replica knows of the cluster.
+type ReplicaStatus struct {
+	// Replica is the relay-server replica's name (its pod's name).
+	// +kubebuilder:validation:MaxLength=253
+	Replica string `json:"replica"`
+	// PushStreams and PullStreams count the cluster's open streams on
+	// this replica.
+	PushStreams int32 `json:"pushStreams"`
+	PullStreams int32 `json:"pullStreams"`
+	// LastSeen is when this replica last heard from the cluster.
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+	// AgentVersion is the relay-agent version its newest stream reported.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// ClientCertificate is the newest client certificate of the cluster
+	// this replica issued or saw at a handshake.
+	// +optional
+	ClientCertificate *CertificateSummary `json:"clientCertificate,omitempty"`
+}
+
+// Condition types of a KubernetesCluster.
+const (
+	ConditionRegistered       = "Registered"
+	ConditionConnected        = "Connected"
+	ConditionCertificateValid = "CertificateValid"
+)
 
 // KubernetesClusterList is a list of KubernetesCluster.
 //
