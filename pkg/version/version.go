@@ -16,14 +16,20 @@ var Commit = ""
 
 // String returns a one-line description: version, commit, Go version and platform.
 func String() string {
-	commit := Commit
-	if commit == "" {
-		commit = vcsRevision()
+	return fmt.Sprintf("%s (commit %s, %s, %s/%s)", Version, Revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// Revision returns the commit the binary was built from: Commit when the
+// build stamped it, else the revision Go recorded from version control, else
+// "unknown".
+func Revision() string {
+	if Commit != "" {
+		return Commit
 	}
-	if commit == "" {
-		commit = "unknown"
+	if r := vcsRevision(); r != "" {
+		return r
 	}
-	return fmt.Sprintf("%s (commit %s, %s, %s/%s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return "unknown"
 }
 
 func vcsRevision() string {
