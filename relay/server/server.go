@@ -308,8 +308,11 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.metrics.grpc.unary),
+		grpc.ChainStreamInterceptor(s.metrics.grpc.stream),
 	)
 	relayv1.RegisterRelayServer(gs, s.svc)
+	s.metrics.grpc.initialize(gs)
 	return gs
 }
 

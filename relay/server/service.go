@@ -155,7 +155,9 @@ func (s *service) signCSR(ctx context.Context, log logr.Logger, call string, kc 
 	if err := s.awaitRevocation(ctx, kc); err != nil {
 		return nil, s.refuse(log, call, reasonOf(err), err)
 	}
+	begun := time.Now()
 	issued, err := iss.SignPEM(csr, pki.Identity{DNSNames: []string{cluster}, ClusterUID: string(kc.UID)}, s.now())
+	s.metrics.observeSigning(call, begun)
 	if err != nil {
 		return nil, s.refuse(log, call, reasonBadRequest, status.Errorf(codes.InvalidArgument, "%v", err))
 	}
