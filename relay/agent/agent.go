@@ -10,9 +10,11 @@ import (
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -112,7 +114,7 @@ func (a *Agent) wire(opts Options) error {
 
 	a.watcher = newWatcher(watcherOptions{
 		Secrets: store, ClientSecret: store.client, Cluster: cfg.Cluster, Insecure: cfg.Insecure,
-		Provider: a.provider, Roots: roots, Expiry: a.metrics.expiry, Clock: c, Log: log,
+		Provider: a.provider, Roots: roots, Cert: a.metrics.cert, GraceRatio: cfg.ClientTLSSecretRotationGracePeriodRatio, Clock: c, Log: log,
 	})
 	w.watcher, w.changed, w.statusChanged = a.watcher, changed, statusDirty.notify
 	st := streamsOptions{
@@ -144,6 +146,12 @@ func (a *Agent) wire(opts Options) error {
 	return mgr.Add(nonLeader(w.startStreams(mgr, newStreams(st))))
 }
 
+// gatherer is what /metrics serves: relay-agent's metrics beside
+// controller-runtime's registry.
+func (a *Agent) gatherer() prometheus.Gatherer {
+	return prometheus.Gatherers{ctrlmetrics.Registry, a.metrics.registry}
+}
+
 // Provider returns the agent's certificate provider.
 func (a *Agent) Provider() *Provider { return a.provider }
 
@@ -159,7 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	go func() {
-		if err := probeserver.Serve(ctx, mlis, probeserver.Handler(a.metrics.registry, a.watcher.readiness)); err != nil {
+		if err := probeserver.Serve(ctx, mlis, probeserver.Handler(a.gatherer(), a.watcher.readiness)); err != nil {
 			a.log.Error(err, "metrics server failed")
 		}
 	}()

@@ -2,13 +2,19 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshrelay/meshrelay/pkg/version"
 )
 
-// agentMetrics are relay-agent's Prometheus metrics.
+// agentMetrics are relay-agent's Prometheus metrics, in a registry per
+// Agent (tests run several in one process). /metrics serves it beside
+// controller-runtime's registry, which holds the Go and process collectors
+// and the client, workqueue and leader-election metrics.
 type agentMetrics struct {
-	registry  *prometheus.Registry
-	expiry    prometheus.Gauge
+	registry *prometheus.Registry
+	// cert holds the gauges of the client certificate the agent connects
+	// with, which the watcher sets.
+	cert      certGauges
 	connected *prometheus.GaugeVec
 	rotations *prometheus.CounterVec
 	// istioExpiry and istioFailures cover the Istio intermediate CA
@@ -20,10 +26,20 @@ type agentMetrics struct {
 func newAgentMetrics() *agentMetrics {
 	m := &agentMetrics{
 		registry: prometheus.NewRegistry(),
-		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "relay_agent_client_certificate_expiry_timestamp_seconds",
-			Help: "NotAfter of the client certificate the agent connects with, in Unix seconds.",
-		}),
+		cert: certGauges{
+			NotAfter: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "relay_agent_client_certificate_expiry_timestamp_seconds",
+				Help: "NotAfter of the client certificate the agent connects with, in Unix seconds.",
+			}),
+			NotBefore: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "relay_agent_client_certificate_not_before_timestamp_seconds",
+				Help: "NotBefore of the client certificate the agent connects with, in Unix seconds.",
+			}),
+			Renewal: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "relay_agent_client_certificate_renewal_timestamp_seconds",
+				Help: "When the rotator renews the client certificate the agent connects with at the latest (NotAfter less the grace ratio of its lifetime; jitter only brings it earlier), in Unix seconds. Past it, a renewal is overdue.",
+			}),
+		},
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_agent_stream_connected",
 			Help: "1 while the agent's push or pull stream to the server is open.",
@@ -41,6 +57,12 @@ func newAgentMetrics() *agentMetrics {
 			Help: "Failures to make, or to install into the Istio CA secret, an Istio intermediate CA.",
 		}),
 	}
-	m.registry.MustRegister(m.expiry, m.connected, m.rotations, m.istioExpiry, m.istioFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.istioExpiry, m.istioFailures,
+		version.NewBuildInfo("relay_agent"))
 	return m
+}
+
+// certGauges are the gauges of the agent's client certificate.
+type certGauges struct {
+	NotBefore, NotAfter, Renewal prometheus.Gauge
 }

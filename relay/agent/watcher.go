@@ -2,15 +2,17 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+
+	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
 // secretReader reads the agent's secrets: the secretStore.
@@ -28,10 +30,12 @@ type watcherOptions struct {
 	Insecure bool
 	Provider *Provider
 	Roots    *rootSet
-	// Expiry is set to the loaded certificate's NotAfter.
-	Expiry prometheus.Gauge
-	Clock  clock.PassiveClock
-	Log    logr.Logger
+	// Cert is set from the loaded certificate: its NotBefore, its
+	// NotAfter, and its renewal time at GraceRatio.
+	Cert       certGauges
+	GraceRatio float64
+	Clock      clock.PassiveClock
+	Log        logr.Logger
 }
 
 // watcher reads the agent's secrets whenever they change, on every
@@ -63,13 +67,31 @@ func (w *watcher) load(ctx context.Context) (*material, error) {
 	if t.client == nil || t.clientOK != nil {
 		return t, nil
 	}
+	w.setGauges(t.client.Leaf, t.managed)
 	if cur := o.Provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
 		return t, nil
 	}
 	o.Provider.Set(t.client)
-	o.Expiry.Set(float64(t.client.Leaf.NotAfter.Unix()))
 	o.Log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
 	return t, nil
+}
+
+// setGauges sets the certificate gauges from leaf. The renewal time is
+// the rotator's without jitter, which only brings a renewal earlier, so
+// that every replica, not only the leader, reports when a renewal is
+// overdue; it is 0 for a secret managed elsewhere, which the rotator does
+// not renew.
+func (w *watcher) setGauges(leaf *x509.Certificate, managed bool) {
+	o := &w.opts
+	o.Cert.NotBefore.Set(float64(leaf.NotBefore.Unix()))
+	o.Cert.NotAfter.Set(float64(leaf.NotAfter.Unix()))
+	renewal := 0.0
+	if !managed {
+		if at, err := pki.RenewalTime(leaf, o.GraceRatio, 0); err == nil {
+			renewal = float64(at.Unix())
+		}
+	}
+	o.Cert.Renewal.Set(renewal)
 }
 
 // markReady says the caches have synced and the secrets were read once.
