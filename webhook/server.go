@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -28,6 +29,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
+	"github.com/meshrelay/meshrelay/pkg/version"
 	"github.com/meshrelay/meshrelay/webhook/selfcert"
 )
 
@@ -137,7 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	probes := probeserver.Handler(ctrlmetrics.Registry, func() error {
+	probes := probeserver.Handler(gatherer(), func() error {
 		if !s.ready.Load() {
 			return errors.New("caches are syncing")
 		}
@@ -159,6 +161,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// gatherer is what /metrics serves: controller-runtime's registry (Go,
+// process, client, workqueue and admission metrics) and relay-webhook's
+// build info, in a registry per Run (tests run several in one process).
+func gatherer() prometheus.Gatherer {
+	own := prometheus.NewRegistry()
+	own.MustRegister(version.NewBuildInfo("relay_webhook"))
+	return prometheus.Gatherers{ctrlmetrics.Registry, own}
 }
 
 // servingCertificate returns the TLS options of the webhook server: the
