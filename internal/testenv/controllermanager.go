@@ -18,14 +18,16 @@ import (
 
 // kcmControllers are the controllers a local cluster runs: enough for
 // Deployments to make Pods, namespaces to get their default ServiceAccount,
-// and deletions to cascade. No scheduler runs, so Pods stay Pending, which is
-// all admission tests need.
+// deletions to cascade, and PodDisruptionBudgets to count healthy pods for
+// the Eviction API. No scheduler runs, so Pods stay Pending, which is all
+// admission tests need.
 var kcmControllers = []string{
 	"deployment-controller",
 	"replicaset-controller",
 	"serviceaccount-controller",
 	"garbage-collector-controller",
 	"namespace-controller",
+	"disruption-controller",
 }
 
 // controllerManager is a running kube-controller-manager process.
