@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ func newCheckCommand() *cobra.Command {
 	var (
 		kubeconfig, mgmtContext, namespace, authority, output string
 		clientIssuerSecret                                    string
+		streamsFrom                                           string
 		remotes, metricsURLs                                  []string
 		verbose                                               bool
 	)
@@ -27,8 +29,9 @@ func newCheckCommand() *cobra.Command {
 		Use:   "check --mgmt-context MGMT [--remote-context REMOTE[=NAME] ...]",
 		Short: "Check that every cluster is registered and connected and every relay secret is consistent",
 		Long: `check looks at the management cluster and each workload cluster and reports, per cluster,
-whether it is registered and how many push and pull streams its agent holds on relay-server,
-then every problem found, each with its fix in one line:
+whether it is registered, whether its agent is connected, and how many push and pull streams
+it holds on which relay-server replicas, then every problem found, each with its fix in one
+line:
 
   - relay-root-tls-secret, relay-server-tls-secret (SANs cover --authority, key matches,
     chain verifies), relay-tls-signing-secret (chains to the root) on the management
@@ -47,15 +50,30 @@ then every problem found, each with its fix in one line:
   - on every cluster, that the validating webhook's caBundle verifies relay-webhook's
     serving certificate.
 
-The stream counts come from relay-server's metrics, read through the API server's service
-proxy (gloo-mesh-mgmt-server:9091) unless --server-metrics gives their URLs, one per
-replica. A workload cluster's name is its client certificate's DNS name, or the context's
-name; give it as REMOTE=NAME when they differ. The exit status is 1 when a problem is found.`,
+Where the streams come from (--streams-from):
+
+  - status (the default): each KubernetesCluster's status, where every relay-server
+    replica writes how many streams of the cluster it holds and the leader writes the
+    Connected condition. An entry counts only while its replica renews its Lease
+    (relay-server-replica-<replica>); a cluster is connected when a live replica holds
+    both a push and a pull stream, and otherwise the condition's message says why.
+  - metrics: relay-server's /metrics of every replica, summed per cluster: the pods
+    behind the Service gloo-mesh-mgmt-server (its selector), each read through the API
+    server's pod proxy on the container port named metrics (else 9091), or the URLs
+    --server-metrics gives, one per replica (it implies --streams-from=metrics).
+
+A workload cluster's name is its client certificate's DNS name, or the context's name;
+give it as REMOTE=NAME when they differ. The exit status is 1 when a problem is found.`,
 		Example: `  relayctl check --mgmt-context mgmt --remote-context cluster-1 --remote-context cluster-2
-  relayctl check --mgmt-context mgmt --remote-context kind-east=cluster-1 -o json`,
+  relayctl check --mgmt-context mgmt --remote-context kind-east=cluster-1 -o json
+  relayctl check --mgmt-context mgmt --remote-context cluster-1 --streams-from=metrics`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutputFormat(output); err != nil {
+				return err
+			}
+			from, err := streamsSource(streamsFrom, metricsURLs)
+			if err != nil {
 				return err
 			}
 			if mgmtContext == "" {
@@ -68,7 +86,7 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 			srv, ag, wh := config.DefaultServer(), config.DefaultAgent(), config.DefaultWebhook()
 			srv.Namespace, ag.Namespace, wh.Namespace = namespace, namespace, namespace
 			srv.Authority, srv.ClientIssuerSecret = authority, clientIssuerSecret
-			o := fleet.CheckOptions{Server: &srv, Agent: &ag, Webhook: &wh, Mgmt: mgmt, Now: time.Now()}
+			o := fleet.CheckOptions{Server: &srv, Agent: &ag, Webhook: &wh, Mgmt: mgmt, StreamsFrom: from, Now: time.Now()}
 			for _, r := range remotes {
 				kctx, name, _ := strings.Cut(r, "=")
 				c, err := connect(kubeconfig, kctx)
@@ -77,15 +95,11 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 				}
 				o.Remotes = append(o.Remotes, fleet.Remote{Context: kctx, Name: name, Client: c})
 			}
-			o.Metrics = func(ctx context.Context) ([][]byte, error) {
-				if len(metricsURLs) > 0 {
-					return fetchAll(ctx, metricsURLs)
-				}
-				data, err := mgmt.Clientset.CoreV1().Services(namespace).ProxyGet("http", "gloo-mesh-mgmt-server", "9091", "metrics", nil).DoRaw(ctx)
-				if err != nil {
-					return nil, fmt.Errorf("failed to read relay-server metrics through the API server's proxy: %w", err)
-				}
-				return [][]byte{data}, nil
+			switch {
+			case len(metricsURLs) > 0:
+				o.Metrics = func(ctx context.Context) ([]fleet.MetricsPage, error) { return fetchAll(ctx, metricsURLs), nil }
+			case from == fleet.StreamsFromMetrics:
+				o.Metrics = fleet.PodMetrics(fleet.PodMetricsOptions{Client: mgmt, Namespace: namespace, Service: serverService, Fetch: fleet.ProxyFetch(mgmt.Clientset)})
 			}
 			report, err := fleet.Check(cmd.Context(), o)
 			if err != nil {
@@ -104,7 +118,8 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 	f.StringVar(&kubeconfig, "kubeconfig", "", "path of the kubeconfig holding every context; empty means $KUBECONFIG, then ~/.kube/config")
 	f.StringVar(&mgmtContext, "mgmt-context", "", "kubeconfig context of the management cluster")
 	f.StringArrayVar(&remotes, "remote-context", nil, "kubeconfig context of a workload cluster, as CONTEXT or CONTEXT=NAME; repeat for each")
-	f.StringArrayVar(&metricsURLs, "server-metrics", nil, "URL of a relay-server replica's /metrics; repeat for each replica (default: through the API server's service proxy)")
+	f.StringVar(&streamsFrom, "streams-from", "", "where stream counts come from: status (KubernetesCluster status; the default) or metrics (every relay-server pod's /metrics, summed; the default with --server-metrics)")
+	f.StringArrayVar(&metricsURLs, "server-metrics", nil, "URL of a relay-server replica's /metrics, read instead of the pods' through the API server; repeat for each replica (implies --streams-from=metrics)")
 	f.StringVar(&namespace, "namespace", config.DefaultNamespace, "namespace of the relay secrets and KubernetesClusters")
 	f.StringVar(&authority, "authority", config.DefaultAuthority, "SNI name agents dial; the server certificate must cover it")
 	f.StringVar(&clientIssuerSecret, "client-issuer-secret", "", "the clientIssuerSecret relay-server runs with, if any: its CAs are judged and client certificates from them admitted")
@@ -114,28 +129,60 @@ name; give it as REMOTE=NAME when they differ. The exit status is 1 when a probl
 	return cmd
 }
 
-// fetchAll GETs every URL and returns the bodies.
-func fetchAll(ctx context.Context, urls []string) ([][]byte, error) {
-	var out [][]byte
-	hc := &http.Client{Timeout: 10 * time.Second}
-	for _, u := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, fmt.Errorf("--server-metrics %q: %w", u, err)
+// serverService is relay-server's Service, whose selector finds its pods.
+const serverService = "gloo-mesh-mgmt-server"
+
+// streamsSource is where check reads streams from: --streams-from, else
+// metrics when --server-metrics gives URLs, else status.
+func streamsSource(from string, metricsURLs []string) (string, error) {
+	switch from {
+	case "":
+		if len(metricsURLs) > 0 {
+			return fleet.StreamsFromMetrics, nil
 		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("failed to read relay-server metrics: %w", err)
+		return fleet.StreamsFromStatus, nil
+	case fleet.StreamsFromStatus:
+		if len(metricsURLs) > 0 {
+			return "", errors.New("--server-metrics reads streams from metrics: leave --streams-from=status out, or set it to metrics")
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("failed to read relay-server metrics from %s: %w", u, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("relay-server metrics at %s answered %s", u, resp.Status)
-		}
-		out = append(out, body)
+		return from, nil
+	case fleet.StreamsFromMetrics:
+		return from, nil
 	}
-	return out, nil
+	return "", fmt.Errorf("unknown --streams-from %q: use status (KubernetesCluster status) or metrics (relay-server's /metrics)", from)
+}
+
+// fetchAll GETs every URL, each page with its body or its error.
+func fetchAll(ctx context.Context, urls []string) []fleet.MetricsPage {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	pages := make([]fleet.MetricsPage, 0, len(urls))
+	for _, u := range urls {
+		body, err := fetch(ctx, hc, u)
+		pages = append(pages, fleet.MetricsPage{Replica: u, Data: body, Err: err})
+	}
+	return pages
+}
+
+func fetch(ctx context.Context, hc *http.Client, u string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--server-metrics %q: %w", u, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		// The page is reported under its URL: keep the URL out of the error.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("failed to read relay-server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read relay-server metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("relay-server metrics answered %s", resp.Status)
+	}
+	return body, nil
 }

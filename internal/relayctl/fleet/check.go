@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -9,11 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -46,9 +44,26 @@ type ClusterStatus struct {
 	Name       string `json:"name"`
 	Context    string `json:"context,omitempty"`
 	Registered bool   `json:"registered"`
-	// Pushing and Pulling count the agent's open streams on the server.
+	// Pushing and Pulling count the agent's open streams on the server,
+	// summed over the replicas.
 	Pushing int `json:"pushing"`
 	Pulling int `json:"pulling"`
+	// StreamsFrom says where the streams were read: StreamsFromStatus or
+	// StreamsFromMetrics; empty when they were not.
+	StreamsFrom string `json:"streamsFrom,omitempty"`
+	// Replicas are the relay-server replicas that hold some of the
+	// streams: from status, live replicas only.
+	Replicas []ReplicaStreams `json:"replicas,omitempty"`
+	// ConnectedCondition is the Connected condition of the cluster's
+	// KubernetesCluster, as relay-server's leader wrote it (status only).
+	ConnectedCondition *metav1.Condition `json:"connectedCondition,omitempty"`
+	// ServerSeenCertificate is the newest client certificate relay-server
+	// issued or saw at a handshake, from status.
+	ServerSeenCertificate *v1alpha1.CertificateSummary `json:"serverSeenCertificate,omitempty"`
+	// AgentVersion and LastSeen are what relay-server last heard from the
+	// cluster's agent, from status.
+	AgentVersion string     `json:"agentVersion,omitempty"`
+	LastSeen     *time.Time `json:"lastSeen,omitempty"`
 	// ClientExpiry is the client certificate's NotAfter, when known.
 	ClientExpiry *time.Time `json:"clientExpiry,omitempty"`
 }
@@ -87,9 +102,12 @@ type CheckOptions struct {
 	Webhook *config.Webhook
 	Mgmt    client.Client
 	Remotes []Remote
-	// Metrics returns relay-server's /metrics in Prometheus text format,
-	// once per replica to count. Nil skips the connection checks.
-	Metrics func(ctx context.Context) ([][]byte, error)
+	// StreamsFrom says where the connection checks read each cluster's
+	// streams: StreamsFromStatus, StreamsFromMetrics, or empty to skip them.
+	StreamsFrom string
+	// Metrics returns relay-server's /metrics of every replica, for
+	// StreamsFromMetrics: PodMetrics finds them behind its Service.
+	Metrics func(ctx context.Context) ([]MetricsPage, error)
 	Now     time.Time
 }
 
@@ -125,8 +143,8 @@ type checker struct {
 	// relay-root-tls-secret's ca.crt alone.
 	roots []*x509.Certificate
 	token []byte
-	// connected counts streams per cluster and kind from the metrics.
-	connected map[string]map[string]float64
+	// streams is what the management side says of each cluster's streams.
+	streams serverStreams
 }
 
 func (c *checker) add(cluster, check string, st Status, format string, args ...any) {
@@ -214,13 +232,7 @@ func (c *checker) management(ctx context.Context) error {
 	if err := c.webhook(ctx, side, c.o.Mgmt); err != nil {
 		return err
 	}
-	if c.o.Metrics != nil {
-		var err error
-		if c.connected, err = readConnected(ctx, c.o.Metrics); err != nil {
-			c.add(side, "relay-server metrics", Problem, "%v: is relay-server running? (kubectl -n %s get deploy gloo-mesh-mgmt-server)", err, srv.Namespace)
-		}
-	}
-	return nil
+	return c.serverSide(ctx)
 }
 
 func (c *checker) remote(ctx context.Context, rm Remote) error {
@@ -298,14 +310,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	if err := c.webhook(ctx, name, rm.Client); err != nil {
 		return err
 	}
-	if c.connected != nil {
-		st.Pushing, st.Pulling = int(c.connected[name]["push"]), int(c.connected[name]["pull"])
-		if st.Pushing == 0 || st.Pulling == 0 {
-			c.add(name, "relay streams", Problem, "%d push and %d pull streams on relay-server, want at least 1 each: check the agent's logs (kubectl -n %s logs deploy/relay-agent) for the reason", st.Pushing, st.Pulling, ag.Namespace)
-		} else {
-			c.add(name, "relay streams", OK, "%d push and %d pull streams", st.Pushing, st.Pulling)
-		}
-	}
+	c.clusterStreams(rm, registered, &st)
 	c.r.Clusters = append(c.r.Clusters, st)
 	return nil
 }
@@ -399,40 +404,6 @@ func (c *checker) webhook(ctx context.Context, cluster string, cl client.Client)
 	return nil
 }
 
-// readConnected sums relay_{push,pull}_clients_connected per cluster over
-// every replica's metrics.
-func readConnected(ctx context.Context, metrics func(context.Context) ([][]byte, error)) (map[string]map[string]float64, error) {
-	pages, err := metrics(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]map[string]float64{}
-	for _, page := range pages {
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(bytes.NewReader(page))
-		if err != nil {
-			return nil, fmt.Errorf("relay-server metrics do not parse: %w", err)
-		}
-		for kind, name := range map[string]string{"push": "relay_push_clients_connected", "pull": "relay_pull_clients_connected"} {
-			f := families[name]
-			if f == nil {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "cluster" {
-						if out[l.GetValue()] == nil {
-							out[l.GetValue()] = map[string]float64{}
-						}
-						out[l.GetValue()][kind] += m.GetGauge().GetValue()
-					}
-				}
-			}
-		}
-	}
-	return out, nil
-}
-
 // Text renders the report for people: one line per cluster, then every
 // finding that is not OK (all of them with verbose).
 func (r *Report) Text(verbose bool) string {
@@ -442,7 +413,11 @@ func (r *Report) Text(verbose bool) string {
 		if s.ClientExpiry != nil {
 			exp = s.ClientExpiry.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(&b, "cluster %-20s registered=%-5v push=%d pull=%d client certificate until %s\n", s.Name, s.Registered, s.Pushing, s.Pulling, exp)
+		on := ""
+		if len(s.Replicas) > 0 {
+			on = " on " + replicaNames(s.Replicas)
+		}
+		fmt.Fprintf(&b, "cluster %-20s registered=%-5v push=%d pull=%d%s client certificate until %s\n", s.Name, s.Registered, s.Pushing, s.Pulling, on, exp)
 	}
 	for _, f := range r.Findings {
 		if f.Status == OK && !verbose {
