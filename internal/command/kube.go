@@ -2,6 +2,7 @@ package command
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // KubeFlags are the --kubeconfig and --context flags of a component that
@@ -50,12 +53,20 @@ func (l *LogFlags) Bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&l.JSON, "log-json", false, "log JSON lines instead of text")
 }
 
-// Logger returns a logger writing to stderr.
-func (l *LogFlags) Logger() logr.Logger {
+// Logger returns a logger writing to stderr, and makes it the logger of
+// klog (client-go and leader election log through it) and of
+// controller-runtime, so that every line a binary prints has one format:
+// JSON with --log-json.
+func (l *LogFlags) Logger() logr.Logger { return l.loggerTo(os.Stderr) }
+
+func (l *LogFlags) loggerTo(w io.Writer) logr.Logger {
 	opts := &slog.HandlerOptions{Level: slog.Level(-l.Verbosity)}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if l.JSON {
-		h = slog.NewJSONHandler(os.Stderr, opts)
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return logr.FromSlogHandler(h)
+	log := logr.FromSlogHandler(h)
+	klog.SetLogger(log)
+	ctrllog.SetLogger(log)
+	return log
 }

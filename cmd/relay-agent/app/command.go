@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -58,7 +57,6 @@ its settings.env).`,
 				return err
 			}
 			log := logs.Logger()
-			ctrllog.SetLogger(log)
 			a, err := agent.New(agent.Options{Config: cfg, RESTConfig: rest, Log: log, Replica: os.Getenv("POD_NAME")})
 			if err != nil {
 				return err

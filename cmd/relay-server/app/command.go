@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -51,7 +50,6 @@ applied by manifests/overlays/management.`,
 				return err
 			}
 			log := logs.Logger()
-			ctrllog.SetLogger(log)
 			srv, err := server.New(server.Options{Config: cfg, RESTConfig: rest, Log: log})
 			if err != nil {
 				return err

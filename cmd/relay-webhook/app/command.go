@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/command"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -67,7 +66,6 @@ certificate), included by the overlays in manifests/overlays.`,
 				return err
 			}
 			log := logs.Logger()
-			ctrllog.SetLogger(log)
 			s, err := webhook.New(webhook.Options{Config: cfg, RESTConfig: rest, Log: log, ServingIPs: servingIPs})
 			if err != nil {
 				return err
