@@ -135,14 +135,15 @@ func (c *connections) changed(cluster string) {
 	}
 }
 
-// sawCert records cert as cluster's newest client certificate when it is
-// newer (by NotBefore) than the one recorded. c.mu must be held.
+// sawCert records cert as cluster's newest client certificate unless the
+// one recorded is newer (by NotBefore). c.mu must be held.
 func (st *clusterState) sawCert(cert *x509.Certificate) {
 	if cert == nil {
 		return
 	}
-	if st.cert == nil || cert.NotBefore.After(st.cert.notBefore) ||
-		(cert.NotBefore.Equal(st.cert.notBefore) && serialOf(cert) != st.cert.serial && cert.NotAfter.After(st.cert.notAfter)) {
+	// Validity times have a resolution of one second: of two certificates
+	// issued in the same second, the one issued or seen last is newest.
+	if st.cert == nil || !cert.NotBefore.Before(st.cert.notBefore) && serialOf(cert) != st.cert.serial {
 		st.cert = summarize(cert)
 	}
 }

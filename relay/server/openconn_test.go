@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
@@ -127,9 +128,10 @@ func TestAStreamRecordedAfterTheEvictionOfItsRevocationIsRefused(t *testing.T) {
 			return
 		}
 		once.Do(func() {
-			kc := kc.DeepCopy()
-			kc.Spec.Revocation = &meshv1alpha1.Revocation{Serials: []string{serialOf(cert.Leaf)}}
-			if err := c.Client.Update(context.Background(), kc); err != nil {
+			// A merge patch: the status writers change the object's
+			// resourceVersion while the test runs.
+			patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"revocation":{"serials":["`+serialOf(cert.Leaf)+`"]}}}`))
+			if err := c.Client.Patch(context.Background(), kc.DeepCopy(), patch); err != nil {
 				hookErr <- fmt.Errorf("revoke the serial: %w", err)
 				return
 			}

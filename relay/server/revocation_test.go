@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/internal/testenv"
@@ -87,6 +88,8 @@ type streamEnd struct {
 type heldStreams struct {
 	name       string
 	pull, push chan streamEnd
+	// cancel ends both streams from the agent's side.
+	cancel func()
 }
 
 // holdStreams opens a pull and a push stream with cert on a connection of
@@ -115,7 +118,7 @@ func holdStreams(t *testing.T, f *relayFixture, name string, cert *tls.Certifica
 	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "test", Replica: name}}}); err != nil {
 		t.Fatalf("%s: push Send: %v", name, err)
 	}
-	h := &heldStreams{name: name, pull: make(chan streamEnd, 1), push: make(chan streamEnd, 1)}
+	h := &heldStreams{name: name, pull: make(chan streamEnd, 1), push: make(chan streamEnd, 1), cancel: cancel}
 	go func() {
 		for {
 			if _, err := pull.Recv(); err != nil {
@@ -335,14 +338,16 @@ func TestRevokingAClusterRefusesItsCertificatesAndClosesItsStreamsOnEveryReplica
 		held := []*heldStreams{holdStreams(t, f1, "replica-1", target), holdStreams(t, f2, "replica-2", target)}
 		bystander := holdStreams(t, f1, "bystander", other)
 
-		uppercase := again.DeepCopy()
-		uppercase.Spec.Revocation = &meshv1alpha1.Revocation{Serials: []string{strings.ToUpper(target.Leaf.SerialNumber.Text(16))}}
-		if err := c.Client.Update(ctx, uppercase); !apierrors.IsInvalid(err) {
+		// Merge patches: the status writers change the object's
+		// resourceVersion while the test runs.
+		serials := func(serial string) client.Patch {
+			return client.RawPatch(types.MergePatchType, []byte(`{"spec":{"revocation":{"serials":["`+serial+`"]}}}`))
+		}
+		if err := c.Client.Patch(ctx, again.DeepCopy(), serials(strings.ToUpper(target.Leaf.SerialNumber.Text(16)))); !apierrors.IsInvalid(err) {
 			t.Errorf("an uppercase serial: %v, want the API server to refuse it (Invalid)", err)
 		}
-		again.Spec.Revocation = &meshv1alpha1.Revocation{Serials: []string{target.Leaf.SerialNumber.Text(16)}}
 		written := time.Now()
-		if err := c.Client.Update(ctx, again); err != nil {
+		if err := c.Client.Patch(ctx, again.DeepCopy(), serials(target.Leaf.SerialNumber.Text(16))); err != nil {
 			t.Fatal(err)
 		}
 		for _, h := range held {

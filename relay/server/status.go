@@ -491,7 +491,13 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 	}
 	var holders []string
 	var newestSeen *metav1.Time
-	for _, r := range kc.Status.Replicas {
+	// The entry seen last comes last, so that of two certificates issued
+	// in the same second, the one seen last is taken (newerCert).
+	entries := slices.Clone(kc.Status.Replicas)
+	slices.SortStableFunc(entries, func(a, b meshv1alpha1.ReplicaStatus) int {
+		return seenTime(a).Compare(seenTime(b))
+	})
+	for _, r := range entries {
 		if c := r.ClientCertificate; c != nil && newerCert(c, st.ClientCertificate) {
 			st.ClientCertificate = c.DeepCopy()
 		}
@@ -517,15 +523,21 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 	return st
 }
 
-// newerCert reports whether a was issued after b (nil is oldest).
+func seenTime(r meshv1alpha1.ReplicaStatus) time.Time {
+	if r.LastSeen == nil {
+		return time.Time{}
+	}
+	return r.LastSeen.Time
+}
+
+// newerCert reports whether a is to replace b as the newest certificate:
+// it is not older (validity times have a resolution of one second, so a
+// certificate issued in the same second as b replaces it), and another.
 func newerCert(a, b *meshv1alpha1.CertificateSummary) bool {
 	if b == nil {
 		return true
 	}
-	if a.Serial == b.Serial {
-		return false
-	}
-	return a.NotBefore.After(b.NotBefore.Time) || (a.NotBefore.Equal(&b.NotBefore) && a.NotAfter.After(b.NotAfter.Time))
+	return a.Serial != b.Serial && !a.NotBefore.Before(&b.NotBefore)
 }
 
 func registeredCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.CertificateSummary) metav1.Condition {
