@@ -36,7 +36,7 @@ func ProxyFetch(cs kubernetes.Interface) PodFetch {
 	return func(ctx context.Context, pod *corev1.Pod, port int32, path string) ([]byte, error) {
 		data, err := cs.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(int(port)), path, nil).DoRaw(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("failed to read :%d/%s through the API server's pod proxy: %w", port, path, err)
+			return nil, fmt.Errorf("failed to read /%s on port %d through the API server's pod proxy: %w", path, port, err)
 		}
 		return data, nil
 	}
