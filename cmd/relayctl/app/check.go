@@ -56,7 +56,8 @@ Where the streams come from (--streams-from):
     replica writes how many streams of the cluster it holds and the leader writes the
     Connected condition. An entry counts only while its replica renews its Lease
     (relay-server-replica-<replica>); a cluster is connected when a live replica holds
-    both a push and a pull stream, and otherwise the condition's message says why.
+    both a push and a pull stream. Otherwise check reports why: the condition's message,
+    or that the status is missing or its replicas have stopped.
   - metrics: relay-server's /metrics of every replica, summed per cluster: the pods
     behind the Service gloo-mesh-mgmt-server (its selector), each read through the API
     server's pod proxy on the container port named metrics (else 9091), or the URLs
