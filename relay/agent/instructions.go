@@ -15,7 +15,7 @@ func (s *streams) handle(ctx context.Context, in *relayv1.Instruction) {
 	case in.GetTrustBundle() != nil:
 		roots, err := pki.DecodeCertificates(in.GetTrustBundle().GetCaCertificates())
 		if err != nil {
-			o.Log.Info("ignored a bad trust bundle from the server", "error", err.Error())
+			o.Log.Error(err, "ignored a bad trust bundle from the server")
 			return
 		}
 		o.Roots.Set(roots)

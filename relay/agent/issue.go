@@ -150,11 +150,11 @@ func (s *issuer) missing(t *material) error {
 	sec := s.opts.Secrets
 	switch {
 	case len(t.roots) == 0:
-		return fmt.Errorf("waiting for trust: secret %s with ca.crt is missing; copy it from the management cluster (relayctl register), or provide %s",
-			sec.root, sec.client)
+		return fmt.Errorf("%w: secret %s with ca.crt is missing; copy it from the management cluster (relayctl register), or provide %s",
+			errWaitingForTrust, sec.root, sec.client)
 	default:
-		return fmt.Errorf("waiting for trust: no valid client certificate in %s (%v) and no bootstrap token in secret %s key %q; issue one with relayctl register %s",
-			sec.client, t.clientOK, sec.token, sec.tokKey, s.opts.Config.Cluster)
+		return fmt.Errorf("%w: no valid client certificate in %s (%v) and no bootstrap token in secret %s key %q; issue one with relayctl register %s",
+			errWaitingForTrust, sec.client, t.clientOK, sec.token, sec.tokKey, s.opts.Config.Cluster)
 	}
 }
 

@@ -71,7 +71,7 @@ func (c *istioCA) refresh(ctx context.Context) bool {
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
-		c.opts.Log.Info("failed to read the Istio CA secret", "secret", c.opts.Secret.String(), "error", err.Error())
+		c.opts.Log.Error(err, "failed to read the Istio CA secret", "secret", c.opts.Secret.String())
 		return false
 	default:
 		m, _ := relaysecret.Decode(relaysecret.IstioCA, sec.Data, "")
@@ -114,6 +114,6 @@ func (c *istioCA) fail(policy string, err error) {
 	c.failure, c.failedPolicy = err.Error(), policy
 	c.mu.Unlock()
 	c.opts.Failures.Inc()
-	c.opts.Log.Info("failed to install an Istio intermediate CA", "policy", policy, "secret", c.opts.Secret.String(), "error", err.Error())
+	c.opts.Log.Error(err, "failed to install an Istio intermediate CA", "policy", policy, "secret", c.opts.Secret.String())
 	c.opts.StatusChanged()
 }

@@ -96,7 +96,7 @@ namespaces:
 		tmpl.Annotations[meshv1alpha1.CACertsRevisionAnnotation] = rev
 		if err := w.Patch(ctx, o, client.MergeFrom(orig)); err != nil {
 			err = fmt.Errorf("failed to restart %T %s: %w", o, client.ObjectKeyFromObject(o), err)
-			log.Info("autoRestartPods: restart failed", "error", err.Error())
+			log.Error(err, "autoRestartPods: restart failed")
 			if first == nil {
 				first = err
 			}

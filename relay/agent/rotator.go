@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -10,6 +11,11 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
+
+// errWaitingForTrust is what obtaining a certificate fails with while the
+// agent has none of the secrets that let it get one: an install step not
+// done yet rather than a failure.
+var errWaitingForTrust = errors.New("waiting for trust")
 
 // secretLoader reads the agent's secrets and loads the provider with them:
 // the watcher.
@@ -87,12 +93,16 @@ func (r *rotator) Start(ctx context.Context) error {
 		force = ""
 		if err != nil {
 			next = retry.Step()
-			if refusedByServer(err) {
+			switch {
+			case refusedByServer(err):
 				// The server's message names the fix (a fresh token from
 				// relayctl register, which wakes the rotator at once).
 				log.Error(err, "relay server refused to issue a client certificate", "retryIn", next.Round(time.Millisecond))
-			} else {
+			case errors.Is(err, errWaitingForTrust):
+				// Installing: the secrets are copied after the agent starts.
 				log.Info("cannot obtain a client certificate yet", "reason", err.Error(), "retryIn", next.Round(time.Millisecond))
+			default:
+				log.Error(err, "failed to obtain a client certificate", "retryIn", next.Round(time.Millisecond))
 			}
 		} else {
 			retry.Reset()

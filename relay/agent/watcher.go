@@ -57,7 +57,7 @@ func (w *watcher) load(ctx context.Context) (*material, error) {
 	o := &w.opts
 	t, err := o.Secrets.read(ctx, o.Cluster, o.Clock.Now())
 	if err != nil {
-		o.Log.Info("failed to read relay secrets", "error", err.Error())
+		o.Log.Error(err, "failed to read relay secrets")
 		return nil, err
 	}
 	w.managed.Store(t.managed)

@@ -185,7 +185,7 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 		log.Error(ci.none, "no client certificate can be admitted")
 	}
 	if len(errs) > 0 {
-		log.Info("relay credentials incomplete; keeping what loaded before", "problems", errors.Join(errs...).Error())
+		log.Error(errors.Join(errs...), "relay credentials incomplete; keeping what loaded before")
 	}
 	return errors.Join(errs...)
 }

@@ -50,7 +50,7 @@ func (t *trust) report(cluster string, rep *relayv1.IstioCAStatus) {
 	}
 	if t.State.report(cluster, rep) && rep.GetPolicy() != "" {
 		t.Metrics.trustFailures.WithLabelValues(rep.GetPolicy(), failAgent).Inc()
-		t.Log.Info("agent failed to install its intermediate", "cluster", cluster, "policy", rep.GetPolicy(), "error", rep.GetError())
+		t.Log.Error(fmt.Errorf("%s", rep.GetError()), "agent failed to install its intermediate", "cluster", cluster, "policy", rep.GetPolicy())
 		t.record(rep.GetPolicy(), clusterResult{cluster: cluster, kind: resultFailed, at: t.Clock.Now(), message: "agent: " + rep.GetError()})
 	}
 	t.check(cluster)

@@ -97,7 +97,7 @@ func (r *trustReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		r.Results.putBack(p.Name, results)
 		if !apierrors.IsNotFound(err) {
 			for _, c := range resultClusters(results) {
-				log.Info("failed to record the intermediate in the policy's status", "cluster", c, "error", err.Error())
+				log.Error(err, "failed to record the intermediate in the policy's status", "cluster", c)
 			}
 		}
 	}
