@@ -139,7 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(s.opts.RESTConfig, ctrl.Options{
+	mgr, err := ctrl.NewManager(managerConfig(s.opts.RESTConfig), ctrl.Options{
 		Scheme: scheme,
 		Logger: s.log,
 		// KubernetesClusters and RootTrustPolicies are cached; Secrets
@@ -212,6 +212,24 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// The manager's client reads past the cache and consumes bootstrap tokens
+// (two requests a bootstrap); client-go's default of 5 requests a second
+// would make those wait in a storm. A configuration that sets its own
+// limits keeps them.
+const (
+	managerQPS   = 50
+	managerBurst = 100
+)
+
+func managerConfig(rc *rest.Config) *rest.Config {
+	if rc.QPS != 0 || rc.RateLimiter != nil {
+		return rc
+	}
+	cfg := rest.CopyConfig(rc)
+	cfg.QPS, cfg.Burst = managerQPS, managerBurst
+	return cfg
 }
 
 func (s *Server) listen(given net.Listener, addr string) (net.Listener, error) {

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -670,14 +671,37 @@ func (c *registeredCollector) Collect(ch chan<- prometheus.Metric) {
 // setupStatus adds the status writer (every replica) and the status
 // leader to mgr.
 func (s *Server) setupStatus(mgr manager.Manager) error {
+	c, err := statusClient(mgr)
+	if err != nil {
+		return err
+	}
 	w := s.svc.status
-	w.client = mgr.GetClient()
+	w.client = c
 	if err := mgr.Add(onEveryReplica(func(ctx context.Context) error { return w.run(ctx, s.opts.Clock) })); err != nil {
 		return fmt.Errorf("failed to add the KubernetesCluster status writer: %w", err)
 	}
 	s.registered.reader = mgr.GetClient()
-	l := &statusLeader{ns: s.cfg.Namespace, client: mgr.GetClient(), api: mgr.GetAPIReader(), events: s.svc.events, clock: s.opts.Clock, log: s.log.WithName("status")}
+	l := &statusLeader{ns: s.cfg.Namespace, client: c, api: mgr.GetAPIReader(), events: s.svc.events, clock: s.opts.Clock, log: s.log.WithName("status")}
 	return l.setup(mgr)
+}
+
+// The status writes have a client of their own, reading from the
+// manager's cache, with a rate limit of its own: a storm of stream changes
+// (every agent reconnecting) queues status writes, never the reads and
+// writes a bootstrap makes.
+const (
+	statusQPS   = 20
+	statusBurst = 40
+)
+
+func statusClient(mgr manager.Manager) (client.Client, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = statusQPS, statusBurst, nil
+	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the status client: %w", err)
+	}
+	return c, nil
 }
 
 var _ reconcile.Reconciler = (*statusLeader)(nil)
