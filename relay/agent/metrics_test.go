@@ -57,6 +57,17 @@ func TestAgentMetricsServeControllerRuntimesRegistryBesideItsOwn(t *testing.T) {
 		t.Errorf("leader_election_master_status of relay-agent-cluster-1 = %v, want 1: the only replica leads", got[`leader_election_master_status{name="relay-agent-cluster-1"}`])
 	}
 
+	t.Run("profiles are not served", func(t *testing.T) {
+		resp, err := http.Get(agentURL + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/debug/pprof/ answered %d, want 404", resp.StatusCode)
+		}
+	})
+
 	t.Run("the client certificate's NotBefore and renewal time are exported", func(t *testing.T) {
 		leaf := a.Provider().Current().Leaf
 		renewAt, err := pki.RenewalTime(leaf, 0.5, 0)
