@@ -61,6 +61,11 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 			kubectl(out, "apply", "--dry-run=server", "-f", "-")
 		})
 	}
+	t.Run("every Deployment has its budget, spread, labels and network policy, the webhook its priority class", func(t *testing.T) {
+		for _, o := range overlays {
+			checkProductionReady(t, o, built[o])
+		}
+	})
 
 	t.Run("management runs the CA and serves the reference's names", func(t *testing.T) {
 		objs := built["management"]
