@@ -119,8 +119,8 @@ const warnLeft = 0.1
 // secrets are present and consistent (a usable bootstrap token, client chains to a root
 // the server trusts, client SAN is the registered name, server SANs cover
 // the authority), their expiry, the webhook's caBundle, and each cluster's
-// registration and streams. It returns an error only when it could not
-// look; what it found wrong is in the report.
+// registration and streams (read as StreamsFrom says). It returns an error
+// only when it could not look; what it found wrong is in the report.
 func Check(ctx context.Context, o CheckOptions) (*Report, error) {
 	r := &Report{}
 	c := &checker{o: o, r: r}
