@@ -42,6 +42,9 @@ STATICCHECK    := $(TOOLS)/staticcheck
 BUF            := $(TOOLS)/buf
 PROTOC_GEN_GO  := $(TOOLS)/protoc-gen-go
 PROTOC_GEN_GO_GRPC := $(TOOLS)/protoc-gen-go-grpc
+# promtool checks and unit-tests the monitoring component's alert rules
+# (e2e/alerts_test.go finds it through $PROMTOOL).
+PROMTOOL       := $(TOOLS)/promtool
 
 ##@ Main
 
@@ -54,9 +57,9 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: envtest-assets cert-manager docker-build-check ## Run every test: unit, on local clusters, end to end.
+test: envtest-assets cert-manager docker-build-check $(PROMTOOL) ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
-	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
@@ -153,6 +156,9 @@ $(PROTOC_GEN_GO): hack/tools/go.mod
 
 $(PROTOC_GEN_GO_GRPC): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+$(PROMTOOL): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: clean
 clean: ## Remove bin/ except the cached control-plane and cert-manager binaries.
