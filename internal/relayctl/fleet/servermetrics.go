@@ -41,7 +41,7 @@ func (c *checker) serverMetrics(ctx context.Context) {
 		case p.Gone:
 			c.add(side, check, Warning, "pod %s/%s: %v; it holds no streams: delete it (kubectl -n %s delete pod %s)", ns, p.Replica, p.Err, ns, p.Replica)
 		case p.Pod:
-			c.add(side, check, Problem, "pod %s/%s: %v: is it running and ready? (kubectl -n %s describe pod %s; kubectl -n %s logs %s)", ns, p.Replica, p.Err, ns, p.Replica, ns, p.Replica)
+			c.add(side, check, Problem, "pod %s/%s: %v: is it running and ready (kubectl -n %s describe pod %s; kubectl -n %s logs %s), and does a NetworkPolicy let the API server reach its metrics port? (kubectl -n %s get networkpolicy)", ns, p.Replica, p.Err, ns, p.Replica, ns, p.Replica, ns)
 			c.streams.unread++
 		default:
 			c.add(side, check, Problem, "%s: %v: %s", p.Replica, p.Err, running)

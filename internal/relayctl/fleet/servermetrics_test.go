@@ -104,7 +104,7 @@ func TestMetricsOfEveryReplicaAreSummedPerCluster(t *testing.T) {
 
 	t.Run("a pod that cannot be read is a problem naming it with the fix, a finished pod a warning", func(t *testing.T) {
 		want := map[Status][]string{
-			Problem: {"pod gloo-mesh/relay-server-c: failed to read /metrics on port 9091 through the API server's pod proxy: connection refused: is it running and ready? (kubectl -n gloo-mesh describe pod relay-server-c; kubectl -n gloo-mesh logs relay-server-c)"},
+			Problem: {"pod gloo-mesh/relay-server-c: failed to read /metrics on port 9091 through the API server's pod proxy: connection refused: is it running and ready (kubectl -n gloo-mesh describe pod relay-server-c; kubectl -n gloo-mesh logs relay-server-c), and does a NetworkPolicy let the API server reach its metrics port? (kubectl -n gloo-mesh get networkpolicy)"},
 			Warning: {"pod gloo-mesh/relay-server-d: it has finished (Failed, Evicted); it holds no streams: delete it (kubectl -n gloo-mesh delete pod relay-server-d)"},
 			OK:      {"read from 2 of 4 replica(s)"},
 		}
