@@ -704,9 +704,12 @@ func TestThreeRelayServerReplicasAndTwoAgentsPerCluster(t *testing.T) {
 		m.stopServer(t, victim, true)
 		m.wide("right after " + victim.name + " was killed")
 		// Until its Lease expires, the killed replica's entry is taken as
-		// live: what relayctl check says meanwhile is logged, not judged.
+		// live: relayctl check passes, its counts are logged, not judged.
 		out, code := m.check()
 		t.Logf("relayctl check right after %s was killed: exit %d\n%s", victim.name, code, out)
+		if code != 0 {
+			t.Errorf("relayctl check right after the agents reconnected: exit %d, want 0", code)
+		}
 		took := m.entryLeaves(t, victim, start, 60*time.Second)
 		m.figure("%s's status entries and Lease gone %s after SIGKILL", victim.name, took.Round(100*time.Millisecond))
 		m.wide("once " + victim.name + "'s Lease expired")
@@ -720,7 +723,7 @@ func TestThreeRelayServerReplicasAndTwoAgentsPerCluster(t *testing.T) {
 		m.startServer("relay-server-3")
 	})
 
-	t.Run("the leader, killed, is replaced within 20s, and the new one keeps conditions right", func(t *testing.T) {
+	t.Run("the leader, killed, is replaced once its Lease expires, and the new one keeps conditions right", func(t *testing.T) {
 		leaders := m.leaders()
 		if len(leaders) != 1 {
 			t.Fatalf("replicas leading: %v, want exactly one", leaders)
@@ -743,12 +746,16 @@ func TestThreeRelayServerReplicasAndTwoAgentsPerCluster(t *testing.T) {
 		})
 		took := time.Since(start)
 		m.figure("leader %s killed with SIGKILL: %s leads %s later", old.name, next, took.Round(100*time.Millisecond))
-		if took > 20*time.Second {
+		// The Lease lasts 15s from the renewal a candidate last saw, and
+		// candidates look every 2s with jitter.
+		if took > 25*time.Second {
 			t.Errorf("a new leader took %s, want about the Lease's 15s", took)
 		}
-		if h := m.kubectl("--context", "mgmt", "-n", "gloo-mesh", "get", "lease", "relay-server", "-o", "jsonpath={.spec.holderIdentity}"); h == holder || h == "" {
+		h := m.kubectl("--context", "mgmt", "-n", "gloo-mesh", "get", "lease", "relay-server", "-o", "jsonpath={.spec.holderIdentity}")
+		if h == holder || h == "" {
 			t.Errorf("Lease relay-server is held by %q, before %q: want a new holder", h, holder)
 		}
+		t.Logf("Lease relay-server: holder %q, before %q", h, holder)
 		for _, c := range workloads {
 			testenv.Eventually(t, c+" connected after the leader change", 30*time.Second, func() error { return m.connected(c) })
 		}
