@@ -49,7 +49,7 @@ const (
 	// replicaLeasePrefix names each replica's Lease.
 	replicaLeasePrefix = "relay-server-replica-"
 	// replicaLeaseLabel marks the replica Leases, for the leader to list.
-	replicaLeaseLabel = "meshrelay.dev/relay-server-replica"
+	replicaLeaseLabel = meshv1alpha1.ReplicaLeaseLabel
 	// replicaLeaseDuration is how long a replica's Lease holds without a
 	// renewal; it is renewed every replicaLeaseRenew.
 	replicaLeaseDuration = 20 * time.Second

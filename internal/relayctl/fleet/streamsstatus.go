@@ -17,11 +17,11 @@ import (
 )
 
 // replicaLeaseLabel marks the Lease each relay-server replica renews while
-// it runs (relay-server-replica-<replica>, held by the replica's name), as
-// relay/server/status.go writes it. An entry of status.replicas counts only
-// while its replica's Lease is live: the leader removes the entries of a
-// replica that is gone, but only while a leader runs.
-const replicaLeaseLabel = "meshrelay.dev/relay-server-replica"
+// it runs (relay-server-replica-<replica>, held by the replica's name). An
+// entry of status.replicas counts only while its replica's Lease is live:
+// the leader removes the entries of a replica that is gone, but only while
+// a leader runs.
+const replicaLeaseLabel = v1alpha1.ReplicaLeaseLabel
 
 // leaseSkew is how far this machine's clock may run ahead of the one that
 // renewed a Lease before the Lease counts as expired.

@@ -56,4 +56,10 @@ const (
 	// bootstraps with it even while its certificate is still valid, which is
 	// how a revoked certificate is replaced.
 	BootstrapTokenUsedAnnotation = "meshrelay.dev/bootstrap-token-used-sha256"
+
+	// ReplicaLeaseLabel marks the Lease each relay-server replica renews
+	// while it runs, relay-server-replica-<replica>: a replica whose Lease
+	// has expired is gone, and its entries of KubernetesCluster status are
+	// removed by the leader.
+	ReplicaLeaseLabel = "meshrelay.dev/relay-server-replica"
 )
