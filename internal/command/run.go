@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,17 +37,22 @@ func Main(cmd *cobra.Command) {
 
 // Run executes cmd with args and returns the process exit status: 0 on
 // success, the code of an *ExitError, or 1 for any other error, which it
-// prints to stderr as "Error: <message>".
+// prints to stderr as "Error: <message>", or as a JSON log line when the
+// command that ran was given --log-json.
 func Run(ctx context.Context, cmd *cobra.Command, args []string, stderr io.Writer) int {
 	cmd.SetArgs(args)
 	cmd.SetErr(stderr)
 	cmd.SilenceErrors = true
 	cmd.SilenceUsage = true
-	err := cmd.ExecuteContext(ctx)
+	ran, err := cmd.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(stderr, "Error: %v\n", err)
+	if f := ran.Flags().Lookup("log-json"); f != nil && f.Value.String() == "true" {
+		slog.New(slog.NewJSONHandler(stderr, nil)).Error("exiting", "error", err.Error())
+	} else {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+	}
 	var exit *ExitError
 	if errors.As(err, &exit) {
 		return exit.Code

@@ -2,6 +2,7 @@ package command
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -49,5 +50,35 @@ func TestExitErrorUnwrapsToItsCause(t *testing.T) {
 	cause := errors.New("cause")
 	if err := error(&ExitError{Code: 4, Err: cause}); !errors.Is(err, cause) {
 		t.Errorf("errors.Is(ExitError, cause) = false")
+	}
+}
+
+func TestRunPrintsTheErrorAsJSONWithLogJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantJSON bool
+	}{
+		{"with --log-json the last line is a JSON log entry too", []string{"--log-json"}, true},
+		{"without it the error is the usual text", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error {
+				return errors.New("failed to create manager: no route to host")
+			}}
+			(&LogFlags{}).Bind(cmd.Flags())
+			var stderr bytes.Buffer
+			if code := Run(t.Context(), cmd, tc.args, &stderr); code != 1 {
+				t.Errorf("exit status = %d, want 1", code)
+			}
+			var entry map[string]any
+			err := json.Unmarshal(stderr.Bytes(), &entry)
+			switch {
+			case tc.wantJSON && (err != nil || entry["level"] != "ERROR" || entry["error"] != "failed to create manager: no route to host"):
+				t.Errorf("stderr = %q, want one JSON line at level ERROR with the error", stderr.String())
+			case !tc.wantJSON && stderr.String() != "Error: failed to create manager: no route to host\n":
+				t.Errorf("stderr = %q, want the text error", stderr.String())
+			}
+		})
 	}
 }
