@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os/exec"
@@ -228,18 +229,19 @@ func selects(t *testing.T, ls *metav1.LabelSelector, set labels.Set) bool {
 	return !sel.Empty() && sel.Matches(set)
 }
 
-// gatewayAPICRDs returns the Gateway and TLSRoute CRDs of the Gateway API
-// module go.mod pins (standard channel).
+// gatewayAPICRDs returns the Gateway and TLSRoute CRDs (standard channel)
+// of the Gateway API module go.mod pins, downloading the module through
+// the Go module proxy when the module cache lacks it.
 func gatewayAPICRDs(t *testing.T, root string) []string {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	cmd := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/gateway-api")
 	cmd.Dir = root
 	out, err := cmd.Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		t.Fatalf("the Gateway API module is not in the module cache (%v): run go mod download sigs.k8s.io/gateway-api", err)
+	var mod struct{ Dir, Error string }
+	if err != nil || json.Unmarshal(out, &mod) != nil || mod.Dir == "" {
+		t.Fatalf("failed to download the Gateway API module that go.mod pins (%v %s): run go mod download sigs.k8s.io/gateway-api", err, mod.Error)
 	}
-	std := filepath.Join(dir, "config", "crd", "standard")
+	std := filepath.Join(mod.Dir, "config", "crd", "standard")
 	return []string{filepath.Join(std, "gateway.networking.k8s.io_gateways.yaml"), filepath.Join(std, "gateway.networking.k8s.io_tlsroutes.yaml")}
 }
 
