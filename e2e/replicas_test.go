@@ -533,7 +533,7 @@ func issuedBy(r *serverReplica) float64 {
 }
 
 // entryLeaves waits until the status entries and the Lease of stopped
-// replica r are gone, and returns how long after since that was.
+// replica r are gone, and returns how long that was after since.
 func (m *replicaMesh) entryLeaves(t *testing.T, r *serverReplica, since time.Time, within time.Duration) time.Duration {
 	t.Helper()
 	var took time.Duration
@@ -551,7 +551,7 @@ func (m *replicaMesh) entryLeaves(t *testing.T, r *serverReplica, since time.Tim
 		if err != nil {
 			return err
 		}
-		if strings.Contains(out, "lease.coordination.k8s.io/relay-server-replica-"+r.name+"\n") || strings.HasSuffix(out, "relay-server-replica-"+r.name) {
+		if slices.Contains(strings.Fields(out), "lease.coordination.k8s.io/relay-server-replica-"+r.name) {
 			return fmt.Errorf("Lease relay-server-replica-%s is still there: %s", r.name, out)
 		}
 		took = time.Since(since)
