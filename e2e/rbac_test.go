@@ -204,6 +204,16 @@ func serverTable() []canI {
 		canI{as: serverSA, verb: "update", what: "roottrustpolicies.meshrelay.dev", ns: "gloo-mesh"},
 		canI{as: serverSA, verb: "update", what: "roottrustpolicies.meshrelay.dev", sub: "status", ns: "gloo-mesh", want: true},
 		canI{as: serverSA, verb: "patch", what: "deployments.apps", ns: "*"},
+		// KubernetesCluster status (each replica's entry, the leader's
+		// conditions), the leader and replica Leases, Events.
+		canI{as: serverSA, verb: "patch", what: "kubernetesclusters.meshrelay.dev", sub: "status", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "patch", what: "kubernetesclusters.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "create", what: "leases.coordination.k8s.io", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "delete", what: "leases.coordination.k8s.io", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "create", what: "leases.coordination.k8s.io", ns: "kube-system"},
+		canI{as: serverSA, verb: "create", what: "events.events.k8s.io", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "create", what: "events", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "create", what: "events", ns: "default"},
 	)
 	t = append(t, rows(serverSA, read, []string{"kubernetesclusters.meshrelay.dev", "roottrustpolicies.meshrelay.dev"}, "gloo-mesh", true)...)
 	return t
