@@ -30,7 +30,7 @@ func BindServer(fs *pflag.FlagSet, s *Server) {
 	fs.Float64Var(&s.ClusterPushRate, "cluster-push-rate", s.ClusterPushRate, "push messages per second allowed for one cluster over all its streams")
 	fs.IntVar(&s.ClusterPushBurst, "cluster-push-burst", s.ClusterPushBurst, "push messages one cluster may send at once")
 	fs.IntVar(&s.MaxStreamsPerCluster, "max-streams-per-cluster", s.MaxStreamsPerCluster, "open push and pull streams allowed for one cluster on one replica")
-	fs.BoolVar(&s.EnableProfiling, "enable-profiling", s.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address")
+	fs.BoolVar(&s.EnableProfiling, "enable-profiling", s.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address, unauthenticated: anyone who reaches that port can read them (off by default)")
 	fs.BoolVar(&s.LeaderElection, "leader-election", s.LeaderElection, "let only the replica holding the Lease relay-server derive KubernetesCluster conditions and clean up after replicas that are gone")
 	fs.StringVar(&s.ReplicaName, "replica-name", s.ReplicaName, "this replica's name in KubernetesCluster status and its replica Lease (default $POD_NAME, then the host name)")
 }

@@ -129,7 +129,7 @@ func BindWebhook(fs *pflag.FlagSet, w *Webhook) {
 	fs.StringVar(&w.CertificateSecret, "certificate-secret", w.CertificateSecret, "secret of the self-managed CA and serving certificate")
 	fs.StringVar(&w.ValidatingConfiguration, "validating-configuration", w.ValidatingConfiguration, "ValidatingWebhookConfiguration whose caBundle is kept current")
 	fs.StringVar(&w.MutatingConfiguration, "mutating-configuration", w.MutatingConfiguration, "MutatingWebhookConfiguration whose caBundle is kept current")
-	fs.BoolVar(&w.EnableProfiling, "enable-profiling", w.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address")
+	fs.BoolVar(&w.EnableProfiling, "enable-profiling", w.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address, unauthenticated: anyone who reaches that port can read them (off by default)")
 }
 
 // Validate returns every problem in w, each naming its setting and the fix.
