@@ -20,6 +20,9 @@ const (
 	ignoredUnknownPolicy = "unknown_policy"
 	// ignoredOversized: a field is longer than relay.proto allows.
 	ignoredOversized = "oversized"
+	// ignoredMalformed: a field holds what it may not, such as a version
+	// that is not printable ASCII.
+	ignoredMalformed = "malformed"
 )
 
 // Limits in relay_stream_limits_exceeded_total.
@@ -60,7 +63,7 @@ func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() ti
 		now:        now,
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_push_messages_ignored_total",
-			Help: "Push messages, or their policy names, that the server ignored, by reason (unknown_policy, oversized).",
+			Help: "Push messages, or their policy names, that the server ignored, by reason (unknown_policy, oversized, malformed: an agent version that is not printable ASCII).",
 		}, []string{"reason"}),
 		exceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_stream_limits_exceeded_total",

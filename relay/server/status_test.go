@@ -291,3 +291,11 @@ func TestDeriveStatusCountsOnlyLiveReplicasAndKeepsTheNewestCertificate(t *testi
 		t.Errorf("with every replica live, Connected %s %q, want True through replica gone", c.Status, c.Message)
 	}
 }
+
+func TestAgentVersionsThatAreNotPrintableAreNotWrittenIntoStatus(t *testing.T) {
+	for v, want := range map[string]bool{"v1.2.3": true, "v1.2.3-dirty+abc": true, "v1\x00": false, "v\xff1": false, "line\nbreak": false} {
+		if got := printableVersion(v); got != want {
+			t.Errorf("printableVersion(%q) = %v, want %v", v, got, want)
+		}
+	}
+}

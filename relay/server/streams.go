@@ -165,7 +165,11 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 		s.conns.setClientExpiry(cluster, na)
 	}
 	if v := st.GetAgentVersion(); v != "" {
-		s.conns.setAgentVersion(cluster, v)
+		if !printableVersion(v) {
+			s.bounds.ignore(cluster, ignoredMalformed, "field", "status.agentVersion")
+		} else {
+			s.conns.setAgentVersion(cluster, v)
+		}
 	}
 	if ca := st.GetIstioCa(); ca != nil {
 		if len(ca.GetPolicy()) > maxShortField || len(ca.GetRootSha256()) > 64 || len(ca.GetError()) > maxReasonBytes {
@@ -218,4 +222,16 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 // returns how many pull streams took the instruction.
 func (s *service) RenewNow(cluster, reason string) int {
 	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
+}
+
+// printableVersion reports whether v, an agent's version as it reports it,
+// is printable ASCII: it is written into KubernetesCluster status, which an
+// invalid string would keep failing to apply.
+func printableVersion(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
