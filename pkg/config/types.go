@@ -22,9 +22,14 @@ const (
 	DefaultMetricsAddress   = ":9091"
 	// DefaultClientCertificateTTL is one year, as the reference documents.
 	DefaultClientCertificateTTL = 365 * 24 * time.Hour
-	// DefaultRotationGracePeriodRatio renews when a tenth of the lifetime is
-	// left: 36.5 days before a one-year certificate expires.
-	DefaultRotationGracePeriodRatio = 0.1
+	// DefaultRotationGracePeriodRatio renews a client certificate when 35%
+	// of its lifetime is left (up to 42% with the jitter that spreads a
+	// fleet's renewals): 128 days before a one-year certificate expires.
+	// It is above a third so that a healthy cluster never reaches the
+	// point, a third of the lifetime left, at which relay-server records
+	// CertificateExpiring and the monitoring component alerts. Set below a
+	// third, renewal is later and both fire before each one.
+	DefaultRotationGracePeriodRatio = 0.35
 )
 
 // SecretRef names a secret; an empty namespace means the component's own.

@@ -4,14 +4,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// intermediateGraceRatio renews an intermediate when this fraction of its
-// lifetime is left, as client certificates are by default.
-const intermediateGraceRatio = config.DefaultRotationGracePeriodRatio
+// intermediateGraceRatio renews an Istio intermediate when this fraction
+// of its lifetime is left.
+const intermediateGraceRatio = 0.1
 
 // askDecision is what the trust state says of one cluster at one time.
 type askDecision struct {
