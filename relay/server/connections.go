@@ -339,6 +339,23 @@ func (c *connections) drop(cluster string) int {
 	return len(streams)
 }
 
+// endAll ends every open stream with reason, as the replica stops, and
+// returns how many it ended.
+func (c *connections) endAll(reason error) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, st := range c.clusters {
+		for _, s := range st.streams {
+			if !s.ended {
+				s.end(reason)
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // evictWhere ends each open stream (with a certificate, not ended yet) of
 // cluster, or of every cluster when cluster is "", that refused refuses,
 // with that refusal as its reason. A KubernetesCluster change looks at its

@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
@@ -202,7 +204,14 @@ func (s *Server) Run(ctx context.Context) error {
 		<-ctx.Done()
 		s.ready.Store(false)
 		stopped := make(chan struct{})
+		// GracefulStop waits for every call to end, and an agent's
+		// streams never end on their own: end them now, so that agents
+		// reconnect to another replica at once rather than when the
+		// wait below runs out.
 		go func() { gs.GracefulStop(); close(stopped) }()
+		if n := s.svc.conns.endAll(status.Errorf(codes.Unavailable, "relay-server replica %s is shutting down: reconnect", s.replica)); n > 0 {
+			s.log.Info("shutting down: ended the agents' streams", "streams", n)
+		}
 		select {
 		case <-stopped:
 		case <-time.After(5 * time.Second):

@@ -515,6 +515,8 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 	if c := st.ClientCertificate; c != nil {
 		st.ClientCertificateNotAfter = c.NotAfter.DeepCopy()
 	}
+	slices.Sort(holders)
+	st.ConnectedReplicas = joinBounded(holders, maxConnectedReplicas)
 	meta.SetStatusCondition(&st.Conditions, registeredCondition(kc, st.ClientCertificate))
 	meta.SetStatusCondition(&st.Conditions, connectedCondition(kc, holders, st.LastSeen))
 	meta.SetStatusCondition(&st.Conditions, certificateCondition(kc, st.ClientCertificate, len(holders) > 0, now))
@@ -558,9 +560,29 @@ func registeredCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.
 	return c
 }
 
+// maxConnectedReplicas bounds status.connectedReplicas.
+const maxConnectedReplicas = 1024
+
+// joinBounded joins names with commas, ending with "..." where the next
+// name would pass max bytes.
+func joinBounded(names []string, max int) string {
+	var b strings.Builder
+	for i, n := range names {
+		sep := ""
+		if i > 0 {
+			sep = ","
+		}
+		if b.Len()+len(sep)+len(n) > max-len(",...") {
+			b.WriteString(",...")
+			break
+		}
+		b.WriteString(sep + n)
+	}
+	return b.String()
+}
+
 func connectedCondition(kc *meshv1alpha1.KubernetesCluster, holders []string, lastSeen *metav1.Time) metav1.Condition {
 	if len(holders) > 0 {
-		slices.Sort(holders)
 		return metav1.Condition{Type: meshv1alpha1.ConditionConnected, Status: metav1.ConditionTrue, Reason: "StreamsOpen",
 			Message: fmt.Sprintf("push and pull streams open on relay-server replica(s) %s", strings.Join(holders, ", "))}
 	}
@@ -611,7 +633,7 @@ func revokedSummary(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.Certi
 // statusEqual reports whether the leader's fields of a and b agree, with
 // condition transition times ignored only where status and reason agree.
 func statusEqual(a, b *meshv1alpha1.KubernetesClusterStatus) bool {
-	if a.ObservedGeneration != b.ObservedGeneration || a.AgentVersion != b.AgentVersion ||
+	if a.ObservedGeneration != b.ObservedGeneration || a.AgentVersion != b.AgentVersion || a.ConnectedReplicas != b.ConnectedReplicas ||
 		!timeEqual(a.LastSeen, b.LastSeen) || !timeEqual(a.ClientCertificateNotAfter, b.ClientCertificateNotAfter) ||
 		!certEqual(a.ClientCertificate, b.ClientCertificate) || len(a.Conditions) != len(b.Conditions) {
 		return false

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc/codes"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -140,6 +141,9 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 		if c := meta.FindStatusCondition(kc.Status.Conditions, meshv1alpha1.ConditionConnected); !strings.Contains(c.Message, "relay-server-a") {
 			return fmt.Errorf("Connected message %q does not name relay-server-a", c.Message)
 		}
+		if kc.Status.ConnectedReplicas != "relay-server-a" {
+			return fmt.Errorf("connectedReplicas %q, want relay-server-a", kc.Status.ConnectedReplicas)
+		}
 		if err := condition(kc, meshv1alpha1.ConditionRegistered, "True", "Bootstrapped"); err != nil {
 			return err
 		}
@@ -155,8 +159,16 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 		if got["relay-server-a"] != 2 || got["relay-server-b"] != 2 || len(got) != 2 {
 			return fmt.Errorf("replicas %+v, want a and b with 2 streams each", kc.Status.Replicas)
 		}
+		if kc.Status.ConnectedReplicas != "relay-server-a,relay-server-b" {
+			return fmt.Errorf("connectedReplicas %q, want relay-server-a,relay-server-b", kc.Status.ConnectedReplicas)
+		}
 		return nil
 	})
+	table, _, err := env.Kubectl(t.Context(), "", "--context", "mgmt", "-n", ns, "get", "kubernetesclusters", "cluster-1")
+	if err != nil || !strings.Contains(table, "REPLICAS") || !strings.Contains(table, "relay-server-a,relay-server-b") {
+		t.Errorf("kubectl get kubernetesclusters: %v\n%s\nwant a Replicas column naming both replicas", err, table)
+	}
+	t.Logf("$ kubectl get kubernetesclusters\n%s", table)
 	managers := map[string]bool{}
 	for _, mf := range get().ManagedFields {
 		if mf.Subresource == "status" {
@@ -171,7 +183,10 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 
 	t.Run("a stopped replica's entry and Lease go, and the cluster stays connected through the other", func(t *testing.T) {
 		a.stop()
-		<-onA.pull
+		// The replica ended the streams as it stopped, rather than let
+		// them run until its graceful stop gave up on them.
+		end := <-onA.pull
+		wantStatus(t, end.err, codes.Unavailable, "relay-server replica relay-server-a is shutting down")
 		waitFor("only relay-server-b's entry is left", func(kc *meshv1alpha1.KubernetesCluster) error {
 			if len(kc.Status.Replicas) != 1 || kc.Status.Replicas[0].Replica != "relay-server-b" {
 				return fmt.Errorf("replicas %+v, want relay-server-b alone", kc.Status.Replicas)
@@ -289,6 +304,16 @@ func TestDeriveStatusCountsOnlyLiveReplicasAndKeepsTheNewestCertificate(t *testi
 	}
 	if c := meta.FindStatusCondition(st.Conditions, meshv1alpha1.ConditionConnected); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "gone") {
 		t.Errorf("with every replica live, Connected %s %q, want True through replica gone", c.Status, c.Message)
+	}
+	if st.ConnectedReplicas != "gone" {
+		t.Errorf("connectedReplicas %q, want gone (live holds no pull stream)", st.ConnectedReplicas)
+	}
+	many := make([]string, 200)
+	for i := range many {
+		many[i] = fmt.Sprintf("relay-server-%03d", i)
+	}
+	if got := joinBounded(many, maxConnectedReplicas); len(got) > maxConnectedReplicas || !strings.HasSuffix(got, ",...") || !strings.HasPrefix(got, "relay-server-000,relay-server-001,") {
+		t.Errorf("200 replicas joined into %d bytes ending %q, want at most %d ending with ,...", len(got), got[max(0, len(got)-20):], maxConnectedReplicas)
 	}
 }
 

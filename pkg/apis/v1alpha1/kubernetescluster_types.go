@@ -15,7 +15,7 @@ import (
 // +kubebuilder:resource:shortName=kc,categories=meshrelay
 // +kubebuilder:printcolumn:name="Domain",type=string,JSONPath=`.spec.clusterDomain`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
-// +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.status.replicas[?(@.pushStreams>0)].replica`
+// +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.status.connectedReplicas`
 // +kubebuilder:printcolumn:name="Cert-Expires",type=string,JSONPath=`.status.clientCertificate.notAfter`
 // +kubebuilder:printcolumn:name="Last-Seen",type=date,priority=1,JSONPath=`.status.lastSeen`
 // +kubebuilder:printcolumn:name="Agent",type=string,priority=1,JSONPath=`.status.agentVersion`
@@ -96,6 +96,13 @@ type KubernetesClusterStatus struct {
 	// opened or closed, a certificate issued.
 	// +optional
 	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+
+	// ConnectedReplicas names, comma-separated, the live relay-server
+	// replicas that hold both streams of the cluster, for kubectl's
+	// Replicas column (which prints one value per object).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	ConnectedReplicas string `json:"connectedReplicas,omitempty"`
 
 	// Replicas are the relay-server replicas that hold, or last held, the
 	// cluster's streams, each written by that replica.
