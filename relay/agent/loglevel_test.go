@@ -57,8 +57,8 @@ func TestRotatorLogsAFailedRotationAsAnErrorAndAWaitAsInfo(t *testing.T) {
 		wantError bool
 		wantMsg   string
 	}{
-		{"a server that cannot be reached is an error",
-			errors.New("failed to connect to gloo-mesh-mgmt-server.gloo-mesh:9900: connection refused"), true, "failed to obtain a client certificate"},
+		{"a failure that is not the server's unavailability is an error at once",
+			errors.New("failed to read secret gloo-mesh/relay-root-tls-secret: connection refused"), true, "failed to obtain a client certificate"},
 		{"a client secret that cannot be written is an error",
 			errors.New("failed to write secret gloo-mesh/relay-client-tls-secret: forbidden"), true, "failed to obtain a client certificate"},
 		{"a refusal by the server is an error",
@@ -98,5 +98,33 @@ func TestIssuerWithoutTheSecretsItNeedsSaysItIsWaiting(t *testing.T) {
 		if !errors.Is(err, errWaitingForTrust) {
 			t.Errorf("%s: obtain = %v, want an error that is errWaitingForTrust (logged as info, not as a failure)", name, err)
 		}
+	}
+}
+
+func TestAnUnavailableServerIsRetriedQuietlyAndAnErrorOnceItLasts(t *testing.T) {
+	r := newRotatorRig(t, material{clientOK: &errMissing{}})
+	log, lines := newRecordingLog()
+	r.opts.Log = log
+	unavailable := fmt.Errorf("failed to renew: %w", status.Error(codes.Unavailable, "connection refused"))
+	fails := make([]error, quietUnavailable+1)
+	for i := range fails {
+		fails[i] = unavailable
+	}
+	r.renewer.failNext(fails...)
+	r.start(t)
+	for range quietUnavailable {
+		r.clock.fire(t)
+	}
+	var quiet, loud int
+	for _, l := range lines() {
+		switch {
+		case l.msg == "relay server unavailable; retrying" && !l.isError:
+			quiet++
+		case l.msg == "failed to obtain a client certificate" && l.isError:
+			loud++
+		}
+	}
+	if quiet != quietUnavailable-1 || loud < 1 {
+		t.Errorf("%d quiet retries and %d errors, want %d quiet then errors: %+v", quiet, loud, quietUnavailable-1, lines())
 	}
 }

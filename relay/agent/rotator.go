@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
@@ -16,6 +18,18 @@ import (
 // agent has none of the secrets that let it get one: an install step not
 // done yet rather than a failure.
 var errWaitingForTrust = errors.New("waiting for trust")
+
+// quietUnavailable is how many attempts in a row may find the relay server
+// unavailable (restarting, starting, busy) before the failure is logged as
+// an error: with the backoff, about half a minute.
+const quietUnavailable = 5
+
+// serverUnavailable reports whether err says the relay server could not be
+// reached or answered Unavailable.
+func serverUnavailable(err error) bool {
+	var st interface{ GRPCStatus() *status.Status }
+	return errors.As(err, &st) && st.GRPCStatus().Code() == codes.Unavailable
+}
 
 // secretLoader reads the agent's secrets and loads the provider with them:
 // the watcher.
@@ -88,12 +102,22 @@ func (r *rotator) Start(ctx context.Context) error {
 	log := o.Log.WithName("rotator")
 	retry := newBackoff(rotateRetryInitial, rotateRetryLimit, o.Random)
 	force := ""
+	unavailable := 0 // consecutive failures with the server unavailable
 	for {
 		next, err := r.step(ctx, force)
 		force = ""
 		if err != nil {
 			next = retry.Step()
+			if serverUnavailable(err) {
+				unavailable++
+			} else {
+				unavailable = 0
+			}
 			switch {
+			case unavailable > 0 && unavailable < quietUnavailable:
+				// A server restarting, or busy: retried quietly, and an
+				// error only if it lasts.
+				log.Info("relay server unavailable; retrying", "reason", err.Error(), "retryIn", next.Round(time.Millisecond))
 			case refusedByServer(err):
 				// The server's message names the fix (a fresh token from
 				// relayctl register, which wakes the rotator at once).
@@ -106,6 +130,7 @@ func (r *rotator) Start(ctx context.Context) error {
 			}
 		} else {
 			retry.Reset()
+			unavailable = 0
 		}
 		timer := o.Clock.NewTimer(min(next, maxWait))
 		select {
