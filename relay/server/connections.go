@@ -2,8 +2,10 @@ package server
 
 import (
 	"crypto/x509"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -68,6 +70,9 @@ type clusterState struct {
 	// cert is the newest client certificate issued or seen at a
 	// handshake; nil until one is.
 	cert *certSummary
+	// gone is set when the cluster's registration went: the record is
+	// deleted with its last stream.
+	gone bool
 }
 
 // certSummary is what status says of a client certificate.
@@ -76,8 +81,32 @@ type certSummary struct {
 	notBefore, notAfter, issuedAt time.Time
 }
 
+// Bounds of what status says of a certificate: a serial of at most 20
+// octets (RFC 5280), and the issuer's common name, which its CA chose.
+const (
+	maxSerialField = 40
+	maxIssuerField = 256
+)
+
 func summarize(cert *x509.Certificate) *certSummary {
-	return &certSummary{serial: serialOf(cert), issuer: cert.Issuer.CommonName, notBefore: cert.NotBefore, notAfter: cert.NotAfter, issuedAt: pki.IssuedAt(cert)}
+	return &certSummary{
+		serial:    truncate(serialOf(cert), maxSerialField),
+		issuer:    truncate(strings.ToValidUTF8(cert.Issuer.CommonName, "?"), maxIssuerField),
+		notBefore: cert.NotBefore, notAfter: cert.NotAfter, issuedAt: pki.IssuedAt(cert),
+	}
+}
+
+// truncate cuts s to at most max bytes on a rune boundary, ending with
+// "..." when it cut.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // istioExpiry is a cluster's Istio intermediate: its policy and expiry.
@@ -200,14 +229,15 @@ func (c *connections) view(cluster string) replicaView {
 	return v
 }
 
-// forget drops what this replica knows of cluster, whose registration is
-// gone; its streams must have been dropped.
-func (c *connections) forget(cluster string) {
+// names returns the clusters this replica has a record of.
+func (c *connections) names() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.clusters[cluster]; st != nil && len(st.streams) == 0 {
-		delete(c.clusters, cluster)
+	names := make([]string, 0, len(c.clusters))
+	for name := range c.clusters {
+		names = append(names, name)
 	}
+	return names
 }
 
 // state returns cluster's record, making it. c.mu must be held.
@@ -254,6 +284,7 @@ func (c *connections) record(cluster string, s *stream, max int) (open int, reco
 	}
 	st.streams = append(st.streams, s)
 	st.opened[s.kind]++
+	st.gone = false
 	st.sawCert(s.cert)
 	st.lastSeen = c.now().Unix()
 	c.mu.Unlock()
@@ -284,6 +315,11 @@ func (c *connections) close(cluster string, s *stream) {
 				st.streams = nil
 			}
 			st.lastSeen = c.now().Unix()
+			if st.gone && len(st.streams) == 0 {
+				delete(c.clusters, cluster)
+				c.mu.Unlock()
+				return
+			}
 			c.mu.Unlock()
 			c.changed(cluster)
 			return
@@ -335,6 +371,14 @@ func (c *connections) drop(cluster string) int {
 	streams := c.streams(cluster)
 	for _, s := range streams {
 		s.end(nil)
+	}
+	if st := c.clusters[cluster]; st != nil {
+		// Nothing of it may carry over to a cluster registered again
+		// under the same name.
+		*st = clusterState{streams: st.streams, opened: st.opened, gone: true}
+		if len(st.streams) == 0 {
+			delete(c.clusters, cluster)
+		}
 	}
 	return len(streams)
 }

@@ -51,8 +51,10 @@ func newEvents(rec events.EventRecorder, replica string) *clusterEvents {
 // identifies it, so that a cached object is never held by the recorder.
 func regarding(kc *meshv1alpha1.KubernetesCluster) *meshv1alpha1.KubernetesCluster {
 	return &meshv1alpha1.KubernetesCluster{
-		TypeMeta:   metav1.TypeMeta{APIVersion: meshv1alpha1.GroupVersion.String(), Kind: "KubernetesCluster"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: kc.Namespace, Name: kc.Name, UID: kc.UID, ResourceVersion: kc.ResourceVersion},
+		TypeMeta: metav1.TypeMeta{APIVersion: meshv1alpha1.GroupVersion.String(), Kind: "KubernetesCluster"},
+		// No resourceVersion: status writes change it all the time, and
+		// it would keep like Events from being counted as one series.
+		ObjectMeta: metav1.ObjectMeta{Namespace: kc.Namespace, Name: kc.Name, UID: kc.UID},
 	}
 }
 

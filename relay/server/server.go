@@ -24,11 +24,13 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/meshrelay/meshrelay/internal/namedsecrets"
@@ -108,7 +110,7 @@ func New(opts Options) (*Server, error) {
 		log:     s.log.WithName("relay"),
 	}
 	s.svc.clientRefused = newClientRefused(reg)
-	s.svc.status = newStatusWriter(s.replica, cfg.Namespace, conns, s.log.WithName("status"))
+	s.svc.status = newStatusWriter(s.replica, cfg.Namespace, conns, opts.Clock.Now, s.log.WithName("status"))
 	conns.now, conns.onChange = opts.Clock.Now, s.svc.status.changed
 	s.registered = &registeredCollector{ns: cfg.Namespace}
 	reg.MustRegister(s.registered)
@@ -257,7 +259,9 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 		return err
 	}
 	err := ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
-		For(&meshv1alpha1.KubernetesCluster{}).WithOptions(everyReplica()).
+		// Evictions follow the spec (revocation) and the UID, never the
+		// status the replicas write.
+		For(&meshv1alpha1.KubernetesCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).WithOptions(everyReplica()).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			var kc meshv1alpha1.KubernetesCluster
 			err := mgr.GetClient().Get(ctx, req.NamespacedName, &kc)
@@ -265,7 +269,6 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 				if n := s.svc.conns.drop(req.Name); n > 0 {
 					s.log.Info("cluster deregistered: dropped its streams", "cluster", req.Name, "streams", n)
 				}
-				s.svc.conns.forget(req.Name)
 				s.svc.status.forget(req.Name)
 				return reconcile.Result{}, nil
 			}

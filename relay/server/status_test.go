@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc/codes"
@@ -181,6 +182,72 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 		}
 	}
 
+	t.Run("a live replica whose Lease and entry were removed writes its entry again", func(t *testing.T) {
+		// What the leader does to a replica whose renewals failed for
+		// longer than the Lease lasts.
+		if err := c.Client.Delete(t.Context(), &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "relay-server-replica-relay-server-b"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := removeEntry(t.Context(), c.Client, get(), "relay-server-b", "test"); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range get().Status.Replicas {
+			if r.Replica == "relay-server-b" {
+				t.Fatalf("the entry of relay-server-b is still there: %+v", get().Status.Replicas)
+			}
+		}
+		waitFor("relay-server-b's entry is back", func(kc *meshv1alpha1.KubernetesCluster) error {
+			for _, r := range kc.Status.Replicas {
+				if r.Replica == "relay-server-b" && r.PushStreams == 1 && r.PullStreams == 1 {
+					return nil
+				}
+			}
+			return fmt.Errorf("replicas %+v, want relay-server-b with its streams", kc.Status.Replicas)
+		})
+	})
+
+	t.Run("a replica writes a cluster's entry at most every two seconds, however fast its streams come and go", func(t *testing.T) {
+		var before meshv1alpha1.KubernetesCluster
+		if err := c.Client.Get(t.Context(), key, &before); err != nil {
+			t.Fatal(err)
+		}
+		watcher, err := client.NewWithWatch(c.Config, client.Options{Scheme: c.Client.Scheme()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := watcher.Watch(t.Context(), &meshv1alpha1.KubernetesClusterList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: before.ResourceVersion}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		start := time.Now()
+		for range 10 {
+			h := holdStreams(t, b.relayFixture, "churn", cert)
+			h.cancel()
+			<-h.pull
+		}
+		churn := time.Since(start)
+		time.Sleep(3 * time.Second)
+		writes := 0
+	drain:
+		for {
+			select {
+			case ev := <-w.ResultChan():
+				if kc, ok := ev.Object.(*meshv1alpha1.KubernetesCluster); ok && kc.Name == "cluster-1" {
+					writes++
+				}
+			default:
+				break drain
+			}
+		}
+		// Each of the replica's writes can be followed by one of the
+		// leader's: two per statusMinInterval, and the last state.
+		if limit := 2*int(churn/statusMinInterval) + 4; writes > limit {
+			t.Errorf("10 stream pairs opened and closed in %s made %d writes of cluster-1, want at most %d", churn.Round(time.Millisecond), writes, limit)
+		}
+		t.Logf("10 stream pairs opened and closed in %s: %d writes of cluster-1", churn.Round(time.Millisecond), writes)
+	})
+
 	t.Run("a stopped replica's entry and Lease go, and the cluster stays connected through the other", func(t *testing.T) {
 		a.stop()
 		// The replica ended the streams as it stopped, rather than let
@@ -198,6 +265,34 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 		if err == nil {
 			t.Errorf("the stopped replica's Lease is still there: %+v", lease.Spec)
 		}
+		for _, mf := range get().ManagedFields {
+			if mf.Manager == "relay-server-replica/relay-server-a" {
+				t.Errorf("the stopped replica still has managed fields, which would pile up with every rollout: %s", mf.FieldsV1.String())
+			}
+		}
+	})
+
+	t.Run("a replica restarted under the same name removes the entry its previous process left", func(t *testing.T) {
+		// relay-server-a crashed holding streams: its entry says so and
+		// its Lease is live, as it would be right after a container
+		// restart.
+		stale := clusterApply(ns, "cluster-1")
+		stale.Object["status"] = map[string]any{"replicas": []any{map[string]any{"replica": "relay-server-a", "pushStreams": int64(1), "pullStreams": int64(1)}}}
+		if err := c.Client.Status().Apply(t.Context(), client.ApplyConfigurationFromUnstructured(stale), client.FieldOwner(replicaFieldManager("relay-server-a")), client.ForceOwnership); err != nil {
+			t.Fatal(err)
+		}
+		a = startReplica(t, c, ns, "relay-server-a")
+		waitFor("the restarted relay-server-a removed its stale entry", func(kc *meshv1alpha1.KubernetesCluster) error {
+			for _, r := range kc.Status.Replicas {
+				if r.Replica == "relay-server-a" {
+					return fmt.Errorf("replicas %+v still list relay-server-a", kc.Status.Replicas)
+				}
+			}
+			if kc.Status.ConnectedReplicas != "relay-server-b" {
+				return fmt.Errorf("connectedReplicas %q, want relay-server-b alone", kc.Status.ConnectedReplicas)
+			}
+			return nil
+		})
 	})
 
 	t.Run("a cluster with no streams left is Disconnected, with when it was last seen", func(t *testing.T) {
@@ -321,6 +416,19 @@ func TestAgentVersionsThatAreNotPrintableAreNotWrittenIntoStatus(t *testing.T) {
 	for v, want := range map[string]bool{"v1.2.3": true, "v1.2.3-dirty+abc": true, "v1\x00": false, "v\xff1": false, "line\nbreak": false} {
 		if got := printableVersion(v); got != want {
 			t.Errorf("printableVersion(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func TestCertificateFieldsInStatusAreBounded(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"abc", "abc"},
+		{strings.Repeat("a", 41), strings.Repeat("a", 37) + "..."},
+		{strings.Repeat("é", 30), strings.Repeat("é", 18) + "..."},
+	} {
+		got := truncate(tc.in, maxSerialField)
+		if got != tc.want || len(got) > maxSerialField || !utf8.ValidString(got) {
+			t.Errorf("truncate(%q) = %q (%d bytes), want %q: at most %d bytes, cut on a rune", tc.in, got, len(got), tc.want, maxSerialField)
 		}
 	}
 }

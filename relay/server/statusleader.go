@@ -1,0 +1,329 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+)
+
+// replicaSweep is how often the leader looks for replicas that are gone.
+const replicaSweep = 5 * time.Second
+
+// statusLeader derives each KubernetesCluster's conditions and summary
+// from the entries of live replicas, records the near-expiry Event, and
+// removes the entries of replicas that are gone. It runs on the leader.
+type statusLeader struct {
+	ns     string
+	client client.Client
+	api    client.Reader
+	events *clusterEvents
+	clock  clock.WithTicker
+	log    logr.Logger
+	mu     sync.Mutex
+	// live is the set of live replicas at the last sweep; nil before it.
+	live map[string]bool
+	// observed is, for each replica Lease, the renewal last seen and when
+	// this leader saw it change: a Lease is judged on this clock, not by
+	// comparing its renewTime with it (the replicas' clocks may differ).
+	observed map[string]observedLease
+	// resync enqueues every cluster when the live set changes.
+	resync chan event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster]
+	// warned is the serial each cluster's near-expiry Event was recorded
+	// for.
+	warned map[string]string
+}
+
+type observedLease struct {
+	renew  time.Time
+	seenAt time.Time
+}
+
+func (l *statusLeader) setup(mgr manager.Manager) error {
+	l.resync = make(chan event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster])
+	err := builder.ControllerManagedBy(mgr).Named("kubernetes-cluster-status").
+		For(&meshv1alpha1.KubernetesCluster{}).
+		WatchesRawSource(source.Channel(l.resync, &handler.TypedEnqueueRequestForObject[*meshv1alpha1.KubernetesCluster]{})).
+		Complete(l)
+	if err != nil {
+		return fmt.Errorf("failed to set up the KubernetesCluster status controller: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(l.sweep)); err != nil {
+		return fmt.Errorf("failed to add the replica sweep: %w", err)
+	}
+	return nil
+}
+
+// sweep runs on the leader: every replicaSweep it finds the live replicas
+// and removes the entries of the others.
+func (l *statusLeader) sweep(ctx context.Context) error {
+	t := l.clock.NewTicker(replicaSweep)
+	defer t.Stop()
+	for {
+		if err := l.sweepOnce(ctx); err != nil && ctx.Err() == nil {
+			l.log.Error(err, "failed to clean up after relay-server replicas that are gone")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// sweepOnce finds the live replicas, deletes the Leases of the others
+// (each only if it has not been renewed since it was read), then removes
+// the entries of every replica that is not live.
+func (l *statusLeader) sweepOnce(ctx context.Context) error {
+	var leases coordinationv1.LeaseList
+	if err := l.api.List(ctx, &leases, client.InNamespace(l.ns), client.HasLabels{replicaLeaseLabel}); err != nil {
+		return fmt.Errorf("failed to list the replica Leases: %w", err)
+	}
+	now := l.clock.Now()
+	live := map[string]bool{}
+	seen := map[string]bool{}
+	for i := range leases.Items {
+		lease := &leases.Items[i]
+		replica := strings.TrimPrefix(lease.Name, replicaLeasePrefix)
+		seen[lease.Name] = true
+		if l.leaseLive(lease, now) {
+			live[replica] = true
+			continue
+		}
+		err := l.client.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
+		switch {
+		case apierrors.IsConflict(err):
+			live[replica] = true // renewed since it was read
+		case client.IgnoreNotFound(err) != nil:
+			return fmt.Errorf("failed to delete the expired Lease %s: %w", lease.Name, err)
+		default:
+			l.log.Info("a relay-server replica stopped renewing its Lease: removing its status entries", "replica", replica)
+		}
+	}
+	l.mu.Lock()
+	for name := range l.observed {
+		if !seen[name] {
+			delete(l.observed, name)
+		}
+	}
+	l.mu.Unlock()
+
+	var clusters meshv1alpha1.KubernetesClusterList
+	if err := l.client.List(ctx, &clusters, client.InNamespace(l.ns)); err != nil {
+		return fmt.Errorf("failed to list KubernetesClusters: %w", err)
+	}
+	for i := range clusters.Items {
+		kc := &clusters.Items[i]
+		for _, r := range slices.Clone(kc.Status.Replicas) {
+			if live[r.Replica] {
+				continue
+			}
+			if err := removeEntry(ctx, l.client, kc, r.Replica, leaderFieldManager); err != nil {
+				return err
+			}
+			// The next entry's index is the one the patch left.
+			kc.Status.Replicas = slices.DeleteFunc(kc.Status.Replicas, func(e meshv1alpha1.ReplicaStatus) bool { return e.Replica == r.Replica })
+			l.log.Info("removed the status entry of a relay-server replica that is gone", "cluster", kc.Name, "replica", r.Replica)
+		}
+	}
+	l.mu.Lock()
+	changed := !mapsEqual(l.live, live)
+	l.live = live
+	l.mu.Unlock()
+	if changed {
+		for i := range clusters.Items {
+			select {
+			case l.resync <- event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster]{Object: &clusters.Items[i]}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// leaseLive reports whether lease was renewed within its duration, as this
+// leader has watched it: a renewal time it has not seen before counts from
+// now.
+func (l *statusLeader) leaseLive(lease *coordinationv1.Lease, now time.Time) bool {
+	if lease.Spec.RenewTime == nil || lease.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.observed == nil {
+		l.observed = map[string]observedLease{}
+	}
+	o, ok := l.observed[lease.Name]
+	if !ok || !o.renew.Equal(lease.Spec.RenewTime.Time) {
+		o = observedLease{renew: lease.Spec.RenewTime.Time, seenAt: now}
+		l.observed[lease.Name] = o
+	}
+	return now.Sub(o.seenAt) < time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if a == nil || len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// isLive reports whether replica is live; before the first sweep every
+// replica with an entry counts.
+func (l *statusLeader) isLive(replica string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.live == nil || l.live[replica]
+}
+
+// Reconcile derives kc's status from its live replicas' entries.
+func (l *statusLeader) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var kc meshv1alpha1.KubernetesCluster
+	err := l.client.Get(ctx, req.NamespacedName, &kc)
+	if apierrors.IsNotFound(err) {
+		l.mu.Lock()
+		delete(l.warned, req.Name)
+		l.mu.Unlock()
+		return reconcile.Result{}, nil
+	}
+	if err != nil || kc.DeletionTimestamp != nil {
+		return reconcile.Result{}, err
+	}
+	now := l.clock.Now()
+	want := deriveStatus(&kc, l.isLive, now)
+	if l.expiringSoon(&kc, want.ClientCertificate, now) {
+		l.events.expiring(&kc, want.ClientCertificate, now)
+	}
+	if !statusEqual(&kc.Status, want) {
+		u := clusterApply(l.ns, kc.Name)
+		m, err := runtimeToMap(want)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		delete(m, "replicas")
+		u.Object["status"] = m
+		err = l.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(leaderFieldManager), client.ForceOwnership)
+		if client.IgnoreNotFound(err) != nil {
+			return reconcile.Result{}, fmt.Errorf("failed to apply the status of KubernetesCluster %s: %w", kc.Name, err)
+		}
+	}
+	return reconcile.Result{RequeueAfter: nextLook(want.ClientCertificate, now)}, nil
+}
+
+// expiringSoon reports whether cert has less than a third of its lifetime
+// left and no Event has been recorded for it yet by this leader.
+func (l *statusLeader) expiringSoon(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.CertificateSummary, now time.Time) bool {
+	if cert == nil || !now.Before(cert.NotAfter.Time) || now.Before(thirdLeft(cert)) {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.warned == nil {
+		l.warned = map[string]string{}
+	}
+	if l.warned[kc.Name] == cert.Serial {
+		return false
+	}
+	l.warned[kc.Name] = cert.Serial
+	return true
+}
+
+// registeredDesc is 1 per KubernetesCluster, from every replica: the
+// disconnected-cluster alert compares it with the stream gauges summed
+// over replicas.
+var registeredDesc = prometheus.NewDesc("relay_cluster_registered",
+	"1 for each registered cluster (KubernetesCluster), as this replica's cache holds them.", []string{"cluster"}, nil)
+
+// registeredCollector collects relay_cluster_registered from the cache.
+type registeredCollector struct {
+	reader client.Reader
+	ns     string
+}
+
+func (c *registeredCollector) Describe(ch chan<- *prometheus.Desc) { ch <- registeredDesc }
+
+func (c *registeredCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.reader == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var list meshv1alpha1.KubernetesClusterList
+	if err := c.reader.List(ctx, &list, client.InNamespace(c.ns), client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	for i := range list.Items {
+		ch <- prometheus.MustNewConstMetric(registeredDesc, prometheus.GaugeValue, 1, list.Items[i].Name)
+	}
+}
+
+// setupStatus adds the status writer (every replica) and the status
+// leader to mgr.
+func (s *Server) setupStatus(mgr manager.Manager) error {
+	c, err := statusClient(mgr)
+	if err != nil {
+		return err
+	}
+	w := s.svc.status
+	w.client, w.api = c, mgr.GetAPIReader()
+	if err := mgr.Add(onEveryReplica(func(ctx context.Context) error { return w.run(ctx, s.opts.Clock) })); err != nil {
+		return fmt.Errorf("failed to add the KubernetesCluster status writer: %w", err)
+	}
+	s.registered.reader = mgr.GetClient()
+	l := &statusLeader{ns: s.cfg.Namespace, client: c, api: mgr.GetAPIReader(), events: s.svc.events, clock: s.opts.Clock, log: s.log.WithName("status")}
+	return l.setup(mgr)
+}
+
+// The status writes have a client of their own, reading from the
+// manager's cache, with a rate limit of its own: a storm of stream changes
+// (every agent reconnecting) queues status writes, never the reads and
+// writes a bootstrap makes.
+const (
+	statusQPS   = 20
+	statusBurst = 40
+)
+
+func statusClient(mgr manager.Manager) (client.Client, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = statusQPS, statusBurst, nil
+	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the status client: %w", err)
+	}
+	return c, nil
+}
+
+var _ reconcile.Reconciler = (*statusLeader)(nil)
+
+func runtimeToMap(obj any) (map[string]any, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, fmt.Errorf("failed to convert %T: %w", obj, err)
+	}
+	return m, nil
+}
