@@ -70,9 +70,6 @@ type clusterState struct {
 	// cert is the newest client certificate issued or seen at a
 	// handshake; nil until one is.
 	cert *certSummary
-	// gone is set when the cluster's registration went: the record is
-	// deleted with its last stream.
-	gone bool
 }
 
 // certSummary is what status says of a client certificate.
@@ -284,7 +281,6 @@ func (c *connections) record(cluster string, s *stream, max int) (open int, reco
 	}
 	st.streams = append(st.streams, s)
 	st.opened[s.kind]++
-	st.gone = false
 	st.sawCert(s.cert)
 	st.lastSeen = c.now().Unix()
 	c.mu.Unlock()
@@ -315,11 +311,6 @@ func (c *connections) close(cluster string, s *stream) {
 				st.streams = nil
 			}
 			st.lastSeen = c.now().Unix()
-			if st.gone && len(st.streams) == 0 {
-				delete(c.clusters, cluster)
-				c.mu.Unlock()
-				return
-			}
 			c.mu.Unlock()
 			c.changed(cluster)
 			return
@@ -373,12 +364,10 @@ func (c *connections) drop(cluster string) int {
 		s.end(nil)
 	}
 	if st := c.clusters[cluster]; st != nil {
-		// Nothing of it may carry over to a cluster registered again
-		// under the same name.
-		*st = clusterState{streams: st.streams, opened: st.opened, gone: true}
-		if len(st.streams) == 0 {
-			delete(c.clusters, cluster)
-		}
+		// Its certificates are refused now, and nothing of them may carry
+		// over to a cluster registered again under the same name: only
+		// the stream counts stay (the gauges read 0 once they close).
+		*st = clusterState{streams: st.streams, opened: st.opened}
 	}
 	return len(streams)
 }
