@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -289,6 +290,21 @@ func (m *replicaMesh) connected(cluster string) error {
 	}
 	if !sameReplicaStreams(inStatus, metrics) {
 		return fmt.Errorf("%s: status.replicas of live replicas report streams %v, their metrics %v", cluster, inStatus, metrics)
+	}
+	// The Replicas column: every live replica holding both streams.
+	holding, listed := map[string]bool{}, map[string]bool{}
+	for r, n := range metrics {
+		if n[0] > 0 && n[1] > 0 {
+			holding[r] = true
+		}
+	}
+	for _, r := range strings.Split(kc.Status.ConnectedReplicas, ",") {
+		if live[r] {
+			listed[r] = true
+		}
+	}
+	if !maps.Equal(holding, listed) {
+		return fmt.Errorf("%s: status.connectedReplicas %q names the live replicas %v, want those holding both streams %v", cluster, kc.Status.ConnectedReplicas, sortedReplicas(listed), sortedReplicas(holding))
 	}
 	return nil
 }
