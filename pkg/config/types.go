@@ -28,7 +28,8 @@ const (
 	// It is above a third so that a healthy cluster never reaches the
 	// point, a third of the lifetime left, at which relay-server records
 	// CertificateExpiring and the monitoring component alerts. Set below a
-	// third, renewal is later and both fire before each one.
+	// third, renewal is later: the Event is recorded before each one (the
+	// alert waits for the agent's own renewal time to pass).
 	DefaultRotationGracePeriodRatio = 0.35
 )
 
