@@ -65,11 +65,21 @@ type Process struct {
 
 // StartProcess starts bin with args, its output in logPath.
 func StartProcess(bin, logPath string, args ...string) (*Process, error) {
+	return StartProcessEnv(bin, logPath, nil, args...)
+}
+
+// StartProcessEnv is StartProcess with env (KEY=value each) added to the
+// environment the process inherits, such as the POD_NAME a Deployment
+// gives each pod.
+func StartProcessEnv(bin, logPath string, env []string, args ...string) (*Process, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
