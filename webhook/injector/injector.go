@@ -9,7 +9,10 @@
 // watches them; the mounts serve tools and sidecars that read files.
 //
 // Pod is idempotent and leaves what the user set alone, so that it is safe
-// under reinvocationPolicy IfNeeded and on its own output.
+// under reinvocationPolicy IfNeeded and on its own output. It marks what it
+// injected with InjectedAnnotation, and Injected tells a pod that was
+// created without the injection (before the webhook was in force) from one
+// that has it.
 package injector
 
 import (
@@ -33,6 +36,11 @@ const (
 	RootMount    = "/etc/meshrelay/root-tls"
 	TokenMount   = "/etc/meshrelay/identity-token"
 )
+
+// InjectedAnnotation, set to "true" on a pod, records that relay-webhook
+// injected it. An agent pod without it, and without what Pod adds, was
+// created while the webhook was not in force.
+const InjectedAnnotation = "meshrelay.dev/injected"
 
 // Settings is what the injector adds to an agent pod.
 type Settings struct {
@@ -68,13 +76,38 @@ func (s Settings) Validate() error {
 	return nil
 }
 
-// Pod adds the volumes, mounts and environment to pod and reports whether
-// it changed anything. Entries the pod already has under the same name
-// (or, for mounts, the same path) are kept as the user set them.
+// Pod adds the volumes, mounts and environment to pod, marks it with
+// InjectedAnnotation, and reports whether it changed anything. Entries the
+// pod already has under the same name (or, for mounts, the same path) are
+// kept as the user set them. A pod without containers is left alone.
 func Pod(pod *corev1.Pod, s Settings) (changed bool) {
 	if len(pod.Spec.Containers) == 0 {
 		return false
 	}
+	changed = inject(pod, s)
+	if pod.Annotations[InjectedAnnotation] != "true" {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[InjectedAnnotation] = "true"
+		changed = true
+	}
+	return changed
+}
+
+// Injected reports whether pod has the injection: it carries
+// InjectedAnnotation, or (a pod injected before the annotation existed)
+// every volume, mount and setting Pod adds. pod is not changed.
+func Injected(pod *corev1.Pod, s Settings) bool {
+	if pod.Annotations[InjectedAnnotation] == "true" || len(pod.Spec.Containers) == 0 {
+		return true
+	}
+	return !inject(pod.DeepCopy(), s)
+}
+
+// inject adds the volumes, mounts and environment to pod, which has a
+// container, and reports whether it added any.
+func inject(pod *corev1.Pod, s Settings) (changed bool) {
 	for _, v := range []struct{ name, secret string }{
 		{ClientVolume, s.ClientTLSSecret}, {RootVolume, s.RootTLSSecret}, {TokenVolume, s.TokenSecret},
 	} {

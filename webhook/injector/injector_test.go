@@ -103,6 +103,45 @@ func TestReinvocationAfterAnotherWebhookAddsNothingTwice(t *testing.T) {
 	}
 }
 
+func TestInjectedTellsAPodCreatedWithoutTheWebhook(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pod  func() *corev1.Pod
+		want bool
+	}{
+		{"a pod as its Deployment makes it, not injected", func() *corev1.Pod { return readPod(t, "testdata/agent.in.yaml") }, false},
+		{"an injected pod", func() *corev1.Pod {
+			p := readPod(t, "testdata/agent.in.yaml")
+			Pod(p, settings)
+			return p
+		}, true},
+		{"a pod injected before the annotation existed", func() *corev1.Pod {
+			p := readPod(t, "testdata/agent.in.yaml")
+			Pod(p, settings)
+			delete(p.Annotations, InjectedAnnotation)
+			return p
+		}, true},
+		{"a pod without the annotation that lacks one setting", func() *corev1.Pod {
+			p := readPod(t, "testdata/agent.in.yaml")
+			Pod(p, settings)
+			delete(p.Annotations, InjectedAnnotation)
+			p.Spec.Containers[0].Env = p.Spec.Containers[0].Env[1:]
+			return p
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := tc.pod()
+			before := pod.DeepCopy()
+			if got := Injected(pod, settings); got != tc.want {
+				t.Errorf("Injected = %v, want %v", got, tc.want)
+			}
+			if !equality.Semantic.DeepEqual(before, pod) {
+				t.Error("Injected changed the pod")
+			}
+		})
+	}
+}
+
 func TestSettingsValidateNamesTheProblem(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
