@@ -25,7 +25,8 @@ import (
 )
 
 // The lifetime the renewal step gives the relay certificates, by a patch on
-// top of the cert-manager overlays (which keep reference 004's 24h and 30m):
+// top of the cert-manager overlays (which keep the documented 24h duration
+// and 30m renewBefore of the cert-manager and Vault setup):
 // cert-manager renews each certificate renewBefore ahead of its expiry, here
 // every 40 seconds. cert-manager's own webhook, which would refuse less than
 // an hour, is not part of the setup; its controller honours any duration.
@@ -38,7 +39,8 @@ const (
 	renewalsToWatch = 2
 )
 
-// TestCertManagerIssuesAndRenewsTheRelayCertificates is reference 004 on
+// TestCertManagerIssuesAndRenewsTheRelayCertificates is the bring-your-own
+// PKI setup (cert-manager issues the relay server and client certificates) on
 // local clusters, with cert-manager's real controller on each and a CA
 // Issuer over a root and intermediate made for the test in place of Vault.
 // It applies the cert-manager overlays users apply, then asserts that

@@ -20,7 +20,8 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-// TestFederatedTrustAcrossTwoWorkloadClusters runs flow 6 with the real
+// TestFederatedTrustAcrossTwoWorkloadClusters runs federated trust for Istio
+// (each cluster's Istio intermediate CA signed under a shared root) with the real
 // binaries on a management cluster and two workload clusters: a
 // RootTrustPolicy with a generated root gives each cluster an Istio
 // intermediate CA whose key is made in that cluster; workloads of one
@@ -83,8 +84,8 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 		return nil
 	})
 
-	// The policy of reference 002, with an intermediate TTL short enough to
-	// watch a renewal.
+	// The documented RootTrustPolicy with a generated root, with an
+	// intermediate TTL short enough to watch a renewal.
 	policy := `apiVersion: meshrelay.dev/v1alpha1
 kind: RootTrustPolicy
 metadata:

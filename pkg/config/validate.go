@@ -111,7 +111,8 @@ func subdomain(p *field.Path, v string) field.ErrorList {
 }
 
 // dnsHint names an underscore explicitly: it is the usual mistake, and TLS
-// libraries reject certificates for such names (reference 004).
+// libraries reject certificates for such names (a context name with an
+// underscore, used as the cluster name, is the common case).
 func dnsHint(v string, msgs []string) string {
 	if strings.Contains(v, "_") {
 		return fmt.Sprintf("contains an underscore, which DNS-1123 names do not allow: use %q", strings.ReplaceAll(v, "_", "-"))

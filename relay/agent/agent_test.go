@@ -144,7 +144,7 @@ func (w *world) secret(c *testenv.Cluster, namespace, name string) (*corev1.Secr
 }
 
 // copySecret copies keys of a management secret into the workload cluster,
-// as relayctl register (or reference 001's manual steps) does.
+// as relayctl register (or copying the token and root CA by hand) does.
 func (w *world) copySecret(name, namespace string, keys ...string) {
 	w.t.Helper()
 	src, err := w.secret(w.mgmt, ns, name)

@@ -50,8 +50,8 @@ func (s *secretStore) get(ctx context.Context, key types.NamespacedName) (*corev
 // material is what the agent's secrets hold to connect with.
 type material struct {
 	// roots verify the server: relay-root-tls-secret's ca.crt, or the
-	// client secret's ca.crt when the root secret is absent (reference 004's
-	// known issue).
+	// client secret's ca.crt when the root secret is absent (so a cert-manager
+	// client secret is enough, without copying the root by hand).
 	roots    []*x509.Certificate
 	rootKey  *pki.Certified // the root with its key, when relay-root-tls-secret holds tls.key
 	client   *tls.Certificate

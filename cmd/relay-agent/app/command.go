@@ -37,12 +37,14 @@ certificate when clientTlsSecretRotationGracePeriodRatio of its lifetime is left
 once when the server asks, and bootstraps again if it has expired. A client secret managed
 by cert-manager (or annotated meshrelay.dev/managed-elsewhere=true) is only watched.
 
-Settings come from flags and from --config, a YAML file with the reference's names; a flag
-given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
-MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY, which relay-webhook injects into agent pods.
+Settings come from flags and from --config, a YAML file that takes the names of the agent's
+relay settings (glooAgent.relay.* in a Helm values file: serverAddress, authority,
+clientTlsSecret: {name: ...}, clientTlsSecretRotationGracePeriodRatio, ...); a flag given on the
+command line wins over the file, and the file over MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS
+and MESHRELAY_AUTHORITY, which relay-webhook injects into agent pods.
 
-Status: works. Manifests: manifests/agent, applied by manifests/overlays/workload (settings in
-its settings.env).`,
+The install manifests and the Helm chart run it as the Deployment relay-agent in namespace
+gloo-mesh of each workload cluster.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -30,12 +30,13 @@ token, signs the CSR for its registered cluster name (a KubernetesCluster in --n
 and serves gRPC over mutual TLS on :9900 with metrics, /healthz and /readyz on :9091.
 It reloads its credentials when their secrets change, without dropping streams.
 
-Settings come from flags and from --config, a YAML file with the reference's names
-(disableCa, signingTlsSecret: {name: ...}, tokenSecret: {name, key, namespace}, ...);
-a flag given on the command line wins over the file.
+Settings come from flags and from --config, a YAML file that takes the names of the
+management server's relay settings (glooMgmtServer.relay.* in a Helm values file: disableCa,
+signingTlsSecret: {name: ...}, tokenSecret: {name, key, namespace}, ...); a flag given on the
+command line wins over the file.
 
-Status: works. Manifests: manifests/server (Deployment and Service gloo-mesh-mgmt-server),
-applied by manifests/overlays/management.`,
+The install manifests and the Helm chart run it as the Deployment and Service
+gloo-mesh-mgmt-server in namespace gloo-mesh.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

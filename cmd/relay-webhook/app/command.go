@@ -47,11 +47,11 @@ tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets
 
 Settings come from flags and from --config, a YAML file with the same names in camelCase; a
 flag given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
-MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY (the workload overlay sets these for the
-webhook and the agent from one settings file).
+MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY (a workload install sets these for the
+webhook and the agent from one place).
 
-Status: works. Manifests: manifests/webhook (base, and cert-manager for cert-manager's serving
-certificate), included by the overlays in manifests/overlays.`,
+The install manifests and the Helm chart run it as the Deployment relay-webhook in namespace
+meshrelay-system of every cluster.`,
 		Version: version.String(),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
