@@ -57,9 +57,9 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: envtest-assets cert-manager docker-build-check $(PROMTOOL) ## Run every test: unit, on local clusters, end to end.
+test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
-	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
@@ -99,7 +99,7 @@ generate: $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) ## Reg
 		chmod 0644 hack/crds/cert-manager/cert-manager.io_$$crd.yaml; done
 
 .PHONY: verify
-verify: ## Check that tidy and generation change nothing and versions agree.
+verify: $(BUF) ## Check that tidy and generation change nothing, versions agree and the relay API stays compatible with the last release.
 	$(GO) mod tidy
 	cd hack/tools && $(GO) mod tidy
 	cd hack/controlplane && $(GO) mod tidy
@@ -111,6 +111,7 @@ verify: ## Check that tidy and generation change nothing and versions agree.
 	@changed=$$(git status --porcelain -- go.mod go.sum hack manifests pkg/apis relay/api); \
 	if [[ -n "$$changed" ]]; then echo "make verify changed files; commit the result of tidy and generate:"; echo "$$changed"; git diff --stat; exit 1; fi
 	@echo "verify: tidy, generated code and CRDs are up to date; control-plane pin matches Kubernetes $(K8S_VERSION)"
+	BUF=$(BUF) hack/api-breaking.sh
 
 .PHONY: docker-build-check
 docker-build-check: ## Run the Dockerfile's build command (static, CGO_ENABLED=0) without a container engine.
