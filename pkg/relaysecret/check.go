@@ -20,7 +20,8 @@ type Context struct {
 	Cluster string
 	// Roots are the other roots a signing, server or client chain must also
 	// verify to when they differ from its own ca.crt: relay-root-tls-secret's
-	// ca.crt, which RootsFrom names.
+	// ca.crt, which RootsFrom names. A signing, server or client secret
+	// without ca.crt verifies to them alone, with a warning.
 	Roots     []*x509.Certificate
 	RootsFrom string
 	// GraceRatio is the fraction of a certificate's lifetime left under
@@ -41,18 +42,24 @@ func (c *Context) now() time.Time {
 // Validate decodes data as a secret of kind k and checks it: the material
 // when it is usable, and everything found. A DNS name that is not DNS-1123
 // is named first, even when something else fails to decode: it is the
-// usual mistake, and the one other errors would hide.
+// usual mistake, and the one other errors would hide. A signing, server or
+// client secret without ca.crt (as `kubectl create secret tls` writes it)
+// is checked against the context's Roots, with a warning; without Roots
+// its missing ca.crt is an error, as Decode reports it.
 func Validate(k Kind, data map[string][]byte, tokenKey string, ctx Context) (*Material, Result) {
 	m, errs := Decode(k, data, tokenKey)
+	r := Result{}
+	errs = r.caFromContext(m, data, errs, ctx)
 	if len(errs) > 0 {
-		r := Result{}
 		if m.Cert != nil {
 			r.dnsNames(m)
 		}
 		r.Errs = append(r.Errs, errs...)
 		return nil, r
 	}
-	r := Check(m, ctx)
+	checked := Check(m, ctx)
+	r.Errs = append(r.Errs, checked.Errs...)
+	r.Warnings = append(r.Warnings, checked.Warnings...)
 	if !r.OK() {
 		return nil, r
 	}
@@ -122,7 +129,9 @@ func (r *Result) checkIssued(m *Material, ctx Context, now time.Time) {
 	names.dnsNames(m)
 	err := strengthErr(m)
 	if err == nil {
-		if _, verr := pki.VerifyChain(m.Cert, m.Chain, m.Roots, role, now); verr != nil {
+		if _, verr := pki.VerifyChain(m.Cert, m.Chain, m.Roots, role, now); verr != nil && m.rootsFromContext {
+			err = invalid(KeyTLSCert, "the secret has no ca.crt, and the chain does not verify to %s's ca.crt: %v: restore the certificate issued under that root, with its key", ctx.rootsFrom(), verr)
+		} else if verr != nil {
 			err = invalid(KeyTLSCert, "%v", verr)
 		}
 	}
@@ -139,11 +148,7 @@ func (r *Result) checkIssued(m *Material, ctx Context, now time.Time) {
 	}
 	if len(ctx.Roots) > 0 && !sameCerts(ctx.Roots, m.Roots) {
 		if _, err := pki.VerifyChain(m.Cert, m.Chain, ctx.Roots, role, now); err != nil {
-			from := ctx.RootsFrom
-			if from == "" {
-				from = Root.DefaultName()
-			}
-			r.deny(KeyTLSCert, "does not chain to %s's ca.crt: %v: issue it from that root, or put its root there", from, err)
+			r.deny(KeyTLSCert, "does not chain to %s's ca.crt: %v: issue it from that root, or put its root there", ctx.rootsFrom(), err)
 			return
 		}
 	}

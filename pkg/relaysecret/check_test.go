@@ -30,14 +30,14 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 		byName[c.Name] = c
 	}
 	for name, want := range map[string]string{
-		"a client certificate with an RSA-1024 key is refused":              "data[tls.crt]: certificate \"cluster-1\": RSA key of 1024 bits is too weak: use RSA 2048 bits or more, or ECDSA P-256",
-		"a client certificate for another cluster is refused":               `client certificate is for cluster "cluster-2", not this cluster "cluster-1"`,
-		"a client certificate without ca.crt is refused":                    "data[ca.crt]: missing: add the root CA certificate that signed the chain",
-		"a client key that belongs to another certificate is refused":       "data[tls.key]: private key does not match the certificate",
-		"a client certificate from another root is refused":                 "does not chain to relay-root-tls-secret's ca.crt",
-		"a server certificate that does not cover the authority is refused": `do not cover the authority "gloo-mesh-mgmt-server.gloo-mesh"`,
-		"an expired client certificate is refused":                          "certificate expired at",
-		"an empty token is refused":                                         "data[token]: missing or empty",
+		"a client certificate with an RSA-1024 key is refused":               "data[tls.crt]: certificate \"cluster-1\": RSA key of 1024 bits is too weak: use RSA 2048 bits or more, or ECDSA P-256",
+		"a client certificate for another cluster is refused":                `client certificate is for cluster "cluster-2", not this cluster "cluster-1"`,
+		"a client certificate without ca.crt, from another root, is refused": "the secret has no ca.crt, and the chain does not verify to relay-root-tls-secret's ca.crt",
+		"a client key that belongs to another certificate is refused":        "data[tls.key]: private key does not match the certificate",
+		"a client certificate from another root is refused":                  "does not chain to relay-root-tls-secret's ca.crt",
+		"a server certificate that does not cover the authority is refused":  `do not cover the authority "gloo-mesh-mgmt-server.gloo-mesh"`,
+		"an expired client certificate is refused":                           "certificate expired at",
+		"an empty token is refused":                                          "data[token]: missing or empty",
 	} {
 		c, ok := byName[name]
 		if !ok {

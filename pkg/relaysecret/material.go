@@ -33,6 +33,9 @@ type Material struct {
 	// certKey and keyKey are the data keys Cert and Key (or Token) came
 	// from.
 	certKey, keyKey string
+	// rootsFromContext is set when the secret has no ca.crt and Roots are
+	// the check context's (caFromContext).
+	rootsFromContext bool
 }
 
 // TLSCertificate returns Cert, its chain and Key, ready for crypto/tls.
