@@ -14,10 +14,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/localmesh"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 )
@@ -25,6 +27,10 @@ import (
 func main() {
 	keep := flag.Bool("keep", false, "leave the clusters and processes running until Ctrl-C after the demo")
 	flag.Parse()
+	// The demo's own Kubernetes clients (controller-runtime's and
+	// client-go's) log through the binaries' logger: problems only, on
+	// stderr, and no "log.SetLogger(...) was never called" trace.
+	(&command.LogFlags{}).Logger()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -171,7 +177,7 @@ func run(ctx context.Context, keep bool) (err error) {
 			return err
 		}
 	}
-	say("relay-server's metrics:")
+	say("relay-server's metrics, for every cluster:")
 	for _, m := range []string{`relay_certificates_issued_total{call="bootstrap"}`, "relay_push_clients_connected", "relay_pull_clients_connected"} {
 		for _, line := range metricLines(metrics, m) {
 			say("  %s", line)
@@ -281,13 +287,16 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, check func
 	}
 }
 
+// metricLines returns every sample at url whose name and labels start with
+// prefix, one "name{labels} value" line each, in order.
 func metricLines(url, prefix string) []string {
 	var out []string
-	for line := range strings.SplitSeq(testenv.ScrapeMetric(url, prefix), "\n") {
-		if line != "" {
-			out = append(out, line)
+	for sample, v := range testenv.ScrapeMetrics(url) {
+		if strings.HasPrefix(sample, prefix) {
+			out = append(out, fmt.Sprintf("%s %g", sample, v))
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
