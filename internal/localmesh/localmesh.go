@@ -58,6 +58,8 @@ type Mesh struct {
 	// (host:port), set by StartWebhook.
 	WebhookMetrics map[string]string
 	processes      []*testenv.Process
+	// rendered holds, per cluster, the objects Install last applied.
+	rendered map[string][]*unstructured.Unstructured
 }
 
 // New returns a mesh over env; binaries are in bins, logs and generated
@@ -100,8 +102,18 @@ func (m *Mesh) InstallPatched(ctx context.Context, cluster, overlay string, sett
 	if err != nil {
 		return fmt.Errorf("overlay %s: %w", overlay, err)
 	}
-	_, _, err = m.Env.Kubectl(ctx, docs, "--context", cluster, "apply", "-f", "-")
-	return err
+	objs, err := Objects(docs)
+	if err != nil {
+		return fmt.Errorf("overlay %s: %w", overlay, err)
+	}
+	if _, _, err = m.Env.Kubectl(ctx, docs, "--context", cluster, "apply", "-f", "-"); err != nil {
+		return err
+	}
+	if m.rendered == nil {
+		m.rendered = map[string][]*unstructured.Unstructured{}
+	}
+	m.rendered[cluster] = objs
+	return nil
 }
 
 // settingsOverlay writes an overlay of base that replaces settings in the
@@ -245,7 +257,11 @@ func (m *Mesh) Start(name, logName string, args ...string) (*testenv.Process, er
 }
 
 // StartServer runs relay-server on the management cluster mgmt and waits
-// until it is ready.
+// until it is ready. Where an overlay is installed on mgmt, it runs as
+// that rendering's Deployment says (StartDeployment), with its own
+// listen and metrics addresses; extra flags come last. On a cluster where
+// nothing was installed (a test that sets up by hand), it runs with the
+// mesh's admin kubeconfig.
 func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*testenv.Process, error) {
 	var err error
 	if m.ServerAddr == "" {
@@ -256,32 +272,72 @@ func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*
 			return nil, err
 		}
 	}
-	args := append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", mgmt,
-		"--listen-address", m.ServerAddr, "--metrics-address", m.ServerMetrics}, extra...)
-	p, err := m.Start("relay-server", "relay-server", args...)
+	addrs := []string{"--listen-address", m.ServerAddr, "--metrics-address", m.ServerMetrics}
+	var p *testenv.Process
+	if dep, ok := m.runs(mgmt, "relay-server"); ok {
+		p, _, err = m.StartDeployment(ctx, mgmt, dep, Local{Pod: podName(dep, 0), LogName: "relay-server", Flags: addrs, Extra: extra})
+	} else {
+		p, err = m.Start("relay-server", "relay-server", append(append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", mgmt}, addrs...), extra...)...)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return p, testenv.WaitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz", time.Minute)
 }
 
-// StartWebhook runs relay-webhook for cluster at addr, serving a
-// self-managed certificate that also covers 127.0.0.1, and waits until it
+// StartWebhook runs relay-webhook for cluster at addr and waits until it
 // is ready. name is the workload cluster's registered name, empty on the
-// management cluster.
+// management cluster. Where an overlay is installed on cluster, it runs
+// as that rendering's Deployment says (StartDeployment), with its own
+// listen and metrics addresses, relay-server's address, and a serving
+// certificate that covers 127.0.0.1: made by itself (--serving-ip), or,
+// for a Deployment that serves cert-manager's secret, a local pair in
+// place of the mounted one, whose CA goes into the webhook
+// configurations' caBundle. Elsewhere it runs with the admin kubeconfig.
 func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*testenv.Process, error) {
 	metrics, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
-		"--listen-address", addr, "--metrics-address", metrics, "--serving-ip", "127.0.0.1"}
-	if name != "" {
-		args = append(args, "--cluster", name, "--server-address", m.ServerAddr)
-	}
-	p, err := m.Start("relay-webhook", "relay-webhook-"+cluster, args...)
-	if err != nil {
-		return nil, err
+	logName := "relay-webhook-" + cluster
+	var p *testenv.Process
+	if dep, ok := m.runs(cluster, "relay-webhook"); ok {
+		pod, err := PodOf(m.rendered[cluster], dep, podName(dep, 0))
+		if err != nil {
+			return nil, err
+		}
+		flags := []string{"--listen-address", addr, "--metrics-address", metrics}
+		if servesFromFiles(pod) == "" {
+			flags = append(flags, "--serving-ip", "127.0.0.1")
+		}
+		if name != "" {
+			if envValueOf(pod.Env, config.EnvCluster) != name {
+				flags = append(flags, "--cluster", name)
+			}
+			if m.ServerAddr != "" {
+				flags = append(flags, "--server-address", m.ServerAddr)
+			}
+		}
+		c := m.Env.Cluster(cluster)
+		prepare := func(pod *Pod) error {
+			if dir := servesFromFiles(pod); dir != "" {
+				return localServingPair(ctx, c.Client, m.rendered[cluster], dir)
+			}
+			return nil
+		}
+		p, _, err = m.StartDeployment(ctx, cluster, dep, Local{Pod: pod.Name, LogName: logName, Flags: flags, Prepare: prepare})
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		args := []string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
+			"--listen-address", addr, "--metrics-address", metrics, "--serving-ip", "127.0.0.1"}
+		if name != "" {
+			args = append(args, "--cluster", name, "--server-address", m.ServerAddr)
+		}
+		if p, err = m.Start("relay-webhook", logName, args...); err != nil {
+			return nil, err
+		}
 	}
 	if m.WebhookMetrics == nil {
 		m.WebhookMetrics = map[string]string{}
@@ -291,15 +347,38 @@ func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*t
 }
 
 // StartAgent runs relay-agent in cluster for registered name, with its
-// metrics on a free address it returns.
+// metrics on a free address it returns. Where an overlay is installed on
+// cluster, it runs as that rendering's Deployment says (StartDeployment),
+// with its own metrics address, relay-server's address, and --cluster
+// only when name is not the one its settings give; extra flags come last.
+// Elsewhere it runs with the admin kubeconfig.
 func (m *Mesh) StartAgent(cluster, name string, extra ...string) (*testenv.Process, string, error) {
 	metrics, err := testenv.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	args := append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
-		"--cluster", name, "--server-address", m.ServerAddr, "--metrics-address", metrics}, extra...)
-	p, err := m.Start("relay-agent", "relay-agent-"+cluster, args...)
+	logName := "relay-agent-" + cluster
+	dep, ok := m.runs(cluster, "relay-agent")
+	if !ok {
+		args := append([]string{"--kubeconfig", m.Env.Kubeconfig, "--context", cluster,
+			"--cluster", name, "--server-address", m.ServerAddr, "--metrics-address", metrics}, extra...)
+		p, err := m.Start("relay-agent", logName, args...)
+		return p, metrics, err
+	}
+	pod, err := PodOf(m.rendered[cluster], dep, podName(dep, 0))
+	if err != nil {
+		return nil, "", err
+	}
+	flags := []string{"--metrics-address", metrics}
+	if m.ServerAddr != "" {
+		flags = append(flags, "--server-address", m.ServerAddr)
+	}
+	if envValueOf(pod.Env, config.EnvCluster) != name {
+		flags = append(flags, "--cluster", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mountWait+30*time.Second)
+	defer cancel()
+	p, _, err := m.StartDeployment(ctx, cluster, dep, Local{Pod: pod.Name, LogName: logName, Flags: flags, Extra: extra})
 	return p, metrics, err
 }
 
