@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -196,9 +195,4 @@ func envValueOf(env []string, key string) string {
 		}
 	}
 	return v
-}
-
-// hasFlag reports whether args set flag (--name or --name=value).
-func hasFlag(args []string, flag string) bool {
-	return slices.ContainsFunc(args, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") })
 }

@@ -1,7 +1,10 @@
 // Package localmesh runs meshrelay the way users install it, on local
 // clusters: the overlays applied with kubectl, and relay-server,
 // relay-webhook and relay-agent as local processes (no container runtime
-// runs their Deployments here). The end-to-end suite and make demo use it.
+// runs their Deployments here) with the command, args and environment of
+// their rendered Deployments and their ServiceAccounts' tokens, so that a
+// wrong flag or a missing RBAC rule in the manifests fails. The
+// end-to-end suite and make demo use it.
 package localmesh
 
 import (

@@ -102,7 +102,7 @@ func TestPodOfResolvesAndRefuses(t *testing.T) {
 	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: ns}\ndata: {k: v}\n"
 	tests := []struct {
 		name, stream, deployment, wantErr string
-		check                            func(*Pod) bool
+		check                             func(*Pod) bool
 	}{
 		{"command words come before args and a configMapKeyRef reads the rendered ConfigMap", brokenDeployment + "---\n" + cm, "d", "",
 			func(p *Pod) bool {
