@@ -45,6 +45,9 @@ PROTOC_GEN_GO_GRPC := $(TOOLS)/protoc-gen-go-grpc
 # promtool checks and unit-tests the monitoring component's alert rules
 # (e2e/alerts_test.go finds it through $PROMTOOL).
 PROMTOOL       := $(TOOLS)/promtool
+# helm renders and installs charts/meshrelay (hack/chartdiff and
+# e2e/helm_test.go find it through $HELM).
+HELM           := $(TOOLS)/helm
 
 ##@ Main
 
@@ -57,9 +60,9 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) ## Run every test: unit, on local clusters, end to end.
+test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) $(HELM) ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
-	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) HELM=$(HELM) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
@@ -99,7 +102,7 @@ generate: $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) ## Reg
 		chmod 0644 hack/crds/cert-manager/cert-manager.io_$$crd.yaml; done
 
 .PHONY: verify
-verify: $(BUF) ## Check that tidy and generation change nothing, versions agree and the relay API stays compatible with the last release.
+verify: $(BUF) $(HELM) envtest-assets ## Check that tidy and generation change nothing, versions agree and the relay API stays compatible with the last release.
 	$(GO) mod tidy
 	cd hack/tools && $(GO) mod tidy
 	cd hack/controlplane && $(GO) mod tidy
@@ -112,6 +115,8 @@ verify: $(BUF) ## Check that tidy and generation change nothing, versions agree 
 	if [[ -n "$$changed" ]]; then echo "make verify changed files; commit the result of tidy and generate:"; echo "$$changed"; git diff --stat; exit 1; fi
 	@echo "verify: tidy, generated code and CRDs are up to date; control-plane pin matches Kubernetes $(K8S_VERSION)"
 	BUF=$(BUF) hack/api-breaking.sh
+	@# The chart and the kustomize overlays render the same objects.
+	KUBEBUILDER_ASSETS=$(ASSETS) HELM=$(HELM) $(GO) run ./hack/chartdiff
 
 .PHONY: docker-build-check
 docker-build-check: ## Run the Dockerfile's build command (static, CGO_ENABLED=0) without a container engine.
@@ -160,6 +165,9 @@ $(PROTOC_GEN_GO_GRPC): hack/tools/go.mod
 
 $(PROMTOOL): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ github.com/prometheus/prometheus/cmd/promtool
+
+$(HELM): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ helm.sh/helm/v4/cmd/helm
 
 .PHONY: clean
 clean: ## Remove bin/ except the cached control-plane and cert-manager binaries.

@@ -1,0 +1,99 @@
+package chart
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ReleaseName is the release name the comparison renders the chart under:
+// the app.kubernetes.io/instance label components/labels gives.
+const ReleaseName = "meshrelay"
+
+// Install is one kind of install: a kustomize overlay and the chart values
+// that make the same objects.
+type Install struct {
+	// Name is "management" or "workload".
+	Name string
+	// Overlay is the overlay's folder under the repository.
+	Overlay string
+	// Set lists helm --set values.
+	Set []string
+	// CRDs says whether the overlay installs the CRDs; the README has
+	// workload installs pass --skip-crds, which leaves them out.
+	CRDs bool
+}
+
+// Installs returns the management and workload installs. The workload
+// install's cluster name, server address and authority come from the
+// overlay's settings.env, the file a kustomize user edits, so both
+// renderings configure the same cluster.
+func Installs(root string) ([]Install, error) {
+	settings, err := readEnv(filepath.Join(root, "manifests", "overlays", "workload", "settings.env"))
+	if err != nil {
+		return nil, err
+	}
+	set := []string{"glooMgmtServer.enabled=false", "glooAgent.enabled=true"}
+	for key, value := range map[string]string{
+		"MESHRELAY_CLUSTER":        "cluster",
+		"MESHRELAY_SERVER_ADDRESS": "glooAgent.relay.serverAddress",
+		"MESHRELAY_AUTHORITY":      "glooAgent.relay.authority",
+	} {
+		v, ok := settings[key]
+		if !ok {
+			return nil, fmt.Errorf("manifests/overlays/workload/settings.env has no %s: add it, the workload overlay needs it", key)
+		}
+		set = append(set, value+"="+v)
+	}
+	return []Install{
+		{Name: "management", Overlay: "manifests/overlays/management", CRDs: true},
+		{Name: "workload", Overlay: "manifests/overlays/workload", Set: set},
+	}, nil
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read settings: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("failed to read %s: line %q is not KEY=VALUE", path, line)
+		}
+		out[k] = v
+	}
+	return out, sc.Err()
+}
+
+// Template renders the chart with helm template in release namespace
+// default (so the chart renders both namespaces, as the overlays do), with
+// the given --set values and values files, and the CRDs when crds is true.
+func Template(ctx context.Context, helm, root string, crds bool, set, valuesFiles []string) (string, error) {
+	args := []string{"template", ReleaseName, filepath.Join(root, "charts", "meshrelay"), "--namespace", "default"}
+	if crds {
+		args = append(args, "--include-crds")
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	for _, f := range valuesFiles {
+		args = append(args, "--values", f)
+	}
+	return run(ctx, helm, args...)
+}
+
+// Kustomize renders an overlay with kubectl kustomize.
+func Kustomize(ctx context.Context, kubectl, root, overlay string) (string, error) {
+	return run(ctx, kubectl, "kustomize", filepath.Join(root, overlay))
+}
