@@ -285,7 +285,7 @@ func (m *Mesh) StartServer(ctx context.Context, mgmt string, extra ...string) (*
 	if err != nil {
 		return nil, err
 	}
-	return p, testenv.WaitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz", time.Minute)
+	return p, m.waitReady(ctx, p, "http://"+m.ServerMetrics+"/readyz")
 }
 
 // StartWebhook runs relay-webhook for cluster at addr and waits until it
@@ -346,7 +346,18 @@ func (m *Mesh) StartWebhook(ctx context.Context, cluster, name, addr string) (*t
 		m.WebhookMetrics = map[string]string{}
 	}
 	m.WebhookMetrics[cluster] = metrics
-	return p, testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute)
+	return p, m.waitReady(ctx, p, "http://"+metrics+"/readyz")
+}
+
+// waitReady waits until p answers url. A process that exited before it
+// was ready is forgotten, so that Stop does not report again the failure
+// the returned error already says.
+func (m *Mesh) waitReady(ctx context.Context, p *testenv.Process, url string) error {
+	err := testenv.WaitReady(ctx, p, url, time.Minute)
+	if exited, _ := p.Exited(); exited && err != nil {
+		m.processes = slices.DeleteFunc(m.processes, func(q *testenv.Process) bool { return q == p })
+	}
+	return err
 }
 
 // StartAgent runs relay-agent in cluster for registered name, with its
