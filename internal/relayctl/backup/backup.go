@@ -25,7 +25,8 @@ const (
 type BackupOptions struct {
 	// Namespace holds the relay secrets.
 	Namespace string
-	// Names are the secrets to save; empty means DefaultNames.
+	// Names are the secrets to save; empty means DefaultNames and the
+	// generated root of each RootTrustPolicy of Namespace.
 	Names []string
 	// Dir is the folder the files go to, created (mode 0700) when missing.
 	Dir string
@@ -33,7 +34,9 @@ type BackupOptions struct {
 	Force bool
 }
 
-// Backup reads every secret of o.Names in o.Namespace and writes each one
+// Backup reads every secret of o.Names in o.Namespace (by default the
+// relay secrets and root-trust.<policy> of each RootTrustPolicy whose root
+// relay-server generates) and writes each one
 // that exists as a clean manifest (see Clean) to Dir/<name>.yaml, mode
 // 0600. A secret that does not exist is reported as missing and skipped;
 // it is an error when none exists. Before writing anything it refuses, by
@@ -43,6 +46,13 @@ func Backup(ctx context.Context, c client.Reader, o BackupOptions) ([]Result, er
 		return nil, errors.New("a namespace and a folder are both required")
 	}
 	names := namesOr(o.Names)
+	if len(o.Names) == 0 {
+		roots, err := trustRootNames(ctx, c, o.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, roots...)
+	}
 	results := make([]Result, 0, len(names))
 	var files []keyfiles.File
 	for _, name := range names {

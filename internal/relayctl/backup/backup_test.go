@@ -28,6 +28,10 @@ func TestAgainstAnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
+	t.Run("a RootTrustPolicy's generated root is backed up and restored, also by the reference's commands", func(t *testing.T) {
+		testTrustRoots(ctx, t, env, c)
+	})
+
 	t.Run("backup, delete, restore gives back identical secrets", func(t *testing.T) {
 		ns := newNamespace(ctx, t, c)
 		orig := createRelaySecrets(ctx, t, c, ns)

@@ -3,6 +3,7 @@ package backup
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
 	"github.com/meshrelay/meshrelay/internal/scheme"
+	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 )
 
 // saved is one secret read from a backup folder.
@@ -22,11 +24,12 @@ type saved struct {
 
 // load reads every *.yaml file of dir (hidden files aside) and returns the
 // secrets they hold, cleaned (see Clean) and in namespace, in the order of
-// names. Each file must hold exactly one v1 Secret named in names, in
-// namespace or in none, and no two files may hold the same secret. When a
-// file breaks a rule, load returns an error naming every such file and
-// what is wrong with it.
-func load(dir, namespace string, names []string) ([]saved, error) {
+// names, then the generated RootTrustPolicy roots (root-trust.<policy>) by
+// name when trustRoots. Each file must hold exactly one v1 Secret named in
+// names (or such a root), in namespace or in none, and no two files may
+// hold the same secret. When a file breaks a rule, load returns an error
+// naming every such file and what is wrong with it.
+func load(dir, namespace string, names []string, trustRoots bool) ([]saved, error) {
 	paths, err := backupFiles(dir)
 	if err != nil {
 		return nil, err
@@ -44,7 +47,7 @@ func load(dir, namespace string, names []string) ([]saved, error) {
 		found    = map[string]saved{}
 	)
 	for _, path := range paths {
-		s, err := loadFile(dec, path, namespace, names)
+		s, err := loadFile(dec, path, namespace, names, trustRoots)
 		if err != nil {
 			problems = append(problems, fmt.Errorf("%s: %w", path, err))
 			continue
@@ -63,7 +66,11 @@ func load(dir, namespace string, names []string) ([]saved, error) {
 	for _, name := range names {
 		if s, ok := found[name]; ok {
 			out = append(out, s)
+			delete(found, name)
 		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(found)) {
+		out = append(out, found[name])
 	}
 	return out, nil
 }
@@ -89,7 +96,7 @@ func backupFiles(dir string) ([]string, error) {
 }
 
 // loadFile decodes and checks one backup file.
-func loadFile(dec *manifest.Decoder, path, namespace string, names []string) (*corev1.Secret, error) {
+func loadFile(dec *manifest.Decoder, path, namespace string, names []string, trustRoots bool) (*corev1.Secret, error) {
 	if info, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("failed to read: %w", err)
 	} else if !info.Mode().IsRegular() {
@@ -120,8 +127,12 @@ func loadFile(dec *manifest.Decoder, path, namespace string, names []string) (*c
 	if !ok {
 		return nil, fmt.Errorf("%s %s %q is not a Secret: a backup file holds one v1 Secret", obj.APIVersion, obj.Kind, obj.Name)
 	}
-	if !slices.Contains(names, s.Name) {
-		return nil, fmt.Errorf("secret %q is not a relay secret: restore takes only %s", s.Name, strings.Join(names, ", "))
+	if !slices.Contains(names, s.Name) && !(trustRoots && isTrustRoot(s.Name)) {
+		also := ""
+		if trustRoots {
+			also = " and " + relaysecret.TrustRootName("<policy>")
+		}
+		return nil, fmt.Errorf("secret %q is not a relay secret: restore takes only %s%s", s.Name, strings.Join(names, ", "), also)
 	}
 	if s.Namespace != "" && s.Namespace != namespace {
 		return nil, fmt.Errorf("secret %s is in namespace %s, not %s: restore it with --namespace %s", s.Name, s.Namespace, namespace, s.Namespace)

@@ -37,7 +37,7 @@ func TestLoadRefusesEveryInvalidFileByName(t *testing.T) {
 			dir := t.TempDir()
 			writeTestFile(t, dir, "relay-identity-token-secret.yaml", validFile)
 			writeTestFile(t, dir, tc.file, tc.content)
-			_, err := load(dir, "gloo-mesh", DefaultNames())
+			_, err := load(dir, "gloo-mesh", DefaultNames(), true)
 			if err == nil {
 				t.Fatal("load returned no error")
 			}
@@ -56,7 +56,7 @@ func TestLoadTakesTheFolderNamespaceAndOrdersByName(t *testing.T) {
 	writeTestFile(t, dir, "b.yaml", strings.ReplaceAll(validFile, "relay-identity-token-secret", "relay-root-tls-secret"))
 	writeTestFile(t, dir, "README.md", "not read")
 	writeTestFile(t, dir, ".hidden.yaml", "not read either")
-	got, err := load(dir, "gloo-mesh", DefaultNames())
+	got, err := load(dir, "gloo-mesh", DefaultNames(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +73,10 @@ func TestLoadTakesTheFolderNamespaceAndOrdersByName(t *testing.T) {
 
 func TestLoadRefusesAFolderWithoutBackupFiles(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := load(dir, "gloo-mesh", DefaultNames()); err == nil || !strings.Contains(err.Error(), "no .yaml files") {
+	if _, err := load(dir, "gloo-mesh", DefaultNames(), true); err == nil || !strings.Contains(err.Error(), "no .yaml files") {
 		t.Errorf("empty folder: %v", err)
 	}
-	if _, err := load(filepath.Join(dir, "nope"), "gloo-mesh", DefaultNames()); err == nil {
+	if _, err := load(filepath.Join(dir, "nope"), "gloo-mesh", DefaultNames(), true); err == nil {
 		t.Error("missing folder: no error")
 	}
 }

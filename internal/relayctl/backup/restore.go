@@ -18,7 +18,8 @@ type RestoreOptions struct {
 	// Namespace is where the secrets go; a file that names another
 	// namespace is refused.
 	Namespace string
-	// Names are the secrets a file may hold; empty means DefaultNames.
+	// Names are the secrets a file may hold; empty means DefaultNames and
+	// any generated RootTrustPolicy root, root-trust.<policy>.
 	Names []string
 	// Dir is the folder Backup saved to.
 	Dir string
@@ -40,7 +41,8 @@ type op struct {
 // Restore writes the secrets saved in o.Dir back into the cluster. It
 // checks everything before writing anything, in three steps:
 //
-//  1. every *.yaml file of o.Dir must hold one v1 Secret named in o.Names,
+//  1. every *.yaml file of o.Dir must hold one v1 Secret named in o.Names
+//     (by default also root-trust.<policy>),
 //     in o.Namespace or in none, and no two files the same secret: if one
 //     does not, Restore returns an error naming each such file;
 //  2. a secret that does not exist will be created; one that holds the same
@@ -59,7 +61,7 @@ func Restore(ctx context.Context, c client.Client, o RestoreOptions) ([]Result, 
 	if o.Namespace == "" || o.Dir == "" {
 		return nil, errors.New("a namespace and a folder are both required")
 	}
-	all, err := load(o.Dir, o.Namespace, namesOr(o.Names))
+	all, err := load(o.Dir, o.Namespace, namesOr(o.Names), len(o.Names) == 0)
 	if err != nil {
 		return nil, err
 	}
