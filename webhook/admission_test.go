@@ -148,7 +148,7 @@ func TestValidatorsAnswerAsTheHandlersDid(t *testing.T) {
 		if resp.Allowed || resp.Result.Code != http.StatusForbidden || !strings.HasPrefix(resp.Result.Message, wantPrefix) {
 			t.Errorf("token secret: %+v, want a denial starting %q", resp.Result, wantPrefix)
 		}
-		crt := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: cmapi.CertificateSpec{SecretName: config.DefaultClientTLSSecret, IsCA: true}}
+		crt := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: cmapi.CertificateSpec{SecretName: config.DefaultClientTLSSecret, Usages: []cmapi.KeyUsage{cmapi.UsageServerAuth}}}
 		resp = review(t, handlers[webhook.CertificatesPath], admissionv1.Create, ns, crt, nil)
 		if wantPrefix := "Certificate " + ns + "/c: spec.usages"; resp.Allowed || !strings.HasPrefix(resp.Result.Message, wantPrefix) {
 			t.Errorf("Certificate: %+v, want a denial starting %q", resp.Result, wantPrefix)

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"time"
@@ -66,7 +67,8 @@ func (s *secrets) certificateKind(crt *cmapi.Certificate) (relaysecret.Kind, boo
 
 // validateCertificate checks a cert-manager Certificate whose
 // spec.secretName is a relay secret, so that what cert-manager will write
-// passes the secret's own check: the names and usages of its role, DNS-1123
+// passes the secret's own check: the names of its role and usages its peer
+// accepts (none is admitted with a warning), DNS-1123
 // names, a CA for the root and signing secrets, and renewBefore shorter
 // than duration. A Certificate for any other secret is not the relay's.
 func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
@@ -90,12 +92,12 @@ func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
 		if len(crt.Spec.DNSNames) > 1 {
 			p.deny(spec.Child("dnsNames"), "%v: a relay client certificate carries exactly one DNS name, the cluster name", crt.Spec.DNSNames)
 		}
-		requireUsage(p, crt, cmapi.UsageClientAuth)
+		checkUsages(p, crt, role)
 	case relaysecret.Server:
 		if !slices.ContainsFunc(crt.Spec.DNSNames, func(n string) bool { return pki.NameCovers(n, s.cfg.Authority) }) {
 			p.deny(spec.Child("dnsNames"), "%v do not cover the authority %q that agents dial: add it", crt.Spec.DNSNames, s.cfg.Authority)
 		}
-		requireUsage(p, crt, cmapi.UsageServerAuth)
+		checkUsages(p, crt, role)
 	case relaysecret.Root, relaysecret.Signing:
 		if !crt.Spec.IsCA {
 			p.deny(spec.Child("isCA"), "must be true: %s holds a CA", crt.Spec.SecretName)
@@ -112,12 +114,68 @@ func (s *secrets) validateCertificate(crt *cmapi.Certificate) *problems {
 	return p
 }
 
-// requireUsage denies crt unless its usages hold u; cert-manager's default
-// usages (digital signature, key encipherment) hold neither client nor
-// server auth.
-func requireUsage(p *problems, crt *cmapi.Certificate, u cmapi.KeyUsage) {
-	if !slices.Contains(crt.Spec.Usages, u) {
-		p.deny(field.NewPath("spec", "usages"), "%s must include %q for %s: add it (with %q and %q)", fmt.Sprint(crt.Spec.Usages), u,
-			crt.Spec.SecretName, cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment)
+// checkUsages judges the extended key usages cert-manager will put in the
+// certificate of crt as the peer's handshake does (relay-server for a
+// client certificate, relay-agent for the server's): usages naming none of
+// them (cert-manager's default, digital signature and key encipherment)
+// are admitted with a warning, since a certificate without extended key
+// usages verifies for every usage; usages naming others but not the
+// role's are denied.
+func checkUsages(p *problems, crt *cmapi.Certificate, kind relaysecret.Kind) {
+	want, ok := kind.ExtKeyUsage()
+	if !ok {
+		return
 	}
+	path := field.NewPath("spec", "usages")
+	need, verifier := cmapi.UsageClientAuth, "relay-server"
+	if want == x509.ExtKeyUsageServerAuth {
+		need, verifier = cmapi.UsageServerAuth, "relay-agent"
+	}
+	recommended := fmt.Sprintf("[%s, %s, %s]", need, cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment)
+	switch kind.JudgeExtKeyUsages(extKeyUsages(crt.Spec.Usages)) {
+	case relaysecret.UsageUnrestricted:
+		p.warn("Certificate %s/%s: %s asks for no extended key usage, which %s accepts for %s; setting usages: %s is recommended",
+			crt.Namespace, crt.Name, usagesOf(crt), verifier, crt.Spec.SecretName, recommended)
+	case relaysecret.UsageRefused:
+		p.deny(path, "%s does not include %q, and %s refuses a certificate with other extended key usages but not that one: add it, for example usages: %s",
+			usagesOf(crt), need, verifier, recommended)
+	}
+}
+
+// usagesOf renders crt's usages as cert-manager will take them.
+func usagesOf(crt *cmapi.Certificate) string {
+	if len(crt.Spec.Usages) == 0 {
+		return fmt.Sprintf("no usages (cert-manager's default, %s and %s)", cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment)
+	}
+	return fmt.Sprint(crt.Spec.Usages)
+}
+
+// extKeyUsageOf maps cert-manager's usages to the extended key usages
+// cert-manager puts in the certificate (its pkg/util/pki ExtKeyUsageType);
+// the others are key usages.
+var extKeyUsageOf = map[cmapi.KeyUsage]x509.ExtKeyUsage{
+	cmapi.UsageAny:             x509.ExtKeyUsageAny,
+	cmapi.UsageServerAuth:      x509.ExtKeyUsageServerAuth,
+	cmapi.UsageClientAuth:      x509.ExtKeyUsageClientAuth,
+	cmapi.UsageCodeSigning:     x509.ExtKeyUsageCodeSigning,
+	cmapi.UsageEmailProtection: x509.ExtKeyUsageEmailProtection,
+	cmapi.UsageSMIME:           x509.ExtKeyUsageEmailProtection,
+	cmapi.UsageIPsecEndSystem:  x509.ExtKeyUsageIPSECEndSystem,
+	cmapi.UsageIPsecTunnel:     x509.ExtKeyUsageIPSECTunnel,
+	cmapi.UsageIPsecUser:       x509.ExtKeyUsageIPSECUser,
+	cmapi.UsageTimestamping:    x509.ExtKeyUsageTimeStamping,
+	cmapi.UsageOCSPSigning:     x509.ExtKeyUsageOCSPSigning,
+	cmapi.UsageMicrosoftSGC:    x509.ExtKeyUsageMicrosoftServerGatedCrypto,
+	cmapi.UsageNetscapeSGC:     x509.ExtKeyUsageNetscapeServerGatedCrypto,
+}
+
+// extKeyUsages returns the extended key usages of usages.
+func extKeyUsages(usages []cmapi.KeyUsage) []x509.ExtKeyUsage {
+	var out []x509.ExtKeyUsage
+	for _, u := range usages {
+		if eku, ok := extKeyUsageOf[u]; ok {
+			out = append(out, eku)
+		}
+	}
+	return out
 }
