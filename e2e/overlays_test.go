@@ -67,7 +67,7 @@ func TestEveryOverlayBuildsAndApplies(t *testing.T) {
 		}
 	})
 
-	t.Run("management runs the CA and serves the reference's names", func(t *testing.T) {
+	t.Run("management runs the CA and serves the documented names", func(t *testing.T) {
 		objs := built["management"]
 		server := find(t, objs, "Deployment", "gloo-mesh-mgmt-server")
 		if args := containerArgs(t, server); slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--disable") }) {

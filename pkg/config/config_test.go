@@ -16,7 +16,7 @@ func TestDefaultsFollowTheReferenceAndValidate(t *testing.T) {
 		t.Errorf("DefaultServer().Validate() = %v", err)
 	}
 	if s.TokenSecret.Name != "relay-identity-token-secret" || s.TokenSecret.Key != "token" || s.Authority != "gloo-mesh-mgmt-server.gloo-mesh" {
-		t.Errorf("server defaults differ from the reference: %+v", s)
+		t.Errorf("server defaults differ from the documented secret names and authority: %+v", s)
 	}
 	if s.ClientCertificateTTL.Duration != 365*24*time.Hour {
 		t.Errorf("client certificate TTL = %s, want one year", s.ClientCertificateTTL.Duration)

@@ -20,7 +20,8 @@ const (
 	DefaultClientTLSSecret  = "relay-client-tls-secret"
 	DefaultListenAddress    = ":9900"
 	DefaultMetricsAddress   = ":9091"
-	// DefaultClientCertificateTTL is one year, as the reference documents.
+	// DefaultClientCertificateTTL is one year, the client certificate lifetime
+	// the compatible product documents.
 	DefaultClientCertificateTTL = 365 * 24 * time.Hour
 	// DefaultRotationGracePeriodRatio renews a client certificate when 35%
 	// of its lifetime is left (up to 42% with the jitter that spreads a
@@ -168,7 +169,8 @@ type Agent struct {
 	IstioCASecret SecretRef `json:"istioCaSecret"`
 }
 
-// DefaultServer returns the server settings of the reference's defaults.
+// DefaultServer returns the server's default settings: the documented
+// secret names, authority and ports.
 func DefaultServer() Server {
 	return Server{
 		Namespace:            DefaultNamespace,
@@ -192,7 +194,8 @@ func DefaultServer() Server {
 	}
 }
 
-// DefaultAgent returns the agent settings of the reference's defaults.
+// DefaultAgent returns the agent's default settings: the documented secret
+// names and authority.
 func DefaultAgent() Agent {
 	return Agent{
 		Namespace:                               DefaultNamespace,

@@ -79,7 +79,7 @@ type Webhook struct {
 	EnableProfiling bool `json:"enableProfiling"`
 }
 
-// DefaultWebhook returns relay-webhook's defaults: the reference's names.
+// DefaultWebhook returns relay-webhook's defaults: the documented secret names.
 func DefaultWebhook() Webhook {
 	return Webhook{
 		Namespace:                               DefaultNamespace,

@@ -25,8 +25,8 @@ const (
 const IstiodDNSName = "istiod.istio-system.svc"
 
 // IstioIntermediateSubject is the subject of cluster's Istio intermediate
-// CA: O=Istio, CN=Intermediate CA, L=cluster, as the reference's
-// intermediate configuration shows.
+// CA: O=Istio, CN=Intermediate CA, L=cluster, as the documented openssl
+// configuration of an Istio intermediate CA has it.
 func IstioIntermediateSubject(cluster string) pkix.Name {
 	return pkix.Name{Organization: []string{"Istio"}, CommonName: "Intermediate CA", Locality: []string{cluster}}
 }

@@ -50,7 +50,7 @@ func (r Role) keyUsage(alg Algorithm) x509.KeyUsage {
 // extKeyUsage returns the extended key usages of a leaf of role r. A
 // server certificate is only ever presented by the relay server, so it gets
 // server auth alone; one made elsewhere with client auth as well (as the
-// reference's cert-manager examples do) still verifies, since a chain is
+// documented cert-manager Certificates do) still verifies, since a chain is
 // verified only for the usage of its role.
 func (r Role) extKeyUsage() []x509.ExtKeyUsage {
 	switch r {

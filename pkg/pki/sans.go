@@ -11,7 +11,8 @@ import (
 // and hyphens, starting and ending with a letter or digit. With
 // allowWildcard, a first label of "*" is accepted. An underscore is named
 // explicitly, with the name to use instead: Go's TLS stack refuses such
-// certificates, which is the reference's known cluster-name problem.
+// certificates, and a kubeconfig context name with an underscore used as
+// the cluster name is a common mistake.
 func CheckDNSName(name string, allowWildcard bool) error {
 	if name == "" {
 		return fmt.Errorf("DNS name is empty")

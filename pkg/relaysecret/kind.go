@@ -78,7 +78,8 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
-// DefaultName is the secret's name under the reference defaults.
+// DefaultName is the secret's default name, the one the compatible
+// product's documentation uses.
 func (k Kind) DefaultName() string { return specs[k].defaultName }
 
 // Role is what the secret's certificate is for; a token has none (its

@@ -11,7 +11,8 @@ import (
 
 // metrics are relay-server's Prometheus metrics that are not per cluster;
 // connections collects the per-cluster ones. The connection gauges keep
-// the reference's names so that its verification steps work as written.
+// the names of the compatible product's relay metrics, so that its
+// verification steps work as written.
 type metrics struct {
 	issued  *prometheus.CounterVec
 	refused *prometheus.CounterVec

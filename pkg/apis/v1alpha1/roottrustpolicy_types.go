@@ -38,7 +38,7 @@ type RootTrustPolicySpec struct {
 	Config RootTrustPolicyConfig `json:"config"`
 }
 
-// RootTrustPolicyConfig is the reference's spec.config.
+// RootTrustPolicyConfig is spec.config, as Gloo Mesh's RootTrustPolicy has it.
 type RootTrustPolicyConfig struct {
 	// MgmtServerCa is the root the management server signs intermediates with.
 	MgmtServerCa MgmtServerCa `json:"mgmtServerCa"`
