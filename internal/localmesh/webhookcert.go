@@ -17,6 +17,10 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
+// LocalWebhookCA is the common name of the CA of the serving pair a
+// relay-webhook that serves a mounted secret is given in its place.
+const LocalWebhookCA = "local relay-webhook CA"
+
 // servesFromFiles returns the local folder of a relay-webhook pod that
 // serves the certificate of a mounted secret (--certificates=files), or ""
 // when it makes its own.
@@ -42,7 +46,7 @@ func servesFromFiles(p *Pod) string {
 // into the caBundle of the webhook configurations in objs on cluster c: in
 // a cluster, the Service name and cert-manager's CA injector do that.
 func localServingPair(ctx context.Context, c client.Client, objs []*unstructured.Unstructured, dir string) error {
-	ca, err := pki.NewRootCA(pki.Options{CommonName: "local relay-webhook CA", TTL: 24 * time.Hour})
+	ca, err := pki.NewRootCA(pki.Options{CommonName: LocalWebhookCA, TTL: 24 * time.Hour})
 	if err != nil {
 		return err
 	}
