@@ -4,30 +4,26 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/relayctl/backup"
-	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 )
 
-// backupFlags are the flags backup and restore share.
+// backupFlags are the flags backup and restore share; --context (the
+// management cluster), -n and --kubeconfig are relayctl's own.
 type backupFlags struct {
-	kubeconfig, context, namespace, output string
-	force                                  bool
+	g                 *globalFlags
+	context           string
+	namespace, output string
+	force             bool
 }
 
 func (f *backupFlags) bind(cmd *cobra.Command, forceUsage string) {
 	fs := cmd.Flags()
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "path of the kubeconfig; empty means $KUBECONFIG, then ~/.kube/config")
-	fs.StringVar(&f.context, "context", "", "kubeconfig context of the management cluster (required)")
-	fs.StringVar(&f.namespace, "namespace", config.DefaultNamespace, "namespace of the relay secrets")
 	fs.BoolVar(&f.force, "force", false, forceUsage)
 	outputFlag(cmd, &f.output)
-	mustRequire(cmd, "context")
-	completeContexts(cmd, "context")
 }
 
 // mustRequire marks flag as required; it panics when cmd has no such flag.
@@ -42,16 +38,17 @@ func (f *backupFlags) connect() (*clusterClients, error) {
 	if err := checkOutputFormat(f.output); err != nil {
 		return nil, err
 	}
-	return connect(f.kubeconfig, f.context)
+	f.namespace, f.context = f.g.namespace, f.g.contextName(f.g.context)
+	return connect(f.g, f.g.context)
 }
 
-func newBackupCommand() *cobra.Command {
+func newBackupCommand(g *globalFlags) *cobra.Command {
 	var (
-		f   backupFlags
+		f   = backupFlags{g: g}
 		out string
 	)
 	cmd := &cobra.Command{
-		Use:   "backup --context CONTEXT --out DIR",
+		Use:   "backup [--context CONTEXT] --out DIR",
 		Short: "Save the relay secrets of the management cluster as Secret manifests in a folder",
 		Long: `backup saves the relay secrets that relay-server generated, so that losing them does not
 mean giving every workload cluster new certificates: relay-root-tls-secret,
@@ -65,7 +62,9 @@ and skipped; it is an error when none exists. DIR is created with mode 0700 and 
 with mode 0600. A file that already exists is never overwritten unless --force is given.
 
 The files hold private keys and the identity token, unencrypted: keep them out of version
-control and store them encrypted. relayctl restore writes them back.`,
+control and store them encrypted. relayctl restore writes them back.
+
+` + exitCodesHelp,
 		Example: `  relayctl backup --context mgmt --out relay-backup
   relayctl backup --context mgmt --namespace gloo-mesh --out relay-backup --force -o json`,
 		Args: cobra.NoArgs,
@@ -86,7 +85,7 @@ control and store them encrypted. relayctl restore writes them back.`,
 				}
 				reminder = ""
 			}
-			return printResult(cmd.OutOrStdout(), f.output, nonNil(results), func() string {
+			return printResult(cmd.OutOrStdout(), f.output, kindBackup, nonNil(results), func() string {
 				return resultTable(results) + reminder
 			})
 		},
@@ -113,14 +112,14 @@ Restore them with: relayctl restore --context %s --namespace %s --from %s
 `, n, plural(n, "secret", "secrets"), namespace, kubeContext, dir, kubeContext, namespace, dir)
 }
 
-func newRestoreCommand() *cobra.Command {
+func newRestoreCommand(g *globalFlags) *cobra.Command {
 	var (
-		f      backupFlags
+		f      = backupFlags{g: g}
 		from   string
-		dryRun bool
+		dryRun dryRunFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "restore --context CONTEXT --from DIR",
+		Use:   "restore [--context CONTEXT] --from DIR",
 		Short: "Write the relay secrets saved by relayctl backup back into the management cluster",
 		Long: `restore reads DIR/*.yaml, the files relayctl backup saved, and writes the secrets back into
 --namespace of the cluster of --context. It checks everything before it writes anything:
@@ -136,8 +135,11 @@ func newRestoreCommand() *cobra.Command {
 
 When a secret is refused, nothing is written: the relay secrets form one chain, and half of
 an old chain beside half of a new one serves no agent. The exit status is then 1.
---dry-run does every check and reports what would happen, writing nothing.`,
-		Example: `  relayctl restore --context mgmt --from relay-backup --dry-run
+--dry-run=client and --dry-run=server both do every check, the API server's dry run
+included, and report what would happen, writing nothing.
+
+` + exitCodesHelp,
+		Example: `  relayctl restore --context mgmt --from relay-backup --dry-run=server
   relayctl restore --context mgmt --from relay-backup
   relayctl restore --context mgmt --from relay-backup --force -o json`,
 		Args: cobra.NoArgs,
@@ -146,24 +148,26 @@ an old chain beside half of a new one serves no agent. The exit status is then 1
 			if err != nil {
 				return err
 			}
+			dryRun.warn(cmd.ErrOrStderr())
+			dry := dryRun.mode != fleet.DryRunNone
 			results, err := backup.Restore(cmd.Context(), c, backup.RestoreOptions{
-				Namespace: f.namespace, Dir: from, Force: f.force, DryRun: dryRun,
+				Namespace: f.namespace, Dir: from, Force: f.force, DryRun: dry,
 			})
 			if err != nil {
 				if len(results) > 0 {
-					_ = printResult(cmd.OutOrStdout(), f.output, results, func() string { return resultTable(results) })
+					_ = printResult(cmd.OutOrStdout(), f.output, kindRestore, results, func() string { return resultTable(results) })
 				}
 				return err
 			}
 			refused := backup.Refused(results)
-			if err := printResult(cmd.OutOrStdout(), f.output, nonNil(results), func() string {
-				return resultTable(results) + restoreSummary(results, refused, dryRun, f.namespace, f.context)
+			if err := printResult(cmd.OutOrStdout(), f.output, kindRestore, nonNil(results), func() string {
+				return resultTable(results) + restoreSummary(results, refused, dry, f.namespace, f.context)
 			}); err != nil {
 				return err
 			}
 			if refused > 0 {
-				return &command.ExitError{Code: 1, Err: fmt.Errorf("%d %s refused: nothing was written",
-					refused, plural(refused, "secret", "secrets"))}
+				return problemsFound(fmt.Errorf("%d %s refused: nothing was written",
+					refused, plural(refused, "secret", "secrets")))
 			}
 			return nil
 		},
@@ -171,7 +175,7 @@ an old chain beside half of a new one serves no agent. The exit status is then 1
 	f.bind(cmd, "replace the data of secrets that differ from their files")
 	fs := cmd.Flags()
 	fs.StringVar(&from, "from", "", "folder relayctl backup saved to (required)")
-	fs.BoolVar(&dryRun, "dry-run", false, "check everything and print what would happen, write nothing")
+	bindDryRun(cmd, &dryRun, "what would happen")
 	mustRequire(cmd, "from")
 	return cmd
 }
@@ -201,15 +205,13 @@ func restoreSummary(results []backup.Result, refused int, dryRun bool, namespace
 	return fmt.Sprintf("%s: namespace %s (context %s): %s.\n", what, namespace, kubeContext, strings.Join(parts, ", "))
 }
 
-// resultTable lists results in aligned columns: action, secret, detail.
+// resultTable lists results under a header: action, secret, detail.
 func resultTable(results []backup.Result) string {
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Action, r.Secret, r.Detail)
+	rows := make([][]string, len(results))
+	for i, r := range results {
+		rows[i] = []string{r.Action, r.Secret, r.Detail}
 	}
-	_ = tw.Flush()
-	return b.String()
+	return table([]string{"ACTION", "SECRET", "DETAIL"}, rows)
 }
 
 // nonNil makes an empty list print as [] rather than null.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,13 +19,14 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
-// runCLI runs cmd with args as relayctl's main would and returns the exit
-// status, stdout and stderr.
-func runCLI(t *testing.T, cmd *cobra.Command, args ...string) (int, string, string) {
+// runCLI runs relayctl's command sub with args as relayctl's main would
+// and returns the exit status, stdout and stderr.
+func runCLI(t *testing.T, sub string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
+	cmd := newCommandAs("relayctl")
 	cmd.SetOut(&out)
-	code := command.Run(t.Context(), cmd, args, &errOut)
+	code := command.Run(t.Context(), cmd, append([]string{sub}, args...), &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -56,13 +56,13 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "relay-backup")
 	kube := []string{"--kubeconfig", env.Kubeconfig, "--context", "mgmt"}
 
-	code, out, stderr := runCLI(t, newBackupCommand(), append(kube, "--out", dir)...)
+	code, out, stderr := runCLI(t, "backup", append(kube, "--out", dir)...)
 	if code != 0 {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
 	for _, want := range []string{
-		"saved    relay-root-tls-secret", filepath.Join(dir, "relay-root-tls-secret.yaml"),
-		"missing  relay-client-tls-secret", "not found in namespace gloo-mesh",
+		"saved     relay-root-tls-secret", filepath.Join(dir, "relay-root-tls-secret.yaml"),
+		"missing   relay-client-tls-secret", "not found in namespace gloo-mesh",
 		"Saved 4 secrets of namespace gloo-mesh (context mgmt)", "private keys",
 		"relayctl restore --context mgmt --namespace gloo-mesh --from " + dir,
 	} {
@@ -71,19 +71,16 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 		}
 	}
 
-	code, _, stderr = runCLI(t, newBackupCommand(), append(kube, "--out", dir)...)
-	if code != 1 || !strings.Contains(stderr, filepath.Join(dir, "relay-identity-token-secret.yaml")) || !strings.Contains(stderr, "--force") {
-		t.Errorf("backup into a used folder: exit %d, stderr %q; want 1 naming the files and --force", code, stderr)
+	code, _, stderr = runCLI(t, "backup", append(kube, "--out", dir)...)
+	if code != 2 || !strings.Contains(stderr, filepath.Join(dir, "relay-identity-token-secret.yaml")) || !strings.Contains(stderr, "--force") {
+		t.Errorf("backup into a used folder: exit %d, stderr %q; want 2 (could not run) naming the files and --force", code, stderr)
 	}
 
-	code, out, stderr = runCLI(t, newBackupCommand(), append(kube, "--out", dir, "--force", "-o", "json")...)
+	code, out, stderr = runCLI(t, "backup", append(kube, "--out", dir, "--force", "-o", "json")...)
 	if code != 0 {
 		t.Fatalf("backup --force -o json: exit %d: %s", code, stderr)
 	}
-	var saved []backup.Result
-	if err := json.Unmarshal([]byte(out), &saved); err != nil {
-		t.Fatalf("backup -o json is not a JSON list: %v\n%s", err, out)
-	}
+	saved := decodeItems(t, out, kindBackup)
 	if len(saved) != 5 || saved[0].Secret != config.DefaultRootTLSSecret || saved[0].Action != backup.ActionSaved {
 		t.Errorf("backup -o json = %+v", saved)
 	}
@@ -104,14 +101,11 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, out, stderr = runCLI(t, newRestoreCommand(), append(kube, "--from", dir, "-o", "json")...)
+	code, out, stderr = runCLI(t, "restore", append(kube, "--from", dir, "-o", "json")...)
 	if code != 1 || !strings.Contains(stderr, "1 secret refused: nothing was written") {
 		t.Errorf("restore of a differing secret: exit %d, stderr %q; want 1 and the refusal", code, stderr)
 	}
-	var results []backup.Result
-	if err := json.Unmarshal([]byte(out), &results); err != nil {
-		t.Fatalf("restore -o json is not a JSON list: %v\n%s", err, out)
-	}
+	results := decodeItems(t, out, kindRestore)
 	for _, r := range results {
 		if r.Secret == config.DefaultServerTLSSecret && (r.Action != backup.ActionRefused || !strings.Contains(r.Detail, "tls.key differs")) {
 			t.Errorf("server secret: %+v, want refused naming tls.key", r)
@@ -124,20 +118,23 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 		t.Errorf("restore printed secret data:\n%s\n%s", out, stderr)
 	}
 
-	code, out, stderr = runCLI(t, newRestoreCommand(), append(kube, "--from", dir, "--force", "--dry-run")...)
+	code, out, stderr = runCLI(t, "restore", append(kube, "--from", dir, "--force", "--dry-run")...)
 	if code != 0 {
 		t.Fatalf("restore --force --dry-run: exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"would create  relay-identity-token-secret", "would update  relay-server-tls-secret", "Dry run, nothing was written"} {
+	for _, want := range []string{"would create   relay-identity-token-secret", "would update   relay-server-tls-secret", "Dry run, nothing was written"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output does not say %q:\n%s", want, out)
 		}
+	}
+	if !strings.Contains(stderr, "--dry-run without a value is deprecated: use --dry-run=client") {
+		t.Errorf("a bare --dry-run gives no deprecation note: %q", stderr)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(token), &corev1.Secret{}); err == nil {
 		t.Error("dry run created the token secret")
 	}
 
-	code, out, stderr = runCLI(t, newRestoreCommand(), append(kube, "--from", dir, "--force")...)
+	code, out, stderr = runCLI(t, "restore", append(kube, "--from", dir, "--force")...)
 	if code != 0 {
 		t.Fatalf("restore --force: exit %d: %s", code, stderr)
 	}
@@ -147,7 +144,7 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 		}
 	}
 
-	code, out, stderr = runCLI(t, newRestoreCommand(), append(kube, "--from", dir, "-o", "yaml")...)
+	code, out, stderr = runCLI(t, "restore", append(kube, "--from", dir, "-o", "yaml")...)
 	if code != 0 || strings.Count(out, "action: unchanged") != 4 {
 		t.Errorf("a second restore: exit %d, stderr %q, output:\n%s\nwant 4 unchanged", code, stderr, out)
 	}
@@ -156,21 +153,38 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 func TestBackupCommandsCheckTheirFlagsFirst(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cmd  *cobra.Command
+		cmd  string
 		args []string
 		want string
 	}{
-		{"backup needs a context", newBackupCommand(), []string{"--out", "x"}, `required flag(s) "context" not set`},
-		{"backup needs a folder", newBackupCommand(), []string{"--context", "mgmt"}, `required flag(s) "out" not set`},
-		{"restore needs a folder", newRestoreCommand(), []string{"--context", "mgmt"}, `required flag(s) "from" not set`},
-		{"an unknown output format is refused before connecting", newRestoreCommand(),
+		{"backup needs a folder", "backup", []string{"--context", "mgmt"}, `required flag(s) "out" not set`},
+		{"restore needs a folder", "restore", []string{"--context", "mgmt"}, `required flag(s) "from" not set`},
+		{"restore refuses an unknown --dry-run", "restore", []string{"--from", "x", "--dry-run=maybe"}, `invalid argument "maybe" for "--dry-run" flag: use none, client`},
+		{"an unknown output format is refused before connecting", "restore",
 			[]string{"--context", "mgmt", "--kubeconfig", filepath.Join(t.TempDir(), "none"), "--from", "x", "-o", "table"}, `unknown output format "table"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, tc.cmd, tc.args...)
-			if code != 1 || !strings.Contains(stderr, tc.want) {
-				t.Errorf("exit %d, stderr %q; want 1 and %q", code, stderr, tc.want)
+			if code != 2 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want 2 (could not run) and %q", code, stderr, tc.want)
 			}
 		})
 	}
+}
+
+// decodeItems decodes a report of kind that lists backup results.
+func decodeItems(t *testing.T, out, kind string) []backup.Result {
+	t.Helper()
+	var rep struct {
+		APIVersion string          `json:"apiVersion"`
+		Kind       string          `json:"kind"`
+		Items      []backup.Result `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("-o json is not a %s: %v\n%s", kind, err, out)
+	}
+	if rep.APIVersion != reportAPIVersion || rep.Kind != kind {
+		t.Errorf("-o json is apiVersion %q kind %q, want %s %s:\n%s", rep.APIVersion, rep.Kind, reportAPIVersion, kind, out)
+	}
+	return rep.Items
 }

@@ -12,26 +12,26 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
-func newCheckCommand() *cobra.Command {
+func newCheckCommand(g *globalFlags) *cobra.Command {
 	var (
-		kubeconfig, mgmtContext, namespace, authority, output string
-		clientIssuerSecret                                    string
-		streamsFrom                                           string
-		remotes, metricsURLs                                  []string
-		verbose                                               bool
+		authority, output    string
+		clientIssuerSecret   string
+		streamsFrom          string
+		remotes, metricsURLs []string
+		showOK               bool
 	)
 	cmd := &cobra.Command{
-		Use:   "check --mgmt-context MGMT [--remote-context REMOTE[=NAME] ...]",
+		Use:   "check [--context MGMT] [--remote-context REMOTE[=NAME] ...]",
 		Short: "Check that every cluster is registered and connected and every relay secret is consistent",
-		Long: `check looks at the management cluster and each workload cluster and reports, per cluster,
-whether it is registered, whether its agent is connected, and how many push and pull streams
-it holds on which relay-server replicas, then every problem found, each with its fix in one
-line:
+		Long: `check looks at the management cluster (--context) and each workload cluster
+(--remote-context) and prints a table of the workload clusters: whether each is registered,
+how many push and pull streams its agent holds on which relay-server replicas, and until when
+its client certificate is valid; then every problem found, each with its fix in one line
+(--show-ok lists what is fine too):
 
   - relay-root-tls-secret, relay-server-tls-secret (SANs cover --authority, key matches,
     chain verifies), relay-tls-signing-secret (chains to the root) on the management
@@ -64,10 +64,15 @@ Where the streams come from (--streams-from):
     --server-metrics gives, one per replica (it implies --streams-from=metrics).
 
 A workload cluster's name is its client certificate's DNS name, or the context's name;
-give it as REMOTE=NAME when they differ. The exit status is 1 when a problem is found.`,
-		Example: `  relayctl check --mgmt-context mgmt --remote-context cluster-1 --remote-context cluster-2
-  relayctl check --mgmt-context mgmt --remote-context kind-east=cluster-1 -o json
-  relayctl check --mgmt-context mgmt --remote-context cluster-1 --streams-from=metrics`,
+give it as REMOTE=NAME when they differ. Each request to a cluster waits at most
+--request-timeout; a cluster that does not answer makes check fail with status 2.
+
+` + exitCodesHelp + `
+
+Flags named before --context (--mgmt-context) and before --show-ok (--verbose) still work.`,
+		Example: `  relayctl check --context mgmt --remote-context cluster-1 --remote-context cluster-2
+  relayctl check --context mgmt --remote-context kind-east=cluster-1 -o json
+  relayctl check --context mgmt --remote-context cluster-1 --streams-from=metrics --request-timeout 10s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutputFormat(output); err != nil {
@@ -75,22 +80,23 @@ give it as REMOTE=NAME when they differ. The exit status is 1 when a problem is 
 			}
 			from, err := streamsSource(streamsFrom, metricsURLs)
 			if err != nil {
+				return usageError(err)
+			}
+			timeout, err := g.timeout()
+			if err != nil {
 				return err
 			}
-			if mgmtContext == "" {
-				return errors.New("--mgmt-context is required: the management cluster's kubeconfig context")
-			}
-			mgmt, err := connect(kubeconfig, mgmtContext)
+			mgmt, err := connect(g, g.context)
 			if err != nil {
 				return err
 			}
 			srv, ag, wh := config.DefaultServer(), config.DefaultAgent(), config.DefaultWebhook()
-			srv.Namespace, ag.Namespace, wh.Namespace = namespace, namespace, namespace
+			srv.Namespace, ag.Namespace, wh.Namespace = g.namespace, g.namespace, g.namespace
 			srv.Authority, srv.ClientIssuerSecret = authority, clientIssuerSecret
 			o := fleet.CheckOptions{Server: &srv, Agent: &ag, Webhook: &wh, Mgmt: mgmt, StreamsFrom: from, Now: time.Now()}
 			for _, r := range remotes {
 				kctx, name, _ := strings.Cut(r, "=")
-				c, err := connect(kubeconfig, kctx)
+				c, err := connect(g, kctx)
 				if err != nil {
 					return err
 				}
@@ -98,33 +104,33 @@ give it as REMOTE=NAME when they differ. The exit status is 1 when a problem is 
 			}
 			switch {
 			case len(metricsURLs) > 0:
-				o.Metrics = func(ctx context.Context) ([]fleet.MetricsPage, error) { return fetchAll(ctx, metricsURLs), nil }
+				o.Metrics = func(ctx context.Context) ([]fleet.MetricsPage, error) { return fetchAll(ctx, metricsURLs, timeout), nil }
 			case from == fleet.StreamsFromMetrics:
-				o.Metrics = fleet.PodMetrics(fleet.PodMetricsOptions{Client: mgmt, Namespace: namespace, Service: serverService, Fetch: fleet.ProxyFetch(mgmt.Clientset)})
+				o.Metrics = fleet.PodMetrics(fleet.PodMetricsOptions{Client: mgmt, Namespace: g.namespace, Service: serverService, Fetch: fleet.ProxyFetch(mgmt.Clientset)})
 			}
 			report, err := fleet.Check(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
-			if err := printResult(cmd.OutOrStdout(), output, report, func() string { return report.Text(verbose) }); err != nil {
+			if err := printResult(cmd.OutOrStdout(), output, kindCheck, report, func() string { return report.Text(showOK) }); err != nil {
 				return err
 			}
 			if n := report.Problems(); n > 0 {
-				return &command.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) found", n)}
+				return problemsFound(fmt.Errorf("%d problem(s) found", n))
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "path of the kubeconfig holding every context; empty means $KUBECONFIG, then ~/.kube/config")
-	f.StringVar(&mgmtContext, "mgmt-context", "", "kubeconfig context of the management cluster")
+	deprecatedAlias(cmd, "mgmt-context", "context", &g.context)
 	f.StringArrayVar(&remotes, "remote-context", nil, "kubeconfig context of a workload cluster, as CONTEXT or CONTEXT=NAME; repeat for each")
 	f.StringVar(&streamsFrom, "streams-from", "", "where stream counts come from: status (KubernetesCluster status; the default) or metrics (every relay-server pod's /metrics, summed; the default with --server-metrics)")
 	f.StringArrayVar(&metricsURLs, "server-metrics", nil, "URL of a relay-server replica's /metrics, read instead of the pods' through the API server; repeat for each replica (implies --streams-from=metrics)")
-	f.StringVar(&namespace, "namespace", config.DefaultNamespace, "namespace of the relay secrets and KubernetesClusters")
 	f.StringVar(&authority, "authority", config.DefaultAuthority, "SNI name agents dial; the server certificate must cover it")
 	f.StringVar(&clientIssuerSecret, "client-issuer-secret", "", "the clientIssuerSecret relay-server runs with, if any: its CAs are judged and client certificates from them admitted")
-	f.BoolVarP(&verbose, "verbose", "v", false, "also list what is fine")
+	f.BoolVar(&showOK, "show-ok", false, "also list the checks that found nothing wrong")
+	f.BoolVar(&showOK, "verbose", false, "deprecated: use --show-ok")
+	markDeprecated(cmd, "verbose", "use --show-ok instead (-v is the log verbosity, as in kubectl)")
 	outputFlag(cmd, &output)
 	completeContexts(cmd, "mgmt-context", "remote-context")
 	return cmd
@@ -154,8 +160,12 @@ func streamsSource(from string, metricsURLs []string) (string, error) {
 }
 
 // fetchAll GETs every URL, each page with its body or its error.
-func fetchAll(ctx context.Context, urls []string) []fleet.MetricsPage {
-	hc := &http.Client{Timeout: 10 * time.Second}
+// Each read waits at most timeout, or 10 seconds when it is 0.
+func fetchAll(ctx context.Context, urls []string, timeout time.Duration) []fleet.MetricsPage {
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	hc := &http.Client{Timeout: timeout}
 	pages := make([]fleet.MetricsPage, 0, len(urls))
 	for _, u := range urls {
 		body, err := fetch(ctx, hc, u)

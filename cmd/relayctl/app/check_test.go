@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,7 +58,7 @@ func TestCheckRefusesBadStreamFlagsBeforeReadingAnyCluster(t *testing.T) {
 		{[]string{"--streams-from", "metrics"}, `context "mgmt"`},
 		{[]string{"--server-metrics", "http://127.0.0.1:1/metrics", "--server-metrics", "http://127.0.0.1:2/metrics"}, `context "mgmt"`},
 	} {
-		code, _, stderr := runCLI(t, newCheckCommand(), append(tc.args, "--kubeconfig", none, "--mgmt-context", "mgmt")...)
+		code, _, stderr := runCLI(t, "check", append(tc.args, "--kubeconfig", none, "--mgmt-context", "mgmt")...)
 		if code == 0 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("check %v: exit %d, stderr %q; want %q", tc.args, code, stderr, tc.want)
 		}
@@ -65,7 +66,7 @@ func TestCheckRefusesBadStreamFlagsBeforeReadingAnyCluster(t *testing.T) {
 }
 
 func TestCheckHelpSaysWhereStreamsComeFrom(t *testing.T) {
-	code, out, stderr := runCLI(t, newCheckCommand(), "--help")
+	code, out, stderr := runCLI(t, "check", "--help")
 	if code != 0 {
 		t.Fatalf("check --help: exit %d: %s", code, stderr)
 	}
@@ -125,22 +126,32 @@ func TestCheckCommandReadsStatusByDefault(t *testing.T) {
 	}
 	kube := []string{"--kubeconfig", env.Kubeconfig, "--mgmt-context", "mgmt", "--remote-context", "mgmt=cluster-1"}
 
-	_, out, stderr := runCLI(t, newCheckCommand(), kube...)
+	_, out, stderr := runCLI(t, "check", kube...)
 	for _, want := range []string{
-		"cluster cluster-1            registered=true  push=2 pull=2 on relay-server-a,relay-server-b",
+		`(?m)^CLUSTER +REGISTERED +PUSH +PULL +REPLICAS +CLIENT CERT EXPIRES$`,
+		`(?m)^cluster-1 +true +2 +2 +relay-server-a,relay-server-b +unknown$`,
 	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("check output lacks %q:\n%s%s", want, out, stderr)
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("check's table does not match %s:\n%s%s", want, out, stderr)
 		}
+	}
+	if !strings.Contains(stderr, "--mgmt-context has been deprecated, use --context instead") {
+		t.Errorf("the old --mgmt-context works without a note that --context replaces it: %q", stderr)
 	}
 	if strings.Contains(out, "relay streams") || strings.Contains(out, "relay-server replicas") {
 		t.Errorf("check reports a problem with streams or replicas:\n%s", out)
 	}
 
-	_, out, _ = runCLI(t, newCheckCommand(), append(kube, "-o", "json")...)
-	var report fleet.Report
+	_, out, _ = runCLI(t, "check", append(kube, "-o", "json")...)
+	var report struct {
+		APIVersion, Kind string
+		fleet.Report
+	}
 	if err := json.Unmarshal([]byte(out), &report); err != nil {
 		t.Fatalf("check -o json: %v:\n%s", err, out)
+	}
+	if report.APIVersion != reportAPIVersion || report.Kind != kindCheck {
+		t.Errorf("check -o json is apiVersion %q kind %q, want %s %s", report.APIVersion, report.Kind, reportAPIVersion, kindCheck)
 	}
 	if len(report.Clusters) != 1 || report.Clusters[0].StreamsFrom != "status" || len(report.Clusters[0].Replicas) != 2 {
 		t.Errorf("check -o json clusters = %+v, want cluster-1 with streams from status on two replicas", report.Clusters)
@@ -151,7 +162,7 @@ func TestCheckCommandReadsStatusByDefault(t *testing.T) {
 		}
 	}
 
-	code, out, _ := runCLI(t, newCheckCommand(), append(kube, "--streams-from", "metrics")...)
+	code, out, _ := runCLI(t, "check", append(kube, "--streams-from", "metrics")...)
 	want := "PROBLEM management: relay-server metrics: no Service gloo-mesh/gloo-mesh-mgmt-server to find relay-server's pods by: is relay-server running? (kubectl -n gloo-mesh get deploy gloo-mesh-mgmt-server)"
 	if code != 1 || !strings.Contains(out, want) {
 		t.Errorf("check --streams-from=metrics without relay-server: exit %d, want 1 and %q:\n%s", code, want, out)

@@ -3,14 +3,27 @@ package app
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshrelay/meshrelay/pkg/version"
 )
 
-// NewCommand returns the relayctl root command.
+// pluginName is the name kubectl finds relayctl under, as `kubectl relay`.
+const pluginName = "kubectl-relay"
+
+// NewCommand returns the relayctl root command, named for how it was
+// invoked: as kubectl-relay it presents itself as `kubectl relay`.
 func NewCommand() *cobra.Command {
+	return newCommandAs(filepath.Base(os.Args[0]))
+}
+
+// newCommandAs returns the root command for the executable name invoked.
+func newCommandAs(invoked string) *cobra.Command {
+	g := &globalFlags{}
 	root := &cobra.Command{
 		Use:   "relayctl",
 		Short: "Install, register, check and troubleshoot meshrelay across clusters",
@@ -19,16 +32,52 @@ management cluster (copying the identity token and root CA) and revokes their ce
 checks that every relay secret is present and consistent across clusters, validates
 manifests offline with the same checks as the admission webhook, backs up and restores the
 generated certificates, and generates the certificate architectures of the reference
-documentation.
+documentation. Installed as kubectl-relay on the PATH, it also runs as "kubectl relay".
 
-Every command takes --kubeconfig and one or more contexts, prints for people by default
-and -o json|yaml for machines, and exits non-zero when it finds a problem.
+The flags below apply to every command, as in kubectl: --context is the management
+cluster (--remote-context names a workload cluster), -n the namespace of the relay
+secrets on every cluster, --request-timeout bounds each request, and -v sets the log
+verbosity. Commands print for people by default and -o json|yaml for machines; written
+reports carry apiVersion ` + reportAPIVersion + ` and a kind. Commands that write take
+--dry-run=client (print what would be written) or --dry-run=server (send it, persist
+nothing).
 
-Status: every command works: register, revoke, check, validate, backup, restore, gen and version.`,
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := g.timeout(); err != nil {
+				return err
+			}
+			warnDeprecated(cmd, cmd.ErrOrStderr())
+			g.log.Logger()
+			return nil
+		},
 	}
-	root.AddCommand(newRegisterCommand(), newRevokeCommand(), newCheckCommand(), newValidateCommand(), newBackupCommand(), newRestoreCommand(), newGenCommand(), newVersionCommand())
+	g.bind(root.PersistentFlags())
+	completeContexts(root, "context")
+	root.AddCommand(newRegisterCommand(g), newRevokeCommand(g), newCheckCommand(g), newValidateCommand(g),
+		newBackupCommand(g), newRestoreCommand(g), newGenCommand(g), newVersionCommand())
+	if invoked == pluginName {
+		asPlugin(root)
+	}
+	setExitCodes(root)
 	return root
+}
+
+// asPlugin makes root present itself as `kubectl relay`: its usage lines
+// and examples name the command kubectl users type.
+func asPlugin(root *cobra.Command) {
+	root.Use = "relay"
+	root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl relay"}
+	var walk func(*cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		cmd.Example = strings.ReplaceAll(cmd.Example, "relayctl ", "kubectl relay ")
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }
 
 func newVersionCommand() *cobra.Command {
@@ -37,7 +86,7 @@ func newVersionCommand() *cobra.Command {
 		Short: "Print relayctl's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "relayctl %s\n", version.String())
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", cmd.Root().DisplayName(), version.String())
 			return err
 		},
 	}

@@ -25,6 +25,8 @@ contexts:
 	for _, args := range [][]string{
 		{"register", "x", "--kubeconfig", kubeconfig, "--mgmt-context", ""},
 		{"check", "--kubeconfig", kubeconfig, "--remote-context", ""},
+		{"check", "--kubeconfig", kubeconfig, "--context", ""},
+		{"revoke", "x", "--kubeconfig", kubeconfig, "--context", ""},
 		{"backup", "--kubeconfig", kubeconfig, "--context", ""},
 		{"restore", "--kubeconfig", kubeconfig, "--context", ""},
 	} {

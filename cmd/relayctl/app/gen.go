@@ -15,7 +15,7 @@ import (
 
 // newGenCommand returns "relayctl gen", which generates a certificate
 // architecture of the reference as Secrets to apply.
-func newGenCommand() *cobra.Command {
+func newGenCommand(g *globalFlags) *cobra.Command {
 	var (
 		arch, format, out string
 		clusters          []string
@@ -78,6 +78,7 @@ The output holds private keys: keep it out of version control, or encrypt it.`,
 				return errors.New("--format kustomize writes files: add --out DIR")
 			}
 			opts.Architecture = a
+			opts.Namespace = g.namespace
 			opts.Clusters = trimClusterNames(clusters)
 			sets, err := certgen.Generate(opts)
 			if err != nil {
@@ -107,7 +108,6 @@ The output holds private keys: keep it out of version control, or encrypt it.`,
 	fs.StringVar(&out, "out", "", "folder to write DIR/management and DIR/<cluster> into; empty writes a YAML stream to stdout")
 	fs.StringVar(&format, "format", string(certgen.FormatSecrets), "with --out: secrets (Secret YAML files) or kustomize (PEM files and a secretGenerator)")
 	fs.BoolVar(&force, "force", false, "with --out: overwrite files that already exist")
-	fs.StringVar(&opts.Namespace, "namespace", opts.Namespace, "namespace of the relay secrets; the server certificate covers *.<namespace>")
 	fs.StringVar(&opts.Authority, "authority", opts.Authority, "name agents dial (SNI); the server certificate covers it")
 	return cmd
 }

@@ -19,9 +19,9 @@ import (
 // runGen runs "relayctl gen" with args and returns its stdout.
 func runGen(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := newGenCommand()
+	cmd := newCommandAs("relayctl")
 	var out, errOut bytes.Buffer
-	cmd.SetArgs(args)
+	cmd.SetArgs(append([]string{"gen"}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
 	cmd.SilenceUsage = true

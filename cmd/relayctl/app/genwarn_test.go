@@ -16,9 +16,9 @@ func TestGenWarnsOnStderrWhereAWorkloadClusterHoldsACAKeyUnderTheRelayRoot(t *te
 		"separate-roots":    "",
 	} {
 		t.Run(arch, func(t *testing.T) {
-			cmd := newGenCommand()
+			cmd := newCommandAs("relayctl")
 			var out, errOut bytes.Buffer
-			cmd.SetArgs([]string{"--architecture", arch, "--clusters", "cluster-1"})
+			cmd.SetArgs([]string{"gen", "--architecture", arch, "--clusters", "cluster-1"})
 			cmd.SetOut(&out)
 			cmd.SetErr(&errOut)
 			if err := cmd.ExecuteContext(t.Context()); err != nil {

@@ -1,18 +1,14 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"sort"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
-	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 )
 
@@ -22,13 +18,12 @@ type clusterClients struct {
 	Clientset kubernetes.Interface
 }
 
-// connect returns the clients of context kubeContext in kubeconfig (both
-// may be empty for the defaults).
-func connect(kubeconfig, kubeContext string) (*clusterClients, error) {
-	flags := command.KubeFlags{Kubeconfig: kubeconfig, Context: kubeContext}
-	cfg, err := flags.RESTConfig()
+// connect returns the clients of context kubeContext ("" for the current
+// one) in --kubeconfig, every request bounded by --request-timeout.
+func connect(g *globalFlags, kubeContext string) (*clusterClients, error) {
+	cfg, err := g.restConfig(kubeContext)
 	if err != nil {
-		return nil, fmt.Errorf("context %q: %w", kubeContext, err)
+		return nil, err
 	}
 	scheme, err := scheme.Scheme()
 	if err != nil {
@@ -36,55 +31,13 @@ func connect(kubeconfig, kubeContext string) (*clusterClients, error) {
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, fmt.Errorf("context %q: failed to build a client: %w", kubeContext, err)
+		return nil, fmt.Errorf("%s: failed to build a client: %w", describeContext(kubeContext), err)
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("context %q: failed to build a client: %w", kubeContext, err)
+		return nil, fmt.Errorf("%s: failed to build a client: %w", describeContext(kubeContext), err)
 	}
 	return &clusterClients{Client: c, Clientset: cs}, nil
-}
-
-// outputFlag adds -o/--output to cmd.
-func outputFlag(cmd *cobra.Command, into *string) {
-	cmd.Flags().StringVarP(into, "output", "o", "", "output format: empty for people, json or yaml")
-}
-
-// checkOutputFormat refuses an unknown -o; commands call it before they
-// read or write anything.
-func checkOutputFormat(format string) error {
-	switch format {
-	case "", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("unknown output format %q: use json, yaml, or leave -o out", format)
-}
-
-// printResult writes v as JSON or YAML, or human() for people.
-func printResult(w io.Writer, format string, v any, human func() string) error {
-	if err := checkOutputFormat(format); err != nil {
-		return err
-	}
-	switch format {
-	case "":
-		_, err := io.WriteString(w, human())
-		return err
-	case "json":
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", data)
-		return err
-	case "yaml":
-		data, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(data)
-		return err
-	}
-	return nil
 }
 
 // completeContexts makes the named flags of cmd complete to the contexts
@@ -92,7 +45,7 @@ func printResult(w io.Writer, format string, v any, human func() string) error {
 func completeContexts(cmd *cobra.Command, flags ...string) {
 	complete := func(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		if f := cmd.Flags().Lookup("kubeconfig"); f != nil && f.Value.String() != "" {
+		if f := cmd.Flag("kubeconfig"); f != nil && f.Value.String() != "" {
 			rules.ExplicitPath = f.Value.String()
 		}
 		cfg, err := rules.Load()

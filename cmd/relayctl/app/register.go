@@ -14,18 +14,19 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
-func newRegisterCommand() *cobra.Command {
+func newRegisterCommand(g *globalFlags) *cobra.Command {
 	var (
-		kubeconfig, mgmtContext, remoteContext, namespace, output string
-		force, dryRun                                             bool
-		tokenTTL                                                  time.Duration
+		remoteContext, output string
+		force                 bool
+		dryRun                dryRunFlag
+		tokenTTL              time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "register NAME --mgmt-context MGMT --remote-context REMOTE",
+		Use:   "register NAME --remote-context REMOTE [--context MGMT]",
 		Short: "Register a workload cluster: copy the root CA to it, issue it its own bootstrap token, create its KubernetesCluster",
 		Long: `register registers a workload cluster as one command, so that its agent can bootstrap:
 it copies ca.crt of relay-root-tls-secret from the management cluster into the workload
-cluster's namespace, issues the cluster a bootstrap token of its own and writes it into
+cluster's namespace (-n), issues the cluster a bootstrap token of its own and writes it into
 the workload cluster's relay-identity-token-secret, and creates KubernetesCluster NAME on
 the management cluster (or updates it), where only the token's SHA-256 and expiry are
 kept, as annotations.
@@ -38,50 +39,65 @@ Everything is checked before anything changes; a workload relay-root-tls-secret 
 holds a different ca.crt is replaced only with --force. Running register again issues a
 fresh token and replaces the old one: it is how an agent whose client certificate expired
 or was revoked gets a new one, without a restart (an agent whose certificate is fine
-bootstraps again too).`,
-		Example: `  relayctl register cluster-1 --mgmt-context mgmt --remote-context cluster-1
+bootstraps again too).
+
+--dry-run=client prints what would change; --dry-run=server also sends every write, so
+that the API servers' admission (the relay webhook included) and RBAC judge it, and
+nothing is kept.
+
+` + exitCodesHelp + `
+
+Flags named before --context (--mgmt-context) still work.`,
+		Example: `  relayctl register cluster-1 --context mgmt --remote-context cluster-1
   # an agent whose certificate expired: a fresh token, valid for 10 minutes
-  relayctl register cluster-1 --mgmt-context mgmt --remote-context cluster-1 --token-ttl 10m`,
+  relayctl register cluster-1 --context mgmt --remote-context cluster-1 --token-ttl 10m
+  # what would change, judged by both API servers, nothing kept
+  relayctl register cluster-1 --context mgmt --remote-context cluster-1 --dry-run=server`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if err := pki.CheckDNSLabel(name); err != nil {
-				return fmt.Errorf("cluster name %q: %w", name, err)
+				return usageError(fmt.Errorf("cluster name %q: %w", name, err))
 			}
 			if err := checkOutputFormat(output); err != nil {
 				return err
 			}
 			if err := bootstraptoken.CheckTTL(tokenTTL); err != nil {
-				return fmt.Errorf("--token-ttl: %w", err)
+				return usageError(fmt.Errorf("--token-ttl: %w", err))
 			}
-			if mgmtContext == "" || remoteContext == "" {
-				return errors.New("--mgmt-context and --remote-context are both required: the management cluster's and the workload cluster's kubeconfig contexts")
+			if remoteContext == "" {
+				return usageError(errors.New("--remote-context is required: the workload cluster's kubeconfig context (--context is the management cluster's)"))
 			}
-			mgmt, err := connect(kubeconfig, mgmtContext)
+			dryRun.warn(cmd.ErrOrStderr())
+			mgmt, err := connect(g, g.context)
 			if err != nil {
 				return err
 			}
-			remote, err := connect(kubeconfig, remoteContext)
+			remote, err := connect(g, remoteContext)
 			if err != nil {
 				return err
 			}
 			srv, ag := config.DefaultServer(), config.DefaultAgent()
-			srv.Namespace, ag.Namespace = namespace, namespace
-			steps, err := fleet.Register(cmd.Context(), mgmt, remote, fleet.RegisterOptions{Name: name, Server: &srv, Agent: &ag, Force: force, DryRun: dryRun, TokenTTL: tokenTTL})
+			srv.Namespace, ag.Namespace = g.namespace, g.namespace
+			steps, err := fleet.Register(cmd.Context(), mgmt, remote, fleet.RegisterOptions{Name: name, Server: &srv, Agent: &ag, Force: force, DryRun: dryRun.mode, TokenTTL: tokenTTL})
 			if err != nil {
 				return err
 			}
-			return printResult(cmd.OutOrStdout(), output, steps, func() string {
+			mgmtName := g.contextName(g.context)
+			rep := registration{Cluster: name, DryRun: dryRun.mode, Steps: steps}
+			return printResult(cmd.OutOrStdout(), output, kindRegister, rep, func() string {
 				var b strings.Builder
+				rows := make([][]string, 0, len(steps))
 				for _, s := range steps {
-					ctx := mgmtContext
+					ctx := mgmtName
 					if s.Cluster == "workload" {
 						ctx = remoteContext
 					}
-					fmt.Fprintf(&b, "%s (%s): %s %s\n", ctx, s.Cluster, s.Object, s.Action)
+					rows = append(rows, []string{ctx, s.Cluster, s.Object, s.Action})
 				}
-				if !dryRun {
-					fmt.Fprintf(&b, "cluster %s is registered: install the agent with MESHRELAY_CLUSTER=%s (manifests/overlays/workload/settings.env)\n", name, name)
+				b.WriteString(table([]string{"CONTEXT", "CLUSTER", "OBJECT", "ACTION"}, rows))
+				if dryRun.mode == fleet.DryRunNone {
+					fmt.Fprintf(&b, "cluster %s is registered: install its agent with cluster name %s (MESHRELAY_CLUSTER=%s)\n", name, name, name)
 					if exp := tokenExpiry(steps); exp != nil {
 						fmt.Fprintf(&b, "its bootstrap token is single use and expires at %s: an agent that has not bootstrapped by then needs a fresh one (run this command again)\n", exp.UTC().Format(time.RFC3339))
 					}
@@ -91,16 +107,21 @@ bootstraps again too).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "path of the kubeconfig holding both contexts; empty means $KUBECONFIG, then ~/.kube/config")
-	f.StringVar(&mgmtContext, "mgmt-context", "", "kubeconfig context of the management cluster")
 	f.StringVar(&remoteContext, "remote-context", "", "kubeconfig context of the workload cluster")
-	f.StringVar(&namespace, "namespace", config.DefaultNamespace, "namespace of the relay secrets and KubernetesClusters on both clusters")
+	deprecatedAlias(cmd, "mgmt-context", "context", &g.context)
 	f.BoolVar(&force, "force", false, "replace a workload relay-root-tls-secret that holds a different ca.crt")
 	f.DurationVar(&tokenTTL, "token-ttl", bootstraptoken.DefaultTTL, "how long the new bootstrap token may be used, between 1m and 168h (7 days)")
-	f.BoolVar(&dryRun, "dry-run", false, "check and print what would change, change nothing")
+	bindDryRun(cmd, &dryRun, "what would change")
 	outputFlag(cmd, &output)
 	completeContexts(cmd, "mgmt-context", "remote-context")
 	return cmd
+}
+
+// registration is register's report.
+type registration struct {
+	Cluster string       `json:"cluster"`
+	DryRun  fleet.DryRun `json:"dryRun,omitempty"`
+	Steps   []fleet.Step `json:"steps"`
 }
 
 // tokenExpiry returns when the bootstrap token register wrote expires.

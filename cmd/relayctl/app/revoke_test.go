@@ -25,11 +25,11 @@ func TestRevokeChecksItsArgumentsBeforeReadingAnyCluster(t *testing.T) {
 		want string
 	}{
 		{[]string{"cluster_1", "--mgmt-context", "mgmt"}, `cluster name "cluster_1"`},
-		{[]string{"cluster-1"}, "--mgmt-context is required"},
+		{[]string{"cluster-1"}, "failed to load the kubeconfig for the current context"},
 		{[]string{"cluster-1", "--mgmt-context", "mgmt", "--serial", "3g"}, `serial "3g" is not a certificate serial number`},
 		{[]string{"cluster-1", "--mgmt-context", "mgmt", "-o", "table"}, `unknown output format "table"`},
 	} {
-		code, _, stderr := runCLI(t, newRevokeCommand(), append(tc.args, "--kubeconfig", none)...)
+		code, _, stderr := runCLI(t, "revoke", append(tc.args, "--kubeconfig", none)...)
 		if code == 0 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("revoke %v: exit %d, stderr %q; want %q", tc.args, code, stderr, tc.want)
 		}
@@ -48,7 +48,7 @@ func TestRevokeCommandAgainstALocalCluster(t *testing.T) {
 	}
 	kube := []string{"--kubeconfig", env.Kubeconfig, "--mgmt-context", "mgmt"}
 
-	code, out, stderr := runCLI(t, newRevokeCommand(), append([]string{"cluster-1"}, kube...)...)
+	code, out, stderr := runCLI(t, "revoke", append([]string{"cluster-1"}, kube...)...)
 	if code != 0 {
 		t.Fatalf("revoke: exit %d: %s", code, stderr)
 	}
@@ -62,7 +62,7 @@ func TestRevokeCommandAgainstALocalCluster(t *testing.T) {
 	for _, want := range []string{
 		"mgmt (KubernetesCluster gloo-mesh/cluster-1): certificates issued before " + kc.Spec.Revocation.IssuedBefore.UTC().Format("2006-01-02T15:04:05Z") + " are revoked",
 		"closes their streams within a second",
-		"relayctl register cluster-1 --mgmt-context mgmt --remote-context <its context> issues a fresh bootstrap token",
+		"relayctl register cluster-1 --context mgmt --remote-context <its context> issues a fresh bootstrap token",
 		"with which the agent bootstraps at once",
 	} {
 		if !strings.Contains(out, want) {
@@ -70,13 +70,19 @@ func TestRevokeCommandAgainstALocalCluster(t *testing.T) {
 		}
 	}
 
-	code, out, stderr = runCLI(t, newRevokeCommand(), append([]string{"cluster-1", "--serial", "0A:1B", "--serial", "ff", "-o", "json"}, kube...)...)
+	code, out, stderr = runCLI(t, "revoke", append([]string{"cluster-1", "--serial", "0A:1B", "--serial", "ff", "-o", "json"}, kube...)...)
 	if code != 0 {
 		t.Fatalf("revoke --serial: exit %d: %s", code, stderr)
 	}
-	var got fleet.Revoked
+	var got struct {
+		APIVersion, Kind string
+		fleet.Revoked
+	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("revoke -o json: %v:\n%s", err, out)
+	}
+	if got.APIVersion != reportAPIVersion || got.Kind != kindRevoke {
+		t.Errorf("revoke -o json is apiVersion %q kind %q, want %s %s", got.APIVersion, got.Kind, reportAPIVersion, kindRevoke)
 	}
 	if strings.Join(got.Added, ",") != "a1b,ff" || got.UID != string(kc.UID) || got.IssuedBefore == nil {
 		t.Errorf("revoke -o json = %+v; want serials a1b,ff added, the UID and the earlier issuedBefore", got)

@@ -15,7 +15,6 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/relayctl/manifest"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -24,8 +23,9 @@ import (
 
 // webhookFlags are relay-webhook's flags that change what its checks
 // accept; validate takes them under the same names.
+// Its --namespace is relayctl's -n/--namespace.
 var webhookFlags = []string{
-	"namespace", "authority",
+	"authority",
 	"root-tls-secret", "root-tls-secret-namespace", "signing-tls-secret", "signing-tls-secret-namespace",
 	"tls-secret", "tls-secret-namespace", "client-tls-secret", "client-tls-secret-namespace",
 	"token-secret", "token-secret-key", "token-secret-namespace",
@@ -47,7 +47,7 @@ type validateOptions struct {
 	clock  clock.PassiveClock
 }
 
-func newValidateCommand() *cobra.Command {
+func newValidateCommand(g *globalFlags) *cobra.Command {
 	o := &validateOptions{cfg: config.DefaultWebhook(), clock: clock.RealClock{}}
 	cmd := &cobra.Command{
 		Use:   "validate -f PATH|- [--cluster-name NAME] [-o json|yaml] [flags]",
@@ -64,13 +64,18 @@ All secrets of the input are checked together: where the webhook reads
 another secret of the cluster (relay-root-tls-secret, which a client chain
 must also verify to), validate reads it from the input. Every object is
 checked as a create. Manifests that name no namespace are taken to be in
---namespace.
+-n/--namespace (relay-webhook's --namespace).
 
 Without --cluster-name a client certificate's cluster name is not compared,
 as on a relay-webhook without --cluster, and a warning says so.
 
-The exit status is 1 when an object is denied or an input is broken: a file
-that cannot be read, a document that does not decode, an object defined twice.`,
+The text output is a table of the objects checked, with each denial and warning
+below its object, then the input errors and a summary; -o json|yaml prints a
+ValidationReport of every object.
+
+Exit status: 0 when every object is admitted, 1 when an object is denied or an
+input is broken (a file that cannot be read, a document that does not decode, an
+object defined twice), 2 when validate could not run (bad flags).`,
 		Example: `  # the secrets of an overlay, for workload cluster cluster-1
   kubectl kustomize overlays/cluster-1 | relayctl validate -f - --cluster-name cluster-1
 
@@ -78,12 +83,13 @@ that cannot be read, a document that does not decode, an object defined twice.`,
   relayctl validate -f deploy/ -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.cfg.Namespace = g.namespace
 			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "file, folder or - for stdin holding the manifests to check; repeat for more")
-	fs.StringVarP(&o.output, "output", "o", "", "json or yaml for a report of every object; text when empty")
+	outputFlag(cmd, &o.output)
 	fs.StringVar(&o.cfg.Cluster, "cluster-name", o.cfg.Cluster, "the workload cluster's registered name: a client certificate's DNS name must equal it (relay-webhook's --cluster)")
 	bindWebhookFlags(fs, &o.cfg)
 	mustRequire(cmd, "filename")
@@ -98,7 +104,6 @@ func bindWebhookFlags(fs *pflag.FlagSet, cfg *config.Webhook) {
 	for _, name := range webhookFlags {
 		fs.AddFlag(all.Lookup(name))
 	}
-	fs.Lookup("namespace").Usage = "namespace of the relay secrets (relay-webhook's --namespace); manifests that name none are taken to be in it"
 }
 
 func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Writer) error {
@@ -106,7 +111,7 @@ func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Write
 		return err
 	}
 	if err := o.cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid webhook settings: %w", err)
+		return usageError(fmt.Errorf("invalid webhook settings: %w", err))
 	}
 	scheme, err := scheme.Scheme()
 	if err != nil {
@@ -120,8 +125,8 @@ func (o *validateOptions) run(ctx context.Context, stdin io.Reader, out io.Write
 	reader := manifest.NewReader(scheme)
 	o.load(in, reader)
 	rep := o.check(ctx, in, webhook.NewValidator(&o.cfg, reader, o.clock))
-	if err := printResult(out, o.output, rep, rep.text); err != nil {
-		return fmt.Errorf("failed to write the report: %w", err)
+	if err := printResult(out, o.output, kindValidation, rep, rep.text); err != nil {
+		return err
 	}
 	return rep.exitError()
 }
@@ -290,11 +295,14 @@ func (r *validateReport) summarize() {
 	r.Summary = s
 }
 
-// text is one line per object the webhook checks, or that it would skip
-// though its kind is one it checks, with its problems indented below;
-// input errors; and a summary. Objects of other kinds are counted.
+// text is a table of the objects the webhook checks, or would skip though
+// their kind is one it checks; then, per object, its denials, warnings or
+// why it was skipped; input errors; and a summary. Objects of other kinds
+// are only counted.
 func (r *validateReport) text() string {
 	var b strings.Builder
+	var rows [][]string
+	var details []string
 	for _, o := range r.Objects {
 		if o.otherKind {
 			continue
@@ -303,19 +311,28 @@ func (r *validateReport) text() string {
 		if o.Namespace != "" {
 			name = o.Namespace + "/" + o.Name
 		}
-		fmt.Fprintf(&b, "%-8s %s %s  %s\n", strings.ToUpper(o.Result), o.Kind, name, o.Source)
+		rows = append(rows, []string{strings.ToUpper(o.Result), o.Kind, name, o.Source.String()})
 		for _, d := range o.Denials {
-			fmt.Fprintf(&b, "         %s\n", d)
+			details = append(details, fmt.Sprintf("%s %s: denied: %s", o.Kind, name, d))
 		}
 		for _, wn := range o.Warnings {
-			fmt.Fprintf(&b, "         warning: %s\n", wn)
+			details = append(details, fmt.Sprintf("%s %s: warning: %s", o.Kind, name, wn))
 		}
 		if o.Reason != "" {
-			fmt.Fprintf(&b, "         %s\n", o.Reason)
+			details = append(details, fmt.Sprintf("%s %s: skipped: %s", o.Kind, name, o.Reason))
 		}
 	}
+	if len(rows) > 0 {
+		b.WriteString(table([]string{"RESULT", "KIND", "NAME", "SOURCE"}, rows))
+	}
+	if len(details) > 0 {
+		b.WriteString("\n" + strings.Join(details, "\n") + "\n")
+	}
+	if len(r.Errors) > 0 {
+		b.WriteString("\n")
+	}
 	for _, e := range r.Errors {
-		fmt.Fprintf(&b, "%-8s %s: %s\n", "ERROR", e.Source, e.Error)
+		fmt.Fprintf(&b, "ERROR %s: %s\n", e.Source, e.Error)
 	}
 	s := r.Summary
 	fmt.Fprintf(&b, "\n%d checked: %d admitted, %d denied, %d with warnings; %d skipped; %s\n", s.Checked, s.Admitted, s.Denied, s.Warned, s.Skipped, inputErrors(s.Errors))
@@ -334,7 +351,7 @@ func (r *validateReport) exitError() error {
 	if len(parts) == 0 {
 		return nil
 	}
-	return &command.ExitError{Code: 1, Err: errors.New(strings.Join(parts, "; "))}
+	return problemsFound(errors.New(strings.Join(parts, "; ")))
 }
 
 func inputErrors(n int) string {

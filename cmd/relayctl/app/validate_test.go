@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -110,18 +111,21 @@ func stream(docs ...string) string { return strings.Join(docs, "---\n") }
 // exit status, stdout and stderr.
 func runValidate(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := newValidateCommand()
+	cmd := newCommandAs("relayctl")
 	var stdout, stderr bytes.Buffer
 	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetOut(&stdout)
-	code := command.Run(t.Context(), cmd, args, &stderr)
+	code := command.Run(t.Context(), cmd, append([]string{"validate"}, args...), &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
+// wantContains checks that got holds every want, runs of spaces counting
+// as one: table columns are as wide as their widest cell.
 func wantContains(t *testing.T, what, got string, want ...string) {
 	t.Helper()
+	spaces := regexp.MustCompile(` {2,}`)
 	for _, w := range want {
-		if !strings.Contains(got, w) {
+		if !strings.Contains(spaces.ReplaceAllString(got, " "), spaces.ReplaceAllString(w, " ")) {
 			t.Errorf("%s does not contain %q:\n%s", what, w, got)
 		}
 	}
@@ -296,7 +300,11 @@ func TestValidateReportsParse(t *testing.T) {
 			if code != 1 {
 				t.Errorf("exit status %d, want 1", code)
 			}
-			var rep validateReport
+			var rep struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				validateReport
+			}
 			unmarshal := json.Unmarshal
 			if format == "yaml" {
 				unmarshal = func(b []byte, v any) error { return yaml.UnmarshalStrict(b, v) }
@@ -307,6 +315,9 @@ func TestValidateReportsParse(t *testing.T) {
 			}
 			if err := unmarshal([]byte(stdout), &rep); err != nil {
 				t.Fatalf("the %s report does not parse: %v\n%s", format, err, stdout)
+			}
+			if rep.APIVersion != reportAPIVersion || rep.Kind != kindValidation {
+				t.Errorf("the %s report is apiVersion %q kind %q, want %s %s", format, rep.APIVersion, rep.Kind, reportAPIVersion, kindValidation)
 			}
 			want := reportSummary{Checked: 2, Admitted: 1, Denied: 1, Skipped: 1, Errors: 1}
 			if rep.Summary != want {
@@ -334,17 +345,18 @@ func TestValidateRefusesBadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
+		code int
 		want string
 	}{
-		{"-f is required", nil, `required flag(s) "filename" not set`},
-		{"an unknown output format is named", []string{"-f", "-", "-o", "table"}, `unknown output format "table": use json, yaml`},
-		{"a cluster name with an underscore is refused", []string{"-f", "-", "--cluster-name", "cluster_1"}, "invalid webhook settings: cluster: Invalid value"},
-		{"stdin given twice is an input error", []string{"-f", "-", "-f", "-"}, "Error: 1 input error"},
+		{"-f is required", nil, 2, `required flag(s) "filename" not set`},
+		{"an unknown output format is named", []string{"-f", "-", "-o", "table"}, 2, `unknown output format "table": use json, yaml`},
+		{"a cluster name with an underscore is refused", []string{"-f", "-", "--cluster-name", "cluster_1"}, 2, "invalid webhook settings: cluster: Invalid value"},
+		{"stdin given twice is an input error", []string{"-f", "-", "-f", "-"}, 1, "Error: 1 input error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runValidate(t, "", tc.args...)
-			if code != 1 {
-				t.Errorf("exit status %d, want 1", code)
+			if code != tc.code {
+				t.Errorf("exit status %d, want %d", code, tc.code)
 			}
 			wantContains(t, "stderr", stderr, tc.want)
 		})
@@ -352,10 +364,10 @@ func TestValidateRefusesBadFlags(t *testing.T) {
 }
 
 func TestValidateHelpNamesTheWebhookFlags(t *testing.T) {
-	cmd := newValidateCommand()
+	cmd := newCommandAs("relayctl")
 	var out bytes.Buffer
 	cmd.SetOut(&out)
-	cmd.SetArgs([]string{"--help"})
+	cmd.SetArgs([]string{"validate", "--help"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}

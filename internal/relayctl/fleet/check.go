@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -261,7 +262,7 @@ func (c *checker) remote(ctx context.Context, rm Remote) error {
 	switch err := c.o.Mgmt.Get(ctx, types.NamespacedName{Namespace: c.o.Server.Namespace, Name: name}, &kc); {
 	case apierrors.IsNotFound(err):
 		registered = nil
-		c.add(name, "registration", Problem, "no KubernetesCluster %s in %s on the management cluster: run relayctl register %s --mgmt-context <mgmt> --remote-context %s", name, c.o.Server.Namespace, name, rm.Context)
+		c.add(name, "registration", Problem, "no KubernetesCluster %s in %s on the management cluster: run relayctl register %s --context <mgmt> --remote-context %s", name, c.o.Server.Namespace, name, rm.Context)
 	case err != nil:
 		return fmt.Errorf("management cluster: failed to read KubernetesCluster %s: %w", name, err)
 	default:
@@ -404,23 +405,29 @@ func (c *checker) webhook(ctx context.Context, cluster string, cl client.Client)
 	return nil
 }
 
-// Text renders the report for people: one line per cluster, then every
-// finding that is not OK (all of them with verbose).
-func (r *Report) Text(verbose bool) string {
+// Text renders the report for people: a table of the clusters under a
+// header, as kubectl prints lists, then every finding that is not OK (all
+// of them with showOK), one a line.
+func (r *Report) Text(showOK bool) string {
 	var b strings.Builder
-	for _, s := range r.Clusters {
-		exp := "unknown"
-		if s.ClientExpiry != nil {
-			exp = s.ClientExpiry.UTC().Format(time.RFC3339)
+	if len(r.Clusters) > 0 {
+		tw := tabwriter.NewWriter(&b, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "CLUSTER\tREGISTERED\tPUSH\tPULL\tREPLICAS\tCLIENT CERT EXPIRES")
+		for _, s := range r.Clusters {
+			exp := "unknown"
+			if s.ClientExpiry != nil {
+				exp = s.ClientExpiry.UTC().Format(time.RFC3339)
+			}
+			on := "<none>"
+			if len(s.Replicas) > 0 {
+				on = replicaNames(s.Replicas)
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%s\t%s\n", s.Name, s.Registered, s.Pushing, s.Pulling, on, exp)
 		}
-		on := ""
-		if len(s.Replicas) > 0 {
-			on = " on " + replicaNames(s.Replicas)
-		}
-		fmt.Fprintf(&b, "cluster %-20s registered=%-5v push=%d pull=%d%s client certificate until %s\n", s.Name, s.Registered, s.Pushing, s.Pulling, on, exp)
+		_ = tw.Flush()
 	}
 	for _, f := range r.Findings {
-		if f.Status == OK && !verbose {
+		if f.Status == OK && !showOK {
 			continue
 		}
 		fmt.Fprintf(&b, "%-7s %s: %s: %s\n", strings.ToUpper(string(f.Status)), f.Cluster, f.Check, f.Detail)

@@ -32,8 +32,10 @@ type RegisterOptions struct {
 	// Force replaces a workload root CA secret whose ca.crt differs from
 	// the management cluster's.
 	Force bool
-	// DryRun checks everything and changes nothing.
-	DryRun bool
+	// DryRun checks everything and changes nothing: DryRunClient writes
+	// nothing, DryRunServer sends every write for the API servers to check
+	// without persisting it.
+	DryRun DryRun
 	// TokenTTL is how long the cluster's new bootstrap token may be used;
 	// zero means bootstraptoken.DefaultTTL.
 	TokenTTL time.Duration
@@ -113,17 +115,20 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 
 	var steps []Step
 	act := func(cluster, object, action string, expires *time.Time) {
-		if o.DryRun && action != "unchanged" {
-			action = "would be " + action
-		}
+		action = o.DryRun.action(action)
 		steps = append(steps, Step{Cluster: cluster, Object: object, Action: action, TokenExpires: expires})
 	}
-	if !o.DryRun {
-		if err := ensureNamespace(ctx, remote, ag.Namespace); err != nil {
+	w := secretWriter{remote: remote, dryRun: o.DryRun}
+	if o.DryRun.sends() {
+		created, err := ensureNamespace(ctx, remote, ag.Namespace, o.DryRun)
+		if err != nil {
 			return nil, err
 		}
+		// A namespace a server dry run only pretended to create does not
+		// exist for the secrets that follow.
+		w.absentNamespace = created && o.DryRun == DryRunServer
 	}
-	if err := writeSecret(ctx, remote, remoteRootKey, curRoot, rootWant, o.DryRun, act); err != nil {
+	if err := w.write(ctx, remoteRootKey, curRoot, rootWant, act); err != nil {
 		return steps, err
 	}
 
@@ -138,14 +143,14 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 	if !kcExists {
 		action = "created"
 	}
-	if !o.DryRun {
-		if err := recordToken(ctx, mgmt, kc, kcExists, rec); err != nil {
+	if o.DryRun.sends() {
+		if err := recordToken(ctx, mgmt, kc, kcExists, rec, o.DryRun); err != nil {
 			return steps, fmt.Errorf("management cluster: failed to record the bootstrap token on %s: %w", object, err)
 		}
 	}
 	act("management", object, action, &rec.Expires)
 	tokenWant := map[string][]byte{ag.TokenSecret.Key: []byte(token)}
-	if err := writeSecret(ctx, remote, remoteTokenKey, curToken, tokenWant, o.DryRun, func(cluster, object, action string, _ *time.Time) {
+	if err := w.write(ctx, remoteTokenKey, curToken, tokenWant, func(cluster, object, action string, _ *time.Time) {
 		act(cluster, object, action, &rec.Expires)
 	}); err != nil {
 		return steps, err
@@ -155,11 +160,11 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 
 // recordToken writes rec on kc, creating kc when it does not exist, and
 // retrying on conflicts with other writers of the KubernetesCluster.
-func recordToken(ctx context.Context, mgmt client.Client, kc *v1alpha1.KubernetesCluster, exists bool, rec bootstraptoken.Record) error {
+func recordToken(ctx context.Context, mgmt client.Client, kc *v1alpha1.KubernetesCluster, exists bool, rec bootstraptoken.Record, dryRun DryRun) error {
 	if !exists {
 		kc.Annotations = map[string]string{}
 		rec.Write(kc.Annotations)
-		err := mgmt.Create(ctx, kc)
+		err := mgmt.Create(ctx, kc, dryRun.createOptions()...)
 		if !apierrors.IsAlreadyExists(err) {
 			return err
 		}
@@ -172,19 +177,32 @@ func recordToken(ctx context.Context, mgmt client.Client, kc *v1alpha1.Kubernete
 			kc.Annotations = map[string]string{}
 		}
 		rec.Write(kc.Annotations)
-		return mgmt.Update(ctx, kc)
+		return mgmt.Update(ctx, kc, dryRun.updateOptions()...)
 	})
 }
 
-// writeSecret makes the workload secret key hold want: it creates it, or
+// secretWriter writes the workload cluster's secrets.
+type secretWriter struct {
+	remote client.Client
+	dryRun DryRun
+	// absentNamespace: the secrets' namespace does not exist, so a server
+	// dry run cannot send their creation.
+	absentNamespace bool
+}
+
+// write makes the workload secret key hold want: it creates it, or
 // updates cur when a key differs, and reports the step through act.
-func writeSecret(ctx context.Context, remote client.Client, key types.NamespacedName, cur *corev1.Secret, want map[string][]byte, dryRun bool, act func(cluster, object, action string, expires *time.Time)) error {
+func (w secretWriter) write(ctx context.Context, key types.NamespacedName, cur *corev1.Secret, want map[string][]byte, act func(cluster, object, action string, expires *time.Time)) error {
 	object := "secret " + key.String()
 	switch {
 	case cur == nil:
-		if !dryRun {
+		if w.absentNamespace {
+			act("workload", object, "created", nil)
+			return nil
+		}
+		if w.dryRun.sends() {
 			s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Data: want}
-			if err := remote.Create(ctx, s); err != nil {
+			if err := w.remote.Create(ctx, s, w.dryRun.createOptions()...); err != nil {
 				return fmt.Errorf("workload cluster: failed to create %s: %w", object, err)
 			}
 		}
@@ -192,14 +210,14 @@ func writeSecret(ctx context.Context, remote client.Client, key types.Namespaced
 	case differingKey(cur.Data, want) == "":
 		act("workload", object, "unchanged", nil)
 	default:
-		if !dryRun {
+		if w.dryRun.sends() {
 			if cur.Data == nil {
 				cur.Data = map[string][]byte{}
 			}
 			for k, v := range want {
 				cur.Data[k] = v
 			}
-			if err := remote.Update(ctx, cur); err != nil {
+			if err := w.remote.Update(ctx, cur, w.dryRun.updateOptions()...); err != nil {
 				return fmt.Errorf("workload cluster: failed to update %s: %w", object, err)
 			}
 		}
@@ -217,12 +235,18 @@ func getSecret(ctx context.Context, c client.Client, key types.NamespacedName, s
 	return s, err
 }
 
-func ensureNamespace(ctx context.Context, c client.Client, name string) error {
+// ensureNamespace creates namespace name unless it exists, and says
+// whether it did (or, in a server dry run, would).
+func ensureNamespace(ctx context.Context, c client.Client, name string, dryRun DryRun) (bool, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("workload cluster: failed to create namespace %s: %w", name, err)
+	err := c.Create(ctx, ns, dryRun.createOptions()...)
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("workload cluster: failed to create namespace %s: %w", name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // differingKey returns a key of want whose value have does not hold, or

@@ -40,7 +40,7 @@ func TestRegisterIssuesEachRunAFreshTokenKeptOnTheManagementClusterOnlyAsAHash(t
 
 	t.Run("a dry run changes nothing", func(t *testing.T) {
 		dry := opts
-		dry.DryRun = true
+		dry.DryRun = DryRunClient
 		steps, err := Register(ctx, mgmt, remote, dry)
 		if err != nil {
 			t.Fatal(err)

@@ -29,6 +29,9 @@ type RevokeOptions struct {
 	Serials []string
 	// Now is the time of the revocation; zero means time.Now().
 	Now time.Time
+	// DryRun: DryRunClient computes the revocation and writes nothing;
+	// DryRunServer sends it for the API server to check, not to keep.
+	DryRun DryRun
 }
 
 // Revoked is what Revoke wrote to the KubernetesCluster.
@@ -41,6 +44,8 @@ type Revoked struct {
 	// Added are the serials this revocation added; Serials all those listed.
 	Added   []string `json:"added,omitempty"`
 	Serials []string `json:"serials,omitempty"`
+	// DryRun is client or server when nothing was written.
+	DryRun DryRun `json:"dryRun,omitempty"`
 }
 
 // Revoke writes a revocation into the cluster's KubernetesCluster on the
@@ -76,7 +81,7 @@ func Revoke(ctx context.Context, mgmt client.Client, o RevokeOptions) (*Revoked,
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var kc v1alpha1.KubernetesCluster
 		if err := mgmt.Get(ctx, key, &kc); apierrors.IsNotFound(err) {
-			return fmt.Errorf("KubernetesCluster %s not found on the management cluster: nothing to revoke (check the name, --namespace and --mgmt-context)", key)
+			return fmt.Errorf("KubernetesCluster %s not found on the management cluster: nothing to revoke (check the name, --namespace and --context)", key)
 		} else if err != nil {
 			return fmt.Errorf("management cluster: failed to read KubernetesCluster %s: %w", key, err)
 		}
@@ -85,7 +90,7 @@ func Revoke(ctx context.Context, mgmt client.Client, o RevokeOptions) (*Revoked,
 			rev = &v1alpha1.Revocation{}
 			kc.Spec.Revocation = rev
 		}
-		out = &Revoked{Cluster: kc.Name, Namespace: kc.Namespace, UID: string(kc.UID)}
+		out = &Revoked{Cluster: kc.Name, Namespace: kc.Namespace, UID: string(kc.UID), DryRun: o.DryRun}
 		if len(serials) == 0 {
 			if rev.IssuedBefore == nil || rev.IssuedBefore.Before(&cutoff) {
 				rev.IssuedBefore = &cutoff
@@ -102,7 +107,10 @@ func Revoke(ctx context.Context, mgmt client.Client, o RevokeOptions) (*Revoked,
 				key, len(rev.Serials), v1alpha1.MaxRevokedSerials, o.Name)
 		}
 		out.IssuedBefore, out.Serials = rev.IssuedBefore, rev.Serials
-		if err := mgmt.Update(ctx, &kc); err != nil {
+		if !o.DryRun.sends() {
+			return nil
+		}
+		if err := mgmt.Update(ctx, &kc, o.DryRun.updateOptions()...); err != nil {
 			if apierrors.IsConflict(err) {
 				return err
 			}
