@@ -104,7 +104,9 @@ Flags named before --context (--mgmt-context) and before --show-ok (--verbose) s
 			}
 			switch {
 			case len(metricsURLs) > 0:
-				o.Metrics = func(ctx context.Context) ([]fleet.MetricsPage, error) { return fetchAll(ctx, metricsURLs, timeout), nil }
+				o.Metrics = func(ctx context.Context) ([]fleet.MetricsPage, error) {
+					return fetchAll(ctx, metricsURLs, timeout), nil
+				}
 			case from == fleet.StreamsFromMetrics:
 				o.Metrics = fleet.PodMetrics(fleet.PodMetricsOptions{Client: mgmt, Namespace: g.namespace, Service: serverService, Fetch: fleet.ProxyFetch(mgmt.Clientset)})
 			}

@@ -2,8 +2,8 @@ package app
 
 import (
 	"encoding/json"
-	"regexp"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
