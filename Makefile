@@ -67,7 +67,7 @@ test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) $(HELM) 
 ##@ Development
 
 .PHONY: build
-build: ## Build the four binaries into bin/.
+build: ## Build the four binaries into bin/, and bin/kubectl-relay (relayctl as a kubectl plugin).
 	hack/build-binaries.sh $(BIN) $(VERSION) $(COMMIT)
 
 .PHONY: test-unit

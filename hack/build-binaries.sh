@@ -20,3 +20,5 @@ cd "$here/.."
 for bin in relay-server relay-agent relay-webhook relayctl; do
 	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$bin" "./cmd/$bin"
 done
+# kubectl runs relayctl as `kubectl relay` when it is on the PATH as kubectl-relay.
+ln -sf relayctl "$out/kubectl-relay"
