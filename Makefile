@@ -48,6 +48,9 @@ PROMTOOL       := $(TOOLS)/promtool
 # helm renders and installs charts/meshrelay (hack/chartdiff and
 # e2e/helm_test.go find it through $HELM).
 HELM           := $(TOOLS)/helm
+# setup-envtest downloads the control-plane binaries where it can
+# (hack/envtest-assets.sh; hack/envtestassets tests it through $SETUP_ENVTEST).
+SETUP_ENVTEST  := $(TOOLS)/setup-envtest
 
 ##@ Main
 
@@ -60,9 +63,9 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) $(HELM) ## Run every test: unit, on local clusters, end to end.
+test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) $(HELM) $(SETUP_ENVTEST) ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
-	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) HELM=$(HELM) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) HELM=$(HELM) SETUP_ENVTEST=$(SETUP_ENVTEST) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 ##@ Development
 
@@ -142,12 +145,13 @@ release: envtest-assets $(BUF) $(HELM) ## Write release VERSION=vX.Y.Z into dist
 ##@ Local clusters
 
 .PHONY: envtest-assets
-envtest-assets: ## Provide etcd, kube-apiserver, kube-controller-manager and kubectl for the local clusters.
+envtest-assets: ## Provide etcd, kube-apiserver, kube-controller-manager and kubectl for the local clusters: downloaded by setup-envtest where it can, else built from source.
 ifdef KUBEBUILDER_ASSETS
 	@for b in $(CONTROL_PLANE); do [[ -x "$(ASSETS)/$$b" ]] || { echo "KUBEBUILDER_ASSETS=$(ASSETS) has no executable $$b: unset it to build the binaries, or add $$b"; exit 1; }; done
 	@echo "using control-plane binaries from KUBEBUILDER_ASSETS=$(ASSETS)"
 else
-	hack/build-controlplane.sh $(ASSETS) $(K8S_VERSION)
+	@# Not a prerequisite: hack/envtest-assets.sh builds setup-envtest only when a binary is missing.
+	SETUP_ENVTEST=$(SETUP_ENVTEST) hack/envtest-assets.sh $(ASSETS) $(K8S_VERSION)
 endif
 
 .PHONY: print-assets
@@ -178,6 +182,9 @@ $(PROMTOOL): hack/tools/go.mod
 
 $(HELM): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $@ helm.sh/helm/v4/cmd/helm
+
+$(SETUP_ENVTEST): hack/tools/go.mod
+	cd hack/tools && $(GO) build -o $@ sigs.k8s.io/controller-runtime/tools/setup-envtest
 
 .PHONY: clean
 clean: ## Remove bin/ except the cached control-plane and cert-manager binaries.
