@@ -25,10 +25,11 @@ func NewCommand() *cobra.Command {
 		Short: "Relay server: certificate authority and mTLS gRPC endpoint for relay agents",
 		Long: `relay-server runs in the management cluster. It is the certificate authority for relay
 agents: it creates the root CA, the intermediate signing CA, its own serving certificate and
-the identity token (each only if absent, never overwriting), checks an agent's identity
-token, signs the CSR for its registered cluster name (a KubernetesCluster in --namespace),
-and serves gRPC over mutual TLS on :9900 with metrics, /healthz and /readyz on :9091.
-It reloads its credentials when their secrets change, without dropping streams.
+the shared identity token (each only if absent, never overwriting), checks an agent's
+bootstrap token (its cluster's own single-use token from relayctl register, or the shared
+token once per cluster), signs the CSR for its registered cluster name (a KubernetesCluster
+in --namespace), and serves gRPC over mutual TLS on :9900 with metrics, /healthz and /readyz
+on :9091. It reloads its credentials when their secrets change, without dropping streams.
 
 Settings come from flags and from --config, a YAML file that takes the names of the
 management server's relay settings (glooMgmtServer.relay.* in a Helm values file: disableCa,
