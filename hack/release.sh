@@ -132,6 +132,13 @@ render() {
 	} >"$work/$name/kustomization.yaml"
 	{
 		echo "# meshrelay $version: manifests/$dir, rendered by make release."
+		if [[ "$dir" == */workload ]]; then
+			echo "# It holds the example settings of manifests/$dir/settings.env"
+			echo "# (cluster-1): before applying it to a workload cluster, set that cluster's"
+			echo "# MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS and MESHRELAY_AUTHORITY in both"
+			echo "# meshrelay-settings ConfigMaps (and its name in the Certificate's dnsNames,"
+			echo "# where there is one), or install the chart with --set cluster=<name>."
+		fi
 		"$kubectl" kustomize "$work/$name"
 	} >"$out" || fail "failed to render manifests/$dir with kubectl kustomize"
 	check_images "$out"
