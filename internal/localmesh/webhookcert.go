@@ -50,7 +50,7 @@ func localServingPair(ctx context.Context, c client.Client, objs []*unstructured
 	if err != nil {
 		return err
 	}
-	leaf, err := ca.IssueServer(pki.Options{CommonName: "relay-webhook", IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, TTL: 24 * time.Hour})
+	leaf, err := ca.IssueServer(pki.Options{CommonName: "relay-webhook", DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, TTL: 24 * time.Hour})
 	if err != nil {
 		return err
 	}
