@@ -53,7 +53,9 @@ func newBackupCommand(g *globalFlags) *cobra.Command {
 		Long: `backup saves the relay secrets that relay-server generated, so that losing them does not
 mean giving every workload cluster new certificates: relay-root-tls-secret,
 relay-tls-signing-secret, relay-server-tls-secret, relay-identity-token-secret and
-relay-client-tls-secret, from --namespace of the cluster of --context.
+relay-client-tls-secret, and root-trust.<policy>, the root relay-server generated for each
+RootTrustPolicy that asks for one (mgmtServerCa.generated), from --namespace of the cluster
+of --context.
 
 Each secret that exists is written to DIR/<name>.yaml as a clean Secret manifest: name,
 namespace, labels, annotations (without kubectl's last-applied-configuration), type and
@@ -125,9 +127,9 @@ func newRestoreCommand(g *globalFlags) *cobra.Command {
 --namespace of the cluster of --context. It checks everything before it writes anything:
 
   - every file must hold one v1 Secret named relay-root-tls-secret, relay-tls-signing-secret,
-    relay-server-tls-secret, relay-identity-token-secret or relay-client-tls-secret, in
-    --namespace or in none, and no two files the same secret; otherwise the command fails,
-    naming each bad file, and nothing is written;
+    relay-server-tls-secret, relay-identity-token-secret, relay-client-tls-secret or
+    root-trust.<policy>, in --namespace or in none, and no two files the same secret;
+    otherwise the command fails, naming each bad file, and nothing is written;
   - a secret that does not exist is created; one that holds the same data is unchanged; one
     whose data differs is refused, naming the keys that differ (never their values), unless
     --force, which replaces its data;
