@@ -1,13 +1,20 @@
 package fleet
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/bootstraptoken"
 	"github.com/meshrelay/meshrelay/pkg/pki"
@@ -53,6 +60,68 @@ func TestRegisterIssuesEachRunAFreshTokenKeptOnTheManagementClusterOnlyAsAHash(t
 		var kc v1alpha1.KubernetesCluster
 		if err := mgmt.Get(ctx, types.NamespacedName{Namespace: srv.Namespace, Name: "cluster-1"}, &kc); err == nil {
 			t.Error("a dry run created the KubernetesCluster")
+		}
+	})
+
+	t.Run("a server dry run is judged by the API servers and keeps nothing", func(t *testing.T) {
+		dry := opts
+		dry.DryRun = DryRunServer
+		// A policy that refuses every new KubernetesCluster: only a request
+		// the API server sees can be refused by it.
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "no-new-clusters"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{v1alpha1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"kubernetesclusters"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "no new clusters here"}},
+			},
+		}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "no-new-clusters"},
+			Spec:       admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name, ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+		}
+		for _, o := range []client.Object{policy, binding} {
+			if err := mgmt.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testenv.Eventually(t, "the policy refuses the server dry run", 30*time.Second, func() error {
+			if _, err := Register(ctx, mgmt, remote, dry); err == nil || !strings.Contains(err.Error(), "no new clusters here") {
+				return fmt.Errorf("Register --dry-run=server under a policy refusing new clusters: %v, want the policy's refusal", err)
+			}
+			return nil
+		})
+		onClient := opts
+		onClient.DryRun = DryRunClient
+		if _, err := Register(ctx, mgmt, remote, onClient); err != nil {
+			t.Errorf("a client dry run sends nothing, so the policy cannot refuse it: %v", err)
+		}
+		for _, o := range []client.Object{binding, policy} {
+			if err := mgmt.Delete(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var steps []Step
+		testenv.Eventually(t, "the server dry run passes without the policy", 30*time.Second, func() error {
+			var err error
+			steps, err = Register(ctx, mgmt, remote, dry)
+			return err
+		})
+		for _, s := range steps {
+			if !strings.HasSuffix(s.Action, " (server dry run)") {
+				t.Errorf("server dry-run step %+v", s)
+			}
+		}
+		if err := mgmt.Get(ctx, types.NamespacedName{Namespace: srv.Namespace, Name: "cluster-1"}, &v1alpha1.KubernetesCluster{}); !apierrors.IsNotFound(err) {
+			t.Errorf("after a server dry run the KubernetesCluster: %v, want not found", err)
+		}
+		if err := remote.Get(ctx, types.NamespacedName{Name: ag.Namespace}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+			t.Errorf("after a server dry run the workload namespace: %v, want not found", err)
 		}
 	})
 

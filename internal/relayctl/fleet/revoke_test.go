@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/fleet"
 	"github.com/meshrelay/meshrelay/internal/testenv"
@@ -59,6 +62,59 @@ func TestRevokeWritesTheRevocationTheServerReads(t *testing.T) {
 		_, err := fleet.Revoke(ctx, c, fleet.RevokeOptions{Name: "cluster-9", Namespace: "gloo-mesh", Now: now})
 		if err == nil || !strings.Contains(err.Error(), "KubernetesCluster gloo-mesh/cluster-9 not found") {
 			t.Errorf("got %v", err)
+		}
+	})
+	t.Run("a dry run writes nothing: client only computes, server has the API server judge the write", func(t *testing.T) {
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "frozen-revocations"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+						Rule:       admissionregistrationv1.Rule{APIGroups: []string{v1alpha1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"kubernetesclusters"}},
+					},
+				}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "!has(object.spec.revocation)", Message: "revocations are frozen"}},
+			},
+		}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "frozen-revocations"},
+			Spec:       admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name, ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+		}
+		for _, o := range []client.Object{policy, binding} {
+			if err := c.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		server := fleet.RevokeOptions{Name: "cluster-1", Namespace: "gloo-mesh", Now: now, DryRun: fleet.DryRunServer}
+		testenv.Eventually(t, "the policy refuses the server dry run", 30*time.Second, func() error {
+			if _, err := fleet.Revoke(ctx, c, server); err == nil || !strings.Contains(err.Error(), "revocations are frozen") {
+				return fmt.Errorf("Revoke --dry-run=server under a policy freezing revocations: %v, want its refusal", err)
+			}
+			return nil
+		})
+		onClient := server
+		onClient.DryRun = fleet.DryRunClient
+		got, err := fleet.Revoke(ctx, c, onClient)
+		want := time.Date(2026, 6, 1, 12, 0, 1, 0, time.UTC)
+		if err != nil || got.DryRun != fleet.DryRunClient || !got.IssuedBefore.Time.Equal(want) {
+			t.Errorf("client dry run: %+v, %v; want issuedBefore %s, sent nowhere", got, err, want)
+		}
+		for _, o := range []client.Object{binding, policy} {
+			if err := c.Delete(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testenv.Eventually(t, "the server dry run passes without the policy", 30*time.Second, func() error {
+			got, err = fleet.Revoke(ctx, c, server)
+			return err
+		})
+		if got.DryRun != fleet.DryRunServer || !got.IssuedBefore.Time.Equal(want) {
+			t.Errorf("server dry run: %+v; want issuedBefore %s", got, want)
+		}
+		if rev := stored(); rev != nil {
+			t.Errorf("a dry run stored the revocation %+v", rev)
 		}
 	})
 	t.Run("the whole cluster: issuedBefore is the next second, and never moves back", func(t *testing.T) {
