@@ -101,13 +101,25 @@ func (m *Mesh) InstallPatched(ctx context.Context, cluster, overlay string, sett
 	if err != nil {
 		return err
 	}
-	docs, err := PointWebhooksAt(out, webhookAddr)
-	if err != nil {
+	if err := m.InstallRendered(ctx, cluster, out, webhookAddr); err != nil {
 		return fmt.Errorf("overlay %s: %w", overlay, err)
+	}
+	return nil
+}
+
+// InstallRendered applies stream, the objects of a rendering (kubectl
+// kustomize, helm template), to cluster, its webhook configurations
+// pointed at webhookAddr, and keeps its objects: StartServer,
+// StartWebhook and StartAgent then run the binaries as its Deployments
+// say.
+func (m *Mesh) InstallRendered(ctx context.Context, cluster, stream, webhookAddr string) error {
+	docs, err := PointWebhooksAt(stream, webhookAddr)
+	if err != nil {
+		return err
 	}
 	objs, err := Objects(docs)
 	if err != nil {
-		return fmt.Errorf("overlay %s: %w", overlay, err)
+		return err
 	}
 	if _, _, err = m.Env.Kubectl(ctx, docs, "--context", cluster, "apply", "-f", "-"); err != nil {
 		return err
