@@ -76,6 +76,9 @@ if [[ -n "$dirty" && "${ALLOW_DIRTY:-}" != 1 ]]; then
 	fail "the tree has uncommitted changes; commit or remove them (a release is made from a commit), or set ALLOW_DIRTY=1 for a trial run:
 $dirty"
 fi
+if [[ -n "$dirty" ]]; then
+	echo "release: ALLOW_DIRTY=1: a trial run from a tree with uncommitted changes, not a release to publish"
+fi
 head=$(git rev-parse HEAD)
 if tagged=$(git rev-parse -q --verify "refs/tags/$version^{commit}"); then
 	if [[ "$tagged" != "$head" ]]; then
@@ -201,6 +204,10 @@ fi
 )
 files+=(SHA256SUMS)
 
+if [[ -n "$final" ]]; then
+	"$buf" build -o "$work/api.binpb" || fail "failed to build the relay API's image with buf"
+fi
+
 mkdir -p "$dist"
 rm -f "$dist"/meshrelay-*.yaml "$dist"/meshrelay-*.tgz "$dist/SHA256SUMS"
 for f in "${files[@]}"; do
@@ -211,7 +218,6 @@ done
 baseline=
 if [[ -n "$final" ]]; then
 	baseline=$releases/$version.binpb
-	"$buf" build -o "$work/api.binpb" || fail "failed to build the relay API's image with buf"
 	if [[ -f "$baseline" ]] && cmp -s "$work/api.binpb" "$baseline"; then
 		echo "release: $baseline is up to date"
 		baseline=
