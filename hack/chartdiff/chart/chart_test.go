@@ -219,6 +219,8 @@ func TestCompareFindsDrift(t *testing.T) {
 	edit("charts/meshrelay/values.yaml", "glooAgent:\n  enabled: false\n  replicas: 2", "glooAgent:\n  enabled: false\n  replicas: 3")
 	edit("charts/meshrelay/templates/server.yaml", `verbs: ["get", "update", "patch"]`, `verbs: ["get", "update", "patch", "delete"]`)
 	edit("charts/meshrelay/crds/meshrelay.dev_roottrustpolicies.yaml", "kind: CustomResourceDefinition", "kind: CustomResourceDefinition\n# edited")
+	// And the part-of label of the monitoring objects (six on each side).
+	edit("charts/meshrelay/templates/monitoring.yaml", `"app.kubernetes.io/part-of" "meshrelay"`, `"app.kubernetes.io/part-of" "other"`)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -231,12 +233,16 @@ func TestCompareFindsDrift(t *testing.T) {
 		"charts/meshrelay/crds/meshrelay.dev_roottrustpolicies.yaml differs from manifests/crds/meshrelay.dev_roottrustpolicies.yaml",
 		"workload: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
 		"management: Role.rbac.authorization.k8s.io gloo-mesh/relay-server: rules[4].verbs: overlay [get update patch], chart [get update patch delete]",
+		"workload with monitoring: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
+		"management with monitoring: PrometheusRule.monitoring.coreos.com gloo-mesh/meshrelay: metadata.labels.app.kubernetes.io/part-of: overlay meshrelay, chart other",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Compare did not report %q; it reported:\n%s", want, all)
 		}
 	}
-	if len(diffs) != 3 {
-		t.Errorf("Compare reported %d differences, want 3:\n%s", len(diffs), all)
+	// The copy; the replicas and the verb in the plain and the monitoring
+	// install each; the label on the six monitoring objects of each.
+	if want := 1 + 2 + 2 + 2*6; len(diffs) != want {
+		t.Errorf("Compare reported %d differences, want %d:\n%s", len(diffs), want, all)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -25,6 +26,9 @@ type Install struct {
 	// CRDs says whether the overlay installs the CRDs; the README has
 	// workload installs pass --skip-crds, which leaves them out.
 	CRDs bool
+	// Components are kustomize components (under manifests/components)
+	// added to the overlay, as a user's own kustomization would.
+	Components []string
 }
 
 // Installs returns the management and workload installs. The workload
@@ -48,9 +52,14 @@ func Installs(root string) ([]Install, error) {
 		}
 		set = append(set, value+"="+v)
 	}
+	monitoring := []string{"monitoring.enabled=true"}
 	return []Install{
 		{Name: "management", Overlay: "manifests/overlays/management", CRDs: true},
 		{Name: "workload", Overlay: "manifests/overlays/workload", Set: set},
+		{Name: "management with monitoring", Overlay: "manifests/overlays/management", CRDs: true,
+			Set: monitoring, Components: []string{"monitoring"}},
+		{Name: "workload with monitoring", Overlay: "manifests/overlays/workload",
+			Set: append(slices.Clone(set), monitoring...), Components: []string{"monitoring"}},
 	}, nil
 }
 
@@ -93,7 +102,32 @@ func Template(ctx context.Context, helm, root string, crds bool, set, valuesFile
 	return run(ctx, helm, args...)
 }
 
-// Kustomize renders an overlay with kubectl kustomize.
-func Kustomize(ctx context.Context, kubectl, root, overlay string) (string, error) {
-	return run(ctx, kubectl, "kustomize", filepath.Join(root, overlay))
+// Kustomize renders an overlay with kubectl kustomize, with components
+// (names under manifests/components) added by a kustomization of its own.
+func Kustomize(ctx context.Context, kubectl, root, overlay string, components ...string) (string, error) {
+	if len(components) == 0 {
+		return run(ctx, kubectl, "kustomize", filepath.Join(root, overlay))
+	}
+	dir, err := os.MkdirTemp("", "chartdiff-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	rel := func(path string) (string, error) { return filepath.Rel(dir, filepath.Join(root, path)) }
+	base, err := rel(overlay)
+	if err != nil {
+		return "", err
+	}
+	k := fmt.Sprintf("resources:\n  - %s\ncomponents:\n", base)
+	for _, c := range components {
+		p, err := rel(filepath.Join("manifests", "components", c))
+		if err != nil {
+			return "", err
+		}
+		k += "  - " + p + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		return "", err
+	}
+	return run(ctx, kubectl, "kustomize", dir)
 }
