@@ -206,7 +206,7 @@ func (r *Result) dnsNames(m *Material) {
 }
 
 // CheckDNSName returns an error unless name may be a DNS name of a
-// certificate of kind k, by pki.CheckRoleDNSName: the reference's example
+// certificate of kind k, by pki.CheckRoleDNSName: the product's example
 // signing CA carries *.gloo-mesh, a client certificate only its cluster.
 func (k Kind) CheckDNSName(name string) error {
 	return pki.CheckRoleDNSName(k.Role(), name)

@@ -28,7 +28,7 @@ func TestAgainstAnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
-	t.Run("a RootTrustPolicy's generated root is backed up and restored, also by the reference's commands", func(t *testing.T) {
+	t.Run("a RootTrustPolicy's generated root is backed up and restored, also by the documented commands", func(t *testing.T) {
 		testTrustRoots(ctx, t, env, c)
 	})
 

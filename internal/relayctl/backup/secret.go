@@ -17,7 +17,7 @@ import (
 const lastApplied = corev1.LastAppliedConfigAnnotation
 
 // DefaultNames returns the names of the relay secrets under the
-// reference's defaults: the root, the signing intermediate, the server
+// product's documented defaults: the root, the signing intermediate, the server
 // certificate, the identity token and the agent's client certificate.
 func DefaultNames() []string {
 	var names []string

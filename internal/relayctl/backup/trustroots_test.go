@@ -25,7 +25,7 @@ import (
 // testTrustRoots: a RootTrustPolicy whose root relay-server generates has
 // that root (root-trust.<policy>) in the backup, and restore creates it
 // again; a policy whose root is the user's own secret adds nothing. Then
-// the reference's own commands for that root (download root-cert.pem and
+// the product documentation's own commands for that root (download root-cert.pem and
 // key.pem, recreate with kubectl create secret tls) run as printed, and
 // the secret they make holds the same root, usable as a root of trust.
 func testTrustRoots(ctx context.Context, t *testing.T, env *testenv.Env, c client.Client) {
@@ -93,7 +93,7 @@ func testTrustRoots(ctx context.Context, t *testing.T, env *testenv.Env, c clien
 		t.Fatalf("restored %s: labels %v, data keys %v; want the saved root", got.Name, got.Labels, slices.Sorted(maps.Keys(got.Data)))
 	}
 
-	// The reference's "download the Istio root signing certificate from
+	// The documentation's "download the Istio root signing certificate from
 	// each RootTrustPolicy" and its recreate command, as printed; only the
 	// namespace and the context differ.
 	kubectl, err := exec.LookPath(env.KubectlCmd(ctx).Path)
