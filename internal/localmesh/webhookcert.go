@@ -43,8 +43,9 @@ func servesFromFiles(p *Pod) string {
 // localServingPair replaces tls.crt and tls.key in dir, the mounted
 // secret cert-manager wrote for the webhook's Service name, by a pair for
 // 127.0.0.1, where the API server calls the local process, and puts its CA
-// into the caBundle of the webhook configurations in objs on cluster c: in
-// a cluster, the Service name and cert-manager's CA injector do that.
+// beside the mounted secret's ca.crt into the caBundle of the webhook
+// configurations in objs on cluster c: in a cluster, the Service name and
+// cert-manager's CA injector do that.
 func localServingPair(ctx context.Context, c client.Client, objs []*unstructured.Unstructured, dir string) error {
 	ca, err := pki.NewRootCA(pki.Options{CommonName: LocalWebhookCA, TTL: 24 * time.Hour})
 	if err != nil {
@@ -57,6 +58,13 @@ func localServingPair(ctx context.Context, c client.Client, objs []*unstructured
 	key, err := leaf.KeyPEM()
 	if err != nil {
 		return err
+	}
+	// The caBundle also holds the mounted secret's CA, as cert-manager's
+	// injector would put it there: relayctl check verifies that secret's
+	// certificate against it.
+	bundle := ca.CAPEM()
+	if mounted, err := os.ReadFile(filepath.Join(dir, "ca.crt")); err == nil {
+		bundle = append(append(bundle, '\n'), mounted...)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), leaf.CertPEM(), 0o600); err != nil {
 		return err
@@ -76,7 +84,7 @@ func localServingPair(ctx context.Context, c client.Client, objs []*unstructured
 		hooks, _, _ := unstructured.NestedSlice(live.Object, "webhooks")
 		for _, h := range hooks {
 			cc := h.(map[string]any)["clientConfig"].(map[string]any)
-			cc["caBundle"] = base64.StdEncoding.EncodeToString(ca.CAPEM())
+			cc["caBundle"] = base64.StdEncoding.EncodeToString(bundle)
 		}
 		if err := unstructured.SetNestedSlice(live.Object, hooks, "webhooks"); err != nil {
 			return err
