@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -187,48 +185,6 @@ func TestHelmChartAcceptsProductValues(t *testing.T) {
 	})
 }
 
-// started is one binary started as the installed release's Deployment says.
-type started struct {
-	*testenv.Process
-	metrics string
-}
-
-// startInstalled runs, on cluster, one pod of Deployment deployment as the
-// release installed there renders it (helm get manifest): its command,
-// args and environment, as its ServiceAccount (a TokenRequest token), with
-// only the addresses a local process needs added, and waits until it is
-// ready.
-func startInstalled(ctx context.Context, t *testing.T, mesh *localmesh.Mesh, cluster string, objs []*unstructured.Unstructured, deployment string, flags ...string) started {
-	t.Helper()
-	pod, err := localmesh.PodOf(objs, deployment, deployment+"-helm-0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(mesh.Dir, "helm-pods", cluster, pod.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := localmesh.ServiceAccountKubeconfig(ctx, mesh.Env.Cluster(cluster), pod.Namespace, pod.ServiceAccount, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
-	metrics, err := testenv.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append(append(slices.Clone(pod.Args), "--kubeconfig", kubeconfig, "--metrics-address", metrics), flags...)
-	p, err := testenv.StartProcessEnv(filepath.Join(mesh.Bins, pod.Binary), filepath.Join(mesh.Dir, pod.Binary+"-"+cluster+".log"), pod.Env, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop() })
-	t.Logf("%s on %s runs as Deployment %s/%s says: %s %s (env %s)", pod.Binary, cluster, pod.Namespace, deployment, pod.Binary, strings.Join(args, " "), strings.Join(pod.Env, " "))
-	if err := testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", time.Minute); err != nil {
-		t.Fatalf("%s on %s: %v", pod.Binary, cluster, err)
-	}
-	return started{Process: p, metrics: metrics}
-}
-
 // TestHelmInstall installs the chart with helm install on a management and
 // a workload cluster, with the values files written for the product, and
 // runs relay-webhook, relay-server and relay-agent as local processes the
@@ -240,16 +196,21 @@ func TestHelmInstall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	mesh, env := startMesh(ctx, t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
-	serverAddr, err := testenv.FreeAddr()
-	if err != nil {
+	var err error
+	if mesh.ServerAddr, err = testenv.FreeAddr(); err != nil {
 		t.Fatal(err)
 	}
-	mesh.ServerAddr = serverAddr
+	if mesh.ServerMetrics, err = testenv.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
 
-	// install runs helm install on cluster, logs its output, points the
-	// webhook configurations at hook (no Service reaches a local process)
-	// and returns the objects the release installed.
-	install := func(cluster, hook string, args ...string) []*unstructured.Unstructured {
+	// install runs helm install on cluster and logs its output. No Service
+	// reaches a local process, so it points the release's webhook
+	// configurations at hook (replacing their service with a URL); then
+	// the mesh keeps the release's objects (helm get manifest), and
+	// StartServer, StartWebhook and StartAgent run the binaries as its
+	// Deployments say, as their ServiceAccounts.
+	install := func(cluster, hook string, args ...string) {
 		t.Helper()
 		base := []string{"--kubeconfig", env.Kubeconfig, "--kube-context", cluster}
 		out := runHelm(ctx, t, helm, mesh.Root, append(append([]string{"install", "meshrelay", "charts/meshrelay",
@@ -278,16 +239,24 @@ func TestHelmInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		env.MustKubectl(ctx, t, pointed, "--context", cluster, "replace", "-f", "-")
-		return objs
+		if err := mesh.InstallRendered(ctx, cluster, manifest, hook); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	mgmtHook, err := testenv.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgmt := install("mgmt", mgmtHook, "-f", productManagementValues)
-	startInstalled(ctx, t, mesh, "mgmt", mgmt, "relay-webhook", "--listen-address", mgmtHook, "--serving-ip", "127.0.0.1")
-	startInstalled(ctx, t, mesh, "mgmt", mgmt, "gloo-mesh-mgmt-server", "--listen-address", serverAddr)
+	install("mgmt", mgmtHook, "-f", productManagementValues)
+	must(mesh.StartWebhook(ctx, "mgmt", "", mgmtHook))
+	must(mesh.StartServer(ctx, "mgmt"))
 
 	// The workload install: the product's agent values, this cluster's
 	// name and where relay-server listens, as a user sets them.
@@ -295,16 +264,21 @@ func TestHelmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	work := install("cluster-1", workHook, append([]string{"-f", productAgentValues, "--skip-crds",
-		"--set", "cluster=cluster-1", "--set", "glooAgent.relay.serverAddress=" + serverAddr}, workloadSet...)...)
-	startInstalled(ctx, t, mesh, "cluster-1", work, "relay-webhook", "--listen-address", workHook, "--serving-ip", "127.0.0.1")
+	install("cluster-1", workHook, append([]string{"-f", productAgentValues, "--skip-crds",
+		"--set", "cluster=cluster-1", "--set", "glooAgent.relay.serverAddress=" + mesh.ServerAddr}, workloadSet...)...)
+	must(mesh.StartWebhook(ctx, "cluster-1", "cluster-1", workHook))
 
 	stdout, stderr, code := mesh.Relayctl(ctx, "register", "cluster-1", "--mgmt-context", "mgmt", "--remote-context", "cluster-1")
 	if code != 0 {
 		t.Fatalf("relayctl register cluster-1: exit %d: %s", code, stderr)
 	}
 	t.Logf("relayctl register cluster-1:\n%s", stdout)
-	agent := startInstalled(ctx, t, mesh, "cluster-1", work, "relay-agent")
+	// The agent's cluster name and relay-server's address come from the
+	// chart's settings ConfigMap, so StartAgent adds neither flag.
+	_, agentMetrics, err := mesh.StartAgent("cluster-1", "cluster-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	testenv.Eventually(t, "cluster-1 Connected=True", 90*time.Second, func() error {
 		out, _, err := env.Kubectl(ctx, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "kubernetescluster", "cluster-1",
@@ -317,11 +291,11 @@ func TestHelmInstall(t *testing.T) {
 	t.Logf("kubectl get kubernetesclusters -n gloo-mesh:\n%s", env.MustKubectl(ctx, t, "", "--context", "mgmt", "-n", "gloo-mesh", "get", "kubernetesclusters"))
 
 	// The agent holds the client certificate relay-server signed, in the
-	// secret the product's values name.
+	// secret the product's values name, and is ready.
 	if out := env.MustKubectl(ctx, t, "", "--context", "cluster-1", "-n", "gloo-mesh", "get", "secret", "relay-client-tls-secret", "-o", "name"); strings.TrimSpace(out) != "secret/relay-client-tls-secret" {
 		t.Errorf("relay-client-tls-secret on cluster-1: %q", out)
 	}
-	resp, err := http.Get("http://" + agent.metrics + "/readyz")
+	resp, err := http.Get("http://" + agentMetrics + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ The image tag: image.tag, else v<appVersion> (the release's tag).
 
 {{- define "meshrelay.image" -}}
 {{- printf "%s:%s" .Values.image.repository (include "meshrelay.tag" .) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{/*
