@@ -58,7 +58,9 @@ naming the cluster to apply it to. With --out DIR, each cluster gets a folder, D
 DIR/<cluster>, with a kustomization.yaml: apply one with "kubectl apply -k DIR/<cluster>". An
 existing file is never overwritten unless --force is given.
 
-The output holds private keys: keep it out of version control, or encrypt it.`,
+The output holds private keys: keep it out of version control, or encrypt it.
+
+` + exitCodesHelp,
 		Example: `  relayctl gen --architecture two-intermediates --clusters cluster-1,cluster-2 --out certs
   kubectl --context mgmt apply -k certs/management
   kubectl --context cluster-1 apply -k certs/cluster-1
