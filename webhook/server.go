@@ -13,11 +13,14 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -27,6 +30,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/pkg/version"
@@ -110,6 +114,12 @@ func (s *Server) Run(ctx context.Context) error {
 			o.Cache.Reader = named.Over(o.Cache.Reader)
 			return client.New(rc, o)
 		},
+		// Pods are read only by the reinjector: the agent pods of the
+		// relay namespace, which relay-webhook's Role there lets it watch.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {
+			Namespaces: map[string]cache.Config{s.cfg.Namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{meshv1alpha1.InjectLabel: meshv1alpha1.InjectLabelValue}),
+		}}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
@@ -128,6 +138,21 @@ func (s *Server) Run(ctx context.Context) error {
 		mlis.Close()
 		return err
 	}
+	ready := func() error {
+		if !s.ready.Load() {
+			return errors.New("caches are syncing")
+		}
+		return certReady()
+	}
+	// On a workload cluster, agent pods created before the injection was in
+	// force are evicted once it is; the management cluster, which has no
+	// agent settings, injects nothing.
+	if pods := newPodInjector(s.cfg); pods.problem == nil {
+		if err := setupReinjector(mgr, s.cfg.Namespace, pods.settings, ready, s.opts.Now, s.log.WithName("reinjector")); err != nil {
+			mlis.Close()
+			return err
+		}
+	}
 	if err := mgr.Add(named); err != nil {
 		mlis.Close()
 		return err
@@ -139,12 +164,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	probes := probeserver.Handler(gatherer(), func() error {
-		if !s.ready.Load() {
-			return errors.New("caches are syncing")
-		}
-		return certReady()
-	})
+	probes := probeserver.Handler(gatherer(), ready)
 	if s.cfg.EnableProfiling {
 		probes = probeserver.WithProfiling(probes)
 	}
