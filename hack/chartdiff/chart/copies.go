@@ -33,7 +33,7 @@ func CheckCopies(root string) ([]string, error) {
 			return nil, fmt.Errorf("failed to read original: %w", err)
 		}
 		if !bytes.Equal(got, want) {
-			out = append(out, fmt.Sprintf("%s differs from %s: cp %s %s", c[0], c[1], c[1], c[0]))
+			out = append(out, fmt.Sprintf("%s differs from %s: run make generate (or cp %s %s)", c[0], c[1], c[1], c[0]))
 		}
 	}
 	crds, err := filepath.Glob(filepath.Join(root, "manifests", "crds", "*_*.yaml"))
