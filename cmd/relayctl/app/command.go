@@ -50,7 +50,7 @@ nothing).
 				return err
 			}
 			warnDeprecated(cmd, cmd.ErrOrStderr())
-			g.log.Logger()
+			g.startLogging()
 			return nil
 		},
 	}

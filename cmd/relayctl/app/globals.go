@@ -1,14 +1,17 @@
 package app
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -31,6 +34,16 @@ func (g *globalFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVarP(&g.namespace, "namespace", "n", config.DefaultNamespace, "namespace of the relay secrets and KubernetesClusters, on every cluster")
 	fs.StringVar(&g.requestTimeout, "request-timeout", "0", `how long to wait for each request to a cluster (API call or proxied read) before giving up, as 30s, 1m or 2h; "0" waits forever`)
 	g.log.Bind(fs)
+	fs.Lookup("v").Usage = "log verbosity, as in kubectl: 0 logs only problems, 6 and above every request to a cluster"
+}
+
+// startLogging logs to stderr at -v, client-go's klog lines included.
+func (g *globalFlags) startLogging() {
+	g.log.Logger()
+	// klog checks its own verbosity before it hands a line to the logger.
+	var fs flag.FlagSet
+	klog.InitFlags(&fs)
+	_ = fs.Set("v", strconv.Itoa(g.log.Verbosity))
 }
 
 // timeout parses --request-timeout as kubectl does: a duration with a
