@@ -91,6 +91,8 @@ func (f *Fixture) Cases(t testing.TB) []Case {
 		{Name: "a signing CA made from the reference's example configuration (SAN *.gloo-mesh, client and server auth) is usable",
 			Kind: relaysecret.Signing, Data: f.TLSData(t, f.referenceSigningCA(t)), OK: true},
 		{Name: "a server certificate covering the authority is usable", Kind: relaysecret.Server, Data: f.TLSData(t, server), OK: true},
+		{Name: "a server certificate without ca.crt, under the stored root, is usable", Kind: relaysecret.Server, Data: without(f.TLSData(t, server), relaysecret.KeyCACert), OK: true},
+		{Name: "a signing CA without ca.crt, under the stored root, is usable", Kind: relaysecret.Signing, Data: without(f.TLSData(t, f.Signing), relaysecret.KeyCACert), OK: true},
 		{Name: "a server certificate that does not cover the authority is refused", Kind: relaysecret.Server, Data: f.TLSData(t, wrongServer)},
 		{Name: "a client certificate for this cluster is usable", Kind: relaysecret.Client, Data: client(pki.Options{DNSNames: []string{Cluster}}), OK: true},
 		{Name: "a client certificate with an RSA-1024 key is refused", Kind: relaysecret.Client, Data: f.weakClient(t)},

@@ -157,7 +157,9 @@ func (c *keyring) load(ctx context.Context, r client.Reader, now time.Time, log 
 			continue
 		}
 		d, ok := c.seen[p.key]
-		if !ok || d.resourceVersion != s.ResourceVersion {
+		// A secret that failed is decoded again: what it lacked may have
+		// come since (a server secret without ca.crt needs the root).
+		if !ok || d.resourceVersion != s.ResourceVersion || d.err != nil {
 			d.roots, d.err = p.decode(&s, now)
 			d.resourceVersion = s.ResourceVersion
 			c.seen[p.key] = d
@@ -197,7 +199,21 @@ func (c *keyring) loadRoot(s *corev1.Secret, now time.Time) ([]*x509.Certificate
 		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
 	c.metrics.setExpiry(certRoot, m.Roots[0])
+	// The secrets loaded after it in the same load verify to these roots
+	// when they have no ca.crt of their own (withoutCA).
+	c.rootCerts = m.Roots
 	return m.Roots, nil
+}
+
+// checkContext is what the signing or server secret s is checked with: its
+// own ca.crt, or, when it has none (restored by kubectl create secret
+// tls), the relay roots, as the webhook checks it.
+func (c *keyring) checkContext(s *corev1.Secret, now time.Time) relaysecret.Context {
+	ctx := relaysecret.Context{Authority: c.cfg.Authority, Now: now}
+	if len(s.Data[relaysecret.KeyCACert]) == 0 {
+		ctx.Roots, ctx.RootsFrom = c.rootCerts, c.cfg.RootTLSSecret.Name
+	}
+	return ctx
 }
 
 // storeBundle makes the relay roots the trust bundle pushed to agents when
@@ -236,7 +252,7 @@ func newClientIssuer(ca *pki.Certified, cfg *config.Server, now time.Time) (*pki
 // the previous one (agents holding its certificates can still renew). It
 // adds no root: client chains verify to the relay root alone.
 func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
-	m, r := relaysecret.Validate(relaysecret.Signing, s.Data, "", relaysecret.Context{Now: now})
+	m, r := relaysecret.Validate(relaysecret.Signing, s.Data, "", c.checkContext(s, now))
 	if m == nil {
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
@@ -296,16 +312,14 @@ func (c *keyring) loadToken(s *corev1.Secret, _ time.Time) ([]*x509.Certificate,
 
 // loadServer makes the server secret the serving certificate of new
 // handshakes, once it passes the checks the webhook makes (the chain to its
-// ca.crt, the authority, validity). Its ca.crt verifies nothing else:
+// ca.crt, or to the relay roots when it has none, the authority,
+// validity). Its ca.crt verifies nothing else:
 // client certificates verify to the relay root alone, so a CA that only
 // the server secret names (a corporate root, say) admits no client.
 func (c *keyring) loadServer(s *corev1.Secret, now time.Time) ([]*x509.Certificate, error) {
-	m, errs := relaysecret.Decode(relaysecret.Server, s.Data, "")
-	if len(errs) == 0 {
-		errs = relaysecret.Check(m, relaysecret.Context{Authority: c.cfg.Authority, Now: now}).Errs
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("server secret %s/%s: %s", s.Namespace, s.Name, relaysecret.Message(errs))
+	m, r := relaysecret.Validate(relaysecret.Server, s.Data, "", c.checkContext(s, now))
+	if m == nil {
+		return nil, fmt.Errorf("server secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
 	c.server.Store(m.TLSCertificate())
 	c.metrics.setExpiry(certServer, m.Cert)

@@ -23,6 +23,11 @@ func TestServerGivesTheCatalogueVerdicts(t *testing.T) {
 	cfg := config.DefaultServer()
 	cfg.Namespace, cfg.Authority = "gloo-mesh", relaysecrettest.Authority
 	keys := newKeyring(&cfg, newMetrics(prometheus.NewRegistry()))
+	// The stored root, which a secret without ca.crt verifies to, as
+	// relay-server loads relay-root-tls-secret before the others.
+	if _, err := keys.loadRoot(&corev1.Secret{Data: f.RootData}, f.Now); err != nil {
+		t.Fatal(err)
+	}
 	loaders := map[relaysecret.Kind]func(*corev1.Secret) error{
 		relaysecret.Root: func(s *corev1.Secret) error { _, err := keys.loadRoot(s, f.Now); return err },
 		relaysecret.Signing: func(s *corev1.Secret) error {
