@@ -88,7 +88,7 @@ func (f *Fixture) Cases(t testing.TB) []Case {
 	return []Case{
 		{Name: "the root is usable", Kind: relaysecret.Root, Data: f.RootData, OK: true},
 		{Name: "the signing CA is usable", Kind: relaysecret.Signing, Data: f.TLSData(t, f.Signing), OK: true},
-		{Name: "a signing CA made from the reference's example configuration (SAN *.gloo-mesh, client and server auth) is usable",
+		{Name: "a signing CA made from the documented openssl example (SAN *.gloo-mesh, client and server auth) is usable",
 			Kind: relaysecret.Signing, Data: f.TLSData(t, f.referenceSigningCA(t)), OK: true},
 		{Name: "a server certificate covering the authority is usable", Kind: relaysecret.Server, Data: f.TLSData(t, server), OK: true},
 		{Name: "a server certificate without ca.crt, under the stored root, is usable", Kind: relaysecret.Server, Data: without(f.TLSData(t, server), relaysecret.KeyCACert), OK: true},
@@ -122,8 +122,8 @@ func (f *Fixture) tlsDataWithRoot(t testing.TB, c, root *pki.Certified) map[stri
 	return map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: root.CertPEM()}
 }
 
-// referenceSigningCA is the signing CA the reference's openssl example
-// makes: CA:TRUE, keyCertSign, client and server auth, DNS *.gloo-mesh.
+// referenceSigningCA is the signing CA that the openssl example configuration
+// of the compatible product's "Certificate architectures" page makes: CA:TRUE, keyCertSign, client and server auth, DNS *.gloo-mesh.
 func (f *Fixture) referenceSigningCA(t testing.TB) *pki.Certified {
 	t.Helper()
 	key, err := pki.GenerateKey(pki.RSA2048)
