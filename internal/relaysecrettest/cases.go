@@ -122,8 +122,9 @@ func (f *Fixture) tlsDataWithRoot(t testing.TB, c, root *pki.Certified) map[stri
 	return map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: root.CertPEM()}
 }
 
-// referenceSigningCA is the signing CA that the openssl example configuration
-// of the compatible product's "Certificate architectures" page makes: CA:TRUE, keyCertSign, client and server auth, DNS *.gloo-mesh.
+// referenceSigningCA is the signing CA that the openssl example
+// configuration of the compatible product's "Certificate architectures"
+// page makes: CA:TRUE, keyCertSign, client and server auth, DNS *.gloo-mesh.
 func (f *Fixture) referenceSigningCA(t testing.TB) *pki.Certified {
 	t.Helper()
 	key, err := pki.GenerateKey(pki.RSA2048)
