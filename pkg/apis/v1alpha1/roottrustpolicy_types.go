@@ -7,8 +7,10 @@ import (
 // RootTrustPolicy asks the relay server for a federated Istio root of trust:
 // the server holds (or generates) a root, and each workload cluster's agent
 // makes an intermediate CA key locally and gets it signed, so that workloads in
-// every cluster trust each other. The spec keeps the reference product's shape.
-// relay-server acts on the policies in its own namespace.
+// every cluster trust each other. Its spec has the shape of the
+// RootTrustPolicy of the product meshrelay is compatible with (see
+// docs/compatibility.md). relay-server acts on the policies in its own
+// namespace.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
