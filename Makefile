@@ -139,11 +139,13 @@ docker-build-check: ## Run the Dockerfile's build command (static, CGO_ENABLED=0
 ##@ Releases
 
 # DIST is where make release writes; RELEASE_DIGEST (sha256:...), when set,
-# pins every image by digest beside the tag. docs/releases.md tells the rest.
+# pins every image by digest beside the tag; RELEASE_PLATFORMS (os/arch ...)
+# narrows the platforms kubectl-relay is built for (default: those of
+# plugins/relay.yaml). docs/releases.md tells the rest.
 DIST ?= $(ROOT)/dist
 
 .PHONY: release
-release: envtest-assets $(BUF) $(HELM) ## Write release VERSION=vX.Y.Z into dist/: manifests with images pinned (RELEASE_DIGEST=sha256:... adds the digest), the chart, SHA256SUMS.
+release: envtest-assets $(BUF) $(HELM) ## Write release VERSION=vX.Y.Z into dist/: manifests with images pinned (RELEASE_DIGEST=sha256:... adds the digest), the chart, kubectl-relay archives and krew manifest, SHA256SUMS.
 	DIST=$(DIST) KUBECTL=$(ASSETS)/kubectl BUF=$(BUF) HELM=$(HELM) RELEASE_DIGEST=$(RELEASE_DIGEST) hack/release.sh $(VERSION)
 
 ##@ Local clusters

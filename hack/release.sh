@@ -16,6 +16,10 @@
 #   RELEASE_DIGEST  sha256:<64 hex> of the pushed image: pins image:VERSION@digest
 #   ALLOW_DIRTY=1   release from a tree with uncommitted changes (for tests)
 #   API_RELEASES    folder of the relay API's release images (default: relay/api/releases)
+#   KREW_MANIFEST   the krew manifest template (default: plugins/relay.yaml)
+#   RELEASE_PLATFORMS  os/arch list to build kubectl-relay for (default: every
+#                   platform the krew manifest names; "none" builds none); the
+#                   manifest is written only when all it names are built
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -194,14 +198,58 @@ else
 	echo "release: no charts/meshrelay in this tree: no chart packaged"
 fi
 
-(
-	cd "$stage"
+# sha256 FILE...: <sha256>  <file> lines.
+sha256() {
 	if command -v sha256sum >/dev/null; then
-		sha256sum "${files[@]}"
+		sha256sum "$@"
 	else
-		shasum -a 256 "${files[@]}"
-	fi >SHA256SUMS
-)
+		shasum -a 256 "$@"
+	fi
+}
+
+# The kubectl plugin: relayctl as kubectl-relay, with LICENSE, in
+# kubectl-relay_VERSION_OS_ARCH.tar.gz for each platform of the krew manifest
+# plugins/relay.yaml, which is written as relay.yaml with the version and each
+# archive's SHA-256 in its placeholders.
+krew=${KREW_MANIFEST:-$root/plugins/relay.yaml}
+if [[ -f "$krew" ]]; then
+	named=$(grep -o '{{SHA256_[a-z0-9]*_[a-z0-9]*}}' "$krew" | sed 's|{{SHA256_\(.*\)_\(.*\)}}|\1/\2|' | sort -u)
+	platforms=${RELEASE_PLATFORMS:-$named}
+	[[ "$platforms" != none ]] || platforms=
+	[[ -f "$root/LICENSE" ]] || fail "no LICENSE to put beside kubectl-relay in its archives"
+	# The version stamp of hack/build-binaries.sh, for one binary and platform.
+	ldflags="-s -w -X github.com/meshrelay/meshrelay/pkg/version.Version=$version -X github.com/meshrelay/meshrelay/pkg/version.Commit=$head"
+	tarflags=()
+	if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+		tarflags=(--owner=0 --group=0 --numeric-owner --mtime=@0)
+	fi
+	# Its comments describe the template: left out.
+	manifest=$(sed '/^[[:space:]]*#/d' "$krew")
+	manifest=${manifest//'{{VERSION}}'/$version}
+	for p in $platforms; do
+		os=${p%/*} arch=${p#*/}
+		dir=$work/krew/${os}_$arch
+		archive=kubectl-relay_${version}_${os}_${arch}.tar.gz
+		mkdir -p "$dir"
+		echo "release: building kubectl-relay for $os/$arch"
+		CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -ldflags "$ldflags" -o "$dir/kubectl-relay" ./cmd/relayctl ||
+			fail "failed to build kubectl-relay for $os/$arch"
+		cp "$root/LICENSE" "$dir/LICENSE"
+		tar "${tarflags[@]}" -C "$dir" -cf - kubectl-relay LICENSE | gzip -n >"$stage/$archive" ||
+			fail "failed to write $archive"
+		files+=("$archive")
+		sum=$(cd "$stage" && sha256 "$archive")
+		manifest=${manifest//"{{SHA256_${os}_${arch}}}"/${sum%% *}}
+	done
+	if [[ "$manifest" == *'{{'* ]]; then
+		echo "release: the krew manifest is not written: RELEASE_PLATFORMS=${RELEASE_PLATFORMS:-} leaves out platforms it names ($(echo $named))"
+	else
+		printf '# krew plugin manifest of kubectl relay %s, written by make release.\n%s\n' "$version" "$manifest" >"$stage/relay.yaml"
+		files+=(relay.yaml)
+	fi
+fi
+
+(cd "$stage" && sha256 "${files[@]}" >SHA256SUMS)
 files+=(SHA256SUMS)
 
 if [[ -n "$final" ]]; then
@@ -209,7 +257,7 @@ if [[ -n "$final" ]]; then
 fi
 
 mkdir -p "$dist"
-rm -f "$dist"/meshrelay-*.yaml "$dist"/meshrelay-*.tgz "$dist/SHA256SUMS"
+rm -f "$dist"/meshrelay-*.yaml "$dist"/meshrelay-*.tgz "$dist"/kubectl-relay_*.tar.gz "$dist/relay.yaml" "$dist/SHA256SUMS"
 for f in "${files[@]}"; do
 	mv "$stage/$f" "$dist/$f"
 	echo "release: wrote $dist/$f"

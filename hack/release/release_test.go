@@ -4,7 +4,9 @@
 package release_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,12 +15,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 )
@@ -272,25 +277,36 @@ func checkChart(t *testing.T, helm, tgz, want, version string) {
 // TestMakeReleaseWritesPinnedManifestsChartAndChecksums runs make release
 // for a pre-release into a new folder, as a person would, and checks every
 // file it writes: each overlay's manifests with every image at the version
-// and nothing at latest, the chart that renders the same images, checksums
-// that verify, and no relay API baseline (pre-releases write none). Then
-// again with RELEASE_DIGEST: every image is pinned by tag and digest.
+// and nothing at latest, the chart that renders the same images, the
+// kubectl-relay archive, checksums that verify, and no relay API baseline
+// (pre-releases write none). Cross-compiling kubectl-relay for every
+// platform of plugins/relay.yaml takes minutes: it is built for this
+// platform only, so the krew manifest is not written; with a manifest of
+// this platform alone (KREW_MANIFEST), it is, filled in. Then again with
+// RELEASE_DIGEST: every image is pinned by tag and digest.
 func TestMakeReleaseWritesPinnedManifestsChartAndChecksums(t *testing.T) {
 	root, tl := findTools(t)
 	const version = "v0.0.0-test"
+	platform := runtime.GOOS + "/" + runtime.GOARCH
+	hostManifest := krewManifestOf(t, root, runtime.GOOS, runtime.GOARCH)
 	for _, tc := range []struct {
 		name   string
 		digest string
 		want   string
+		// krew is the krew manifest template; wantKrew whether it is
+		// written.
+		krew     string
+		wantKrew bool
 	}{
-		{"by tag", "", image + ":" + version},
-		{"by tag and digest", digest, image + ":" + version + "@" + digest},
+		{"by tag", "", image + ":" + version, filepath.Join(root, "plugins", "relay.yaml"), false},
+		{"by tag and digest", digest, image + ":" + version + "@" + digest, hostManifest, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dist := filepath.Join(t.TempDir(), "dist")
 			releases := copyReleases(t, root)
 			code, out := run(t, root, nil, "make", "--no-print-directory", "release", "VERSION="+version,
-				"DIST="+dist, "API_RELEASES="+releases, "ALLOW_DIRTY=1", "RELEASE_DIGEST="+tc.digest)
+				"DIST="+dist, "API_RELEASES="+releases, "ALLOW_DIRTY=1", "RELEASE_DIGEST="+tc.digest,
+				"RELEASE_PLATFORMS="+platform, "KREW_MANIFEST="+tc.krew)
 			if code != 0 {
 				t.Fatalf("make release exited %d:\n%s", code, out)
 			}
@@ -318,14 +334,26 @@ func TestMakeReleaseWritesPinnedManifestsChartAndChecksums(t *testing.T) {
 			} else {
 				checkChart(t, tl.helm, tgz, tc.want, version)
 			}
-			if want := len(manifests) + 2; len(names) != want {
-				t.Errorf("make release wrote %d files, want %d (the manifests, the chart and SHA256SUMS): %v", len(names), want, names)
+			archive := filepath.Join(dist, fmt.Sprintf("kubectl-relay_%s_%s_%s.tar.gz", version, runtime.GOOS, runtime.GOARCH))
+			checkPluginArchive(t, archive, version)
+			written := filepath.Join(dist, "relay.yaml")
+			if tc.wantKrew {
+				checkKrewManifest(t, written, archive, version)
+			} else if _, err := os.Stat(written); err == nil || !strings.Contains(out, "the krew manifest is not written") {
+				t.Errorf("make release for %s alone wrote the krew manifest (%v) or did not say why not:\n%s", platform, err, out)
+			}
+			want := len(manifests) + 3 // the chart, the kubectl-relay archive and SHA256SUMS
+			if tc.wantKrew {
+				want++
+			}
+			if len(names) != want {
+				t.Errorf("make release wrote %d files, want %d: %v", len(names), want, names)
 			}
 			checkSums(t, dist)
 
-			written, err := filepath.Glob(filepath.Join(releases, version+"*"))
-			if err != nil || len(written) > 0 {
-				t.Errorf("a pre-release wrote relay API baselines %v (%v); only final releases do", written, err)
+			baselines, err := filepath.Glob(filepath.Join(releases, version+"*"))
+			if err != nil || len(baselines) > 0 {
+				t.Errorf("a pre-release wrote relay API baselines %v (%v); only final releases do", baselines, err)
 			}
 			if !strings.Contains(out, "git tag -a "+version) {
 				t.Errorf("make release does not print the git tag command to run:\n%s", out)
@@ -507,5 +535,126 @@ func TestReleaseFromACommit(t *testing.T) {
 	}
 	if after := sums(); after != before {
 		t.Errorf("refused releases changed dist:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// krewManifestOf writes a copy of plugins/relay.yaml that names only the
+// platform os/arch, and returns its path.
+func krewManifestOf(t *testing.T, root, os_, arch string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, "plugins", "relay.yaml"))
+	if err != nil {
+		t.Fatalf("no krew manifest: %v", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatalf("plugins/relay.yaml: %v", err)
+	}
+	platforms, _, _ := unstructured.NestedSlice(m, "spec", "platforms")
+	var kept []any
+	for _, p := range platforms {
+		labels, _, _ := unstructured.NestedStringMap(p.(map[string]any), "selector", "matchLabels")
+		if labels["os"] == os_ && labels["arch"] == arch {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) != 1 {
+		t.Fatalf("plugins/relay.yaml names %s/%s %d times, want once", os_, arch, len(kept))
+	}
+	if err := unstructured.SetNestedSlice(m, kept, "spec", "platforms"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkPluginArchive fails t unless archive holds exactly kubectl-relay
+// and LICENSE, and that kubectl-relay reports version.
+func checkPluginArchive(t *testing.T, archive, version string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Errorf("no kubectl-relay archive: %v", err)
+		return
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", archive, err)
+	}
+	tr := tar.NewReader(gz)
+	var names []string
+	dir := t.TempDir()
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", archive, err)
+		}
+		names = append(names, h.Name)
+		if h.Name == "kubectl-relay" {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, h.Name), data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"LICENSE", "kubectl-relay"}) {
+		t.Errorf("%s holds %v, want kubectl-relay and LICENSE", filepath.Base(archive), names)
+	}
+	code, out := run(t, dir, nil, filepath.Join(dir, "kubectl-relay"), "version")
+	if code != 0 || !strings.Contains(out, version) {
+		t.Errorf("kubectl-relay version exited %d, want it to report %s:\n%s", code, version, out)
+	}
+}
+
+// checkKrewManifest fails t unless the krew manifest at path names version
+// and archive's download address and SHA-256, with no placeholder left.
+func checkKrewManifest(t *testing.T, path, archive, version string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("make release wrote no krew manifest: %v", err)
+		return
+	}
+	if bytes.Contains(data, []byte("{{")) {
+		t.Errorf("the krew manifest keeps placeholders:\n%s", data)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatalf("the krew manifest: %v", err)
+	}
+	if got, _, _ := unstructured.NestedString(m, "spec", "version"); got != version {
+		t.Errorf("the krew manifest's spec.version is %q, want %q", got, version)
+	}
+	archived, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(archived)
+	platforms, _, _ := unstructured.NestedSlice(m, "spec", "platforms")
+	if len(platforms) != 1 {
+		t.Fatalf("the krew manifest names %d platforms, want 1", len(platforms))
+	}
+	p := platforms[0].(map[string]any)
+	if got := p["sha256"]; got != hex.EncodeToString(sum[:]) {
+		t.Errorf("the krew manifest's sha256 is %v, want the archive's %x", got, sum)
+	}
+	wantURI := "https://github.com/meshrelay/meshrelay/releases/download/" + version + "/" + filepath.Base(archive)
+	if got := p["uri"]; got != wantURI {
+		t.Errorf("the krew manifest's uri is %v, want %s", got, wantURI)
 	}
 }
