@@ -61,7 +61,7 @@ func TestBackupAndRestoreCommandsAgainstALocalCluster(t *testing.T) {
 		t.Fatalf("backup: exit %d: %s", code, stderr)
 	}
 	for _, want := range []string{
-		"saved     relay-root-tls-secret", filepath.Join(dir, "relay-root-tls-secret.yaml"),
+		"ACTION    SECRET", "saved     relay-root-tls-secret", filepath.Join(dir, "relay-root-tls-secret.yaml"),
 		"missing   relay-client-tls-secret", "not found in namespace gloo-mesh",
 		"Saved 4 secrets of namespace gloo-mesh (context mgmt)", "private keys",
 		"relayctl restore --context mgmt --namespace gloo-mesh --from " + dir,

@@ -86,16 +86,15 @@ Flags named before --context (--mgmt-context) still work.`,
 			mgmtName := g.contextName(g.context)
 			rep := registration{Cluster: name, DryRun: dryRun.mode, Steps: steps}
 			return printResult(cmd.OutOrStdout(), output, kindRegister, rep, func() string {
+				// One line per object written, as kubectl apply prints them.
 				var b strings.Builder
-				rows := make([][]string, 0, len(steps))
 				for _, s := range steps {
 					ctx := mgmtName
 					if s.Cluster == "workload" {
 						ctx = remoteContext
 					}
-					rows = append(rows, []string{ctx, s.Cluster, s.Object, s.Action})
+					fmt.Fprintf(&b, "%s (%s): %s %s\n", ctx, s.Cluster, s.Object, s.Action)
 				}
-				b.WriteString(table([]string{"CONTEXT", "CLUSTER", "OBJECT", "ACTION"}, rows))
 				if dryRun.mode == fleet.DryRunNone {
 					fmt.Fprintf(&b, "cluster %s is registered: install its agent with cluster name %s (MESHRELAY_CLUSTER=%s)\n", name, name, name)
 					if exp := tokenExpiry(steps); exp != nil {

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,13 +63,12 @@ func TestRegisterCommandDryRunsThenRegistersInTheNamespaceOfDashN(t *testing.T) 
 		t.Fatalf("register: exit %d: %s", code, stderr)
 	}
 	for _, want := range []string{
-		`(?m)^CONTEXT +CLUSTER +OBJECT +ACTION$`,
-		`(?m)^cluster-1 +workload +secret relay/relay-root-tls-secret +created$`,
-		`(?m)^mgmt +management +KubernetesCluster relay/cluster-1 +created$`,
-		`(?m)^cluster-1 +workload +secret relay/relay-identity-token-secret +created$`,
+		"cluster-1 (workload): secret relay/relay-root-tls-secret created\n",
+		"mgmt (management): KubernetesCluster relay/cluster-1 created\n",
+		"cluster-1 (workload): secret relay/relay-identity-token-secret created\n",
 	} {
-		if !regexp.MustCompile(want).MatchString(out) {
-			t.Errorf("register's table does not match %s:\n%s", want, out)
+		if !strings.Contains(out, want) {
+			t.Errorf("register does not say %q:\n%s", want, out)
 		}
 	}
 	var token corev1.Secret
