@@ -462,7 +462,7 @@ func TestReleaseFromACommit(t *testing.T) {
 	release := func(version string) (int, string) {
 		t.Helper()
 		return run(t, repo, []string{"KUBECTL=" + tl.kubectl, "BUF=" + tl.buf, "HELM=" + tl.helm, "DIST=" + dist,
-			"ALLOW_DIRTY=", "RELEASE_DIGEST=", "API_RELEASES="}, filepath.Join(repo, "hack", "release.sh"), version)
+			"ALLOW_DIRTY=", "RELEASE_DIGEST=", "API_RELEASES=", "KREW_MANIFEST=", "RELEASE_PLATFORMS="}, filepath.Join(repo, "hack", "release.sh"), version)
 	}
 	sums := func() string {
 		t.Helper()
@@ -539,8 +539,8 @@ func TestReleaseFromACommit(t *testing.T) {
 }
 
 // krewManifestOf writes a copy of plugins/relay.yaml that names only the
-// platform os/arch, and returns its path.
-func krewManifestOf(t *testing.T, root, os_, arch string) string {
+// platform goos/goarch, and returns its path.
+func krewManifestOf(t *testing.T, root, goos, goarch string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(root, "plugins", "relay.yaml"))
 	if err != nil {
@@ -554,12 +554,12 @@ func krewManifestOf(t *testing.T, root, os_, arch string) string {
 	var kept []any
 	for _, p := range platforms {
 		labels, _, _ := unstructured.NestedStringMap(p.(map[string]any), "selector", "matchLabels")
-		if labels["os"] == os_ && labels["arch"] == arch {
+		if labels["os"] == goos && labels["arch"] == goarch {
 			kept = append(kept, p)
 		}
 	}
 	if len(kept) != 1 {
-		t.Fatalf("plugins/relay.yaml names %s/%s %d times, want once", os_, arch, len(kept))
+		t.Fatalf("plugins/relay.yaml names %s/%s %d times, want once", goos, goarch, len(kept))
 	}
 	if err := unstructured.SetNestedSlice(m, kept, "spec", "platforms"); err != nil {
 		t.Fatal(err)
