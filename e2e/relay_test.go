@@ -25,8 +25,9 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// TestIdentityTokenFlowAcrossTwoWorkloadClusters runs relay-server and one
-// relay-agent per workload cluster as processes. cluster-1 is registered by
+// TestIdentityTokenFlowAcrossTwoWorkloadClusters installs the management
+// and workload overlays and runs relay-server, relay-webhook and one
+// relay-agent per workload cluster as their Deployments say. cluster-1 is registered by
 // hand with the shared identity token (kubectl copies it and the root), and
 // cluster-2 with relayctl register, which gives it a token of its own. Both
 // agents bootstrap and connect over mutual TLS. Then: cluster-2's token, used
@@ -68,14 +69,34 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 		}
 		return string(secretData(cluster, "relay-identity-token-secret", "token"))
 	}
+	// The overlays as users apply them; the binaries run as their
+	// Deployments say, with their ServiceAccounts' tokens.
+	webhooks := map[string]string{}
 	for _, c := range env.Clusters {
-		kubectl("", "--context", c.Name, "create", "namespace", "gloo-mesh")
+		addr, err := testenv.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		webhooks[c.Name] = addr
 	}
-
+	if err := mesh.Install(ctx, "mgmt", "management", nil, webhooks["mgmt"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mesh.StartWebhook(ctx, "mgmt", "", webhooks["mgmt"]); err != nil {
+		t.Fatal(err)
+	}
 	// Installing the management plane creates the root, the signing CA and
 	// the shared identity token.
 	if _, err := mesh.StartServer(ctx, "mgmt"); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range workloads {
+		if err := mesh.Install(ctx, c, "workload", map[string]string{config.EnvCluster: c, config.EnvServerAddress: mesh.ServerAddr}, webhooks[c]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mesh.StartWebhook(ctx, c, c, webhooks[c]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	shared := secretData("mgmt", "relay-identity-token-secret", "token")
 	signingCert, err := pki.DecodeCertificates(secretData("mgmt", "relay-tls-signing-secret", "tls.crt"))
@@ -224,13 +245,23 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		old, err := signing.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
+		// relay-webhook admits no expired certificate, so the secret gets
+		// one with seconds left while the agent is stopped (it would renew
+		// it), and the agent starts again once it has expired.
+		if err := agents["cluster-1"].Stop(); err != nil {
+			t.Fatal(err)
+		}
+		old, err := signing.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute + 15*time.Second, Now: time.Now().Add(-time.Minute)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		keyPEM, _ := old.KeyPEM()
 		patch := fmt.Sprintf(`{"data":{"tls.crt":%q,"tls.key":%q}}`, base64.StdEncoding.EncodeToString(old.CertPEM()), base64.StdEncoding.EncodeToString(keyPEM))
 		kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "patch", "secret", "relay-client-tls-secret", "--type", "merge", "-p", patch)
+		time.Sleep(time.Until(old.Cert.NotAfter) + time.Second)
+		if agents["cluster-1"], _, err = mesh.StartAgent("cluster-1", "cluster-1"); err != nil {
+			t.Fatal(err)
+		}
 		agentLog := filepath.Join(mesh.Dir, "relay-agent-cluster-1.log")
 		testenv.Eventually(t, "the agent logs the refusal with its fix", 60*time.Second, func() error {
 			b, _ := os.ReadFile(agentLog)
