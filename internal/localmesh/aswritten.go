@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +36,15 @@ type Local struct {
 	// Prepare, when set, is called with what the pod runs (its mounts
 	// written locally) before it starts.
 	Prepare func(*Pod) error
+	// Untracked leaves the process out of the mesh's Stop: the caller
+	// stops it (a test that kills replicas and restarts them).
+	Untracked bool
 }
+
+// hostnameEnv is set to the pod name where the Deployment sets no such
+// variable: the binaries fall back to the host name, which in a pod is
+// the pod's name and here is the machine's, the same for every process.
+const hostnameEnv = "POD_NAME"
 
 // deploymentOf returns the name of the one Deployment in objs whose
 // container runs binary.
@@ -81,8 +90,9 @@ func (m *Mesh) runs(cluster, binary string) (string, bool) {
 // command, args and environment, as its ServiceAccount (a token from
 // TokenRequest), with only what local changes. Secrets and ConfigMaps that
 // an argument refers to through a volume mount are read from the cluster
-// into a folder, and the argument points there. It returns the process
-// and what it runs.
+// into a folder, and the argument points there; POD_NAME, where the
+// Deployment does not set it, is the pod name, as the host name is in a
+// pod. It returns the process and what it runs.
 func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, local Local) (*testenv.Process, *Pod, error) {
 	objs := m.rendered[cluster]
 	if objs == nil {
@@ -123,11 +133,17 @@ func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, 
 	if _, err := os.Stat(bin); err != nil {
 		return nil, nil, fmt.Errorf("Deployment %s/%s runs %s, which is not among the built binaries in %s", pod.Namespace, deployment, pod.Binary, m.Bins)
 	}
-	p, err := testenv.StartProcessEnv(bin, filepath.Join(m.Dir, local.LogName+".log"), pod.Env, pod.Args...)
+	env := pod.Env
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, hostnameEnv+"=") }) {
+		env = append(slices.Clip(env), hostnameEnv+"="+pod.Name)
+	}
+	p, err := testenv.StartProcessEnv(bin, filepath.Join(m.Dir, local.LogName+".log"), env, pod.Args...)
 	if err != nil {
 		return nil, nil, err
 	}
-	m.processes = append(m.processes, p)
+	if !local.Untracked {
+		m.processes = append(m.processes, p)
+	}
 	return p, pod, nil
 }
 
