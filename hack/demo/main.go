@@ -19,9 +19,13 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/meshrelay/meshrelay/internal/command"
 	"github.com/meshrelay/meshrelay/internal/localmesh"
 	"github.com/meshrelay/meshrelay/internal/testenv"
+	"github.com/meshrelay/meshrelay/webhook/injector"
 )
 
 func main() {
@@ -222,7 +226,7 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 
 	step(8, "An injected agent pod: relay-webhook mounted the relay secrets and set the agent's settings")
-	if err := showInjectedPod(ctx, env, "cluster-1"); err != nil {
+	if err := showInjectedPod(ctx, env, logs, "cluster-1"); err != nil {
 		return err
 	}
 
@@ -325,27 +329,57 @@ func applyWrongSAN(ctx context.Context, mesh *localmesh.Mesh) error {
 	return nil
 }
 
-func showInjectedPod(ctx context.Context, env *testenv.Env, cluster string) error {
+// showInjectedPod shows an agent pod of cluster as relay-webhook injected
+// it. The workload overlay was applied in one kubectl apply, before
+// relay-webhook ran: pods its Deployment made before the injection was in
+// force are evicted by relay-webhook and made again, injected; the demo
+// waits for that and fails if any agent pod stays uninjected.
+func showInjectedPod(ctx context.Context, env *testenv.Env, logs, cluster string) error {
 	var pod string
-	if err := waitFor(ctx, 60*time.Second, "an agent pod on "+cluster, func() error {
-		out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "pods", "-l", "app.kubernetes.io/name=relay-agent", "-o", "jsonpath={.items[0].metadata.name}")
-		if err != nil || out == "" {
-			return fmt.Errorf("no pod yet: %v", err)
+	if err := waitFor(ctx, 90*time.Second, "every agent pod on "+cluster+" injected", func() error {
+		var pods corev1.PodList
+		if err := env.Cluster(cluster).Client.List(ctx, &pods, client.InNamespace("gloo-mesh"),
+			client.MatchingLabels{"app.kubernetes.io/name": "relay-agent"}); err != nil {
+			return err
 		}
-		pod = out
+		var live []string
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			if p.Annotations[injector.InjectedAnnotation] != "true" {
+				return fmt.Errorf("pod %s is not injected yet", p.Name)
+			}
+			live = append(live, p.Name)
+		}
+		if len(live) == 0 {
+			return errors.New("no agent pod yet")
+		}
+		slices.Sort(live)
+		pod = live[0]
 		return nil
 	}); err != nil {
 		return err
 	}
+	// The overlay was applied before relay-webhook ran: say what its
+	// reinjector did about the pods made in between.
+	if data, err := os.ReadFile(filepath.Join(logs, "relay-webhook-"+cluster+".log")); err == nil {
+		if n := strings.Count(string(data), "evicted an agent pod"); n > 0 {
+			say("relay-webhook evicted %d agent pod(s) made before the injection was in force; their ReplicaSet made them again, injected", n)
+		}
+	}
 	say("pod %s (Deployment relay-agent; Pending, as nothing runs containers here):", pod)
 	for _, q := range []struct{ what, path string }{
-		{"volumes", `{range .spec.volumes[*]}{.name}{" <- secret "}{.secret.secretName}{"\n"}{end}`},
+		{"volumes", `{range .spec.volumes[?(@.secret)]}{.name}{" <- secret "}{.secret.secretName}{"\n"}{end}`},
 		{"mounts", `{range .spec.containers[0].volumeMounts[*]}{.mountPath}{"\n"}{end}`},
 		{"env", `{range .spec.containers[0].env[*]}{.name}{"="}{.value}{"\n"}{end}`},
 	} {
 		out, _, err := env.Kubectl(ctx, "", "--context", cluster, "-n", "gloo-mesh", "get", "pod", pod, "-o", "jsonpath="+q.path)
 		if err != nil {
 			return err
+		}
+		if strings.TrimSpace(out) == "" {
+			return fmt.Errorf("pod %s has no %s: it was not injected", pod, q.what)
 		}
 		say("%s:", q.what)
 		fmt.Println(indent(out))
