@@ -90,10 +90,17 @@ type Patch struct {
 // that applies what users apply with one change, such as certificate
 // lifetimes short enough to watch renewals.
 func (m *Mesh) InstallPatched(ctx context.Context, cluster, overlay string, settings map[string]string, patches []Patch, webhookAddr string) error {
+	return m.InstallComponents(ctx, cluster, overlay, settings, nil, patches, webhookAddr)
+}
+
+// InstallComponents is InstallPatched with components (relative to
+// manifests/components, such as istio-federated-trust) added to the
+// overlay, as users add them to its kustomization.
+func (m *Mesh) InstallComponents(ctx context.Context, cluster, overlay string, settings map[string]string, components []string, patches []Patch, webhookAddr string) error {
 	dir := filepath.Join(m.Root, "manifests", "overlays", overlay)
-	if len(settings) > 0 || len(patches) > 0 {
+	if len(settings) > 0 || len(patches) > 0 || len(components) > 0 {
 		var err error
-		if dir, err = m.settingsOverlay(cluster, dir, settings, patches); err != nil {
+		if dir, err = m.settingsOverlay(cluster, dir, settings, components, patches); err != nil {
 			return err
 		}
 	}
@@ -132,8 +139,8 @@ func (m *Mesh) InstallRendered(ctx context.Context, cluster, stream, webhookAddr
 }
 
 // settingsOverlay writes an overlay of base that replaces settings in the
-// generated meshrelay-settings ConfigMaps and adds patches.
-func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string, patches []Patch) (string, error) {
+// generated meshrelay-settings ConfigMaps and adds components and patches.
+func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string, components []string, patches []Patch) (string, error) {
 	dir := filepath.Join(m.Dir, "overlays", cluster)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -149,6 +156,16 @@ func (m *Mesh) settingsOverlay(cluster, base string, settings map[string]string,
 	slices.Sort(lits)
 	var b strings.Builder
 	fmt.Fprintf(&b, "resources:\n  - %s\n", rel)
+	if len(components) > 0 {
+		b.WriteString("components:\n")
+		for _, c := range components {
+			crel, err := filepath.Rel(dir, filepath.Join(m.Root, "manifests", "components", c))
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "  - %s\n", crel)
+		}
+	}
 	if len(lits) > 0 {
 		b.WriteString("configMapGenerator:\n")
 		for _, ns := range []string{"gloo-mesh", "meshrelay-system"} {
