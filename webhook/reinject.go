@@ -90,14 +90,18 @@ func (r *reinjector) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.serving(); err != nil {
 		return reconcile.Result{RequeueAfter: notServingRecheck}, nil
 	}
-	if wait := r.backoff.wait(owner.UID, pod.CreationTimestamp.Time); wait > 0 {
+	if wait := r.backoff.wait(owner.UID, pod.UID); wait > 0 {
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
-	if r.backoff.again(owner.UID, pod.CreationTimestamp.Time) {
-		log.Info("agent pod created again without the injection: the MutatingWebhookConfiguration is not yet in force, or does not send agent pods to this relay-webhook; evicting it again, later each time")
+	if r.backoff.again(owner.UID, pod.UID) {
+		log.Info("agent pod made after an eviction still lacks the injection: the MutatingWebhookConfiguration may not be in force yet, or may not send agent pods to this relay-webhook; evicting it, each round later")
+	}
+	siblings, err := r.podsOf(ctx, pod.Namespace, owner.UID)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
-	err := r.client.SubResource("eviction").Create(ctx, &pod, eviction)
+	err = r.client.SubResource("eviction").Create(ctx, &pod, eviction)
 	switch {
 	case apierrors.IsNotFound(err):
 		return reconcile.Result{}, nil
@@ -109,9 +113,26 @@ func (r *reinjector) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("failed to evict agent pod %s created without the injection: %w", req, err)
 	}
-	r.backoff.evicted(owner.UID, pod.CreationTimestamp.Time)
+	r.backoff.evicted(owner.UID, pod.UID, siblings)
 	log.Info("evicted an agent pod created before the injection webhook was in force; its controller creates it again, injected")
 	return reconcile.Result{}, nil
+}
+
+// podsOf returns the UIDs of the agent pods of ns whose controller is
+// controller, as the cache holds them.
+func (r *reinjector) podsOf(ctx context.Context, ns string, controller types.UID) ([]types.UID, error) {
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(ns),
+		client.MatchingLabels{meshv1alpha1.InjectLabel: meshv1alpha1.InjectLabelValue}); err != nil {
+		return nil, fmt.Errorf("failed to list the agent pods of %s: %w", ns, err)
+	}
+	var uids []types.UID
+	for _, p := range pods.Items {
+		if o := metav1.GetControllerOf(&p); o != nil && o.UID == controller {
+			uids = append(uids, p.UID)
+		}
+	}
+	return uids, nil
 }
 
 // Backoff of evictions per controller: a pod created again without the
@@ -123,71 +144,84 @@ const (
 )
 
 // evictionBackoff keeps evictions from churning a controller's pods while
-// the webhook configuration is not in force: a pod created after the last
-// eviction of its controller's pods came back without the injection, so
-// the next eviction waits. Pods that were already there when the last
-// eviction happened (the other replicas) are evicted at once.
+// the webhook configuration is not in force. The first eviction of a
+// controller's pods records the pods it had then: those are evicted at
+// once. Any other uninjected pod of that controller was made after an
+// eviction and still came without the injection, so its eviction waits,
+// and each such round waits twice as long.
 type evictionBackoff struct {
 	now  func() time.Time
 	mu   sync.Mutex
-	last map[types.UID]lastEviction
+	last map[types.UID]*lastEviction
 }
 
 type lastEviction struct {
 	at time.Time
-	// delay is how long after at a pod created since then is evicted.
+	// delay is how long after at a pod made since is evicted.
 	delay time.Duration
+	// before are the controller's pods when the round began.
+	before map[types.UID]bool
 }
 
 func newEvictionBackoff(now func() time.Time) *evictionBackoff {
 	if now == nil {
 		now = time.Now
 	}
-	return &evictionBackoff{now: now, last: map[types.UID]lastEviction{}}
+	return &evictionBackoff{now: now, last: map[types.UID]*lastEviction{}}
 }
 
-// again reports whether a pod of controller created at created came after
-// the last eviction of the controller's pods. Creation times have whole
-// seconds: a pod created in the second of an eviction counts as after it.
-func (b *evictionBackoff) again(controller types.UID, created time.Time) bool {
+// again reports whether pod, of controller, was made after a round of
+// evictions of the controller's pods began.
+func (b *evictionBackoff) again(controller, pod types.UID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.againLocked(controller, created)
+	return b.againLocked(controller, pod)
 }
 
-func (b *evictionBackoff) againLocked(controller types.UID, created time.Time) bool {
+func (b *evictionBackoff) againLocked(controller, pod types.UID) bool {
 	l, ok := b.last[controller]
-	return ok && !created.Before(l.at.Truncate(time.Second))
+	return ok && !l.before[pod]
 }
 
-// wait returns how long an uninjected pod of controller created at created
-// must wait before it is evicted; zero or less means now.
-func (b *evictionBackoff) wait(controller types.UID, created time.Time) time.Duration {
+// wait returns how long the uninjected pod of controller must wait before
+// it is evicted; zero or less means now.
+func (b *evictionBackoff) wait(controller, pod types.UID) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.againLocked(controller, created) {
+	if !b.againLocked(controller, pod) {
 		return 0
 	}
 	l := b.last[controller]
 	return l.at.Add(l.delay).Sub(b.now())
 }
 
-// evicted records the eviction of a pod of controller created at created.
-func (b *evictionBackoff) evicted(controller types.UID, created time.Time) {
+// evicted records the eviction of pod of controller, whose pods were
+// siblings just before. A pod made after the round began starts a new
+// round, twice as long.
+func (b *evictionBackoff) evicted(controller, pod types.UID, siblings []types.UID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
-	delay := firstEvictionBackoff
-	if l, ok := b.last[controller]; ok {
-		delay = l.delay
-		if b.againLocked(controller, created) {
-			delay = min(2*l.delay, maxEvictionBackoff)
-		}
-	}
 	for uid, l := range b.last {
 		if now.Sub(l.at) > 2*maxEvictionBackoff {
 			delete(b.last, uid)
 		}
 	}
-	b.last[controller] = lastEviction{at: now, delay: delay}
+	l, ok := b.last[controller]
+	switch {
+	case !ok:
+		l = &lastEviction{delay: firstEvictionBackoff}
+		b.last[controller] = l
+	case !l.before[pod]:
+		l.delay = min(2*l.delay, maxEvictionBackoff)
+	default:
+		// One more pod of the round: the round keeps its pods and delay.
+		l.at = now
+		return
+	}
+	l.at = now
+	l.before = map[types.UID]bool{pod: true}
+	for _, s := range siblings {
+		l.before[s] = true
+	}
 }

@@ -8,10 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
@@ -101,8 +102,15 @@ func TestAnInstallInOneApplyLeavesNoAgentPodUninjected(t *testing.T) {
 	}
 	cfg := config.DefaultWebhook()
 	cfg.Cluster, cfg.ServerAddress, cfg.ListenAddress = "cluster-1", "gloo-mesh-mgmt-server.gloo-mesh:9900", addr
+	var logMu sync.Mutex
+	var logLines []string
+	log := funcr.New(func(prefix, args string) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		logLines = append(logLines, prefix+" "+args)
+	}, funcr.Options{})
 	srv, err := webhook.New(webhook.Options{
-		Config: cfg, RESTConfig: asWebhook, Log: logr.Discard(),
+		Config: cfg, RESTConfig: asWebhook, Log: log,
 		ServingIPs: []net.IP{net.IPv4(127, 0, 0, 1)}, MetricsListener: mlis,
 	})
 	if err != nil {
@@ -150,6 +158,24 @@ func TestAnInstallInOneApplyLeavesNoAgentPodUninjected(t *testing.T) {
 		}
 		return nil
 	})
+
+	// One eviction for each pod made before the injection, at once: a pod
+	// its ReplicaSet made again came injected, so no round backs off.
+	logMu.Lock()
+	defer logMu.Unlock()
+	evictions := 0
+	for _, l := range logLines {
+		if strings.Contains(l, "evicted an agent pod") {
+			evictions++
+		}
+		if strings.Contains(l, "still lacks the injection") {
+			t.Errorf("relay-webhook backed off a pod made after an eviction: %s", l)
+		}
+	}
+	if evictions != len(uninjected) {
+		t.Errorf("relay-webhook logged %d evictions, want %d (one per pod made before the injection):\n%s",
+			evictions, len(uninjected), strings.Join(logLines, "\n"))
+	}
 }
 
 // injectedLacks returns what of the injection pod lacks: the annotation,
