@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -205,8 +206,8 @@ func TestCheckReadsStreamsFromStatus(t *testing.T) {
 			t.Errorf("cluster status = %+v, want the Connected condition True and no lastSeen (the leader did not write one)", st)
 		}
 		text := (&Report{Clusters: []ClusterStatus{st}}).Text(false)
-		if !strings.Contains(text, "push=2 pull=2 on relay-server-a,relay-server-b client certificate until unknown") {
-			t.Errorf("report text does not name the replicas:\n%s", text)
+		if !regexp.MustCompile(`(?m)^two-replicas +true +2 +2 +relay-server-a,relay-server-b +unknown$`).MatchString(text) {
+			t.Errorf("report table does not name the replicas:\n%s", text)
 		}
 	})
 }
