@@ -226,7 +226,7 @@ func run(ctx context.Context, keep bool) (err error) {
 	}
 
 	step(8, "An injected agent pod: relay-webhook mounted the relay secrets and set the agent's settings")
-	if err := showInjectedPod(ctx, env, logs, "cluster-1"); err != nil {
+	if err := showInjectedPod(ctx, env, logs, "cluster-1", workloads); err != nil {
 		return err
 	}
 
@@ -311,32 +311,11 @@ func firstLine(lines []string) string {
 	return lines[0]
 }
 
-func applyWrongSAN(ctx context.Context, mesh *localmesh.Mesh) error {
-	manifest, err := mesh.ClientSecretFor(ctx, "mgmt", "cluster-9")
-	if err != nil {
-		return err
-	}
-	say("$ kubectl --context cluster-1 apply -f relay-client-tls-secret.yaml   # DNS name cluster-9")
-	_, stderr, err := mesh.Env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "-f", "-")
-	if err == nil {
-		return errors.New("the webhook admitted a client certificate for cluster-9 on cluster-1")
-	}
-	// kubectl prints the patch it tried; the webhook's answer is what matters.
-	if i := strings.Index(stderr, "admission webhook"); i >= 0 {
-		stderr = stderr[i:]
-	}
-	fmt.Println(indent(stderr))
-	return nil
-}
-
-// showInjectedPod shows an agent pod of cluster as relay-webhook injected
-// it. The workload overlay was applied in one kubectl apply, before
-// relay-webhook ran: pods its Deployment made before the injection was in
-// force are evicted by relay-webhook and made again, injected; the demo
-// waits for that and fails if any agent pod stays uninjected.
-func showInjectedPod(ctx context.Context, env *testenv.Env, logs, cluster string) error {
+// injectedAgentPod waits until every agent pod of cluster is injected and
+// returns the name of the first.
+func injectedAgentPod(ctx context.Context, env *testenv.Env, cluster string) (string, error) {
 	var pod string
-	if err := waitFor(ctx, 90*time.Second, "every agent pod on "+cluster+" injected", func() error {
+	err := waitFor(ctx, 90*time.Second, "every agent pod on "+cluster+" injected", func() error {
 		var pods corev1.PodList
 		if err := env.Cluster(cluster).Client.List(ctx, &pods, client.InNamespace("gloo-mesh"),
 			client.MatchingLabels{"app.kubernetes.io/name": "relay-agent"}); err != nil {
@@ -358,14 +337,49 @@ func showInjectedPod(ctx context.Context, env *testenv.Env, logs, cluster string
 		slices.Sort(live)
 		pod = live[0]
 		return nil
-	}); err != nil {
+	})
+	return pod, err
+}
+
+func applyWrongSAN(ctx context.Context, mesh *localmesh.Mesh) error {
+	manifest, err := mesh.ClientSecretFor(ctx, "mgmt", "cluster-9")
+	if err != nil {
 		return err
 	}
-	// The overlay was applied before relay-webhook ran: say what its
-	// reinjector did about the pods made in between.
-	if data, err := os.ReadFile(filepath.Join(logs, "relay-webhook-"+cluster+".log")); err == nil {
-		if n := strings.Count(string(data), "evicted an agent pod"); n > 0 {
-			say("relay-webhook evicted %d agent pod(s) made before the injection was in force; their ReplicaSet made them again, injected", n)
+	say("$ kubectl --context cluster-1 apply -f relay-client-tls-secret.yaml   # DNS name cluster-9")
+	_, stderr, err := mesh.Env.Kubectl(ctx, manifest, "--context", "cluster-1", "apply", "-f", "-")
+	if err == nil {
+		return errors.New("the webhook admitted a client certificate for cluster-9 on cluster-1")
+	}
+	// kubectl prints the patch it tried; the webhook's answer is what matters.
+	if i := strings.Index(stderr, "admission webhook"); i >= 0 {
+		stderr = stderr[i:]
+	}
+	fmt.Println(indent(stderr))
+	return nil
+}
+
+// showInjectedPod shows an agent pod of cluster as relay-webhook injected
+// it. The workload overlay was applied in one kubectl apply, before
+// relay-webhook ran: pods its Deployment made before the injection was in
+// force are evicted by relay-webhook and made again, injected. The demo
+// waits for that on every workload cluster, and fails if an agent pod stays
+// uninjected.
+func showInjectedPod(ctx context.Context, env *testenv.Env, logs, cluster string, workloads []string) error {
+	var pod string
+	for _, c := range workloads {
+		name, err := injectedAgentPod(ctx, env, c)
+		if err != nil {
+			return err
+		}
+		if c == cluster {
+			pod = name
+		}
+		// Say what the reinjector did about the pods made in between.
+		if data, err := os.ReadFile(filepath.Join(logs, "relay-webhook-"+c+".log")); err == nil {
+			if n := strings.Count(string(data), "evicted an agent pod"); n > 0 {
+				say("%s: relay-webhook evicted %d agent pod(s) made before the injection was in force; their ReplicaSet made them again, injected", c, n)
+			}
 		}
 	}
 	say("pod %s (Deployment relay-agent; Pending, as nothing runs containers here):", pod)
