@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -133,8 +134,9 @@ func TestInstallRegisterCheckBreakAndRepair(t *testing.T) {
 		checkPasses(t, 30*time.Second)
 		out, _ := check()
 		for _, c := range workloads {
-			if !strings.Contains(out, "cluster "+c) || !strings.Contains(out, "registered=true") {
-				t.Errorf("check output lacks %s registered:\n%s", c, out)
+			// relayctl check's table: CLUSTER REGISTERED PUSH PULL ...
+			if !regexp.MustCompile(`(?m)^` + c + ` +true +1 +1 `).MatchString(out) {
+				t.Errorf("check's table lacks a row for %s registered with 1 push and 1 pull stream:\n%s", c, out)
 			}
 		}
 	})
