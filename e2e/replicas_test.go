@@ -470,8 +470,8 @@ func (m *replicaMesh) checkCounts(t *testing.T, within time.Duration) string {
 		}
 		for _, c := range m.workloads {
 			n := len(m.liveAgents(c))
-			if !regexp.MustCompile(fmt.Sprintf(`(?m)^cluster %s +registered=true +push=%d pull=%d `, c, n, n)).MatchString(out) {
-				return fmt.Errorf("no line for %s with registered=true push=%d pull=%d:\n%s", c, n, n, out)
+			if !regexp.MustCompile(fmt.Sprintf(`(?m)^%s +true +%d +%d `, c, n, n)).MatchString(out) {
+				return fmt.Errorf("no row for %s registered with %d push and %d pull streams:\n%s", c, n, n, out)
 			}
 		}
 		return nil

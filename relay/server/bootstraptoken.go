@@ -42,7 +42,7 @@ const maxClusterBytes = 63
 const consumeAttempts = 5
 
 // registerFix is how a refused caller gets a fresh token.
-const registerFix = "relayctl register %[1]s --mgmt-context <management> --remote-context <workload cluster>"
+const registerFix = "relayctl register %[1]s --context <management> --remote-context <workload cluster>"
 
 // bootstrap checks the token of req against the cluster's KubernetesCluster,
 // signs the CSR, consumes the token with a conditional write, and only when
