@@ -239,6 +239,14 @@ func webhookTable(selfManaged bool) []canI {
 		canI{as: webhookSA, verb: "patch", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"},
 		canI{as: webhookSA, verb: "list", what: "validatingwebhookconfigurations.admissionregistration.k8s.io"},
 		canI{as: webhookSA, verb: "delete", what: "validatingwebhookconfigurations.admissionregistration.k8s.io/meshrelay-validating"},
+		// Agent pods made before the injection was in force are evicted.
+		canI{as: webhookSA, verb: "list", what: "pods", ns: "gloo-mesh", want: true},
+		canI{as: webhookSA, verb: "watch", what: "pods", ns: "gloo-mesh", want: true},
+		canI{as: webhookSA, verb: "create", what: "pods", sub: "eviction", ns: "gloo-mesh", want: true},
+		canI{as: webhookSA, verb: "create", what: "pods", ns: "gloo-mesh"},
+		canI{as: webhookSA, verb: "delete", what: "pods", ns: "gloo-mesh"},
+		canI{as: webhookSA, verb: "patch", what: "pods", ns: "gloo-mesh"},
+		canI{as: webhookSA, verb: "list", what: "pods", ns: "kube-system"},
 	)
 	return t
 }
