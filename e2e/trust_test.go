@@ -61,7 +61,7 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 		}
 		// The workload overlay's validating webhook checks every cacerts
 		// the agent writes (failurePolicy Fail).
-		if err := mesh.Install(ctx, c, "workload", map[string]string{"MESHRELAY_CLUSTER": c, "MESHRELAY_SERVER_ADDRESS": mesh.ServerAddr}, webhooks[c]); err != nil {
+		if err := mesh.InstallComponents(ctx, c, "workload", map[string]string{"MESHRELAY_CLUSTER": c, "MESHRELAY_SERVER_ADDRESS": mesh.ServerAddr}, []string{"istio-federated-trust"}, nil, webhooks[c]); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := mesh.StartWebhook(ctx, c, c, webhooks[c]); err != nil {
@@ -70,7 +70,11 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 		if _, stderr, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c); code != 0 {
 			t.Fatalf("relayctl register %s: %s", c, stderr)
 		}
-		if _, _, err := mesh.StartAgent(c, c, "--federated-trust"); err != nil {
+		// The opt-in that lets the agent restart bookinfo's workloads
+		// (kubectl fails the test if it fails).
+		kubectl("", "--context", c, "-n", "bookinfo", "create", "rolebinding", "relay-agent-istio-restart",
+			"--clusterrole=relay-agent-istio-restart", "--serviceaccount=gloo-mesh:relay-agent")
+		if _, _, err := mesh.StartAgent(c, c); err != nil {
 			t.Fatal(err)
 		}
 	}
