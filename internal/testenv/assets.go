@@ -91,7 +91,7 @@ func CheckAssets(dir string, names ...string) error {
 		return nil
 	}
 	return fmt.Errorf("local cluster binaries missing from %s: %s; run `make envtest-assets` "+
-		"(it builds them, about ten minutes the first time), or set %s to a folder that holds them",
+		"(it downloads them with setup-envtest where it can, and otherwise builds them, about ten minutes the first time), or set %s to a folder that holds them",
 		dir, strings.Join(missing, ", "), AssetsEnv)
 }
 
