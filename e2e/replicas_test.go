@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -291,7 +292,26 @@ func (m *replicaMesh) connected(cluster string) error {
 	if !sameReplicaStreams(inStatus, metrics) {
 		return fmt.Errorf("%s: status.replicas of live replicas report streams %v, their metrics %v", cluster, inStatus, metrics)
 	}
-	// The Replicas column: every live replica holding both streams.
+	return nil
+}
+
+// columnRight checks the Replicas column (status.connectedReplicas, which
+// the leader derives, so it lags while no replica leads): it names every
+// live replica holding both streams of cluster, and no other live one.
+func (m *replicaMesh) columnRight(cluster string) error {
+	all, err := m.clusters()
+	if err != nil {
+		return err
+	}
+	kc := all[cluster]
+	if kc == nil {
+		return fmt.Errorf("no KubernetesCluster %s", cluster)
+	}
+	live := map[string]bool{}
+	for _, s := range m.live() {
+		live[s.name] = true
+	}
+	metrics := m.serverStreams(cluster)
 	holding, listed := map[string]bool{}, map[string]bool{}
 	for r, n := range metrics {
 		if n[0] > 0 && n[1] > 0 {
@@ -678,7 +698,7 @@ func TestThreeRelayServerReplicasAndTwoAgentsPerCluster(t *testing.T) {
 	t.Run("every agent connects, spread over the replicas, and status says so", func(t *testing.T) {
 		start := time.Now()
 		for _, c := range workloads {
-			testenv.Eventually(t, c+" connected", 90*time.Second, func() error { return m.connected(c) })
+			testenv.Eventually(t, c+" connected", 90*time.Second, func() error { return errors.Join(m.connected(c), m.columnRight(c)) })
 		}
 		m.figure("2 clusters x 2 agents bootstrapped and connected %s after the agents started", time.Since(start).Round(100*time.Millisecond))
 		m.wide("after bootstrap")
@@ -773,7 +793,7 @@ func TestThreeRelayServerReplicasAndTwoAgentsPerCluster(t *testing.T) {
 		}
 		t.Logf("Lease relay-server: holder %q, before %q", h, holder)
 		for _, c := range workloads {
-			testenv.Eventually(t, c+" connected after the leader change", 30*time.Second, func() error { return m.connected(c) })
+			testenv.Eventually(t, c+" connected after the leader change", 30*time.Second, func() error { return errors.Join(m.connected(c), m.columnRight(c)) })
 		}
 		m.entryLeaves(t, old, start, 60*time.Second)
 		m.wide("after the leader " + old.name + " was killed")
