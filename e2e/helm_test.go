@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -308,4 +311,20 @@ func TestHelmInstall(t *testing.T) {
 		t.Errorf("relay-agent /readyz: %s", resp.Status)
 	}
 	t.Logf("helm list on mgmt:\n%s", runHelm(ctx, t, helm, mesh.Root, "list", "--all-namespaces", "--kubeconfig", env.Kubeconfig, "--kube-context", "mgmt"))
+
+	// What a user then runs: relayctl as the kubectl plugin, as make build
+	// and krew install it, checking the install and the connection.
+	plugins := t.TempDir()
+	if err := os.Symlink(filepath.Join(mesh.Bins, "relayctl"), filepath.Join(plugins, "kubectl-relay")); err != nil {
+		t.Fatal(err)
+	}
+	check := env.KubectlCmd(ctx, "relay", "check", "--context", "mgmt", "--remote-context", "cluster-1")
+	check.Env = append(check.Env, "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var checked bytes.Buffer
+	check.Stdout, check.Stderr = &checked, &checked
+	err = check.Run()
+	t.Logf("kubectl relay check --context mgmt --remote-context cluster-1:\n%s", checked.String())
+	if err != nil {
+		t.Errorf("kubectl relay check: %v, want exit 0 (no problems)", err)
+	}
 }
