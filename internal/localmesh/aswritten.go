@@ -118,7 +118,7 @@ func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, 
 	for i, mnt := range pod.Mounts {
 		to := filepath.Join(dir, fmt.Sprintf("volume-%d", i))
 		if err := writeMount(ctx, c, pod.Namespace, mnt, to); err != nil {
-			return nil, nil, fmt.Errorf("Deployment %s/%s: %w", pod.Namespace, deployment, err)
+			return nil, nil, fmt.Errorf("deployment %s/%s: %w", pod.Namespace, deployment, err)
 		}
 		args = rewriteMount(args, mnt.Path, to)
 		pod.Mounts[i].Path = to
@@ -131,7 +131,7 @@ func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, 
 	}
 	bin := filepath.Join(m.Bins, pod.Binary)
 	if _, err := os.Stat(bin); err != nil {
-		return nil, nil, fmt.Errorf("Deployment %s/%s runs %s, which is not among the built binaries in %s", pod.Namespace, deployment, pod.Binary, m.Bins)
+		return nil, nil, fmt.Errorf("deployment %s/%s runs %s, which is not among the built binaries in %s", pod.Namespace, deployment, pod.Binary, m.Bins)
 	}
 	env := pod.Env
 	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, hostnameEnv+"=") }) {

@@ -77,11 +77,11 @@ func PodOf(objs []*unstructured.Unstructured, deployment, pod string) (*Pod, err
 	}
 	spec := dep.Spec.Template.Spec
 	if len(spec.Containers) != 1 {
-		return nil, fmt.Errorf("Deployment %s/%s has %d containers, want 1", dep.Namespace, deployment, len(spec.Containers))
+		return nil, fmt.Errorf("deployment %s/%s has %d containers, want 1", dep.Namespace, deployment, len(spec.Containers))
 	}
 	c := spec.Containers[0]
 	if len(c.Command) == 0 {
-		return nil, fmt.Errorf("Deployment %s/%s: container %s has no command: set command to the binary, such as [/relay-server]", dep.Namespace, deployment, c.Name)
+		return nil, fmt.Errorf("deployment %s/%s: container %s has no command: set command to the binary, such as [/relay-server]", dep.Namespace, deployment, c.Name)
 	}
 	p := &Pod{
 		Name: pod, Namespace: dep.Namespace, Deployment: deployment,
