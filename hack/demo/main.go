@@ -154,11 +154,11 @@ func run(ctx context.Context, keep bool) (err error) {
 
 	step(4, "Registering the workload clusters: relayctl register")
 	for _, c := range workloads {
-		stdout, stderr, code := mesh.Relayctl(ctx, "register", c, "--mgmt-context", "mgmt", "--remote-context", c)
+		stdout, stderr, code := mesh.Relayctl(ctx, "register", c, "--context", "mgmt", "--remote-context", c)
 		if code != 0 {
 			return fmt.Errorf("relayctl register %s: %s", c, stderr)
 		}
-		say("$ relayctl register %s --mgmt-context mgmt --remote-context %s", c, c)
+		say("$ relayctl register %s --context mgmt --remote-context %s", c, c)
 		fmt.Println(indent(stdout))
 	}
 
@@ -212,9 +212,9 @@ func run(ctx context.Context, keep bool) (err error) {
 	fmt.Println(indent(table))
 
 	step(6, "relayctl check: registration, streams, secrets and expiry across the three clusters")
-	checkArgs := []string{"check", "--mgmt-context", "mgmt", "--remote-context", "cluster-1", "--remote-context", "cluster-2"}
+	checkArgs := []string{"check", "--context", "mgmt", "--remote-context", "cluster-1", "--remote-context", "cluster-2"}
 	stdout, stderr, code := mesh.Relayctl(ctx, checkArgs...)
-	say("$ relayctl check --mgmt-context mgmt --remote-context cluster-1 --remote-context cluster-2")
+	say("$ relayctl check --context mgmt --remote-context cluster-1 --remote-context cluster-2")
 	fmt.Println(indent(stdout + stderr))
 	if code != 0 {
 		return fmt.Errorf("relayctl check found problems")
