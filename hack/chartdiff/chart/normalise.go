@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -174,20 +175,8 @@ func Diff(overlay, chart []Object) []string {
 		return m
 	}
 	a, b := byKey(overlay), byKey(chart)
-	keys := map[string]bool{}
-	for k := range a {
-		keys[k] = true
-	}
-	for k := range b {
-		keys[k] = true
-	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
 	var out []string
-	for _, k := range sorted {
+	for _, k := range unionKeys(a, b) {
 		oa, inA := a[k]
 		ob, inB := b[k]
 		switch {
@@ -211,20 +200,8 @@ func diffValue(path string, a, b any) []string {
 		if !ok {
 			break
 		}
-		keys := map[string]bool{}
-		for k := range av {
-			keys[k] = true
-		}
-		for k := range bv {
-			keys[k] = true
-		}
-		sorted := make([]string, 0, len(keys))
-		for k := range keys {
-			sorted = append(sorted, k)
-		}
-		sort.Strings(sorted)
 		var out []string
-		for _, k := range sorted {
+		for _, k := range unionKeys(av, bv) {
 			out = append(out, diffValue(join(path, k), av[k], bv[k])...)
 		}
 		return out
@@ -258,4 +235,16 @@ func show(v any) string {
 		return "(absent)"
 	}
 	return fmt.Sprintf("%v", v)
+}
+
+// unionKeys returns the keys of a and b, each once, sorted.
+func unionKeys[V any](a, b map[string]V) []string {
+	keys := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
