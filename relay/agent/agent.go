@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/version"
@@ -143,7 +144,7 @@ func (a *Agent) wire(opts Options) error {
 	if err := mgr.Add(rot); err != nil {
 		return err
 	}
-	return mgr.Add(nonLeader(w.startStreams(mgr, newStreams(st))))
+	return mgr.Add(everyreplica.Runnable(w.startStreams(mgr, newStreams(st))))
 }
 
 // gatherer is what /metrics serves: relay-agent's metrics beside

@@ -17,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/pkg/config"
@@ -87,7 +88,7 @@ func (w *secretWatch) newCache(mgr manager.Manager) error {
 
 // setUp adds the controller that watches the secrets, on every replica.
 func (w *secretWatch) setUp(mgr manager.Manager) error {
-	b := w.cache.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").WithOptions(controllerOptions()))
+	b := w.cache.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-agent-watcher").WithOptions(everyreplica.ControllerOptions()))
 	if err := b.Complete(reconcile.Func(w.reconcile)); err != nil {
 		return fmt.Errorf("failed to set up the secret watcher: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 )
 
@@ -20,7 +21,7 @@ func (s *Server) watchSecrets(mgr ctrl.Manager) error {
 		return err
 	}
 	s.secrets = named
-	err = named.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").WithOptions(everyReplica())).Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	err = named.Watch(ctrl.NewControllerManagedBy(mgr).Named("relay-secrets").WithOptions(everyreplica.ControllerOptions())).Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 		_ = s.keys.load(ctx, named, s.opts.Clock.Now(), s.log.WithValues("changed", req.NamespacedName.String()))
 		return reconcile.Result{}, nil
 	}))

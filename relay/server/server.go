@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	"github.com/meshrelay/meshrelay/internal/namedsecrets"
 	"github.com/meshrelay/meshrelay/internal/probeserver"
 	"github.com/meshrelay/meshrelay/internal/scheme"
@@ -261,7 +262,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("kubernetes-clusters").
 		// Evictions follow the spec (revocation) and the UID, never the
 		// status the replicas write.
-		For(&meshv1alpha1.KubernetesCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).WithOptions(everyReplica()).
+		For(&meshv1alpha1.KubernetesCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).WithOptions(everyreplica.ControllerOptions()).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			var kc meshv1alpha1.KubernetesCluster
 			err := mgr.GetClient().Get(ctx, req.NamespacedName, &kc)
@@ -281,7 +282,7 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the KubernetesCluster watcher: %w", err)
 	}
-	if err := mgr.Add(onEveryReplica(func(ctx context.Context) error { return s.svc.runExpiry(ctx, s.opts.Clock) })); err != nil {
+	if err := mgr.Add(everyreplica.Runnable(func(ctx context.Context) error { return s.svc.runExpiry(ctx, s.opts.Clock) })); err != nil {
 		return fmt.Errorf("failed to add the client certificate expiry check: %w", err)
 	}
 	if err := s.setupStatus(mgr); err != nil {
@@ -307,7 +308,7 @@ func (s *Server) setupTrust(mgr ctrl.Manager) error {
 	if err := r.setup(mgr); err != nil {
 		return err
 	}
-	if err := mgr.Add(onEveryReplica(t.run)); err != nil {
+	if err := mgr.Add(everyreplica.Runnable(t.run)); err != nil {
 		return fmt.Errorf("failed to add the Istio intermediate renewal check: %w", err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 )
 
@@ -146,7 +148,7 @@ func (l *statusLeader) sweepOnce(ctx context.Context) error {
 		}
 	}
 	l.mu.Lock()
-	changed := !mapsEqual(l.live, live)
+	changed := l.live == nil || !maps.Equal(l.live, live)
 	l.live = live
 	l.mu.Unlock()
 	if changed {
@@ -179,18 +181,6 @@ func (l *statusLeader) leaseLive(lease *coordinationv1.Lease, now time.Time) boo
 		l.observed[lease.Name] = o
 	}
 	return now.Sub(o.seenAt) < time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second
-}
-
-func mapsEqual(a, b map[string]bool) bool {
-	if a == nil || len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
 }
 
 // isLive reports whether replica is live; before the first sweep every
@@ -291,7 +281,7 @@ func (s *Server) setupStatus(mgr manager.Manager) error {
 	}
 	w := s.svc.status
 	w.client, w.api = c, mgr.GetAPIReader()
-	if err := mgr.Add(onEveryReplica(func(ctx context.Context) error { return w.run(ctx, s.opts.Clock) })); err != nil {
+	if err := mgr.Add(everyreplica.Runnable(func(ctx context.Context) error { return w.run(ctx, s.opts.Clock) })); err != nil {
 		return fmt.Errorf("failed to add the KubernetesCluster status writer: %w", err)
 	}
 	s.registered.reader = mgr.GetClient()

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/meshrelay/meshrelay/internal/everyreplica"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 )
 
@@ -61,7 +62,7 @@ const rootRecheck = time.Minute
 // queue enqueue it, and each loaded policy comes back every rootRecheck.
 func (r *trustReconciler) setup(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("root-trust-policies").
-		For(&meshv1alpha1.RootTrustPolicy{}).WithOptions(everyReplica()).
+		For(&meshv1alpha1.RootTrustPolicy{}).WithOptions(everyreplica.ControllerOptions()).
 		WatchesRawSource(r.Queue.source()).
 		Complete(r)
 	if err != nil {
