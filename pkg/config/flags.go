@@ -33,6 +33,14 @@ func BindServer(fs *pflag.FlagSet, s *Server) {
 	fs.BoolVar(&s.EnableProfiling, "enable-profiling", s.EnableProfiling, "serve Go's profiles under /debug/pprof/ on the metrics address, unauthenticated: anyone who reaches that port can read them (off by default)")
 	fs.BoolVar(&s.LeaderElection, "leader-election", s.LeaderElection, "let only the replica holding the Lease relay-server derive KubernetesCluster conditions and clean up after replicas that are gone")
 	fs.StringVar(&s.ReplicaName, "replica-name", s.ReplicaName, "this replica's name in KubernetesCluster status and its replica Lease (default $POD_NAME, then the host name)")
+	fs.DurationVar(&s.RootCertificateTTL.Duration, "root-certificate-ttl", s.RootCertificateTTL.Duration, "lifetime of the root CA relay-server generates (rootCertificateTTL)")
+	fs.DurationVar(&s.SigningCertificateTTL.Duration, "signing-certificate-ttl", s.SigningCertificateTTL.Duration, "lifetime of the signing intermediate relay-server generates, capped by the root's expiry (signingCertificateTTL)")
+	fs.DurationVar(&s.ServerCertificateTTL.Duration, "server-certificate-ttl", s.ServerCertificateTTL.Duration, "lifetime of the server certificate relay-server generates, capped by the root's expiry (serverCertificateTTL)")
+	fs.Float64Var(&s.RootRenewalRatio, "root-renewal-ratio", s.RootRenewalRatio, "start a root rotation when this fraction of the generated root's lifetime is left (rootRenewalRatio)")
+	fs.Float64Var(&s.SigningRenewalRatio, "signing-renewal-ratio", s.SigningRenewalRatio, "renew the generated signing intermediate when this fraction of its lifetime is left (signingRenewalRatio)")
+	fs.Float64Var(&s.ServerRenewalRatio, "server-renewal-ratio", s.ServerRenewalRatio, "renew the generated server certificate when this fraction of its lifetime is left (serverRenewalRatio)")
+	fs.DurationVar(&s.RootRotationOverlap.Duration, "root-rotation-overlap", s.RootRotationOverlap.Duration, "least time a root rotation spends in Prepare and in Activate, beside waiting for the agents (rootRotationOverlap)")
+	fs.Float64Var(&s.RenewalBudget, "renewal-budget", s.RenewalBudget, "renewals per second relay-server asks agents for when it spreads a fleet's renewals after a change of signing CA (renewalBudget)")
 }
 
 // BindAgent binds a's settings to fs as flags, with a's current values as
@@ -51,6 +59,7 @@ func BindAgent(fs *pflag.FlagSet, a *Agent) {
 	fs.BoolVar(&a.LeaderElection, "leader-election", a.LeaderElection, "run the rotator only on the replica holding the Lease")
 	fs.BoolVar(&a.FederatedTrust, "federated-trust", a.FederatedTrust, "take part in RootTrustPolicies: make Istio's intermediate CA key here and write it to the Istio CA secret (needs components/istio-federated-trust's RBAC)")
 	bindRef(fs, "istio-ca-secret", "Istio's plug-in CA secret (istioCaSecret)", &a.IstioCASecret)
+	fs.StringVar(&a.TrustBundleDir, "trust-bundle-dir", a.TrustBundleDir, "folder of PEM files (the mounted relay trust bundle) whose certificates are the roots to verify the server with, watched for changes; empty reads --root-tls-secret instead (trustBundleDir; default $"+EnvTrustBundleDir+")")
 }
 
 func bindRef(fs *pflag.FlagSet, name, usage string, r *SecretRef) {

@@ -32,6 +32,19 @@ const (
 	// third, renewal is later: the Event is recorded before each one (the
 	// alert waits for the agent's own renewal time to pass).
 	DefaultRotationGracePeriodRatio = 0.35
+	// Lifetimes of the certificates relay-server generates, and renews
+	// when DefaultRenewalRatio of the lifetime is left.
+	DefaultRootCertificateTTL    = 10 * 365 * 24 * time.Hour
+	DefaultSigningCertificateTTL = 5 * 365 * 24 * time.Hour
+	DefaultServerCertificateTTL  = 2 * 365 * 24 * time.Hour
+	DefaultRenewalRatio          = 0.35
+	// DefaultRootRotationOverlap is the least time a root rotation spends
+	// in Prepare (the new root trusted, not yet used) and in Activate
+	// before the old root may leave.
+	DefaultRootRotationOverlap = 24 * time.Hour
+	// DefaultRenewalBudget is how many renewals per second relay-server
+	// asks agents for when it spreads them (after a CA change).
+	DefaultRenewalBudget = 10
 )
 
 // SecretRef names a secret; an empty namespace means the component's own.
@@ -116,6 +129,26 @@ type Server struct {
 	// replica Lease; the manifests set it to the pod's name (POD_NAME).
 	// Empty means $POD_NAME, then the host name.
 	ReplicaName string `json:"replicaName,omitempty"`
+	// RootCertificateTTL, SigningCertificateTTL and ServerCertificateTTL
+	// are the lifetimes of the root, signing intermediate and server
+	// certificates relay-server generates. It renews each when
+	// RootRenewalRatio, SigningRenewalRatio or ServerRenewalRatio of its
+	// lifetime is left. Certificates it did not generate are never renewed.
+	RootCertificateTTL    metav1.Duration `json:"rootCertificateTTL"`
+	SigningCertificateTTL metav1.Duration `json:"signingCertificateTTL"`
+	ServerCertificateTTL  metav1.Duration `json:"serverCertificateTTL"`
+	RootRenewalRatio      float64         `json:"rootRenewalRatio"`
+	SigningRenewalRatio   float64         `json:"signingRenewalRatio"`
+	ServerRenewalRatio    float64         `json:"serverRenewalRatio"`
+	// RootRotationOverlap is the least time a root rotation spends in
+	// Prepare and in Activate, on top of waiting for every connected agent
+	// to acknowledge the new bundle and for no live client certificate to
+	// chain to the old root.
+	RootRotationOverlap metav1.Duration `json:"rootRotationOverlap"`
+	// RenewalBudget is how many renewals per second relay-server asks
+	// agents for when it spreads a fleet's renewals (after a change of
+	// signing CA); agents it says nothing to renew on their own schedule.
+	RenewalBudget float64 `json:"renewalBudget"`
 }
 
 // MaxReplicaName bounds ReplicaName, which becomes part of a Lease name
@@ -167,30 +200,45 @@ type Agent struct {
 	FederatedTrust bool `json:"federatedTrust"`
 	// IstioCASecret is Istio's plug-in CA secret, istio-system/cacerts.
 	IstioCASecret SecretRef `json:"istioCaSecret"`
+	// TrustBundleDir, when set, is a folder of PEM files whose
+	// certificates together are the roots the agent verifies the server
+	// with: relay-webhook mounts the relay ClusterTrustBundle and
+	// relay-root-tls-secret's ca.crt there. The agent watches it, so a root
+	// rotation reaches it without a restart, and then needs no read access
+	// to the root secret. Empty means the agent reads RootTLSSecret.
+	TrustBundleDir string `json:"trustBundleDir,omitempty"`
 }
 
 // DefaultServer returns the server's default settings: the documented
 // secret names, authority and ports.
 func DefaultServer() Server {
 	return Server{
-		Namespace:            DefaultNamespace,
-		SigningTLSSecret:     SecretRef{Name: DefaultSigningTLSSecret},
-		TLSSecret:            SecretRef{Name: DefaultServerTLSSecret},
-		RootTLSSecret:        SecretRef{Name: DefaultRootTLSSecret},
-		TokenSecret:          TokenSecretRef{SecretRef: SecretRef{Name: DefaultTokenSecret}, Key: DefaultTokenKey},
-		Authority:            DefaultAuthority,
-		ListenAddress:        DefaultListenAddress,
-		MetricsAddress:       DefaultMetricsAddress,
-		ClientCertificateTTL: metav1.Duration{Duration: DefaultClientCertificateTTL},
-		MaxConcurrentSigning: 64,
-		PeerSigningRate:      5,
-		PeerSigningBurst:     10,
-		ClusterRenewRate:     0.1,
-		ClusterRenewBurst:    5,
-		ClusterPushRate:      10,
-		ClusterPushBurst:     100,
-		MaxStreamsPerCluster: 16,
-		LeaderElection:       true,
+		Namespace:             DefaultNamespace,
+		SigningTLSSecret:      SecretRef{Name: DefaultSigningTLSSecret},
+		TLSSecret:             SecretRef{Name: DefaultServerTLSSecret},
+		RootTLSSecret:         SecretRef{Name: DefaultRootTLSSecret},
+		TokenSecret:           TokenSecretRef{SecretRef: SecretRef{Name: DefaultTokenSecret}, Key: DefaultTokenKey},
+		Authority:             DefaultAuthority,
+		ListenAddress:         DefaultListenAddress,
+		MetricsAddress:        DefaultMetricsAddress,
+		ClientCertificateTTL:  metav1.Duration{Duration: DefaultClientCertificateTTL},
+		MaxConcurrentSigning:  64,
+		PeerSigningRate:       5,
+		PeerSigningBurst:      10,
+		ClusterRenewRate:      0.1,
+		ClusterRenewBurst:     5,
+		ClusterPushRate:       10,
+		ClusterPushBurst:      100,
+		MaxStreamsPerCluster:  16,
+		LeaderElection:        true,
+		RootCertificateTTL:    metav1.Duration{Duration: DefaultRootCertificateTTL},
+		SigningCertificateTTL: metav1.Duration{Duration: DefaultSigningCertificateTTL},
+		ServerCertificateTTL:  metav1.Duration{Duration: DefaultServerCertificateTTL},
+		RootRenewalRatio:      DefaultRenewalRatio,
+		SigningRenewalRatio:   DefaultRenewalRatio,
+		ServerRenewalRatio:    DefaultRenewalRatio,
+		RootRotationOverlap:   metav1.Duration{Duration: DefaultRootRotationOverlap},
+		RenewalBudget:         DefaultRenewalBudget,
 	}
 }
 
@@ -227,12 +275,18 @@ const (
 	EnvCluster       = "MESHRELAY_CLUSTER"
 	EnvServerAddress = "MESHRELAY_SERVER_ADDRESS"
 	EnvAuthority     = "MESHRELAY_AUTHORITY"
+	// EnvTrustBundleDir is the default of relay-agent's --trust-bundle-dir;
+	// relay-webhook sets it where it mounts the trust bundle.
+	EnvTrustBundleDir = "MESHRELAY_TRUST_BUNDLE_DIR"
 )
 
-// ApplyEnvironment sets a's cluster, server address and authority from the
-// variables getenv returns, where they are set.
+// ApplyEnvironment sets a's cluster, server address, authority and trust
+// bundle folder from the variables getenv returns, where they are set.
 func (a *Agent) ApplyEnvironment(getenv func(string) string) {
 	applyEnvironment(getenv, &a.Cluster, &a.ServerAddress, &a.Authority)
+	if v := getenv(EnvTrustBundleDir); v != "" {
+		a.TrustBundleDir = v
+	}
 }
 
 // ApplyEnvironment sets w's cluster, server address and authority from the

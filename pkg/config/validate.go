@@ -33,6 +33,7 @@ func (s *Server) Validate() error {
 		errs = append(errs, field.Invalid(field.NewPath("clientCertificateTTL"), ttl.String(),
 			fmt.Sprintf("must be at least %s, for example 8760h for one year", MinClientCertificateTTL)))
 	}
+	errs = append(errs, s.validateRotation()...)
 	if s.MaxConcurrentSigning < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("maxConcurrentSigning"), s.MaxConcurrentSigning, "must be at least 1"))
 	}
@@ -146,4 +147,45 @@ func address(p *field.Path, v string) field.ErrorList {
 func validPort(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= 0 && n <= 65535
+}
+
+// MinGeneratedCertificateTTL is the shortest lifetime of a certificate
+// relay-server generates: shorter ones would expire before a rotation
+// could finish.
+const MinGeneratedCertificateTTL = 2 * time.Minute
+
+// validateRotation checks the lifetimes and renewal points of the
+// certificates relay-server generates.
+func (s *Server) validateRotation() field.ErrorList {
+	var errs field.ErrorList
+	for _, t := range []struct {
+		path  string
+		ttl   time.Duration
+		ratio float64
+		rpath string
+	}{
+		{"rootCertificateTTL", s.RootCertificateTTL.Duration, s.RootRenewalRatio, "rootRenewalRatio"},
+		{"signingCertificateTTL", s.SigningCertificateTTL.Duration, s.SigningRenewalRatio, "signingRenewalRatio"},
+		{"serverCertificateTTL", s.ServerCertificateTTL.Duration, s.ServerRenewalRatio, "serverRenewalRatio"},
+	} {
+		if t.ttl < MinGeneratedCertificateTTL {
+			errs = append(errs, field.Invalid(field.NewPath(t.path), t.ttl.String(),
+				fmt.Sprintf("must be at least %s", MinGeneratedCertificateTTL)))
+		}
+		if t.ratio <= 0 || t.ratio >= 1 {
+			errs = append(errs, field.Invalid(field.NewPath(t.rpath), t.ratio,
+				"must be between 0 and 1, the fraction of the lifetime left at renewal, for example 0.35"))
+		}
+	}
+	if s.SigningCertificateTTL.Duration > s.RootCertificateTTL.Duration || s.ServerCertificateTTL.Duration > s.RootCertificateTTL.Duration {
+		errs = append(errs, field.Invalid(field.NewPath("rootCertificateTTL"), s.RootCertificateTTL.Duration.String(),
+			"must be at least signingCertificateTTL and serverCertificateTTL: a certificate cannot outlive the root it chains to"))
+	}
+	if s.RootRotationOverlap.Duration < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("rootRotationOverlap"), s.RootRotationOverlap.Duration.String(), "must not be negative"))
+	}
+	if s.RenewalBudget <= 0 {
+		errs = append(errs, field.Invalid(field.NewPath("renewalBudget"), s.RenewalBudget, "must be more than 0 renewals per second"))
+	}
+	return errs
 }

@@ -13,6 +13,7 @@ import (
 var Copies = [][2]string{
 	{"charts/meshrelay/crds/meshrelay.dev_kubernetesclusters.yaml", "manifests/crds/meshrelay.dev_kubernetesclusters.yaml"},
 	{"charts/meshrelay/crds/meshrelay.dev_roottrustpolicies.yaml", "manifests/crds/meshrelay.dev_roottrustpolicies.yaml"},
+	{"charts/meshrelay/crds/meshrelay.dev_relaytrusts.yaml", "manifests/crds/meshrelay.dev_relaytrusts.yaml"},
 	{"charts/meshrelay/files/services.yaml", "manifests/components/monitoring/services.yaml"},
 	{"charts/meshrelay/files/servicemonitors.yaml", "manifests/components/monitoring/servicemonitors.yaml"},
 	{"charts/meshrelay/files/prometheusrule.yaml", "manifests/components/monitoring/prometheusrule.yaml"},

@@ -111,6 +111,14 @@ type KubernetesClusterStatus struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+	// TrustBundleSHA256 is the trust bundle the cluster's agent last
+	// acknowledged (the newest of the replicas' entries): the hex SHA-256
+	// of the PEM roots it wrote into its own cluster. A root rotation
+	// waits for every connected cluster to acknowledge the bundle holding
+	// the new root.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	TrustBundleSHA256 string `json:"trustBundleSHA256,omitempty"`
 
 	// Conditions are Registered (the cluster has a registration, and
 	// whether it has bootstrapped), Connected (a replica holds both its
@@ -139,6 +147,16 @@ type CertificateSummary struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
+	// IssuerSHA256 is the hex SHA-256 of the issuing CA's certificate.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	IssuerSHA256 string `json:"issuerSHA256,omitempty"`
+	// RootSHA256 is the hex SHA-256 of the relay root the certificate
+	// chains to. A root leaves the trust bundle only once no live client
+	// certificate of any cluster chains to it.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	RootSHA256 string `json:"rootSHA256,omitempty"`
 }
 
 // ReplicaStatus is what one relay-server replica knows of the cluster.
@@ -161,6 +179,12 @@ type ReplicaStatus struct {
 	// this replica issued or saw at a handshake.
 	// +optional
 	ClientCertificate *CertificateSummary `json:"clientCertificate,omitempty"`
+	// TrustBundleSHA256 is the trust bundle the cluster's agent last
+	// acknowledged on this replica's streams: the hex SHA-256 of the PEM
+	// roots it wrote into its own cluster.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	TrustBundleSHA256 string `json:"trustBundleSHA256,omitempty"`
 }
 
 // Condition types of a KubernetesCluster.

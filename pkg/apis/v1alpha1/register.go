@@ -21,6 +21,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&KubernetesCluster{}, &KubernetesClusterList{},
 		&RootTrustPolicy{}, &RootTrustPolicyList{},
+		&RelayTrust{}, &RelayTrustList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -62,4 +62,27 @@ const (
 	// has expired is gone, and its entries of KubernetesCluster status are
 	// removed by the leader.
 	ReplicaLeaseLabel = "meshrelay.dev/relay-server-replica"
+
+	// AllowRootRemovalAnnotation, set to "true" on relay-root-tls-secret
+	// of the management cluster, admits an update or a delete that removes
+	// a root from ca.crt while a live client certificate of some cluster
+	// still chains to it: that cluster's agent can no longer connect until
+	// it bootstraps again.
+	AllowRootRemovalAnnotation = "meshrelay.dev/allow-root-removal"
+
+	// TrustBundleSignerName is the signer name of the ClusterTrustBundle
+	// meshrelay publishes in each cluster, holding the relay roots.
+	TrustBundleSignerName = "meshrelay.dev/relay-root"
+
+	// TrustBundleLabel, on that ClusterTrustBundle, is the namespace of the
+	// relay install it belongs to, so that two installs in one cluster
+	// select their own.
+	TrustBundleLabel = "meshrelay.dev/relay-namespace"
 )
+
+// TrustBundleName is the name of the ClusterTrustBundle of the relay
+// install in namespace: a bundle with a signer name must be named with the
+// signer name's "/" as ":" and a suffix.
+func TrustBundleName(namespace string) string {
+	return "meshrelay.dev:relay-root:" + namespace
+}

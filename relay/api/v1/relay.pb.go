@@ -294,9 +294,16 @@ type AgentStatus struct {
 	Replica string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	// istio_ca is what istio-system/cacerts holds (federated trust); absent
 	// when the agent has not looked yet.
-	IstioCa       *IstioCAStatus `protobuf:"bytes,4,opt,name=istio_ca,json=istioCa,proto3" json:"istio_ca,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IstioCa *IstioCAStatus `protobuf:"bytes,4,opt,name=istio_ca,json=istioCa,proto3" json:"istio_ca,omitempty"`
+	// trust_bundle_sha256 acknowledges the last TrustBundle the agent wrote
+	// into its own cluster (relay-root-tls-secret's ca.crt and the cluster's
+	// ClusterTrustBundle): the hex SHA-256 of the bundle's PEM bytes as the
+	// server sent them, 64 bytes; empty before the agent has written one.
+	// The server moves a root rotation on only once every connected agent
+	// has acknowledged the bundle that holds the new root.
+	TrustBundleSha256 string `protobuf:"bytes,5,opt,name=trust_bundle_sha256,json=trustBundleSha256,proto3" json:"trust_bundle_sha256,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AgentStatus) Reset() {
@@ -355,6 +362,13 @@ func (x *AgentStatus) GetIstioCa() *IstioCAStatus {
 		return x.IstioCa
 	}
 	return nil
+}
+
+func (x *AgentStatus) GetTrustBundleSha256() string {
+	if x != nil {
+		return x.TrustBundleSha256
+	}
+	return ""
 }
 
 // IstioCAStatus describes the cluster's Istio intermediate CA, as the agent
@@ -598,6 +612,7 @@ type Instruction struct {
 	//	*Instruction_TrustBundle
 	//	*Instruction_IssueIntermediate
 	//	*Instruction_IntermediateIssued
+	//	*Instruction_RenewAt
 	Instruction   isInstruction_Instruction `protobuf_oneof:"instruction"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -676,6 +691,15 @@ func (x *Instruction) GetIntermediateIssued() *IntermediateIssued {
 	return nil
 }
 
+func (x *Instruction) GetRenewAt() *RenewAt {
+	if x != nil {
+		if x, ok := x.Instruction.(*Instruction_RenewAt); ok {
+			return x.RenewAt
+		}
+	}
+	return nil
+}
+
 type isInstruction_Instruction interface {
 	isInstruction_Instruction()
 }
@@ -696,6 +720,10 @@ type Instruction_IntermediateIssued struct {
 	IntermediateIssued *IntermediateIssued `protobuf:"bytes,4,opt,name=intermediate_issued,json=intermediateIssued,proto3,oneof"`
 }
 
+type Instruction_RenewAt struct {
+	RenewAt *RenewAt `protobuf:"bytes,5,opt,name=renew_at,json=renewAt,proto3,oneof"`
+}
+
 func (*Instruction_RenewNow) isInstruction_Instruction() {}
 
 func (*Instruction_TrustBundle) isInstruction_Instruction() {}
@@ -703,6 +731,67 @@ func (*Instruction_TrustBundle) isInstruction_Instruction() {}
 func (*Instruction_IssueIntermediate) isInstruction_Instruction() {}
 
 func (*Instruction_IntermediateIssued) isInstruction_Instruction() {}
+
+func (*Instruction_RenewAt) isInstruction_Instruction() {}
+
+// RenewAt tells the agent's rotator when to renew its client certificate:
+// the server spreads a fleet's renewals over time within its signing
+// budget, and pulls them forward before a change of CA. The rotator renews
+// at the earlier of at and its own schedule, and never before now; an agent
+// the server tells nothing renews on its own schedule.
+type RenewAt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// at is the time to renew, in Unix seconds.
+	At int64 `protobuf:"varint,1,opt,name=at,proto3" json:"at,omitempty"`
+	// reason is shown in the agent's log, at most 1024 bytes.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewAt) Reset() {
+	*x = RenewAt{}
+	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewAt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewAt) ProtoMessage() {}
+
+func (x *RenewAt) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewAt.ProtoReflect.Descriptor instead.
+func (*RenewAt) Descriptor() ([]byte, []int) {
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RenewAt) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *RenewAt) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // RenewNow asks the agent's rotator to renew at once.
 type RenewNow struct {
@@ -715,7 +804,7 @@ type RenewNow struct {
 
 func (x *RenewNow) Reset() {
 	*x = RenewNow{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +816,7 @@ func (x *RenewNow) String() string {
 func (*RenewNow) ProtoMessage() {}
 
 func (x *RenewNow) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +829,7 @@ func (x *RenewNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewNow.ProtoReflect.Descriptor instead.
 func (*RenewNow) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RenewNow) GetReason() string {
@@ -761,7 +850,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +862,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +875,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TrustBundle) GetCaCertificates() []byte {
@@ -807,7 +896,7 @@ type IssueIntermediate struct {
 
 func (x *IssueIntermediate) Reset() {
 	*x = IssueIntermediate{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +908,7 @@ func (x *IssueIntermediate) String() string {
 func (*IssueIntermediate) ProtoMessage() {}
 
 func (x *IssueIntermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +921,7 @@ func (x *IssueIntermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediate.ProtoReflect.Descriptor instead.
 func (*IssueIntermediate) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IssueIntermediate) GetPolicy() string {
@@ -860,7 +949,7 @@ type IntermediateIssued struct {
 
 func (x *IntermediateIssued) Reset() {
 	*x = IntermediateIssued{}
-	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +961,7 @@ func (x *IntermediateIssued) String() string {
 func (*IntermediateIssued) ProtoMessage() {}
 
 func (x *IntermediateIssued) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_api_v1_relay_proto_msgTypes[13]
+	mi := &file_relay_api_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +974,7 @@ func (x *IntermediateIssued) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntermediateIssued.ProtoReflect.Descriptor instead.
 func (*IntermediateIssued) Descriptor() ([]byte, []int) {
-	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{13}
+	return file_relay_api_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IntermediateIssued) GetPolicy() string {
@@ -933,12 +1022,13 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\vPushMessage\x129\n" +
 	"\x06status\x18\x01 \x01(\v2\x1f.meshrelay.relay.v1.AgentStatusH\x00R\x06status\x12P\n" +
 	"\x10intermediate_csr\x18\x02 \x01(\v2#.meshrelay.relay.v1.IntermediateCSRH\x00R\x0fintermediateCsrB\t\n" +
-	"\amessage\"\xcb\x01\n" +
+	"\amessage\"\xfb\x01\n" +
 	"\vAgentStatus\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12?\n" +
 	"\x1cclient_certificate_not_after\x18\x02 \x01(\x03R\x19clientCertificateNotAfter\x12\x18\n" +
 	"\areplica\x18\x03 \x01(\tR\areplica\x12<\n" +
-	"\bistio_ca\x18\x04 \x01(\v2!.meshrelay.relay.v1.IstioCAStatusR\aistioCa\"\x9a\x01\n" +
+	"\bistio_ca\x18\x04 \x01(\v2!.meshrelay.relay.v1.IstioCAStatusR\aistioCa\x12.\n" +
+	"\x13trust_bundle_sha256\x18\x05 \x01(\tR\x11trustBundleSha256\"\x9a\x01\n" +
 	"\rIstioCAStatus\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1d\n" +
 	"\n" +
@@ -953,13 +1043,17 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\vPushSummary\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x03R\breceived\"'\n" +
 	"\vPullRequest\x12\x18\n" +
-	"\areplica\x18\x01 \x01(\tR\areplica\"\xd2\x02\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\"\x8c\x03\n" +
 	"\vInstruction\x12;\n" +
 	"\trenew_now\x18\x01 \x01(\v2\x1c.meshrelay.relay.v1.RenewNowH\x00R\brenewNow\x12D\n" +
 	"\ftrust_bundle\x18\x02 \x01(\v2\x1f.meshrelay.relay.v1.TrustBundleH\x00R\vtrustBundle\x12V\n" +
 	"\x12issue_intermediate\x18\x03 \x01(\v2%.meshrelay.relay.v1.IssueIntermediateH\x00R\x11issueIntermediate\x12Y\n" +
-	"\x13intermediate_issued\x18\x04 \x01(\v2&.meshrelay.relay.v1.IntermediateIssuedH\x00R\x12intermediateIssuedB\r\n" +
-	"\vinstruction\"\"\n" +
+	"\x13intermediate_issued\x18\x04 \x01(\v2&.meshrelay.relay.v1.IntermediateIssuedH\x00R\x12intermediateIssued\x128\n" +
+	"\brenew_at\x18\x05 \x01(\v2\x1b.meshrelay.relay.v1.RenewAtH\x00R\arenewAtB\r\n" +
+	"\vinstruction\"1\n" +
+	"\aRenewAt\x12\x0e\n" +
+	"\x02at\x18\x01 \x01(\x03R\x02at\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\"\n" +
 	"\bRenewNow\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"6\n" +
 	"\vTrustBundle\x12'\n" +
@@ -989,7 +1083,7 @@ func file_relay_api_v1_relay_proto_rawDescGZIP() []byte {
 	return file_relay_api_v1_relay_proto_rawDescData
 }
 
-var file_relay_api_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_relay_api_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_relay_api_v1_relay_proto_goTypes = []any{
 	(*BootstrapRequest)(nil),    // 0: meshrelay.relay.v1.BootstrapRequest
 	(*RenewRequest)(nil),        // 1: meshrelay.relay.v1.RenewRequest
@@ -1001,32 +1095,34 @@ var file_relay_api_v1_relay_proto_goTypes = []any{
 	(*PushSummary)(nil),         // 7: meshrelay.relay.v1.PushSummary
 	(*PullRequest)(nil),         // 8: meshrelay.relay.v1.PullRequest
 	(*Instruction)(nil),         // 9: meshrelay.relay.v1.Instruction
-	(*RenewNow)(nil),            // 10: meshrelay.relay.v1.RenewNow
-	(*TrustBundle)(nil),         // 11: meshrelay.relay.v1.TrustBundle
-	(*IssueIntermediate)(nil),   // 12: meshrelay.relay.v1.IssueIntermediate
-	(*IntermediateIssued)(nil),  // 13: meshrelay.relay.v1.IntermediateIssued
+	(*RenewAt)(nil),             // 10: meshrelay.relay.v1.RenewAt
+	(*RenewNow)(nil),            // 11: meshrelay.relay.v1.RenewNow
+	(*TrustBundle)(nil),         // 12: meshrelay.relay.v1.TrustBundle
+	(*IssueIntermediate)(nil),   // 13: meshrelay.relay.v1.IssueIntermediate
+	(*IntermediateIssued)(nil),  // 14: meshrelay.relay.v1.IntermediateIssued
 }
 var file_relay_api_v1_relay_proto_depIdxs = []int32{
 	4,  // 0: meshrelay.relay.v1.PushMessage.status:type_name -> meshrelay.relay.v1.AgentStatus
 	6,  // 1: meshrelay.relay.v1.PushMessage.intermediate_csr:type_name -> meshrelay.relay.v1.IntermediateCSR
 	5,  // 2: meshrelay.relay.v1.AgentStatus.istio_ca:type_name -> meshrelay.relay.v1.IstioCAStatus
-	10, // 3: meshrelay.relay.v1.Instruction.renew_now:type_name -> meshrelay.relay.v1.RenewNow
-	11, // 4: meshrelay.relay.v1.Instruction.trust_bundle:type_name -> meshrelay.relay.v1.TrustBundle
-	12, // 5: meshrelay.relay.v1.Instruction.issue_intermediate:type_name -> meshrelay.relay.v1.IssueIntermediate
-	13, // 6: meshrelay.relay.v1.Instruction.intermediate_issued:type_name -> meshrelay.relay.v1.IntermediateIssued
-	0,  // 7: meshrelay.relay.v1.Relay.Bootstrap:input_type -> meshrelay.relay.v1.BootstrapRequest
-	1,  // 8: meshrelay.relay.v1.Relay.Renew:input_type -> meshrelay.relay.v1.RenewRequest
-	3,  // 9: meshrelay.relay.v1.Relay.Push:input_type -> meshrelay.relay.v1.PushMessage
-	8,  // 10: meshrelay.relay.v1.Relay.Pull:input_type -> meshrelay.relay.v1.PullRequest
-	2,  // 11: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
-	2,  // 12: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
-	7,  // 13: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
-	9,  // 14: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 3: meshrelay.relay.v1.Instruction.renew_now:type_name -> meshrelay.relay.v1.RenewNow
+	12, // 4: meshrelay.relay.v1.Instruction.trust_bundle:type_name -> meshrelay.relay.v1.TrustBundle
+	13, // 5: meshrelay.relay.v1.Instruction.issue_intermediate:type_name -> meshrelay.relay.v1.IssueIntermediate
+	14, // 6: meshrelay.relay.v1.Instruction.intermediate_issued:type_name -> meshrelay.relay.v1.IntermediateIssued
+	10, // 7: meshrelay.relay.v1.Instruction.renew_at:type_name -> meshrelay.relay.v1.RenewAt
+	0,  // 8: meshrelay.relay.v1.Relay.Bootstrap:input_type -> meshrelay.relay.v1.BootstrapRequest
+	1,  // 9: meshrelay.relay.v1.Relay.Renew:input_type -> meshrelay.relay.v1.RenewRequest
+	3,  // 10: meshrelay.relay.v1.Relay.Push:input_type -> meshrelay.relay.v1.PushMessage
+	8,  // 11: meshrelay.relay.v1.Relay.Pull:input_type -> meshrelay.relay.v1.PullRequest
+	2,  // 12: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
+	2,  // 13: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
+	7,  // 14: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
+	9,  // 15: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_relay_api_v1_relay_proto_init() }
@@ -1043,6 +1139,7 @@ func file_relay_api_v1_relay_proto_init() {
 		(*Instruction_TrustBundle)(nil),
 		(*Instruction_IssueIntermediate)(nil),
 		(*Instruction_IntermediateIssued)(nil),
+		(*Instruction_RenewAt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1050,7 +1147,7 @@ func file_relay_api_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relay_api_v1_relay_proto_rawDesc), len(file_relay_api_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
