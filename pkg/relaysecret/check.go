@@ -79,6 +79,7 @@ func Check(m *Material, ctx Context) Result {
 		r.checkRoot(m, ctx, now)
 	case Signing, Server, Client:
 		r.checkIssued(m, ctx, now)
+		r.checkPrevious(m, now)
 	case Token:
 		if n := len(m.Token); n < MinTokenBytes {
 			r.warn("data[%s] is %d bytes; an identity token shorter than %d bytes is easier to guess: use the one relay-server generates", m.keyKey, n, MinTokenBytes)
@@ -294,4 +295,20 @@ func Load(k Kind, data map[string][]byte, tokenKey string, ctx Context) (*Materi
 		return nil, r.Err()
 	}
 	return m, nil
+}
+
+// checkPrevious checks the signing CAs of a signing secret's previous.crt:
+// each must be a CA; one that no longer verifies to ca.crt (expired, or
+// under a root that has left) is only a warning, as relay-server then no
+// longer admits its certificates anyway.
+func (r *Result) checkPrevious(m *Material, now time.Time) {
+	for i, prev := range m.Previous {
+		if !prev.BasicConstraintsValid || !prev.IsCA {
+			r.deny(KeyPreviousCACert, "certificate %d (%q) is not a CA: previous.crt holds only signing CAs this secret's CA replaced", i+1, prev.Subject.CommonName)
+			continue
+		}
+		if _, err := pki.VerifyChain(prev, nil, m.Roots, pki.RoleSigningCA, now); err != nil {
+			r.warn("data[%s]: certificate %d (%q) no longer admits client certificates: %v; relay-server removes it at its next rotation, or remove it", KeyPreviousCACert, i+1, prev.Subject.CommonName, err)
+		}
+	}
 }

@@ -42,6 +42,10 @@ const (
 	KeyTLSCert = "tls.crt"
 	KeyTLSKey  = "tls.key"
 	KeyCACert  = "ca.crt"
+	// KeyPreviousCACert, in the signing secret, holds the signing CA that
+	// relay-server's rotation replaced: client certificates it issued are
+	// still admitted until their agents renew.
+	KeyPreviousCACert = "previous.crt"
 	// KeyTrustRootCert and KeyTrustRootKey hold a generated root of trust,
 	// as Istio's tooling names them.
 	KeyTrustRootCert = "root-cert.pem"

@@ -29,6 +29,9 @@ type Material struct {
 	Roots []*x509.Certificate
 	// Token is the identity token, as stored.
 	Token []byte
+	// Previous are the signing CAs this one replaced (previous.crt of a
+	// signing secret), whose client certificates are still admitted.
+	Previous []*x509.Certificate
 
 	// certKey and keyKey are the data keys Cert and Key (or Token) came
 	// from.
@@ -85,6 +88,9 @@ func Decode(k Kind, data map[string][]byte, tokenKey string) (*Material, field.E
 	case Signing, Server, Client:
 		d.pair(KeyTLSCert, KeyTLSKey, "add the PEM certificate chain")
 		d.roots(KeyCACert, caFix(k))
+		if k == Signing && present(data[KeyPreviousCACert]) {
+			d.m.Previous = d.certs(KeyPreviousCACert, "")
+		}
 	case Token:
 		d.token(tokenKey)
 	case IstioCA:
