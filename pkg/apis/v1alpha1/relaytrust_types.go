@@ -126,6 +126,10 @@ type RelayTrustStatus struct {
 	Pending []PendingCluster `json:"pending,omitempty"`
 	// +optional
 	PendingCount int32 `json:"pendingCount,omitempty"`
+	// ObservedRequests are the requestedAt of the last spec requests
+	// relay-server acted on: a request whose requestedAt differs is new.
+	// +optional
+	ObservedRequests ObservedRequests `json:"observedRequests,omitempty"`
 	// Rotations counts completed rotations since the RelayTrust was made.
 	// +optional
 	Rotations RotationCounts `json:"rotations,omitempty"`
@@ -179,7 +183,8 @@ type BundleStatus struct {
 type PendingCluster struct {
 	// +kubebuilder:validation:MaxLength=253
 	Cluster string `json:"cluster"`
-	// Reason: BundleNotAcknowledged or ChainsToOldRoot.
+	// Reason: BundleNotAcknowledged, ChainsToOldRoot or
+	// IssuedByPreviousIntermediate.
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason"`
 }
@@ -188,7 +193,21 @@ type PendingCluster struct {
 const (
 	PendingBundleNotAcknowledged = "BundleNotAcknowledged"
 	PendingChainsToOldRoot       = "ChainsToOldRoot"
+	// PendingIssuedByPreviousIntermediate holds an intermediate rotation:
+	// the cluster's live client certificate comes from the intermediate
+	// the current one replaced, which the next rotation stops admitting.
+	PendingIssuedByPreviousIntermediate = "IssuedByPreviousIntermediate"
 )
+
+// ObservedRequests are the requests acted on, by their requestedAt.
+type ObservedRequests struct {
+	// +optional
+	Root *metav1.Time `json:"root,omitempty"`
+	// +optional
+	Intermediate *metav1.Time `json:"intermediate,omitempty"`
+	// +optional
+	Server *metav1.Time `json:"server,omitempty"`
+}
 
 // RotationCounts counts completed rotations.
 type RotationCounts struct {
