@@ -27,6 +27,8 @@ type metrics struct {
 	trustFailures *prometheus.CounterVec
 	// grpc counts and times the calls of the relay gRPC server.
 	grpc *grpcMetrics
+	// trustRoots are the expiry of the roots RootTrustPolicies trust.
+	trustRoots *trustRootMetrics
 }
 
 // Certificate names in relay_certificate_expiry_timestamp_seconds and
@@ -74,6 +76,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.issued, m.refused, m.expiry, m.notBefore, m.signing, m.trustIssued, m.trustFailures,
 		version.NewBuildInfo("relay_server"))
 	m.grpc = newGRPCMetrics(reg)
+	m.trustRoots = newTrustRootMetrics(reg)
 	return m
 }
 
