@@ -17,6 +17,8 @@ import (
 // +kubebuilder:resource:shortName=rtp,categories=meshrelay
 // +kubebuilder:printcolumn:name="Root",type=string,JSONPath=`.status.root.secret`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Root-Change-Pending",type=integer,JSONPath=`.status.rootChange.pendingCount`
+// +kubebuilder:printcolumn:name="Retire-After",type=date,JSONPath=`.status.rootChange.retireAfter`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RootTrustPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -53,6 +55,16 @@ type RootTrustPolicyConfig struct {
 	// IntermediateCertOptions shape the intermediate CAs the server signs.
 	// +optional
 	IntermediateCertOptions IntermediateCertOptions `json:"intermediateCertOptions,omitempty"`
+
+	// WorkloadCertTTL is how long istiod's workload certificates live in
+	// the policy's clusters (istiod's DEFAULT_WORKLOAD_CERT_TTL; Istio's
+	// default is 24h). When the policy's root changes, root-cert.pem keeps
+	// the roots it replaced until every cluster holds an intermediate under
+	// the new root and then this long, so that a workload certificate
+	// issued under an old intermediate has expired before its root leaves.
+	// Default 24h.
+	// +optional
+	WorkloadCertTTL *metav1.Duration `json:"workloadCertTTL,omitempty"`
 }
 
 // IntermediateCertOptions shape each cluster's Istio intermediate CA.
@@ -105,6 +117,19 @@ type RootTrustPolicyStatus struct {
 	// +optional
 	Root *RootStatus `json:"root,omitempty"`
 
+	// TrustedRoots are the roots the policy's clusters keep in
+	// root-cert.pem: the policy's root first, then, during the overlap of a
+	// root change, the roots it replaced.
+	// +listType=atomic
+	// +optional
+	TrustedRoots []TrustedRoot `json:"trustedRoots,omitempty"`
+
+	// RootChange is the overlap of the last change of the policy's root,
+	// while it lasts: the clusters still waiting for an intermediate under
+	// the new root, then when the roots it replaced leave root-cert.pem.
+	// +optional
+	RootChange *RootChangeStatus `json:"rootChange,omitempty"`
+
 	// Clusters report each cluster's intermediate CA.
 	// +listType=map
 	// +listMapKey=name
@@ -126,6 +151,34 @@ type RootStatus struct {
 	SHA256 string `json:"sha256"`
 	// NotAfter is the root's expiry.
 	NotAfter metav1.Time `json:"notAfter"`
+}
+
+// TrustedRoot is a root the policy's clusters keep in root-cert.pem.
+type TrustedRoot struct {
+	// SHA256 is the fingerprint of the root certificate, in hex.
+	SHA256 string `json:"sha256"`
+	// NotAfter is the root's expiry.
+	NotAfter metav1.Time `json:"notAfter"`
+}
+
+// RootChangeStatus is the overlap of a change of the policy's root.
+type RootChangeStatus struct {
+	// Since is when relay-server loaded the new root.
+	Since metav1.Time `json:"since"`
+	// Pending are the clusters whose intermediate still chains to a root
+	// the new one replaced, as their agents last reported; a cluster that
+	// is no longer registered, or that the policy no longer serves, is not
+	// waited for.
+	// +listType=set
+	// +optional
+	Pending []string `json:"pending,omitempty"`
+	// PendingCount is the number of Pending clusters.
+	PendingCount int `json:"pendingCount"`
+	// RetireAfter is when the replaced roots leave root-cert.pem: set once
+	// no cluster is pending, workloadCertTTL after the last cluster moved
+	// to the new root.
+	// +optional
+	RetireAfter *metav1.Time `json:"retireAfter,omitempty"`
 }
 
 // ClusterIntermediateStatus is one cluster's Istio intermediate CA.
@@ -151,6 +204,20 @@ type ClusterIntermediateStatus struct {
 	// LastErrorTime is when LastError happened.
 	// +optional
 	LastErrorTime *metav1.Time `json:"lastErrorTime,omitempty"`
+	// Root is the fingerprint, in hex, of the root the cluster's
+	// intermediate chains to, as its agent last reported cacerts.
+	// +optional
+	Root string `json:"root,omitempty"`
+	// RootSince is when relay-server first saw the cluster's intermediate
+	// under Root.
+	// +optional
+	RootSince *metav1.Time `json:"rootSince,omitempty"`
+	// TrustedRoots are the fingerprints, in hex, of the roots in the
+	// cluster's root-cert.pem, as its agent last reported; agents older
+	// than this field report none.
+	// +listType=atomic
+	// +optional
+	TrustedRoots []string `json:"trustedRoots,omitempty"`
 }
 
 // RootTrustPolicyList is a list of RootTrustPolicy.

@@ -388,9 +388,14 @@ type IstioCAStatus struct {
 	RootSha256 string `protobuf:"bytes,4,opt,name=root_sha256,json=rootSha256,proto3" json:"root_sha256,omitempty"`
 	// error is the agent's last failure to make the key or write cacerts for
 	// policy, at most 1024 bytes; empty after a success.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// root_cert_sha256 is the hex SHA-256 of each certificate in
+	// root-cert.pem, in order, at most 8 of 64 bytes each (the first is
+	// root_sha256): during the overlap of a root change, root-cert.pem holds
+	// the new root and the roots it replaced.
+	RootCertSha256 []string `protobuf:"bytes,6,rep,name=root_cert_sha256,json=rootCertSha256,proto3" json:"root_cert_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *IstioCAStatus) Reset() {
@@ -456,6 +461,13 @@ func (x *IstioCAStatus) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *IstioCAStatus) GetRootCertSha256() []string {
+	if x != nil {
+		return x.RootCertSha256
+	}
+	return nil
 }
 
 // IntermediateCSR answers an IssueIntermediate instruction: the agent made
@@ -936,15 +948,24 @@ func (x *IssueIntermediate) GetPolicy() string {
 type IntermediateIssued struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Policy string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	// certificate_chain is PEM: the intermediate, then up to the root.
+	// certificate_chain is PEM: the intermediate, then up to the root. Empty
+	// asks only to rewrite root-cert.pem (root_certificate, then the roots of
+	// previous_root_sha256 it holds), as the end of a root change's overlap
+	// does to drop the replaced roots: the agent keeps its intermediate, and
+	// rewrites only when that intermediate chains to root_certificate.
 	CertificateChain []byte `protobuf:"bytes,2,opt,name=certificate_chain,json=certificateChain,proto3" json:"certificate_chain,omitempty"`
 	// root_certificate is the PEM root of the policy.
 	RootCertificate []byte `protobuf:"bytes,3,opt,name=root_certificate,json=rootCertificate,proto3" json:"root_certificate,omitempty"`
 	// auto_restart_pods asks the agent to restart istiod and the workloads of
 	// injected namespaces once after cacerts changes.
 	AutoRestartPods bool `protobuf:"varint,4,opt,name=auto_restart_pods,json=autoRestartPods,proto3" json:"auto_restart_pods,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// previous_root_sha256 are the hex SHA-256 of the roots the policy's
+	// root replaced and still overlaps with: root-cert.pem keeps, after
+	// root_certificate, those of them it already holds, and no other. Empty
+	// outside a root change.
+	PreviousRootSha256 []string `protobuf:"bytes,5,rep,name=previous_root_sha256,json=previousRootSha256,proto3" json:"previous_root_sha256,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *IntermediateIssued) Reset() {
@@ -1005,6 +1026,13 @@ func (x *IntermediateIssued) GetAutoRestartPods() bool {
 	return false
 }
 
+func (x *IntermediateIssued) GetPreviousRootSha256() []string {
+	if x != nil {
+		return x.PreviousRootSha256
+	}
+	return nil
+}
+
 var File_relay_api_v1_relay_proto protoreflect.FileDescriptor
 
 const file_relay_api_v1_relay_proto_rawDesc = "" +
@@ -1028,7 +1056,7 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\x1cclient_certificate_not_after\x18\x02 \x01(\x03R\x19clientCertificateNotAfter\x12\x18\n" +
 	"\areplica\x18\x03 \x01(\tR\areplica\x12<\n" +
 	"\bistio_ca\x18\x04 \x01(\v2!.meshrelay.relay.v1.IstioCAStatusR\aistioCa\x12.\n" +
-	"\x13trust_bundle_sha256\x18\x05 \x01(\tR\x11trustBundleSha256\"\x9a\x01\n" +
+	"\x13trust_bundle_sha256\x18\x05 \x01(\tR\x11trustBundleSha256\"\xc4\x01\n" +
 	"\rIstioCAStatus\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1d\n" +
 	"\n" +
@@ -1036,7 +1064,8 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\tnot_after\x18\x03 \x01(\x03R\bnotAfter\x12\x1f\n" +
 	"\vroot_sha256\x18\x04 \x01(\tR\n" +
 	"rootSha256\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\";\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12(\n" +
+	"\x10root_cert_sha256\x18\x06 \x03(\tR\x0erootCertSha256\";\n" +
 	"\x0fIntermediateCSR\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\")\n" +
@@ -1059,12 +1088,13 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\vTrustBundle\x12'\n" +
 	"\x0fca_certificates\x18\x01 \x01(\fR\x0ecaCertificates\"+\n" +
 	"\x11IssueIntermediate\x12\x16\n" +
-	"\x06policy\x18\x01 \x01(\tR\x06policy\"\xb0\x01\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\"\xe2\x01\n" +
 	"\x12IntermediateIssued\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12+\n" +
 	"\x11certificate_chain\x18\x02 \x01(\fR\x10certificateChain\x12)\n" +
 	"\x10root_certificate\x18\x03 \x01(\fR\x0frootCertificate\x12*\n" +
-	"\x11auto_restart_pods\x18\x04 \x01(\bR\x0fautoRestartPods2\xcf\x02\n" +
+	"\x11auto_restart_pods\x18\x04 \x01(\bR\x0fautoRestartPods\x120\n" +
+	"\x14previous_root_sha256\x18\x05 \x03(\tR\x12previousRootSha2562\xcf\x02\n" +
 	"\x05Relay\x12Z\n" +
 	"\tBootstrap\x12$.meshrelay.relay.v1.BootstrapRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12R\n" +
 	"\x05Renew\x12 .meshrelay.relay.v1.RenewRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12J\n" +
