@@ -171,6 +171,7 @@ func TestInjectorPatchIsTheOneTheHandlerComputed(t *testing.T) {
 	settings := injector.Settings{
 		Cluster: cfg.Cluster, ServerAddress: cfg.ServerAddress, Authority: cfg.Authority, ClientTLSSecret: cfg.ClientTLSSecret.Name,
 		RootTLSSecret: cfg.RootTLSSecret.Name, TokenSecret: cfg.TokenSecret.Name, Container: cfg.AgentContainer,
+		Namespace: cfg.Namespace, ClusterTrustBundles: true,
 	}
 	inputs, err := filepath.Glob("injector/testdata/*.in.yaml")
 	if err != nil || len(inputs) == 0 {

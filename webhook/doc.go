@@ -1,7 +1,7 @@
 // Package webhook holds relay-webhook's admission webhooks: validation of
 // the relay secrets, Istio's cacerts, cert-manager Certificates that write
 // relay secrets and KubernetesCluster names, and the injection of the
-// certificate volumes into agent pods.
+// certificate volumes and the trust bundle into agent pods.
 //
 // Each resource has its own file with its webhook on controller-runtime's
 // typed path: an admission.Validator (the Secret one, the Certificate one,
@@ -9,7 +9,10 @@
 // each registered by its SetupWebhookWithManager at the path the
 // manifests' webhook configurations name, so the framework decodes the
 // objects and computes the injector's patch. Create and update share one
-// private validate; deletes are allowed.
+// private validate; deletes are allowed, but for one: on the management
+// cluster the root guard (rootguard.go) keeps in relay-root-tls-secret,
+// through updates and deletes, every root a live client certificate of
+// a registered cluster still chains to.
 //
 // The checks are pkg/pki's, the same the server, the agent and relayctl
 // run, so that a secret the webhook admits is one they accept. A denial is

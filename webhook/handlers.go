@@ -36,12 +36,14 @@ type webhookSetup interface {
 }
 
 // setupWithManager registers every webhook on mgr's webhook server. The
-// secret and Certificate validators read the relay secrets through mgr's
-// cached client; now is the clock of validity checks.
-func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time) error {
+// secret and Certificate validators read the relay secrets (and, on the
+// management cluster, the KubernetesClusters) through mgr's cached client;
+// now is the clock of validity checks; clusterTrustBundles reports whether
+// the cluster serves ClusterTrustBundles.
+func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time, clusterTrustBundles func() bool) error {
 	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), now: now}
 	for _, w := range []webhookSetup{
-		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg),
+		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg, clusterTrustBundles),
 	} {
 		if err := w.SetupWebhookWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to register the %T webhook: %w", w, err)
@@ -52,15 +54,16 @@ func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Tim
 
 // Handlers returns the admission handler of each path, built as
 // setupWithManager builds them but without a manager, for tests. reader
-// reads the relay secrets of cfg.Namespace; now is the clock of validity
-// checks.
+// reads the relay secrets and the KubernetesClusters of cfg.Namespace; now
+// is the clock of validity checks. The injector takes ClusterTrustBundles
+// to be served, as they are from Kubernetes 1.37 on.
 func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme, now func() time.Time) map[string]admission.Handler {
 	sec := &secrets{cfg: cfg, reader: reader, now: now}
 	return map[string]admission.Handler{
 		SecretsPath:      admission.WithValidator[*corev1.Secret](scheme, &secretValidator{s: sec}),
 		CertificatesPath: admission.WithValidator[*cmapi.Certificate](scheme, &certificateValidator{s: sec}),
 		ClustersPath:     admission.WithValidator[*meshv1alpha1.KubernetesCluster](scheme, clusterValidator{}),
-		InjectPath:       admission.WithDefaulter[*corev1.Pod](scheme, newPodInjector(cfg)),
+		InjectPath:       admission.WithDefaulter[*corev1.Pod](scheme, newPodInjector(cfg, func() bool { return true })),
 	}
 }
 

@@ -12,11 +12,14 @@ import (
 	"github.com/meshrelay/meshrelay/webhook/injector"
 )
 
-// podInjector adds the relay secrets' volumes, mounts and the agent's
-// settings to agent pods; controller-runtime computes the patch from the
-// pod it edits.
+// podInjector adds the relay secrets' volumes, the trust bundle, mounts
+// and the agent's settings to agent pods; controller-runtime computes the
+// patch from the pod it edits.
 type podInjector struct {
 	settings injector.Settings
+	// clusterTrustBundles reports whether the cluster serves
+	// ClusterTrustBundles, so that the trust bundle volume may select one.
+	clusterTrustBundles func() bool
 	// problem, when set, is why this webhook cannot inject: agent pods are
 	// refused with it, since an agent without its settings cannot start.
 	problem error
@@ -24,8 +27,11 @@ type podInjector struct {
 
 var _ admission.Defaulter[*corev1.Pod] = &podInjector{}
 
-func newPodInjector(cfg *config.Webhook) *podInjector {
-	d := &podInjector{settings: injector.Settings{
+// newPodInjector returns the injector of cfg's agent settings;
+// clusterTrustBundles reports whether the cluster serves
+// ClusterTrustBundles.
+func newPodInjector(cfg *config.Webhook, clusterTrustBundles func() bool) *podInjector {
+	d := &podInjector{clusterTrustBundles: clusterTrustBundles, settings: injector.Settings{
 		Cluster:         cfg.Cluster,
 		ServerAddress:   cfg.ServerAddress,
 		Authority:       cfg.Authority,
@@ -33,6 +39,7 @@ func newPodInjector(cfg *config.Webhook) *podInjector {
 		RootTLSSecret:   cfg.RootTLSSecret.Name,
 		TokenSecret:     cfg.TokenSecret.Name,
 		Container:       cfg.AgentContainer,
+		Namespace:       cfg.Namespace,
 	}}
 	if err := d.settings.Validate(); err != nil {
 		d.problem = fmt.Errorf("relay-webhook cannot inject agent pods: %w: set --cluster and --server-address on the webhook of this workload cluster", err)
@@ -50,10 +57,15 @@ func (d *podInjector) SetupWebhookWithManager(mgr ctrl.Manager) error {
 
 // Default injects pod, or refuses it when the settings cannot make a
 // working agent. A pod already injected is left as it is, so no patch.
-func (d *podInjector) Default(_ context.Context, pod *corev1.Pod) error {
+func (d *podInjector) Default(ctx context.Context, pod *corev1.Pod) error {
 	if d.problem != nil {
 		return d.problem
 	}
-	injector.Pod(pod, d.settings)
+	s := d.settings
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
+		s.Namespace = req.Namespace
+	}
+	s.ClusterTrustBundles = d.clusterTrustBundles()
+	injector.Pod(pod, s)
 	return nil
 }

@@ -13,8 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/webhook"
+	"github.com/meshrelay/meshrelay/webhook/injector"
 )
 
 func TestAgentPodsGetTheirCertificatesThroughKubectl(t *testing.T) {
@@ -77,14 +79,18 @@ func TestAgentPodsGetTheirCertificatesThroughKubectl(t *testing.T) {
 					}
 				}
 			}
-			if mounts != 3 {
-				t.Errorf("pod %s: %d relay mounts, want 3: %+v", p.Name, mounts, c.VolumeMounts)
+			if mounts != 4 {
+				t.Errorf("pod %s: %d relay mounts, want 4: %+v", p.Name, mounts, c.VolumeMounts)
 			}
+			checkTrustBundle(t, &p)
 			env := map[string]string{}
 			for _, v := range c.Env {
 				env[v.Name] = v.Value
 			}
-			want := map[string]string{config.EnvCluster: cluster, config.EnvServerAddress: "gloo-mesh-mgmt-server.gloo-mesh:9900", config.EnvAuthority: config.DefaultAuthority}
+			want := map[string]string{
+				config.EnvCluster: cluster, config.EnvServerAddress: "gloo-mesh-mgmt-server.gloo-mesh:9900", config.EnvAuthority: config.DefaultAuthority,
+				config.EnvTrustBundleDir: injector.TrustBundleMount,
+			}
 			for k, v := range want {
 				if env[k] != v {
 					t.Errorf("pod %s: env %s = %q, want %q", p.Name, k, env[k], v)
@@ -123,6 +129,34 @@ func TestAgentPodsGetTheirCertificatesThroughKubectl(t *testing.T) {
 			t.Error("the injector's request counter never moved: the check above proves nothing")
 		}
 	})
+}
+
+// checkTrustBundle checks the trust bundle volume of an agent pod as the
+// API server stored it: the root secret's ca.crt and, since the local
+// cluster serves ClusterTrustBundles (Kubernetes 1.37), the relay
+// ClusterTrustBundle of the pod's namespace, both optional.
+func checkTrustBundle(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	var src *corev1.ProjectedVolumeSource
+	for _, v := range p.Spec.Volumes {
+		if v.Name == injector.TrustBundleVolume {
+			src = v.Projected
+		}
+	}
+	if src == nil || len(src.Sources) != 2 {
+		t.Fatalf("pod %s: trust bundle volume %+v, want a projected volume of two sources", p.Name, src)
+	}
+	sec, ctb := src.Sources[0].Secret, src.Sources[1].ClusterTrustBundle
+	if sec == nil || sec.Name != config.DefaultRootTLSSecret || len(sec.Items) != 1 || sec.Items[0].Key != "ca.crt" ||
+		sec.Items[0].Path != injector.TrustBundleRootFile || sec.Optional == nil || !*sec.Optional {
+		t.Errorf("pod %s: first source %+v, want optional %s ca.crt as %s", p.Name, sec, config.DefaultRootTLSSecret, injector.TrustBundleRootFile)
+	}
+	if ctb == nil || ctb.SignerName == nil || *ctb.SignerName != meshv1alpha1.TrustBundleSignerName || ctb.LabelSelector == nil ||
+		ctb.LabelSelector.MatchLabels[meshv1alpha1.TrustBundleLabel] != p.Namespace || ctb.Path != injector.TrustBundleFile ||
+		ctb.Optional == nil || !*ctb.Optional {
+		t.Errorf("pod %s: second source %+v, want the optional ClusterTrustBundle of signer %s labelled %s=%s", p.Name, ctb,
+			meshv1alpha1.TrustBundleSignerName, meshv1alpha1.TrustBundleLabel, p.Namespace)
+	}
 }
 
 // injectCalls is how many admission requests the injector has answered.

@@ -81,6 +81,25 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 		if err := s.checkChainsKept(ctx, p, kind, sec, old, check.Now); err != nil {
 			return nil, err
 		}
+		if s.guardsRoots(sec) {
+			if err := s.checkRootsKept(ctx, p, old, sec.Data[relaysecret.KeyCACert], sec.Annotations, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// validateDelete checks the delete of old: on the management cluster, the
+// root guard's check. Every other delete is allowed. An error is a failure
+// to read what the check needs, not a denial.
+func (s *secrets) validateDelete(ctx context.Context, old *corev1.Secret) (*problems, error) {
+	p := &problems{}
+	if !s.guardsRoots(old) {
+		return p, nil
+	}
+	if err := s.checkRootsKept(ctx, p, old, nil, old.Annotations, true); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

@@ -35,9 +35,16 @@ func (v *secretValidator) ValidateUpdate(ctx context.Context, old, sec *corev1.S
 	return v.validate(ctx, sec, old)
 }
 
-// ValidateDelete allows every delete.
-func (v *secretValidator) ValidateDelete(context.Context, *corev1.Secret) (admission.Warnings, error) {
-	return nil, nil
+// ValidateDelete allows every delete but one: on the management cluster,
+// deleting relay-root-tls-secret while a root in it still anchors a live
+// client certificate of the fleet (see checkRootsKept).
+func (v *secretValidator) ValidateDelete(ctx context.Context, old *corev1.Secret) (admission.Warnings, error) {
+	inRequestNamespace(ctx, old)
+	p, err := v.s.validateDelete(ctx, old)
+	if err != nil {
+		return nil, internalError(err)
+	}
+	return verdict(p, "secret "+old.Namespace+"/"+old.Name)
 }
 
 // validate checks sec; old is the stored secret on update, nil on create.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -116,10 +117,15 @@ func (s *Server) Run(ctx context.Context) error {
 		},
 		// Pods are read only by the reinjector: the agent pods of the
 		// relay namespace, which relay-webhook's Role there lets it watch.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {
-			Namespaces: map[string]cache.Config{s.cfg.Namespace: {}},
-			Label:      labels.SelectorFromSet(labels.Set{meshv1alpha1.InjectLabel: meshv1alpha1.InjectLabelValue}),
-		}}},
+		// KubernetesClusters only by the root guard of the management
+		// cluster, those of the relay namespace, on the first root removal.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {
+				Namespaces: map[string]cache.Config{s.cfg.Namespace: {}},
+				Label:      labels.SelectorFromSet(labels.Set{meshv1alpha1.InjectLabel: meshv1alpha1.InjectLabelValue}),
+			},
+			&meshv1alpha1.KubernetesCluster{}: {Namespaces: map[string]cache.Config{s.cfg.Namespace: {}}},
+		}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             crconfig.Controller{SkipNameValidation: ptr.To(true)},
@@ -134,7 +140,12 @@ func (s *Server) Run(ctx context.Context) error {
 		mlis.Close()
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
-	if err := setupWithManager(mgr, s.cfg, s.opts.Now); err != nil {
+	ctbs, err := s.trustBundleAPI(mgr)
+	if err != nil {
+		mlis.Close()
+		return err
+	}
+	if err := setupWithManager(mgr, s.cfg, s.opts.Now, ctbs.Served); err != nil {
 		mlis.Close()
 		return err
 	}
@@ -145,10 +156,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return certReady()
 	}
 	// On a workload cluster, agent pods created before the injection was in
-	// force are evicted once it is; the management cluster, which has no
-	// agent settings, injects nothing.
-	if pods := newPodInjector(s.cfg); pods.problem == nil {
+	// force are evicted once it is, and whether agent pods may mount a
+	// ClusterTrustBundle is checked again and again; the management
+	// cluster, which has no agent settings, injects nothing.
+	if pods := newPodInjector(s.cfg, ctbs.Served); pods.problem == nil {
 		if err := setupReinjector(mgr, s.cfg.Namespace, pods.settings, ready, s.opts.Now, s.log.WithName("reinjector")); err != nil {
+			mlis.Close()
+			return err
+		}
+		if err := mgr.Add(ctbs); err != nil {
 			mlis.Close()
 			return err
 		}
@@ -164,7 +180,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 
-	probes := probeserver.Handler(gatherer(), ready)
+	servingCerts := filesCertificates(s.cfg.CertDir)
+	if certs != nil {
+		servingCerts = certs.Certificates
+	}
+	probes := probeserver.Handler(gatherer(newCertificateExpiry(servingCerts)), ready)
 	if s.cfg.EnableProfiling {
 		probes = probeserver.WithProfiling(probes)
 	}
@@ -184,12 +204,34 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // gatherer is what /metrics serves: controller-runtime's registry (Go,
-// process, client, workqueue and admission metrics) and relay-webhook's
-// build info, in a registry per Run (tests run several in one process).
-func gatherer() prometheus.Gatherer {
-	own := prometheus.NewRegistry()
-	own.MustRegister(version.NewBuildInfo("relay_webhook"))
-	return prometheus.Gatherers{ctrlmetrics.Registry, own}
+// process, client, workqueue and admission metrics), relay-webhook's
+// build info and own collectors, in a registry per Run (tests run several
+// in one process).
+func gatherer(own ...prometheus.Collector) prometheus.Gatherer {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(version.NewBuildInfo("relay_webhook"))
+	reg.MustRegister(own...)
+	return prometheus.Gatherers{ctrlmetrics.Registry, reg}
+}
+
+// trustBundleAPI returns the check of whether the cluster serves
+// ClusterTrustBundles, made once now: agent pods admitted from the first
+// one get the ClusterTrustBundle where it is served. A failed first check
+// leaves it unknown (not served) and is retried soon; it is not a reason
+// not to serve.
+func (s *Server) trustBundleAPI(mgr ctrl.Manager) (*trustBundleAPI, error) {
+	disc, err := discovery.NewDiscoveryClientForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the discovery client: %w", err)
+	}
+	a := newTrustBundleAPI(disc, s.log.WithName("trust-bundle-api"))
+	if newPodInjector(s.cfg, a.Served).problem != nil {
+		return a, nil
+	}
+	if err := a.check(); err != nil {
+		a.log.Error(err, "failed to find out whether the cluster serves ClusterTrustBundles; agent pods get the trust bundle from the root secret alone until a check succeeds")
+	}
+	return a, nil
 }
 
 // servingCertificate returns the TLS options of the webhook server: the

@@ -32,7 +32,9 @@ type webhookEnv struct {
 	*testenv.Env
 	cluster *testenv.Cluster
 	metrics string
-	ctx     context.Context
+	// addr is the webhook's own address (host:port).
+	addr string
+	ctx  context.Context
 }
 
 // startWebhook starts a local cluster (with kube-controller-manager when
@@ -42,12 +44,23 @@ type webhookEnv struct {
 // the API server.
 func startWebhook(t testing.TB, withPods bool) *webhookEnv {
 	t.Helper()
+	return startWebhookFor(t, withPods, cluster)
+}
+
+// startWebhookFor is startWebhook for the workload cluster named name, or
+// for the management cluster when name is empty.
+func startWebhookFor(t testing.TB, withPods bool, name string) *webhookEnv {
+	t.Helper()
+	clusterName := "workload"
+	if name == "" {
+		clusterName = "management"
+	}
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := testenv.Start(t, testenv.Options{
-		Names:             []string{"workload"},
+		Names:             []string{clusterName},
 		ControllerManager: withPods,
 		CRDDirs:           []string{filepath.Join(root, "manifests", "crds"), filepath.Join(root, "hack", "crds", "cert-manager")},
 	})
@@ -64,8 +77,10 @@ func startWebhook(t testing.TB, withPods bool) *webhookEnv {
 		t.Fatal(err)
 	}
 	cfg := config.DefaultWebhook()
-	cfg.Cluster = cluster
-	cfg.ServerAddress = "gloo-mesh-mgmt-server.gloo-mesh:9900"
+	if name != "" {
+		cfg.Cluster = name
+		cfg.ServerAddress = "gloo-mesh-mgmt-server.gloo-mesh:9900"
+	}
 	cfg.ListenAddress = fmt.Sprintf("127.0.0.1:%d", port)
 	srv, err := webhook.New(webhook.Options{
 		Config: cfg, RESTConfig: c.Config, Log: logr.Discard(),
@@ -87,7 +102,7 @@ func startWebhook(t testing.TB, withPods bool) *webhookEnv {
 			t.Error("relay-webhook did not stop within 20s")
 		}
 	})
-	e := &webhookEnv{Env: env, cluster: c, metrics: mlis.Addr().String(), ctx: ctx}
+	e := &webhookEnv{Env: env, cluster: c, metrics: mlis.Addr().String(), addr: cfg.ListenAddress, ctx: ctx}
 	e.installConfigurations(t, root, port)
 	testenv.Eventually(t, "the API server calls the webhook", time.Minute, func() error {
 		select {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -12,7 +13,10 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -20,7 +24,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 var settings = Settings{
 	Cluster: "cluster-1", ServerAddress: "gloo-mesh-mgmt-server.gloo-mesh:9900", Authority: "gloo-mesh-mgmt-server.gloo-mesh",
 	ClientTLSSecret: "relay-client-tls-secret", RootTLSSecret: "relay-root-tls-secret", TokenSecret: "relay-identity-token-secret",
-	Container: "relay-agent",
+	Container: "relay-agent", Namespace: "gloo-mesh", ClusterTrustBundles: true,
 }
 
 // TestPodPatchesMatchTheGoldenFiles injects each testdata/<case>.in.yaml
@@ -121,6 +125,19 @@ func TestInjectedTellsAPodCreatedWithoutTheWebhook(t *testing.T) {
 			delete(p.Annotations, InjectedAnnotation)
 			return p
 		}, true},
+		{"a pod injected before the trust bundle, with the annotation", func() *corev1.Pod {
+			p := readPod(t, "testdata/agent.in.yaml")
+			Pod(p, settings)
+			dropTrustBundle(p)
+			return p
+		}, true},
+		{"a pod injected before the annotation and the trust bundle existed", func() *corev1.Pod {
+			p := readPod(t, "testdata/agent.in.yaml")
+			Pod(p, settings)
+			dropTrustBundle(p)
+			delete(p.Annotations, InjectedAnnotation)
+			return p
+		}, true},
 		{"a pod without the annotation that lacks one setting", func() *corev1.Pod {
 			p := readPod(t, "testdata/agent.in.yaml")
 			Pod(p, settings)
@@ -140,6 +157,83 @@ func TestInjectedTellsAPodCreatedWithoutTheWebhook(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dropTrustBundle takes out of p what Pod adds for the trust bundle, as a
+// pod injected by a relay-webhook before it had them.
+func dropTrustBundle(p *corev1.Pod) {
+	p.Spec.Volumes = slices.DeleteFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == TrustBundleVolume })
+	c := &p.Spec.Containers[0]
+	c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == TrustBundleVolume })
+	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == config.EnvTrustBundleDir })
+}
+
+func TestTheTrustBundle(t *testing.T) {
+	trustBundle := func(p *corev1.Pod) *corev1.ProjectedVolumeSource {
+		for _, v := range p.Spec.Volumes {
+			if v.Name == TrustBundleVolume {
+				return v.Projected
+			}
+		}
+		t.Fatalf("no %s volume in %+v", TrustBundleVolume, p.Spec.Volumes)
+		return nil
+	}
+	t.Run("where ClusterTrustBundles are not served, the root secret alone", func(t *testing.T) {
+		p := readPod(t, "testdata/agent.in.yaml")
+		s := settings
+		s.ClusterTrustBundles = false
+		Pod(p, s)
+		want := []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "relay-root-tls-secret"},
+			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: TrustBundleRootFile}},
+			Optional:             ptr.To(true),
+		}}}
+		if got := trustBundle(p).Sources; !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("sources %s, want %s", toJSON(got), toJSON(want))
+		}
+	})
+	t.Run("the ClusterTrustBundle selected is the one of the pod's namespace, or of the request's when the pod names none", func(t *testing.T) {
+		for _, tc := range []struct{ podNamespace, want string }{{"relay", "relay"}, {"", settings.Namespace}} {
+			p := readPod(t, "testdata/agent.in.yaml")
+			p.Namespace = tc.podNamespace
+			Pod(p, settings)
+			sources := trustBundle(p).Sources
+			if len(sources) != 2 || sources[1].ClusterTrustBundle == nil {
+				t.Fatalf("sources %s, want the secret and a ClusterTrustBundle", toJSON(sources))
+			}
+			ctb := sources[1].ClusterTrustBundle
+			if *ctb.SignerName != "meshrelay.dev/relay-root" || ctb.LabelSelector.MatchLabels["meshrelay.dev/relay-namespace"] != tc.want ||
+				ctb.Path != TrustBundleFile || !*ctb.Optional || ctb.Name != nil {
+				t.Errorf("pod namespace %q: ClusterTrustBundle source %s, want signer meshrelay.dev/relay-root, label %s, optional", tc.podNamespace, toJSON(ctb), tc.want)
+			}
+		}
+	})
+	t.Run("the agent is told where it is mounted", func(t *testing.T) {
+		p := readPod(t, "testdata/agent.in.yaml")
+		Pod(p, settings)
+		c := p.Spec.Containers[0]
+		if !slices.Contains(c.Env, corev1.EnvVar{Name: "MESHRELAY_TRUST_BUNDLE_DIR", Value: TrustBundleMount}) ||
+			!slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.Name == TrustBundleVolume && m.MountPath == TrustBundleMount && m.ReadOnly
+			}) {
+			t.Errorf("env %v, mounts %v", c.Env, c.VolumeMounts)
+		}
+	})
+	t.Run("a trust bundle the Deployment declares is kept, and injecting once the API appears adds nothing", func(t *testing.T) {
+		p := readPod(t, "testdata/agent.in.yaml")
+		s := settings
+		s.ClusterTrustBundles = false
+		Pod(p, s)
+		before := p.DeepCopy()
+		if Pod(p, settings) || !equality.Semantic.DeepEqual(before, p) {
+			t.Error("a pod with a trust bundle volume got another one")
+		}
+	})
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 func TestSettingsValidateNamesTheProblem(t *testing.T) {

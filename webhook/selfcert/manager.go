@@ -125,6 +125,21 @@ func (m *Manager) CABundle() []byte {
 	return nil
 }
 
+// Certificates returns the serving certificate the webhook serves now and
+// the CA of the bundle that signed it, nil before one is loaded.
+func (m *Manager) Certificates() (serving, ca *x509.Certificate) {
+	mat := m.current.Load()
+	if mat == nil {
+		return nil, nil
+	}
+	for _, c := range mat.cas() {
+		if mat.serving.Cert.CheckSignatureFrom(c) == nil {
+			return mat.serving.Cert, c
+		}
+	}
+	return mat.serving.Cert, nil
+}
+
 // Ready is nil once a certificate is loaded and caBundle published.
 func (m *Manager) Ready() error {
 	if p := m.problem.Load(); p != nil {

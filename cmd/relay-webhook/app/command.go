@@ -35,15 +35,25 @@ and to relay-root-tls-secret, usages, SANs, the cluster name, validity, DNS-1123
 deny what is wrong with a one-line fix; a certificate inside its rotation window or a short
 identity token is admitted with a warning. An update of relay-root-tls-secret or
 relay-tls-signing-secret that would leave stored certificates without a valid chain is denied
-unless the secret is annotated ` + meshv1alpha1.AllowChainBreakAnnotation + `=true.
+unless the secret is annotated ` + meshv1alpha1.AllowChainBreakAnnotation + `=true. On the management
+cluster (no --cluster), an update or a delete of relay-root-tls-secret that removes a root while
+the live client certificate of a registered cluster still chains to it (the KubernetesClusters'
+status.clientCertificate.rootSHA256) is denied, naming the clusters, unless the secret is annotated
+` + meshv1alpha1.AllowRootRemovalAnnotation + `=true.
 
-The mutating webhook injects the relay secrets as read-only volumes and the agent's settings
-(MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS, MESHRELAY_AUTHORITY) into agent pods.
+The mutating webhook injects the relay secrets as read-only volumes, the relay trust bundle and
+the agent's settings (MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS, MESHRELAY_AUTHORITY,
+MESHRELAY_TRUST_BUNDLE_DIR) into agent pods. The trust bundle is a projected volume at
+/etc/meshrelay/trust-bundle of relay-root-tls-secret's ca.crt and, where the cluster serves
+ClusterTrustBundles (certificates.k8s.io/v1, checked at start and every few minutes), the relay
+ClusterTrustBundle of the pod's namespace (signer ` + meshv1alpha1.TrustBundleSignerName + `).
 
 The serving certificate is self-managed by default (--certificates=self): the webhook keeps a
 CA and serving certificate in --certificate-secret, patches caBundle into its two webhook
 configurations and rotates both before they expire. With --certificates=files it serves
 tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets caBundle).
+relay_webhook_certificate_expiration_timestamp_seconds{certificate="serving"|"ca"} on the metrics
+address says when the serving certificate and the CA that signed it expire.
 
 Settings come from flags and from --config, a YAML file with the same names in camelCase; a
 flag given on the command line wins over the file, and the file over MESHRELAY_CLUSTER,
