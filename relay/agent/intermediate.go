@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -36,9 +35,14 @@ func (c *istioCA) onIssue(in *relayv1.IssueIntermediate) {
 	}
 }
 
-// onIssued installs a signed intermediate.
+// onIssued installs a signed intermediate, or without one rewrites
+// root-cert.pem (rewriteRoots).
 func (c *istioCA) onIssued(ctx context.Context, in *relayv1.IntermediateIssued) {
-	if err := c.install(ctx, in, c.opts.Clock.Now()); err != nil {
+	install := c.install
+	if len(in.GetCertificateChain()) == 0 {
+		install = c.rewriteRoots
+	}
+	if err := install(ctx, in, c.opts.Clock.Now()); err != nil {
 		c.fail(in.GetPolicy(), err)
 		return
 	}
@@ -64,9 +68,10 @@ func (c *istioCA) request(policy string) (*relayv1.PushMessage, error) {
 }
 
 // install writes a signed intermediate into cacerts when its key is the one
-// this replica is holding (another replica's is ignored), then restarts
-// Istio's pods once when the server asks. The watcher reports the new
-// cacerts when its cache sees it.
+// this replica is holding (another replica's is ignored), with
+// root-cert.pem as rootCerts says (during a root change's overlap it keeps
+// the replaced roots), then restarts Istio's pods once when the server
+// asks. The watcher reports the new cacerts when its cache sees it.
 func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, now time.Time) error {
 	chain, err := pki.DecodeCertificates(in.GetCertificateChain())
 	if err != nil {
@@ -89,6 +94,12 @@ func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, n
 	if err != nil {
 		return fmt.Errorf("intermediate from the server: %w", err)
 	}
+	held, err := c.heldRoots(ctx, in.GetPolicy())
+	if err != nil {
+		return err
+	}
+	trusted := rootCerts(chain[len(chain)-1], held, in.GetPreviousRootSha256())
+	data[pki.IstioRootCertKey] = pki.EncodeCertificates(trusted...)
 	if err := c.write(ctx, in.GetPolicy(), data); err != nil {
 		return err
 	}
@@ -99,7 +110,7 @@ func (c *istioCA) install(ctx context.Context, in *relayv1.IntermediateIssued, n
 	c.opts.Log.Info("installed Istio intermediate CA", "policy", in.GetPolicy(), "secret", c.opts.Secret.String(),
 		"serial", chain[0].SerialNumber.Text(16), "notAfter", chain[0].NotAfter)
 	if in.GetAutoRestartPods() {
-		if err := restartIstio(ctx, c.opts.API, c.opts.Writer, c.opts.Secret.Namespace, revision(chain[0]), now, c.opts.Log); err != nil {
+		if err := restartIstio(ctx, c.opts.API, c.opts.Writer, c.opts.Secret.Namespace, revision(chain[0], trusted), now, c.opts.Log); err != nil {
 			return fmt.Errorf("cacerts written, but restarting Istio's pods failed: %w", err)
 		}
 	}
@@ -138,7 +149,3 @@ func (c *istioCA) write(ctx context.Context, policy string, data map[string][]by
 	}
 	return nil
 }
-
-// revision names one cacerts content: the first 16 hex digits of the
-// intermediate's fingerprint.
-func revision(ca *x509.Certificate) string { return pki.Fingerprint(ca)[:16] }

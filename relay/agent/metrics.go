@@ -17,10 +17,11 @@ type agentMetrics struct {
 	cert      certGauges
 	connected *prometheus.GaugeVec
 	rotations *prometheus.CounterVec
-	// istioExpiry and istioFailures cover the Istio intermediate CA
-	// (federated trust).
-	istioExpiry   prometheus.Gauge
-	istioFailures prometheus.Counter
+	// istioExpiry, istioRootExpiry and istioFailures cover the Istio
+	// intermediate CA and the roots of root-cert.pem (federated trust).
+	istioExpiry     prometheus.Gauge
+	istioRootExpiry *prometheus.GaugeVec
+	istioFailures   prometheus.Counter
 }
 
 func newAgentMetrics() *agentMetrics {
@@ -52,12 +53,16 @@ func newAgentMetrics() *agentMetrics {
 			Name: "relay_agent_istio_intermediate_expiry_timestamp_seconds",
 			Help: "NotAfter of the Istio intermediate CA in the Istio CA secret (istio-system/cacerts), in Unix seconds.",
 		}),
+		istioRootExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_agent_istio_root_expiration_timestamp_seconds",
+			Help: "NotAfter of each root in root-cert.pem of the Istio CA secret (istio-system/cacerts), by root SHA-256, in Unix seconds; during a RootTrustPolicy's root change it holds the new root and those it replaced.",
+		}, []string{"sha256"}),
 		istioFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_agent_istio_intermediate_failures_total",
 			Help: "Failures to make, or to install into the Istio CA secret, an Istio intermediate CA.",
 		}),
 	}
-	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.istioExpiry, m.istioFailures,
+	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.istioExpiry, m.istioRootExpiry, m.istioFailures,
 		version.NewBuildInfo("relay_agent"))
 	return m
 }
