@@ -31,8 +31,9 @@ func newCommandAs(invoked string) *cobra.Command {
 management cluster (copying the identity token and root CA) and revokes their certificates,
 checks that every relay secret is present and consistent across clusters, validates
 manifests offline with the same checks as the admission webhook, backs up and restores the
-generated certificates, and generates the certificate architectures of the reference
-documentation. Installed as kubectl-relay on the PATH, it also runs as "kubectl relay".
+generated certificates, asks relay-server to rotate them and shows where rotations stand,
+and generates the certificate architectures of the reference documentation. Installed as
+kubectl-relay on the PATH, it also runs as "kubectl relay".
 
 The flags below apply to every command, as in kubectl: --context is the management
 cluster (--remote-context names a workload cluster), -n the namespace of the relay
@@ -57,7 +58,7 @@ nothing).
 	g.bind(root.PersistentFlags())
 	completeContexts(root, "context")
 	root.AddCommand(newRegisterCommand(g), newRevokeCommand(g), newCheckCommand(g), newValidateCommand(g),
-		newBackupCommand(g), newRestoreCommand(g), newGenCommand(g), newVersionCommand())
+		newBackupCommand(g), newRestoreCommand(g), newRotateCommand(g), newGenCommand(g), newVersionCommand())
 	if invoked == pluginName {
 		asPlugin(root)
 	}

@@ -29,6 +29,8 @@ contexts:
 		{"revoke", "x", "--kubeconfig", kubeconfig, "--context", ""},
 		{"backup", "--kubeconfig", kubeconfig, "--context", ""},
 		{"restore", "--kubeconfig", kubeconfig, "--context", ""},
+		{"rotate", "status", "--kubeconfig", kubeconfig, "--context", ""},
+		{"rotate", "root", "--kubeconfig", kubeconfig, "--context", ""},
 	} {
 		var out, stderr bytes.Buffer
 		cmd := NewCommand()

@@ -51,7 +51,8 @@ func TestEveryHelpIsForUsersAndStatesTheExitStatus(t *testing.T) {
 	}
 	texts := map[string]string{"relayctl": out.String()}
 	for _, c := range commands(root) {
-		texts[c.Name()] = help(t, c.Name())
+		path := strings.Fields(c.CommandPath())[1:]
+		texts[strings.Join(path, " ")] = help(t, path...)
 	}
 	for name, text := range texts {
 		if m := devOnly.FindString(text); m != "" {
@@ -84,8 +85,8 @@ func TestEveryCommandTakesKubectlsFlagsWithKubectlsMeaning(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"register", "revoke", "restore"} {
-		if c, _, err := root.Find([]string{name}); err != nil || c.Flag("dry-run") == nil {
+	for _, name := range []string{"register", "revoke", "restore", "rotate root", "rotate intermediate", "rotate server"} {
+		if c, _, err := root.Find(strings.Fields(name)); err != nil || c.Flag("dry-run") == nil {
 			t.Errorf("%s writes and has no --dry-run", name)
 		}
 	}

@@ -50,7 +50,8 @@ var discovery = map[string]string{
 		{"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":["get","list","create","update"]},
 		{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["get","create"]}]}`,
 	"/apis/meshrelay.dev/v1alpha1": `{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"meshrelay.dev/v1alpha1","resources":[
-		{"name":"kubernetesclusters","singularName":"kubernetescluster","namespaced":true,"kind":"KubernetesCluster","verbs":["get","list","create","update"]}]}`,
+		{"name":"kubernetesclusters","singularName":"kubernetescluster","namespaced":true,"kind":"KubernetesCluster","verbs":["get","list","create","update"]},
+		{"name":"relaytrusts","singularName":"relaytrust","namespaced":true,"kind":"RelayTrust","verbs":["get","list","create","patch"]}]}`,
 }
 
 // forbidden answers discovery, and every other request as an API server
@@ -84,6 +85,9 @@ func TestExitStatusSaysWhetherTheCommandCouldRun(t *testing.T) {
 		{"an unreachable cluster could not run", []string{"check", "--kubeconfig", refused, "--request-timeout", "5s"}, 2, "connection refused"},
 		{"a forbidden cluster could not run", []string{"check", "--kubeconfig", denied, "--context", "mgmt"}, 2, "is forbidden"},
 		{"revoke on a cluster that forbids it could not run", []string{"revoke", "cluster-1", "--kubeconfig", denied}, 2, "is forbidden"},
+		{"rotate status on a cluster that forbids it could not run", []string{"rotate", "status", "--kubeconfig", denied}, 2, "is forbidden"},
+		{"rotate root on a cluster that forbids it could not run", []string{"rotate", "root", "--kubeconfig", denied}, 2, "failed to read RelayTrust gloo-mesh/relay-server: /apis/meshrelay.dev/v1alpha1/namespaces/gloo-mesh/relaytrusts/relay-server is forbidden"},
+		{"rotate status on an unreachable cluster could not run", []string{"rotate", "status", "--kubeconfig", refused, "--request-timeout", "5s"}, 2, "connection refused"},
 		{"a validate that finds a broken input found problems", []string{"validate", "-f", none}, 1, "1 input error"},
 		{"help is done", []string{"check", "--help"}, 0, ""},
 	} {

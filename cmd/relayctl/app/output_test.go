@@ -19,12 +19,14 @@ func TestUnknownOutputIsRefusedBeforeAnyClusterIsRead(t *testing.T) {
 		{"check", "--kubeconfig", none, "--mgmt-context", "mgmt", "-o", "table"},
 		{"backup", "--kubeconfig", none, "--context", "mgmt", "--out", t.TempDir(), "-o", "table"},
 		{"validate", "-f", "-", "-o", "table"},
+		{"rotate", "root", "--kubeconfig", none, "--context", "mgmt", "-o", "table"},
+		{"rotate", "status", "--kubeconfig", none, "--context", "mgmt", "-o", "table"},
 	} {
 		var stderr bytes.Buffer
 		cmd := NewCommand()
 		cmd.SetIn(strings.NewReader(""))
 		if code := command.Run(t.Context(), cmd, args, &stderr); code == 0 || !strings.Contains(stderr.String(), `unknown output format "table"`) {
-			t.Errorf("%s: exit %d, stderr %q: want the format refused first", args[0], code, stderr.String())
+			t.Errorf("%s: exit %d, stderr %q: want the format refused first", strings.Join(args[:2], " "), code, stderr.String())
 		}
 	}
 }

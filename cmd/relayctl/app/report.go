@@ -24,6 +24,10 @@ const (
 	kindRevoke     = "RevocationReport"
 	kindBackup     = "BackupReport"
 	kindRestore    = "RestoreReport"
+	// kindRotate is rotate root|intermediate|server's report,
+	// kindRotationStatus rotate status's.
+	kindRotate         = "RotationRequestReport"
+	kindRotationStatus = "RotationStatusReport"
 )
 
 // outputFlag adds -o/--output to cmd.
