@@ -37,6 +37,10 @@ BENCHCOUNT ?= 5
 AGENTS     ?= 10000
 BOOTSTRAPS ?= 2000
 TEST_FLAGS ?=
+# make soak: how long the long rotation soak runs, and the go test timeout
+# around it (the local clusters start and stop besides).
+SOAK_DURATION ?= 30m
+SOAK_TIMEOUT  ?= 2h
 CONTROLLER_GEN := $(TOOLS)/controller-gen
 STATICCHECK    := $(TOOLS)/staticcheck
 BUF            := $(TOOLS)/buf
@@ -66,6 +70,11 @@ demo: envtest-assets ## Run the demo: three local clusters, install, register, c
 test: envtest-assets cert-manager docker-build-check $(PROMTOOL) $(BUF) $(HELM) $(SETUP_ENVTEST) ## Run every test: unit, on local clusters, end to end.
 	@# -count=1: the e2e tests build the binaries they run, which go test's cache does not see.
 	KUBEBUILDER_ASSETS=$(ASSETS) CERT_MANAGER_ASSETS=$(CERT_MANAGER_ASSETS) PROMTOOL=$(PROMTOOL) BUF=$(BUF) HELM=$(HELM) SETUP_ENVTEST=$(SETUP_ENVTEST) $(GO) test -count=1 -timeout 40m $(TEST_FLAGS) ./...
+
+.PHONY: soak
+soak: envtest-assets ## Run the long rotation soak (SOAK_DURATION=30m): local clusters, every relay certificate rotating within minutes, a prober's handshakes; print its counts.
+	@# -v prints the counts the soak logs as it ends; -count=1: it builds the binaries it runs.
+	SOAK=1 SOAK_DURATION=$(SOAK_DURATION) KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestRotationSoakLong$$' ./e2e/
 
 ##@ Development
 
