@@ -160,8 +160,10 @@ func rootRotationKilledInEachPhase(ctx context.Context, t *testing.T, m *rotatio
 	oldRoot := before.Status.Root.SHA256
 	_, failedBefore, _, _ := ps.counts()
 
-	patch := fmt.Sprintf(`{"spec":{"rotateRoot":{"requestedAt":%q,"reason":"e2e: relay-server killed in each phase"}}}`, time.Now().UTC().Format(time.RFC3339))
-	m.env.MustKubectl(ctx, t, "", "--context", "mgmt", "-n", config.DefaultNamespace, "patch", "relaytrust", meshv1alpha1.RelayTrustName, "--type", "merge", "-p", patch)
+	// Without --now: Prepare and Activate last at least the overlap.
+	if stdout, stderr, code := m.mesh.Relayctl(ctx, "rotate", "root", "--context", "mgmt", "--reason", "e2e: relay-server killed in each phase"); code != 0 {
+		t.Fatalf("relayctl rotate root: exit %d:\n%s%s", code, stdout, stderr)
+	}
 
 	var newRoot string
 	for _, phase := range []meshv1alpha1.RotationPhase{meshv1alpha1.PhasePrepare, meshv1alpha1.PhaseActivate, meshv1alpha1.PhaseRetire} {

@@ -188,6 +188,11 @@ func runSoak(t *testing.T, soak, grace time.Duration, want soakTargets) {
 	fmt.Fprintf(&b, "  relayctl check:          %d runs, %d failed\n", runs, len(checkFailures))
 	fmt.Fprintf(&b, "  phases:\n    %s", strings.Join(trust.history(), "\n    "))
 	t.Log(b.String())
+	if stdout, stderr, code := m.mesh.Relayctl(ctx, "rotate", "status", "--context", "mgmt"); code != 0 {
+		t.Logf("relayctl rotate status: exit %d:\n%s%s", code, stdout, stderr)
+	} else {
+		t.Logf("relayctl rotate status:\n%s", stdout)
+	}
 
 	for _, s := range short {
 		t.Errorf("too few rotations in %s: %s: is relay-server rotating its certificates?", took, s)
