@@ -88,11 +88,14 @@ func (m *Mesh) runs(cluster, binary string) (string, bool) {
 // StartDeployment runs, on cluster, one pod of the Deployment named
 // deployment of the rendering installed there, as written: its container's
 // command, args and environment, as its ServiceAccount (a token from
-// TokenRequest), with only what local changes. Secrets and ConfigMaps that
-// an argument refers to through a volume mount are read from the cluster
-// into a folder, and the argument points there; POD_NAME, where the
-// Deployment does not set it, is the pod name, as the host name is in a
-// pod. It returns the process and what it runs.
+// TokenRequest), with only what local changes. Secrets, ConfigMaps and
+// projected volumes that an argument or an environment variable refers to
+// through a volume mount are read from the cluster into a folder, and the
+// argument or variable points there; a projected volume (a secret's keys,
+// ClusterTrustBundles) is kept current while the process runs, as the
+// kubelet keeps it. POD_NAME, where the Deployment does not set it, is the
+// pod name, as the host name is in a pod. It returns the process and what
+// it runs.
 func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, local Local) (*testenv.Process, *Pod, error) {
 	objs := m.rendered[cluster]
 	if objs == nil {
@@ -114,15 +117,24 @@ func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, 
 	if err := ServiceAccountKubeconfig(ctx, c, pod.Namespace, pod.ServiceAccount, kubeconfig); err != nil {
 		return nil, nil, err
 	}
-	args := pod.Args
+	args, env := pod.Args, pod.Env
+	var projected []*projectedVolume
 	for i, mnt := range pod.Mounts {
 		to := filepath.Join(dir, fmt.Sprintf("volume-%d", i))
-		if err := writeMount(ctx, c, pod.Namespace, mnt, to); err != nil {
+		if mnt.Projected != nil {
+			v, err := writeProjected(ctx, c, pod.Namespace, mnt, to)
+			if err != nil {
+				return nil, nil, fmt.Errorf("deployment %s/%s: %w", pod.Namespace, deployment, err)
+			}
+			projected = append(projected, v)
+		} else if err := writeMount(ctx, c, pod.Namespace, mnt, to); err != nil {
 			return nil, nil, fmt.Errorf("deployment %s/%s: %w", pod.Namespace, deployment, err)
 		}
 		args = rewriteMount(args, mnt.Path, to)
+		env = rewriteMount(env, mnt.Path, to)
 		pod.Mounts[i].Path = to
 	}
+	pod.Env = env
 	pod.Args = append(append(append(args, "--kubeconfig", kubeconfig), local.Flags...), local.Extra...)
 	if local.Prepare != nil {
 		if err := local.Prepare(pod); err != nil {
@@ -133,13 +145,16 @@ func (m *Mesh) StartDeployment(ctx context.Context, cluster, deployment string, 
 	if _, err := os.Stat(bin); err != nil {
 		return nil, nil, fmt.Errorf("deployment %s/%s runs %s, which is not among the built binaries in %s", pod.Namespace, deployment, pod.Binary, m.Bins)
 	}
-	env := pod.Env
+	env = pod.Env
 	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, hostnameEnv+"=") }) {
 		env = append(slices.Clip(env), hostnameEnv+"="+pod.Name)
 	}
 	p, err := testenv.StartProcessEnv(bin, filepath.Join(m.Dir, local.LogName+".log"), env, pod.Args...)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(projected) > 0 {
+		go syncProjected(p, projected)
 	}
 	if !local.Untracked {
 		m.processes = append(m.processes, p)

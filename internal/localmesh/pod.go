@@ -29,18 +29,23 @@ type Pod struct {
 	// Env is the container's environment, KEY=value each: envFrom first,
 	// then env, so env wins as in a pod.
 	Env []string
-	// Mounts are the container's volume mounts that an argument refers
-	// to (a path at or under their mountPath); mounts no argument names
-	// are left out, as a local process cannot read them anyway.
+	// Mounts are the container's volume mounts that an argument or an
+	// environment variable refers to (a path at or under their
+	// mountPath); mounts nothing names are left out, as a local process
+	// cannot read them anyway.
 	Mounts []Mount
 }
 
-// Mount is a volume of Secret or ConfigMap a Pod's arguments refer to.
+// Mount is a volume a Pod's arguments or environment refer to: a Secret,
+// a ConfigMap, or a projected volume.
 type Mount struct {
 	// Path is the mountPath in the container.
 	Path string
-	// Kind is "Secret" or "ConfigMap", Name the object the volume holds.
+	// Kind is "Secret", "ConfigMap" or "Projected"; Name is the object a
+	// Secret or ConfigMap volume holds.
 	Kind, Name string
+	// Projected is a projected volume's sources.
+	Projected *corev1.ProjectedVolumeSource
 }
 
 // PodOf returns what a pod named pod of the Deployment deployment in objs
@@ -129,7 +134,8 @@ func PodOf(objs []*unstructured.Unstructured, deployment, pod string) (*Pod, err
 		volumes[v.Name] = v
 	}
 	for _, vm := range c.VolumeMounts {
-		if !slices.ContainsFunc(p.Args, func(a string) bool { return refersTo(a, vm.MountPath) }) {
+		named := func(a string) bool { return refersTo(a, vm.MountPath) }
+		if !slices.ContainsFunc(p.Args, named) && !slices.ContainsFunc(p.Env, named) {
 			continue
 		}
 		v, ok := volumes[vm.Name]
@@ -140,8 +146,15 @@ func PodOf(objs []*unstructured.Unstructured, deployment, pod string) (*Pod, err
 			p.Mounts = append(p.Mounts, Mount{Path: vm.MountPath, Kind: "Secret", Name: v.Secret.SecretName})
 		case v.ConfigMap != nil:
 			p.Mounts = append(p.Mounts, Mount{Path: vm.MountPath, Kind: "ConfigMap", Name: v.ConfigMap.Name})
+		case v.Projected != nil:
+			for i, src := range v.Projected.Sources {
+				if src.Secret == nil && src.ClusterTrustBundle == nil {
+					return nil, fmt.Errorf("%s: projected volume %s: source %d is neither a secret nor a clusterTrustBundle, which a local process cannot be given", where, vm.Name, i)
+				}
+			}
+			p.Mounts = append(p.Mounts, Mount{Path: vm.MountPath, Kind: "Projected", Projected: v.Projected})
 		default:
-			return nil, fmt.Errorf("%s: volume %s is neither a Secret nor a ConfigMap, which a local process cannot be given", where, vm.Name)
+			return nil, fmt.Errorf("%s: volume %s is neither a Secret, a ConfigMap nor a projected volume, which a local process cannot be given", where, vm.Name)
 		}
 	}
 	return p, nil
@@ -183,7 +196,8 @@ func envValue(e corev1.EnvVar, p *Pod, configMap func(string) (*corev1.ConfigMap
 }
 
 // refersTo reports whether the argument arg names dir or a path under it,
-// as --cert-dir=/etc/relay-webhook/tls or a lone path does.
+// as --cert-dir=/etc/relay-webhook/tls or a lone path does; for an
+// environment entry KEY=value, whether its value does.
 func refersTo(arg, dir string) bool {
 	if _, v, ok := strings.Cut(arg, "="); ok {
 		arg = v
@@ -192,8 +206,8 @@ func refersTo(arg, dir string) bool {
 	return arg == dir || strings.HasPrefix(arg, dir+"/")
 }
 
-// rewriteMount returns args with each reference to the mount path from
-// replaced by the local folder to.
+// rewriteMount returns args (or environment entries) with each reference
+// to the mount path from replaced by the local folder to.
 func rewriteMount(args []string, from, to string) []string {
 	out := slices.Clone(args)
 	from = strings.TrimSuffix(from, "/")
