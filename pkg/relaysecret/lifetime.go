@@ -2,10 +2,10 @@ package relaysecret
 
 import "time"
 
-// Default lifetimes of the relay certificates that relay-server and relayctl
-// gen generate. Nothing rotates the root, the signing intermediate or the
-// server certificate, so they are long. A client certificate's default is
-// config.DefaultClientCertificateTTL, since relay-agent renews it.
+// Default lifetimes of the relay certificates that relayctl gen generates,
+// the same as relay-server's defaults (config.DefaultRootCertificateTTL and
+// the others), which relay-server renews when a share of the lifetime is
+// left. A client certificate's default is config.DefaultClientCertificateTTL.
 const (
 	// RootLifetime is the lifetime of a generated relay root CA
 	// (relay-root-tls-secret): ten years.

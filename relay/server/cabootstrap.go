@@ -21,7 +21,10 @@ import (
 
 // EnsureCA creates what a management install needs and is absent: the root
 // CA, the intermediate signing CA, the server certificate and the identity
-// token, each in its secret, as the settings allow. It only ever creates:
+// token, each in its secret, as the settings allow, with the configured
+// lifetimes. A root secret that is missing while the signing or server
+// secret exists is not made again: a new root would be trusted by no
+// agent; it is logged, and the rotation reports it. It only ever creates:
 // a secret that exists is used as it is, never overwritten, so any number
 // of replicas may run it at once; the one whose create wins defines the
 // material and the others read it back. c must read from the API server,
@@ -36,8 +39,21 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		return nil
 	}
 	now := time.Now()
+	signingRef, serverRef := cfg.SigningTLSSecret.NamespacedName(cfg.Namespace), cfg.TLSSecret.NamespacedName(cfg.Namespace)
+	if orphans, err := withoutRoot(ctx, c, cfg, signingRef, serverRef); err != nil || len(orphans) > 0 {
+		if err != nil {
+			return err
+		}
+		// A new root here would be one that no agent trusts and that the
+		// remaining secrets do not chain to: make nothing, and say so.
+		// The rotation and readiness keep saying it.
+		log.Error(fmt.Errorf("secret %s is missing while %v remain", cfg.RootTLSSecret.NamespacedName(cfg.Namespace), orphans),
+			"not generating a new root CA: restore the root secret from a backup (relayctl restore), or delete the remaining generated secrets to start over with a new root, after which every cluster must be registered again")
+		return nil
+	}
+	rootTTL := cfg.RootCertificateTTL.Duration
 	root, err := ensureCASecret(ctx, c, relaysecret.Root, cfg.RootTLSSecret.NamespacedName(cfg.Namespace), log, func() (*pki.Certified, error) {
-		return pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, Organization: []string{relaysecret.Organization}, TTL: relaysecret.RootLifetime, Now: now})
+		return pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, Organization: []string{relaysecret.Organization}, TTL: rootTTL, Now: now, Backdate: generatedBackdate(rootTTL)})
 	})
 	if err != nil {
 		return err
@@ -49,12 +65,12 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		}
 		return fmt.Errorf("secret %s has no tls.key to sign %s with: provide %s, or add the root key", cfg.RootTLSSecret.NamespacedName(cfg.Namespace), what, target)
 	}
-	signingRef, serverRef := cfg.SigningTLSSecret.NamespacedName(cfg.Namespace), cfg.TLSSecret.NamespacedName(cfg.Namespace)
+	signingTTL := cfg.SigningCertificateTTL.Duration
 	_, err = ensureCASecret(ctx, c, relaysecret.Signing, signingRef, log, func() (*pki.Certified, error) {
 		if err := needRootKey("an intermediate", signingRef); err != nil {
 			return nil, err
 		}
-		return root.NewIntermediateCA(pki.Options{CommonName: relaysecret.SigningCommonName, Organization: []string{relaysecret.Organization}, TTL: relaysecret.SigningLifetime, Now: now})
+		return root.NewIntermediateCA(pki.Options{CommonName: relaysecret.SigningCommonName, Organization: []string{relaysecret.Organization}, TTL: signingTTL, Now: now, Backdate: generatedBackdate(signingTTL)})
 	})
 	if err != nil {
 		return err
@@ -63,14 +79,32 @@ func EnsureCA(ctx context.Context, c client.Client, cfg *config.Server, log logr
 		if err := needRootKey("the server certificate", serverRef); err != nil {
 			return nil, err
 		}
-		return root.IssueServer(pki.Options{
-			CommonName: cfg.Authority,
-			DNSNames:   uniq("*."+cfg.Namespace, cfg.Authority),
-			TTL:        relaysecret.ServerLifetime,
-			Now:        now,
-		})
+		return root.IssueServer(serverOptions(cfg, cfg.ServerCertificateTTL.Duration, now))
 	})
 	return err
+}
+
+// withoutRoot returns the signing and server secrets that exist while the
+// root secret does not: what a new root would leave without a chain.
+func withoutRoot(ctx context.Context, c client.Client, cfg *config.Server, others ...types.NamespacedName) ([]string, error) {
+	rootKey := cfg.RootTLSSecret.NamespacedName(cfg.Namespace)
+	if err := c.Get(ctx, rootKey, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		if err != nil {
+			return nil, fmt.Errorf("failed to get secret %s: %w", rootKey, err)
+		}
+		return nil, nil
+	}
+	var found []string
+	for _, k := range others {
+		err := c.Get(ctx, k, &corev1.Secret{})
+		switch {
+		case err == nil:
+			found = append(found, k.String())
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("failed to get secret %s: %w", k, err)
+		}
+	}
+	return found, nil
 }
 
 func uniq(names ...string) []string {

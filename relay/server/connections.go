@@ -67,6 +67,9 @@ type clusterState struct {
 	lastSeen int64
 	// agentVersion is what its newest status reported.
 	agentVersion string
+	// trustBundle is the trust bundle its newest status acknowledged
+	// (hex SHA-256), empty before one did.
+	trustBundle string
 	// cert is the newest client certificate issued or seen at a
 	// handshake; nil until one is.
 	cert *certSummary
@@ -76,6 +79,9 @@ type clusterState struct {
 type certSummary struct {
 	serial, issuer                string
 	notBefore, notAfter, issuedAt time.Time
+	// issuerSHA256 and rootSHA256 fingerprint the certificate's direct
+	// issuer and the root its chain ends at; empty when unknown.
+	issuerSHA256, rootSHA256 string
 }
 
 // Bounds of what status says of a certificate: a serial of at most 20
@@ -85,12 +91,18 @@ const (
 	maxIssuerField = 256
 )
 
-func summarize(cert *x509.Certificate) *certSummary {
-	return &certSummary{
+// summarize describes cert; chain, when known, runs from cert to its root
+// (a verified chain, or the one relay-server signed it with).
+func summarize(cert *x509.Certificate, chain []*x509.Certificate) *certSummary {
+	sum := &certSummary{
 		serial:    truncate(serialOf(cert), maxSerialField),
 		issuer:    truncate(strings.ToValidUTF8(cert.Issuer.CommonName, "?"), maxIssuerField),
 		notBefore: cert.NotBefore, notAfter: cert.NotAfter, issuedAt: pki.IssuedAt(cert),
 	}
+	if len(chain) >= 2 && chain[0].Equal(cert) {
+		sum.issuerSHA256, sum.rootSHA256 = pki.Fingerprint(chain[1]), pki.Fingerprint(chain[len(chain)-1])
+	}
+	return sum
 }
 
 // truncate cuts s to at most max bytes on a rune boundary, ending with
@@ -163,23 +175,24 @@ func (c *connections) changed(cluster string) {
 
 // sawCert records cert as cluster's newest client certificate unless the
 // one recorded is newer (by NotBefore). c.mu must be held.
-func (st *clusterState) sawCert(cert *x509.Certificate) {
+func (st *clusterState) sawCert(cert *x509.Certificate, chain []*x509.Certificate) {
 	if cert == nil {
 		return
 	}
 	// Validity times have a resolution of one second: of two certificates
 	// issued in the same second, the one issued or seen last is newest.
 	if st.cert == nil || !cert.NotBefore.Before(st.cert.notBefore) && serialOf(cert) != st.cert.serial {
-		st.cert = summarize(cert)
+		st.cert = summarize(cert, chain)
 	}
 }
 
-// issued records a client certificate signed for cluster at now.
-func (c *connections) issued(cluster string, cert *x509.Certificate, now time.Time) {
+// issued records a client certificate signed for cluster at now, with the
+// chain it was signed with (from it to the root).
+func (c *connections) issued(cluster string, cert *x509.Certificate, chain []*x509.Certificate, now time.Time) {
 	c.mu.Lock()
 	st := c.state(cluster)
 	st.clientNotAfter = cert.NotAfter.Unix()
-	st.sawCert(cert)
+	st.sawCert(cert, chain)
 	st.lastSeen = now.Unix()
 	c.mu.Unlock()
 	c.changed(cluster)
@@ -197,6 +210,18 @@ func (c *connections) setAgentVersion(cluster, version string) {
 	}
 }
 
+// setTrustBundle records the trust bundle cluster's status acknowledged.
+func (c *connections) setTrustBundle(cluster, sha string) {
+	c.mu.Lock()
+	st := c.state(cluster)
+	same := st.trustBundle == sha
+	st.trustBundle = sha
+	c.mu.Unlock()
+	if !same {
+		c.changed(cluster)
+	}
+}
+
 // replicaView is what this replica knows of one cluster, for its status
 // entry.
 type replicaView struct {
@@ -204,6 +229,7 @@ type replicaView struct {
 	push, pull   int
 	lastSeen     int64
 	agentVersion string
+	trustBundle  string
 	cert         *certSummary
 }
 
@@ -215,7 +241,7 @@ func (c *connections) view(cluster string) replicaView {
 	if st == nil {
 		return replicaView{}
 	}
-	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, cert: st.cert}
+	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, trustBundle: st.trustBundle, cert: st.cert}
 	for _, s := range st.streams {
 		if s.kind == pushStream {
 			v.push++
@@ -235,6 +261,30 @@ func (c *connections) names() []string {
 		names = append(names, name)
 	}
 	return names
+}
+
+// pullClusters returns the clusters with a pull stream open on this
+// replica.
+func (c *connections) pullClusters() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var names []string
+	for name, st := range c.clusters {
+		for _, s := range st.streams {
+			if s.kind == pullStream {
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	return names
+}
+
+// sendAll offers in to every pull stream of every cluster.
+func (c *connections) sendAll(in *relayv1.Instruction) {
+	for _, cluster := range c.pullClusters() {
+		c.send(cluster, in)
+	}
 }
 
 // state returns cluster's record, making it. c.mu must be held.
@@ -281,7 +331,11 @@ func (c *connections) record(cluster string, s *stream, max int) (open int, reco
 	}
 	st.streams = append(st.streams, s)
 	st.opened[s.kind]++
-	st.sawCert(s.cert)
+	var chain []*x509.Certificate
+	if len(s.chains) > 0 {
+		chain = s.chains[0]
+	}
+	st.sawCert(s.cert, chain)
 	st.lastSeen = c.now().Unix()
 	c.mu.Unlock()
 	c.changed(cluster)

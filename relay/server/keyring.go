@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -54,6 +55,9 @@ type keyring struct {
 	// admitHandshake, when set, decides whether a verified client
 	// certificate may still act for its cluster (revocation, binding).
 	admitHandshake func(cluster string, cert *x509.Certificate) error
+	// onBundle, when set, is called with the trust bundle whenever it
+	// changes, under the keyring's lock: it must not block.
+	onBundle func(bundle []byte)
 	// log and refusals, when set, record the client certificates refused
 	// at the handshake, at a bounded rate (verifyClient).
 	log      logr.Logger
@@ -198,7 +202,8 @@ func (c *keyring) loadRoot(s *corev1.Secret, now time.Time) ([]*x509.Certificate
 	if m == nil {
 		return nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, r.Err())
 	}
-	c.metrics.setExpiry(certRoot, m.Roots[0])
+	c.metrics.setExpiry(certRoot, m.Cert)
+	c.metrics.setBundleRoots(m.Roots)
 	// The secrets loaded after it in the same load verify to these roots
 	// when they have no ca.crt of their own (withoutCA).
 	c.rootCerts = m.Roots
@@ -237,7 +242,10 @@ func (c *keyring) storeBundle(now time.Time) error {
 			c.cfg.TLSSecret.NamespacedName(c.cfg.Namespace), c.cfg.RootTLSSecret.NamespacedName(c.cfg.Namespace), err)
 	}
 	bundle := pki.EncodeCertificates(c.rootCerts...)
-	c.rootPEM.Store(&bundle)
+	old := c.rootPEM.Swap(&bundle)
+	if c.onBundle != nil && (old == nil || !bytes.Equal(*old, bundle)) {
+		c.onBundle(bundle)
+	}
 	return nil
 }
 
@@ -262,12 +270,29 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	c.issuer.Store(iss)
-	if c.signingCA != nil && !pki.SameCA(c.signingCA, ca.Cert) {
+	switch prev := admittedPrevious(m, now); {
+	case prev != nil:
+		// Written by relay-server's rotation, so that every replica, a
+		// restarted one too, admits the certificates the replaced CA
+		// issued.
+		c.previousSigningCA = prev
+	case c.signingCA != nil && !pki.SameCA(c.signingCA, ca.Cert):
 		c.previousSigningCA = c.signingCA
 	}
 	c.signingCA = ca.Cert
 	c.metrics.setExpiry(certIntermediate, ca.Cert)
 	return nil, nil
+}
+
+// admittedPrevious returns the first CA of the signing secret's
+// previous.crt that still verifies to the secret's roots at now, or nil.
+func admittedPrevious(m *relaysecret.Material, now time.Time) *x509.Certificate {
+	for _, prev := range m.Previous {
+		if _, err := pki.VerifyChain(prev, nil, m.Roots, pki.RoleSigningCA, now); err == nil {
+			return prev
+		}
+	}
+	return nil
 }
 
 // loadClientIssuers takes the CA certificates of clientIssuerSecret's

@@ -29,10 +29,15 @@ type metrics struct {
 	grpc *grpcMetrics
 	// trustRoots are the expiry of the roots RootTrustPolicies trust.
 	trustRoots *trustRootMetrics
+	// rotation are the metrics of the rotation of the server's own
+	// certificates and of the trust bundle.
+	rotation *rotationMetrics
 }
 
 // Certificate names in relay_certificate_expiry_timestamp_seconds and
-// relay_certificate_not_before_timestamp_seconds.
+// relay_certificate_not_before_timestamp_seconds. The root is the one that
+// signs (tls.crt of the root secret, else the first of ca.crt); every root
+// of the trust bundle has relay_trust_bundle_root_expiry_timestamp_seconds.
 const (
 	certRoot         = "root"
 	certIntermediate = "intermediate"
@@ -77,6 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		version.NewBuildInfo("relay_server"))
 	m.grpc = newGRPCMetrics(reg)
 	m.trustRoots = newTrustRootMetrics(reg)
+	m.rotation = newRotationMetrics(reg)
 	return m
 }
 

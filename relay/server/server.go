@@ -70,6 +70,12 @@ type Server struct {
 	replica string
 	// registered collects relay_cluster_registered from the cache.
 	registered *registeredCollector
+	// direct reads and writes past any cache: the CA bootstrap, and the
+	// ClusterTrustBundle (cluster-scoped, never cached here).
+	direct client.Client
+	// noBundleAPI is set once the cluster was found not to serve
+	// ClusterTrustBundles (the leader's rotation only).
+	noBundleAPI bool
 }
 
 // New validates opts and builds a server; Run starts it.
@@ -116,6 +122,11 @@ func New(opts Options) (*Server, error) {
 	s.registered = &registeredCollector{ns: cfg.Namespace}
 	reg.MustRegister(s.registered)
 	s.keys.admitHandshake = s.svc.admitHandshake
+	// A changed trust bundle (a root rotation's Prepare and Retire) goes
+	// to every connected agent at once, not only at its next pull stream.
+	s.keys.onBundle = func(bundle []byte) {
+		conns.sendAll(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: bundle}}})
+	}
 	return s, nil
 }
 
@@ -139,6 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("failed to build Kubernetes client: %w", err)
 		}
+		s.direct = direct
 		if err := EnsureCA(ctx, direct, s.cfg, s.log.WithName("ca")); err != nil {
 			return fmt.Errorf("failed to bootstrap the CA: %w", err)
 		}
@@ -288,7 +300,37 @@ func (s *Server) setupControllers(mgr ctrl.Manager) error {
 	if err := s.setupStatus(mgr); err != nil {
 		return err
 	}
+	if err := s.setupRotation(mgr); err != nil {
+		return err
+	}
 	return s.setupTrust(mgr)
+}
+
+// setupRotation adds the rotation of the generated certificates (the
+// leader) and the renewal planner (every replica).
+func (s *Server) setupRotation(mgr ctrl.Manager) error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	rot := &rotation{
+		cfg: s.cfg, client: mgr.GetClient(), secrets: s.secrets, clusters: mgr.GetClient(),
+		rec: mgr.GetEventRecorder("relay-server"), metrics: s.metrics.rotation, clock: s.opts.Clock, log: s.log.WithName("rotation"),
+		publish: s.publishBundle,
+	}
+	if err := mgr.Add(rot); err != nil {
+		return fmt.Errorf("failed to add the certificate rotation: %w", err)
+	}
+	if s.cfg.DisableCa {
+		return nil
+	}
+	planner := &renewalPlanner{
+		ns: s.cfg.Namespace, conns: s.svc.conns, keys: s.keys, clusters: mgr.GetClient(), budget: s.cfg.RenewalBudget,
+		metrics: s.metrics.rotation, clock: s.opts.Clock, log: s.log.WithName("renewals"),
+	}
+	if err := mgr.Add(everyreplica.Runnable(planner.run)); err != nil {
+		return fmt.Errorf("failed to add the renewal planner: %w", err)
+	}
+	return nil
 }
 
 // setupTrust registers the RootTrustPolicy reconciler, which shares the

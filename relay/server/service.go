@@ -168,7 +168,7 @@ func (s *service) signCSR(ctx context.Context, log logr.Logger, call string, kc 
 // as the answer.
 func (s *service) deliver(ctx context.Context, log logr.Logger, call string, kc *meshv1alpha1.KubernetesCluster, issued *pki.Issued) *relayv1.CertificateResponse {
 	s.metrics.issued.WithLabelValues(call).Inc()
-	s.conns.issued(kc.Name, issued.Cert, s.now())
+	s.conns.issued(kc.Name, issued.Cert, issued.Chain, s.now())
 	s.status.changed(kc.Name)
 	serial := issued.Cert.SerialNumber.Text(16)
 	s.events.issued(kc, call, serial, issued.Cert.NotAfter, peerHost(ctx))

@@ -46,6 +46,7 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 		ClientCertificate:  kc.Status.ClientCertificate,
 		AgentVersion:       kc.Status.AgentVersion,
 		LastSeen:           kc.Status.LastSeen,
+		TrustBundleSHA256:  kc.Status.TrustBundleSHA256,
 	}
 	var holders []string
 	var newestSeen *metav1.Time
@@ -64,6 +65,10 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 		}
 		if r.LastSeen != nil && r.AgentVersion != "" && (newestSeen == nil || r.LastSeen.After(newestSeen.Time)) {
 			newestSeen, st.AgentVersion = r.LastSeen, r.AgentVersion
+		}
+		// Entries come oldest seen first: the newest acknowledgement wins.
+		if r.TrustBundleSHA256 != "" {
+			st.TrustBundleSHA256 = r.TrustBundleSHA256
 		}
 		if live(r.Replica) && r.PushStreams > 0 && r.PullStreams > 0 {
 			holders = append(holders, r.Replica)
@@ -190,7 +195,7 @@ func revokedSummary(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.Certi
 // statusEqual reports whether the leader's fields of a and b agree, with
 // condition transition times ignored only where status and reason agree.
 func statusEqual(a, b *meshv1alpha1.KubernetesClusterStatus) bool {
-	if a.ObservedGeneration != b.ObservedGeneration || a.AgentVersion != b.AgentVersion || a.ConnectedReplicas != b.ConnectedReplicas ||
+	if a.ObservedGeneration != b.ObservedGeneration || a.AgentVersion != b.AgentVersion || a.ConnectedReplicas != b.ConnectedReplicas || a.TrustBundleSHA256 != b.TrustBundleSHA256 ||
 		!timeEqual(a.LastSeen, b.LastSeen) || !timeEqual(a.ClientCertificateNotAfter, b.ClientCertificateNotAfter) ||
 		!certEqual(a.ClientCertificate, b.ClientCertificate) || len(a.Conditions) != len(b.Conditions) {
 		return false
@@ -215,5 +220,6 @@ func certEqual(a, b *meshv1alpha1.CertificateSummary) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Serial == b.Serial && a.NotBefore.Equal(&b.NotBefore) && a.NotAfter.Equal(&b.NotAfter) && a.Issuer == b.Issuer && timeEqual(a.IssuedAt, b.IssuedAt)
+	return a.Serial == b.Serial && a.NotBefore.Equal(&b.NotBefore) && a.NotAfter.Equal(&b.NotAfter) && a.Issuer == b.Issuer && timeEqual(a.IssuedAt, b.IssuedAt) &&
+		a.IssuerSHA256 == b.IssuerSHA256 && a.RootSHA256 == b.RootSHA256
 }

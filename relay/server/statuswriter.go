@@ -233,6 +233,9 @@ func (w *statusWriter) write(ctx context.Context, cluster string) error {
 	if v.agentVersion != "" {
 		entry["agentVersion"] = v.agentVersion
 	}
+	if v.trustBundle != "" {
+		entry["trustBundleSHA256"] = v.trustBundle
+	}
 	if c := v.cert; c != nil {
 		entry["clientCertificate"] = certFields(c)
 	}
@@ -277,7 +280,7 @@ func (w *statusWriter) forget(cluster string) {
 }
 
 func sameView(a, b replicaView) bool {
-	return a.push == b.push && a.pull == b.pull && a.lastSeen == b.lastSeen && a.agentVersion == b.agentVersion && a.cert == b.cert
+	return a.push == b.push && a.pull == b.pull && a.lastSeen == b.lastSeen && a.agentVersion == b.agentVersion && a.trustBundle == b.trustBundle && a.cert == b.cert
 }
 
 func certFields(c *certSummary) map[string]any {
@@ -289,6 +292,9 @@ func certFields(c *certSummary) map[string]any {
 	}
 	if c.issuer != "" {
 		f["issuer"] = c.issuer
+	}
+	if c.issuerSHA256 != "" {
+		f["issuerSHA256"], f["rootSHA256"] = c.issuerSHA256, c.rootSHA256
 	}
 	return f
 }

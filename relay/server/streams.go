@@ -164,6 +164,13 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 	if na := st.GetClientCertificateNotAfter(); na > 0 {
 		s.conns.setClientExpiry(cluster, na)
 	}
+	if sha := st.GetTrustBundleSha256(); sha != "" {
+		if !isHexSHA256(sha) {
+			s.bounds.ignore(cluster, ignoredMalformed, "field", "status.trustBundleSha256")
+		} else {
+			s.conns.setTrustBundle(cluster, sha)
+		}
+	}
 	if v := st.GetAgentVersion(); v != "" {
 		if !printableVersion(v) {
 			s.bounds.ignore(cluster, ignoredMalformed, "field", "status.agentVersion")
@@ -222,6 +229,20 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 // returns how many pull streams took the instruction.
 func (s *service) RenewNow(cluster, reason string) int {
 	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
+}
+
+// isHexSHA256 reports whether s is a SHA-256 in lowercase hex, as the
+// agent's acknowledgement of a trust bundle must be.
+func isHexSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // printableVersion reports whether v, an agent's version as it reports it,

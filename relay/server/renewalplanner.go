@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
+	"github.com/meshrelay/meshrelay/pkg/pki"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// renewalPlanner tells agents when to renew after the signing CA changed
+// (an intermediate rotation, or a root rotation's Activate): every agent
+// connected to this replica whose client certificate comes from another CA
+// is sent a RenewAt, one slot of 1/renewalBudget seconds each, so that a
+// fleet renews within the signing budget instead of all at once, and well
+// before the CA it holds stops being admitted. Every replica plans for the
+// agents whose pull streams it holds; the budget is per replica. An agent
+// that renewed is not told again; one that did not renew within
+// replanAfter of its slot (it missed the instruction) is told again.
+type renewalPlanner struct {
+	ns       string
+	conns    *connections
+	keys     *keyring
+	clusters client.Reader
+	budget   float64
+	metrics  *rotationMetrics
+	clock    clock.WithTicker
+	log      logr.Logger
+	// next is the next free slot.
+	next time.Time
+	// sent is, by cluster, the signing CA a RenewAt was sent for and its
+	// slot.
+	sent map[string]sentRenewal
+}
+
+type sentRenewal struct {
+	ca   string
+	slot time.Time
+}
+
+const (
+	planEvery   = 2 * time.Second
+	replanAfter = time.Minute
+)
+
+func (p *renewalPlanner) run(ctx context.Context) error {
+	p.sent = map[string]sentRenewal{}
+	t := p.clock.NewTicker(planEvery)
+	defer t.Stop()
+	for {
+		p.plan(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// plan sends a RenewAt to each connected agent whose certificate the
+// current signing CA did not issue.
+func (p *renewalPlanner) plan(ctx context.Context) {
+	iss := p.keys.issuer.Load()
+	if iss == nil {
+		return
+	}
+	current := pki.Fingerprint(iss.CA().Cert)
+	now := p.clock.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	gap := time.Duration(float64(time.Second) / p.budget)
+	seen := map[string]bool{}
+	for _, cluster := range p.conns.pullClusters() {
+		seen[cluster] = true
+		var kc meshv1alpha1.KubernetesCluster
+		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc); err != nil {
+			continue
+		}
+		cert := liveCert(&kc, now)
+		if cert == nil || cert.IssuerSHA256 == "" || cert.IssuerSHA256 == current {
+			delete(p.sent, cluster)
+			continue
+		}
+		if s, ok := p.sent[cluster]; ok && s.ca == current && now.Before(s.slot.Add(replanAfter)) {
+			continue
+		}
+		slot := p.next
+		p.next = p.next.Add(gap)
+		in := &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewAt{RenewAt: &relayv1.RenewAt{
+			At:     slot.Unix(),
+			Reason: "the relay signing CA changed: renew from the new one (" + current[:12] + ")",
+		}}}
+		if p.conns.send(cluster, in) == 0 {
+			continue
+		}
+		p.sent[cluster] = sentRenewal{ca: current, slot: slot}
+		p.metrics.directed.Inc()
+		p.log.V(1).Info("told an agent when to renew", "cluster", cluster, "at", slot.UTC(), "issuer", cert.IssuerSHA256[:12])
+	}
+	for cluster := range p.sent {
+		if !seen[cluster] {
+			delete(p.sent, cluster)
+		}
+	}
+}
