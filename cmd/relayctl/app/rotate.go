@@ -68,8 +68,9 @@ var rotateHelp = map[rotation.Certificate]string{
             acknowledge the bundle without it; then the phase is Stable again.
 
 --now skips only the rootRotationOverlap minimum times, never the waits for the agents.
-A cluster that is offline for a whole root rotation must be registered again (relayctl
-register copies the current root).`,
+A cluster whose agent is offline from Prepare on never receives the new root: Activate
+waits for it, and it cannot reconnect by itself. Register it again (relayctl register
+--force copies the current root and a fresh bootstrap token).`,
 	rotation.Intermediate: `A new signing intermediate under the current root signs every client certificate
 from then on. The one it replaces stays in relay-tls-signing-secret as previous.crt,
 so the client certificates it issued are still admitted; agents are told to renew,
