@@ -42,13 +42,19 @@ func newTrust(o trustOptions) *trust { return &trust{trustOptions: o} }
 
 // report records what cluster's agent found in cacerts and checks it. A
 // failure the agent did not report before is counted, logged and left for
-// the policy's status. rep's policy must be empty or one that applies to
-// cluster (trustState.applies): it becomes a label and a map key.
+// the policy's status, and so is a change of what cacerts holds. rep's
+// policy must be empty or one that applies to cluster
+// (trustState.applies): it becomes a label and a map key.
 func (t *trust) report(cluster string, rep *relayv1.IstioCAStatus) {
+	rep = boundRootCerts(rep)
 	if na := rep.GetNotAfter(); na > 0 && rep.GetPolicy() != "" {
 		t.Conns.setIstioExpiry(cluster, rep.GetPolicy(), na)
 	}
-	if t.State.report(cluster, rep) && rep.GetPolicy() != "" {
+	newFailure, moved := t.State.report(cluster, rep)
+	if moved {
+		t.record(rep.GetPolicy(), holdsResult(cluster, rep, t.Clock.Now()))
+	}
+	if newFailure && rep.GetPolicy() != "" {
 		t.Metrics.trustFailures.WithLabelValues(rep.GetPolicy(), failAgent).Inc()
 		t.Log.Error(fmt.Errorf("%s", rep.GetError()), "agent failed to install its intermediate", "cluster", cluster, "policy", rep.GetPolicy())
 		t.record(rep.GetPolicy(), clusterResult{cluster: cluster, kind: resultFailed, at: t.Clock.Now(), message: "agent: " + rep.GetError()})
@@ -74,6 +80,7 @@ func (t *trust) check(cluster string) {
 		t.Log.Info("RootTrustPolicies overlap", "cluster", cluster, "policy", o, "servedBy", d.policy.name)
 		t.record(o, clusterResult{cluster: cluster, kind: resultOverlapped, at: now, message: msg})
 	}
+	t.dropRoots(cluster, now)
 	if !d.ask {
 		return
 	}

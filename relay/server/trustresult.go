@@ -10,8 +10,9 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 )
 
-// resultKind is what happened to a cluster's intermediate. Each kind
-// writes every status field the kinds before it write, and more.
+// resultKind is what happened to a cluster's intermediate. Each kind up
+// to resultIssued writes every status field the kinds before it write, and
+// more; resultHolds writes fields of its own.
 type resultKind int
 
 const (
@@ -23,6 +24,9 @@ const (
 	// resultIssued sets issued, serial, notAfter and issuedAt, and clears
 	// the error.
 	resultIssued
+	// resultHolds sets root (and rootSince when the root is another) and
+	// trustedRoots: what the agent reports its cacerts holds.
+	resultHolds
 )
 
 // clusterResult is what happened to a cluster under a policy, for the
@@ -36,11 +40,20 @@ type clusterResult struct {
 	// serial and notAfter describe an issued intermediate.
 	serial   string
 	notAfter time.Time
+	// root and trusted are what cacerts holds: the root its intermediate
+	// chains to, and the roots of root-cert.pem.
+	root    string
+	trusted []string
 }
 
 // apply writes r into c, the cluster's status entry.
 func (r clusterResult) apply(c *meshv1alpha1.ClusterIntermediateStatus) {
 	switch r.kind {
+	case resultHolds:
+		if c.Root != r.root || c.RootSince == nil {
+			c.Root, c.RootSince = r.root, ptrTime(r.at)
+		}
+		c.TrustedRoots = slices.Clone(r.trusted)
 	case resultIssued:
 		c.Issued = true
 		c.Serial = r.serial
@@ -65,8 +78,8 @@ func ptrTime(at time.Time) *metav1.Time {
 // pendingResults are the cluster results the relay streams left for the
 // reconciler to write, by policy, in the order they happened. A result
 // replaces the pending results of its cluster that it overwrites entirely
-// (those of its kind or a lesser one), so a policy holds at most three per
-// cluster. It is safe for concurrent use.
+// (those of its kind or a lesser one; a resultHolds only another), so a
+// policy holds at most four per cluster. It is safe for concurrent use.
 type pendingResults struct {
 	mu     sync.Mutex
 	byName map[string][]clusterResult
@@ -87,7 +100,15 @@ func (p *pendingResults) add(policy string, r clusterResult) (first bool) {
 }
 
 func appendResult(rs []clusterResult, r clusterResult) []clusterResult {
-	rs = slices.DeleteFunc(rs, func(o clusterResult) bool { return o.cluster == r.cluster && o.kind <= r.kind })
+	rs = slices.DeleteFunc(rs, func(o clusterResult) bool {
+		if o.cluster != r.cluster || (o.kind == resultHolds) != (r.kind == resultHolds) || o.kind > r.kind {
+			return false
+		}
+		if r.kind == resultHolds && o.root == r.root && o.at.Before(r.at) {
+			r.at = o.at // the cluster has held this root since the earlier report
+		}
+		return true
+	})
 	return append(rs, r)
 }
 

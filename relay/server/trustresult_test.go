@@ -15,6 +15,9 @@ func TestPendingResultsKeepWhatTheStatusStillNeeds(t *testing.T) {
 	}
 	overlapped := clusterResult{cluster: "c1", kind: resultOverlapped, at: t0, message: "served by old"}
 	issued := clusterResult{cluster: "c1", kind: resultIssued, at: t0, serial: "ab", notAfter: t0.Add(time.Hour)}
+	holds := func(root string, at time.Duration) clusterResult {
+		return clusterResult{cluster: "c1", kind: resultHolds, at: t0.Add(at), root: root}
+	}
 	for _, tc := range []struct {
 		name string
 		add  []clusterResult
@@ -25,6 +28,8 @@ func TestPendingResultsKeepWhatTheStatusStillNeeds(t *testing.T) {
 		{"a failure after an issue keeps the issue", []clusterResult{issued, failed("c1", "a")}, []string{"c1:ab", "c1:a"}},
 		{"an overlap keeps an earlier issue and replaces an earlier failure", []clusterResult{issued, failed("c1", "a"), overlapped}, []string{"c1:ab", "c1:served by old"}},
 		{"another cluster's results are kept", []clusterResult{failed("c2", "x"), failed("c1", "a"), issued}, []string{"c2:x", "c1:ab"}},
+		{"what cacerts holds replaces only what it held before", []clusterResult{holds("A", 0), failed("c1", "a"), issued, holds("B", 0)}, []string{"c1:ab", "c1:holds B"}},
+		{"an issue or a failure keeps what cacerts holds", []clusterResult{holds("A", 0), issued, failed("c1", "a")}, []string{"c1:holds A", "c1:ab", "c1:a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPendingResults()
@@ -93,10 +98,39 @@ func describe(rs []clusterResult) []string {
 	var out []string
 	for _, r := range rs {
 		what := r.message
-		if r.kind == resultIssued {
+		switch r.kind {
+		case resultIssued:
 			what = r.serial
+		case resultHolds:
+			what = "holds " + r.root
 		}
 		out = append(out, r.cluster+":"+what)
 	}
 	return out
+}
+
+func TestWhatCacertsHoldsKeepsWhenTheClusterMovedToItsRoot(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	holds := func(root string, at time.Duration, trusted ...string) clusterResult {
+		return clusterResult{cluster: "c1", kind: resultHolds, at: t0.Add(at), root: root, trusted: trusted}
+	}
+	p := newPendingResults()
+	p.add("mesh", holds("B", time.Minute, "B", "A"))
+	p.add("mesh", holds("B", 2*time.Minute, "B"))
+	rs := p.take("mesh")
+	if len(rs) != 1 || !rs[0].at.Equal(t0.Add(time.Minute)) || !slices.Equal(rs[0].trusted, []string{"B"}) {
+		t.Fatalf("pending %+v, want the later roots with the earlier time", rs)
+	}
+	st := &meshv1alpha1.RootTrustPolicyStatus{}
+	applyResults(st, rs)
+	applyResults(st, []clusterResult{holds("B", time.Hour, "B")})
+	c := st.Clusters[0]
+	if c.Root != "B" || !c.RootSince.Time.Equal(t0.Add(time.Minute)) || !slices.Equal(c.TrustedRoots, []string{"B"}) {
+		t.Errorf("entry %+v: want root B since the first report of it", c)
+	}
+	applyResults(st, []clusterResult{holds("C", time.Hour, "C", "B")})
+	c = st.Clusters[0]
+	if c.Root != "C" || !c.RootSince.Time.Equal(t0.Add(time.Hour)) || !slices.Equal(c.TrustedRoots, []string{"C", "B"}) {
+		t.Errorf("entry %+v: want root C since its report", c)
+	}
 }

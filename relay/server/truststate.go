@@ -41,6 +41,12 @@ type trustState struct {
 	// awaited is the policy each cluster was asked for a CSR under and has
 	// not answered yet: only such a CSR is signed, once.
 	awaited map[string]string
+	// holds is what each cluster's cacerts held under a policy when last
+	// left for the policy's status.
+	holds map[string]holding
+	// dropAsked is when each cluster was last asked to drop replaced roots
+	// from root-cert.pem, and which roots it was to keep.
+	dropAsked map[string]csrRequest
 }
 
 func newTrustState() *trustState {
@@ -50,6 +56,8 @@ func newTrustState() *trustState {
 		requested: map[string]csrRequest{},
 		overlaps:  map[[2]string]string{},
 		awaited:   map[string]string{},
+		holds:     map[string]holding{},
+		dropAsked: map[string]csrRequest{},
 	}
 }
 
@@ -124,12 +132,7 @@ func (s *trustState) policyFor(cluster string) (*trustPolicy, []string) {
 	if len(apply) == 0 {
 		return nil, nil
 	}
-	sort.Slice(apply, func(i, j int) bool {
-		if !apply[i].created.Equal(apply[j].created) {
-			return apply[i].created.Before(apply[j].created)
-		}
-		return apply[i].name < apply[j].name
-	})
+	sort.Slice(apply, func(i, j int) bool { return apply[i].older(apply[j]) })
 	var others []string
 	for _, p := range apply[1:] {
 		others = append(others, p.name)
@@ -138,13 +141,20 @@ func (s *trustState) policyFor(cluster string) (*trustPolicy, []string) {
 }
 
 // report records what cluster's agent found in cacerts. newFailure says
-// whether it reports a failure other than the one it reported last.
-func (s *trustState) report(cluster string, rep *relayv1.IstioCAStatus) (newFailure bool) {
+// whether it reports a failure other than the one it reported last; moved
+// whether cacerts holds an intermediate under its policy that is not what
+// the last such report said it held (another root, other roots in
+// root-cert.pem), for the policy's status.
+func (s *trustState) report(cluster string, rep *relayv1.IstioCAStatus) (newFailure, moved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	newFailure = rep.GetError() != "" && s.reports[cluster].GetError() != rep.GetError()
 	s.reports[cluster] = rep
-	return newFailure
+	if h, ok := holdingOf(rep); ok && s.holds[cluster] != h {
+		s.holds[cluster] = h
+		moved = true
+	}
+	return newFailure, moved
 }
 
 // reportedClusters returns the clusters whose agent has reported, or none
