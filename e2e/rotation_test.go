@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -212,8 +214,10 @@ func rootRotationKilledInEachPhase(ctx context.Context, t *testing.T, m *rotatio
 		t.Errorf("after the rotation status.root is %+v, want the root that came in during Prepare (%s)", after.Status.Root, newRoot)
 	}
 	for _, c := range append([]string{"mgmt"}, m.workloads...) {
-		testenv.Eventually(t, c+": relay-root-tls-secret's ca.crt holds the new root only", 30*time.Second, func() error {
-			s, err := secretOf(ctx, m.env.Cluster(c), config.DefaultRootTLSSecret)
+		cl := m.env.Cluster(c)
+		_, noBundles := cl.Client.RESTMapper().RESTMapping(schema.GroupKind{Group: certificatesv1.GroupName, Kind: "ClusterTrustBundle"}, certificatesv1.SchemeGroupVersion.Version)
+		testenv.Eventually(t, c+": relay-root-tls-secret's ca.crt and the ClusterTrustBundle hold the new root only", 30*time.Second, func() error {
+			s, err := secretOf(ctx, cl, config.DefaultRootTLSSecret)
 			if err != nil {
 				return err
 			}
@@ -223,6 +227,17 @@ func rootRotationKilledInEachPhase(ctx context.Context, t *testing.T, m *rotatio
 			}
 			if !slices.Equal(got, []string{newRoot}) {
 				return fmt.Errorf("ca.crt holds %v, want [%s] (the old root was %s)", got, newRoot, oldRoot)
+			}
+			if noBundles != nil {
+				return nil
+			}
+			var b certificatesv1.ClusterTrustBundle
+			name := meshv1alpha1.TrustBundleName(config.DefaultNamespace)
+			if err := cl.Client.Get(ctx, types.NamespacedName{Name: name}, &b); err != nil {
+				return fmt.Errorf("ClusterTrustBundle %s: %w", name, err)
+			}
+			if got, err = fingerprints([]byte(b.Spec.TrustBundle)); err != nil || !slices.Equal(got, []string{newRoot}) {
+				return fmt.Errorf("ClusterTrustBundle %s holds %v (%v), want [%s]", name, got, err, newRoot)
 			}
 			return nil
 		})
@@ -462,22 +477,21 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 		}
 		return mat
 	}
-	// replaced waits until secret name holds a certificate, other than
-	// expired when that is not nil, that is valid now.
-	replaced := func(t *testing.T, name string, expired *x509.Certificate) *x509.Certificate {
+	// replaced waits until secret name holds a certificate other than
+	// expired that is valid now, and returns tls.crt's chain.
+	replaced := func(t *testing.T, name string, expired *x509.Certificate) []*x509.Certificate {
 		t.Helper()
-		var got *x509.Certificate
+		var chain []*x509.Certificate
 		testenv.Eventually(t, "secret "+name+" holds a valid certificate in place of the expired one", time.Minute, func() error {
 			s, err := secretOf(ctx, mgmt, name)
 			if err != nil {
 				return err
 			}
-			certs, err := pki.DecodeCertificates(s.Data[relaysecret.KeyTLSCert])
-			if err != nil {
+			if chain, err = pki.DecodeCertificates(s.Data[relaysecret.KeyTLSCert]); err != nil {
 				return err
 			}
-			got = certs[0]
-			if expired != nil && got.Equal(expired) {
+			got := chain[0]
+			if got.Equal(expired) {
 				return fmt.Errorf("it still holds the certificate that expired at %s", expired.NotAfter.Format(time.TimeOnly))
 			}
 			if now := time.Now(); now.After(got.NotAfter) || now.Before(got.NotBefore) {
@@ -488,7 +502,7 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 			}
 			return nil
 		})
-		return got
+		return chain
 	}
 	// restart stops relay-server, calls write, waits until the expiring
 	// certificates have expired and starts relay-server again.
@@ -548,18 +562,16 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 	t.Run("root", func(t *testing.T) {
 		healthy(t, m)
 		old := material(t, relaysecret.Root, config.DefaultRootTLSSecret)
-		var expired *pki.Certified
+		var expired, intermediate, server *pki.Certified
 		restart(t, func() time.Time {
 			var err error
 			if expired, err = pki.NewRootCA(expiring(relaysecret.RootCommonName)); err != nil {
 				t.Fatal(err)
 			}
-			intermediate, err := expired.NewIntermediateCA(expiring(relaysecret.SigningCommonName))
-			if err != nil {
+			if intermediate, err = expired.NewIntermediateCA(expiring(relaysecret.SigningCommonName)); err != nil {
 				t.Fatal(err)
 			}
-			server, err := expired.IssueServer(expiring(authority, serverNames...))
-			if err != nil {
+			if server, err = expired.IssueServer(expiring(authority, serverNames...)); err != nil {
 				t.Fatal(err)
 			}
 			write := func(name string, c *pki.Certified, annotations map[string]string) {
@@ -579,11 +591,20 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 			return expired.Cert.NotAfter
 		})
 		newRoot := replaced(t, config.DefaultRootTLSSecret, expired.Cert)
-		if newRoot.Equal(old.Cert) {
+		if newRoot[0].Equal(old.Cert) {
 			t.Fatal("relay-server put back the root it had before the test wrote the expired one")
 		}
-		replaced(t, config.DefaultSigningTLSSecret, nil)
-		replaced(t, config.DefaultServerTLSSecret, nil)
+		for name, expired := range map[string]*x509.Certificate{config.DefaultSigningTLSSecret: intermediate.Cert, config.DefaultServerTLSSecret: server.Cert} {
+			chain := replaced(t, name, expired)
+			roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
+			roots.AddCert(newRoot[0])
+			for _, c := range chain[1:] {
+				intermediates.AddCert(c)
+			}
+			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				t.Errorf("secret %s: its new certificate does not chain to the new root: %v", name, err)
+			}
+		}
 		// The agents trust the old root only: registering their clusters
 		// again copies the new root and gives each a fresh token, with
 		// which its agent bootstraps again.
