@@ -361,7 +361,7 @@ func TestExpiredGeneratedCertificatesAreReplacedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	past := time.Now().Add(-3 * time.Hour)
-	root, _ := pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, TTL: time.Hour, Now: past.Add(-time.Hour)})
+	root, _ := pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, TTL: 2 * time.Hour, Now: past.Add(-time.Hour)})
 	liveRoot, _ := pki.NewRootCA(pki.Options{CommonName: relaysecret.RootCommonName, TTL: 24 * time.Hour})
 	// An expired root (and so everything under it), and, in a second
 	// namespace, a live root whose server certificate expired.
@@ -403,9 +403,12 @@ func TestExpiredGeneratedCertificatesAreReplacedAtStart(t *testing.T) {
 		if len(bundle) != 1 || bundle[0].Equal(root.Cert) {
 			t.Errorf("ca.crt holds %d roots, the expired one among them", len(bundle))
 		}
-		if a := f.secret("relay-root-tls-secret").Annotations; a[meshv1alpha1.AllowChainBreakAnnotation] != "" {
-			t.Errorf("the override annotations stayed on the root secret: %v", a)
-		}
+		f.eventually("the override annotations leave the root secret once the replacement is done", func() error {
+			if a := f.secret("relay-root-tls-secret").Annotations; a[meshv1alpha1.AllowChainBreakAnnotation] != "" || a[meshv1alpha1.AllowRootRemovalAnnotation] != "" {
+				return fmt.Errorf("annotations %v", a)
+			}
+			return nil
+		})
 		// An agent registered again (it gets the new root) bootstraps and connects.
 		f.register("cluster-1")
 		cert, _ := f.bootstrap(f.dial(nil), "cluster-1", f.token())

@@ -139,8 +139,14 @@ func derivePhase(st *caState, recorded meshv1alpha1.RotationPhase) meshv1alpha1.
 }
 
 // renewAt is when a certificate with ratio of its lifetime left is due.
+// The lifetime counts from the time of issue: NotBefore is backdated by
+// up to a tenth of the lifetime (generatedBackdate), which is taken off
+// as pki.IssuedAt takes it off, so that a high ratio does not make a
+// certificate due as soon as it is issued.
 func renewAt(cert *x509.Certificate, ratio float64) time.Time {
-	life := cert.NotAfter.Sub(cert.NotBefore)
+	span := cert.NotAfter.Sub(cert.NotBefore)
+	issued := cert.NotBefore.Add(min(pki.DefaultBackdate, span/11))
+	life := cert.NotAfter.Sub(issued)
 	return cert.NotAfter.Add(-time.Duration(ratio * float64(life)))
 }
 
