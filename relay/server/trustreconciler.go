@@ -175,6 +175,7 @@ func (r *trustReconciler) load(ctx context.Context, log logr.Logger, p *meshv1al
 	old := r.State.policy(p.Name)
 	o := overlap{previous: carriedPrevious(old, tp)}
 	var trusted []meshv1alpha1.TrustedRoot
+	ran := false
 	inScope := func(cluster string) bool { return r.State.wouldServe(tp, cluster) && r.registered(ctx, cluster) }
 	l := policyLoad{ready: true, result: reconcile.Result{RequeueAfter: rootRecheck}}
 	l.setStatus = func(st *meshv1alpha1.RootTrustPolicyStatus) {
@@ -185,12 +186,17 @@ func (r *trustReconciler) load(ctx context.Context, log logr.Logger, p *meshv1al
 			}
 		}
 		o = advanceOverlap(st, rs, inScope, workloadTTL, now)
-		trusted = slices.Clone(st.TrustedRoots)
+		trusted, ran = slices.Clone(st.TrustedRoots), true
 		st.Root = rs
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "RootLoaded",
 			Message: "the root is loaded; connected clusters get their intermediates", ObservedGeneration: p.Generation})
 	}
 	l.loaded = func(result reconcile.Result) reconcile.Result {
+		if !ran && old == nil {
+			// The status, which says which replaced roots root-cert.pem
+			// keeps, could not be read: the retry loads the policy.
+			return result
+		}
 		tp = tp.withPrevious(o.previous)
 		r.State.setPolicy(tp)
 		if old == nil || old.rootSHA256 != tp.rootSHA256 {

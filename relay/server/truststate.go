@@ -98,6 +98,11 @@ func (s *trustState) forgetPolicy(name string) bool {
 	defer s.mu.Unlock()
 	_, had := s.policies[name]
 	delete(s.policies, name)
+	for c, h := range s.holds {
+		if h.policy == name {
+			delete(s.holds, c) // a policy made again under the name learns them again
+		}
+	}
 	return had
 }
 
