@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,7 +271,7 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 		return nil, fmt.Errorf("signing secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	c.issuer.Store(iss)
-	switch prev := admittedPrevious(m, now); {
+	switch prev := admittedPrevious(m.Previous, append(slices.Clone(m.Roots), c.rootCerts...), now); {
 	case prev != nil:
 		// Written by relay-server's rotation, so that every replica, a
 		// restarted one too, admits the certificates the replaced CA
@@ -285,10 +286,12 @@ func (c *keyring) loadSigning(s *corev1.Secret, now time.Time) ([]*x509.Certific
 }
 
 // admittedPrevious returns the first CA of the signing secret's
-// previous.crt that still verifies to the secret's roots at now, or nil.
-func admittedPrevious(m *relaysecret.Material, now time.Time) *x509.Certificate {
-	for _, prev := range m.Previous {
-		if _, err := pki.VerifyChain(prev, nil, m.Roots, pki.RoleSigningCA, now); err == nil {
+// previous.crt that still verifies at now to roots (the secret's own and
+// the relay roots: during a root rotation's Activate the previous CA is
+// under the old root, still in the bundle), or nil.
+func admittedPrevious(previous, roots []*x509.Certificate, now time.Time) *x509.Certificate {
+	for _, prev := range previous {
+		if _, err := pki.VerifyChain(prev, nil, roots, pki.RoleSigningCA, now); err == nil {
 			return prev
 		}
 	}

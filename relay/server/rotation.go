@@ -775,9 +775,12 @@ func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust,
 	if apiequality.Semantic.DeepEqual(&rt.Status, status) {
 		return nil
 	}
+	// A merge patch, not an update: only the leader writes this status,
+	// and the cache the RelayTrust was read from may lag its own last
+	// write, which an update would keep failing on.
 	u := rt.DeepCopy()
 	u.Status = *status
-	if err := r.client.Status().Update(ctx, u); err != nil {
+	if err := r.client.Status().Patch(ctx, u, client.MergeFrom(rt)); err != nil {
 		return fmt.Errorf("failed to update the status of RelayTrust %s/%s: %w", rt.Namespace, rt.Name, err)
 	}
 	return nil

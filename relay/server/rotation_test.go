@@ -483,3 +483,48 @@ func TestRootSecretDeletedAloneIsNotMadeAgain(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAReplicaStartedDuringActivateAdmitsTheOldRootsCertificates(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt"}})
+	c := env.Clusters[0]
+	f := startRelay(t, c, "gloo-mesh", func(c *config.Server) { c.ReplicaName = "first" })
+	f.register("cluster-1")
+	cert, _ := f.bootstrap(f.dial(nil), "cluster-1", f.token())
+	// cluster-1 never renews, so the rotation stays in Activate: its
+	// certificate chains to the old root.
+	askRotation(t, f, "rotateRoot", true)
+	f.eventually("the root rotation reaches Activate and waits for cluster-1", func() error {
+		rt := relayTrust(t, f)
+		if rt.Status.Phase != meshv1alpha1.PhaseActivate || rt.Status.PendingCount != 1 {
+			return fmt.Errorf("phase %s, pending %v", rt.Status.Phase, rt.Status.Pending)
+		}
+		return nil
+	})
+	g := startRelay(t, c, "gloo-mesh", func(c *config.Server) { c.ReplicaName = "second" })
+	rc := g.dial(cert)
+	push, err := rc.Push(t.Context())
+	if err == nil {
+		_, err = push.CloseAndRecv()
+	}
+	if err != nil {
+		t.Fatalf("a replica started during Activate refuses a certificate of the old root's intermediate (previous.crt): %v", err)
+	}
+	key, _ := pki.GenerateKey(pki.ECDSAP256)
+	csr, _ := pki.NewCSR(key, "cluster-1")
+	resp, err := rc.Renew(t.Context(), &relayv1.RenewRequest{Csr: csr})
+	if err != nil {
+		t.Fatalf("Renew with the old root's certificate: %v", err)
+	}
+	renewed, _ := pki.DecodeCertificates(resp.CertificateChain)
+	bundle, _ := pki.DecodeCertificates(f.secret("relay-root-tls-secret").Data[relaysecret.KeyCACert])
+	if _, err := pki.VerifyChain(renewed[0], renewed[1:], bundle[len(bundle)-1:], pki.RoleClient, time.Now()); err != nil {
+		t.Errorf("the renewed certificate does not chain to the new root: %v", err)
+	}
+	f.eventually("with cluster-1 renewed, the rotation completes", func() error {
+		rt := relayTrust(t, f)
+		if rt.Status.Rotations.Root != 1 || rt.Status.Phase != meshv1alpha1.PhaseStable {
+			return fmt.Errorf("phase %s, rotations %+v, pending %v", rt.Status.Phase, rt.Status.Rotations, rt.Status.Pending)
+		}
+		return nil
+	})
+}
