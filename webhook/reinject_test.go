@@ -152,8 +152,10 @@ func installBeforeWebhook(t *testing.T, patches []localmesh.Patch) *reinjectEnv 
 		if len(pods) != 2 {
 			return fmt.Errorf("%d agent pods", len(pods))
 		}
+		// The Deployment itself mounts the trust bundle; the secret
+		// volumes come only from the injection.
 		for _, p := range pods {
-			if p.Annotations[injector.InjectedAnnotation] == "" && len(p.Spec.Volumes) == 0 {
+			if p.Annotations[injector.InjectedAnnotation] == "" && !slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == injector.ClientVolume }) {
 				e.uninjected[p.UID] = p.Name
 			}
 		}
@@ -251,7 +253,8 @@ func count(lines []string, substr string) int {
 }
 
 // injectedLacks returns what of the injection pod lacks: the annotation,
-// a volume of each relay secret, their mounts, the agent's settings.
+// a volume of each relay secret, their mounts and the trust bundle's, the
+// agent's settings.
 func injectedLacks(p *corev1.Pod) []string {
 	var missing []string
 	if p.Annotations[injector.InjectedAnnotation] != "true" {
@@ -263,12 +266,15 @@ func injectedLacks(p *corev1.Pod) []string {
 		}
 	}
 	ctr := p.Spec.Containers[0]
-	for _, m := range []string{injector.ClientMount, injector.RootMount, injector.TokenMount} {
+	for _, m := range []string{injector.ClientMount, injector.RootMount, injector.TokenMount, injector.TrustBundleMount} {
 		if !slices.ContainsFunc(ctr.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == m }) {
 			missing = append(missing, "mount "+m)
 		}
 	}
-	for _, e := range []string{config.EnvCluster + "=cluster-1", config.EnvServerAddress + "=gloo-mesh-mgmt-server.gloo-mesh:9900"} {
+	for _, e := range []string{
+		config.EnvCluster + "=cluster-1", config.EnvServerAddress + "=gloo-mesh-mgmt-server.gloo-mesh:9900",
+		config.EnvTrustBundleDir + "=" + injector.TrustBundleMount,
+	} {
 		if !slices.ContainsFunc(ctr.Env, func(ev corev1.EnvVar) bool { return ev.Name+"="+ev.Value == e }) {
 			missing = append(missing, "env "+e)
 		}
