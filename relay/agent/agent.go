@@ -40,8 +40,9 @@ type Options struct {
 	Jitter func() float64
 }
 
-// Agent is a relay agent. It only wires its roles (the watcher, the
-// rotator, the streams and, with federated trust, the Istio CA) to one
+// Agent is a relay agent. It only wires its roles (the watcher and, with a
+// trust bundle folder, its poller; the rotator; the streams; the trust
+// bundle writer; and, with federated trust, the Istio CA) to one
 // controller manager and serves its metrics and probes.
 type Agent struct {
 	cfg      config.Agent
@@ -50,8 +51,10 @@ type Agent struct {
 	log      logr.Logger
 	mgr      manager.Manager
 	provider *Provider
-	metrics  *agentMetrics
-	watcher  *watcher
+	// roots are the trust anchors every handshake verifies the server with.
+	roots   *rootSet
+	metrics *agentMetrics
+	watcher *watcher
 }
 
 // New validates opts and builds an agent and its controller manager,
@@ -90,7 +93,16 @@ func New(opts Options) (*Agent, error) {
 // wire makes the manager and the roles, and adds the roles to the manager.
 func (a *Agent) wire(opts Options) error {
 	cfg, log, c := &a.cfg, a.log, opts.Clock
+	roots := &rootSet{changed: a.metrics.setRoots}
+	a.roots = roots
 	store := newSecretStore(cfg)
+	store.anchors = roots
+	var noRoots error
+	if cfg.TrustBundleDir != "" {
+		store.trust = newTrustDir(cfg.TrustBundleDir, c, log)
+		store.trust.load()
+		noRoots = noRootsError(cfg)
+	}
 	w := secretWatch{store: store}
 	if cfg.FederatedTrust {
 		k := cfg.IstioCASecret.NamespacedName(cfg.Namespace)
@@ -110,17 +122,20 @@ func (a *Agent) wire(opts Options) error {
 	leading.Store(!cfg.LeaderElection)
 	changed, statusDirty := newSignal(), newSignal()
 	renewNow := make(chan string, 1)
+	renewAt := newRenewAt()
 	pushOut := make(chan *relayv1.PushMessage, 4)
-	roots := &rootSet{}
+	bundles := newTrustBundles(statusDirty.notify)
 
 	a.watcher = newWatcher(watcherOptions{
 		Secrets: store, ClientSecret: store.client, Cluster: cfg.Cluster, Insecure: cfg.Insecure,
-		Provider: a.provider, Roots: roots, Cert: a.metrics.cert, GraceRatio: cfg.ClientTLSSecretRotationGracePeriodRatio, Clock: c, Log: log,
+		Provider: a.provider, Roots: roots, Bundles: bundles, NoRoots: noRoots,
+		Cert: a.metrics.cert, GraceRatio: cfg.ClientTLSSecretRotationGracePeriodRatio, Clock: c, Log: log,
 	})
 	w.watcher, w.changed, w.statusChanged = a.watcher, changed, statusDirty.notify
 	st := streamsOptions{
 		Config: cfg, Replica: a.replica, Provider: a.provider, Roots: roots, ClientSecret: store.client,
-		RenewNow: renewNow, StatusDirty: statusDirty, PushOut: pushOut, Connected: a.metrics.connected,
+		RenewNow: renewNow, RenewAt: renewAt, Bundles: bundles, Updates: a.metrics.bundleUpdates,
+		StatusDirty: statusDirty, PushOut: pushOut, Connected: a.metrics.connected,
 		Clock: c, Random: rand.Float64, Log: log,
 	}
 	if w.istioKey != nil {
@@ -136,15 +151,24 @@ func (a *Agent) wire(opts Options) error {
 	}
 	rot := newRotator(rotatorOptions{
 		Secrets:    a.watcher,
-		Obtainer:   newIssuer(issuerOptions{Config: cfg, Secrets: store, Provider: a.provider, Clock: c}),
+		Obtainer:   newIssuer(issuerOptions{Config: cfg, Secrets: store, Provider: a.provider, Roots: roots, Clock: c}),
 		GraceRatio: cfg.ClientTLSSecretRotationGracePeriodRatio, Leading: &leading, LeaderElection: cfg.LeaderElection,
-		Changed: changed, RenewNow: renewNow, Clock: c, Jitter: opts.Jitter, Random: rand.Float64,
-		Rotations: a.metrics.rotations, Log: log,
+		Changed: changed, RenewNow: renewNow, RenewAt: renewAt, ClientSecret: store.client,
+		Clock: c, Jitter: opts.Jitter, Random: rand.Float64, Rotations: a.metrics.rotations, Log: log,
 	})
-	if err := mgr.Add(rot); err != nil {
-		return err
+	writer := newBundleWriter(bundleWriterOptions{
+		Bundles: bundles, RootSecret: store.root, Namespace: cfg.Namespace, Client: mgr.GetClient(),
+		Clock: c, Random: rand.Float64, Updates: a.metrics.bundleUpdates, Log: log,
+	})
+	for _, r := range []manager.Runnable{rot, writer, everyreplica.Runnable(w.startStreams(mgr, newStreams(st)))} {
+		if err := mgr.Add(r); err != nil {
+			return err
+		}
 	}
-	return mgr.Add(everyreplica.Runnable(w.startStreams(mgr, newStreams(st))))
+	if store.trust != nil {
+		return mgr.Add(everyreplica.Runnable(w.watchTrustDir(store.trust)))
+	}
+	return nil
 }
 
 // gatherer is what /metrics serves: relay-agent's metrics beside

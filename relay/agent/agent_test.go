@@ -287,14 +287,17 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		if len(errs) > 0 {
 			t.Fatal(errs)
 		}
-		ca := m.Certified()
-		old, err := ca.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
-		if err != nil {
+		var kc meshv1alpha1.KubernetesCluster
+		if err := w.mgmt.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "cluster-1"}, &kc); err != nil {
 			t.Fatal(err)
 		}
+		// As relay-server issues it, bound to the cluster (so the agent's to
+		// replace), and expired before it is stored.
+		old, key := signBoundWithKey(t, m.Certified(), string(kc.UID), time.Now(), 2*time.Second)
+		time.Sleep(time.Until(old.Cert.NotAfter.Add(time.Second)))
 		s, _ := w.secret(w.workload, ns, "relay-client-tls-secret")
-		s.Data["tls.crt"] = old.CertPEM()
-		s.Data["tls.key"], _ = old.KeyPEM()
+		s.Data["tls.crt"] = old.CertPEM
+		s.Data["tls.key"], _ = pki.EncodePrivateKey(key)
 		if err := w.workload.Client.Update(t.Context(), s); err != nil {
 			t.Fatal(err)
 		}
@@ -315,6 +318,49 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		})
 		if m := w.metric(`relay_certificates_issued_total{call="bootstrap"}`); !strings.HasSuffix(m, " 2") {
 			t.Errorf("bootstraps = %q, want 2 (with the shared token, then with the fresh one)", m)
+		}
+	})
+
+	t.Run("a client certificate of another issuer is used and never renewed, even past its renewal time", func(t *testing.T) {
+		signing, err := w.secret(w.mgmt, ns, "relay-tls-signing-secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		// From the relay's own signing CA but not bound to the cluster,
+		// as relayctl gen or a cert-manager CA issuer makes it, with no
+		// annotation: 40 of its 60 seconds gone, past its renewal time at
+		// the agent's ratio 0.5.
+		theirs, err := m.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute, Backdate: -1, Now: time.Now().Add(-40 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := w.secret(w.workload, ns, "relay-client-tls-secret")
+		s.Data["tls.crt"] = theirs.CertPEM()
+		s.Data["tls.key"], _ = theirs.KeyPEM()
+		if err := w.workload.Client.Update(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually("the agent uses it", func() error {
+			if cert := a.Provider().Current(); cert == nil || !cert.Leaf.Equal(theirs.Cert) {
+				return fmt.Errorf("provider has another certificate")
+			}
+			return nil
+		})
+		if !a.watcher.managed.Load() {
+			t.Error("the watcher does not report the certificate as left alone")
+		}
+		renewals := w.metric(`relay_certificates_issued_total{call="renew"}`)
+		w.srv.RenewNow("cluster-1", "should be ignored")
+		time.Sleep(3 * time.Second)
+		if after, _ := w.secret(w.workload, ns, "relay-client-tls-secret"); string(after.Data["tls.crt"]) != string(theirs.CertPEM()) {
+			t.Error("the agent replaced a client certificate of another issuer")
+		}
+		if again := w.metric(`relay_certificates_issued_total{call="renew"}`); again != renewals {
+			t.Errorf("renewals %q then %q: the agent renewed a certificate of another issuer", renewals, again)
 		}
 	})
 

@@ -173,6 +173,7 @@ type rotatorRig struct {
 	secrets  *fakeSecrets
 	renewer  *fakeRenewer
 	renewNow chan string
+	renewAt  *renewAt
 	changed  signal
 	leading  *atomic.Bool
 	metrics  *prometheus.CounterVec
@@ -187,13 +188,14 @@ func newRotatorRig(t *testing.T, m material) *rotatorRig {
 		secrets:  s,
 		renewer:  &fakeRenewer{clock: c, secrets: s, lifetime: time.Hour},
 		renewNow: make(chan string, 1),
+		renewAt:  newRenewAt(),
 		changed:  newSignal(),
 		leading:  &atomic.Bool{},
 		metrics:  newAgentMetrics().rotations,
 	}
 	r.opts = rotatorOptions{
 		Secrets: s, Obtainer: r.renewer, GraceRatio: 0.5, Leading: r.leading, LeaderElection: true,
-		Changed: r.changed, RenewNow: r.renewNow, Clock: c, Jitter: fixed(0), Random: fixed(0),
+		Changed: r.changed, RenewNow: r.renewNow, RenewAt: r.renewAt, Clock: c, Jitter: fixed(0), Random: fixed(0),
 		Rotations: r.metrics, Log: testr.New(t),
 	}
 	return r

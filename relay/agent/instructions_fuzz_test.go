@@ -14,8 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
+	"github.com/meshrelay/meshrelay/pkg/trustbundle"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -31,25 +33,29 @@ func (a *awaitedCA) onIssued(ctx context.Context, in *relayv1.IntermediateIssued
 	a.istioCA.onIssued(ctx, in)
 }
 
-// instructionRig is the agent's streams as they handle one instruction:
-// with roots, a renewal channel and an Istio CA (leader, on a fake API
-// server) that holds key for policy p1, as after the server's
-// IssueIntermediate.
+// instructionRig is the agent's streams as they handle one instruction
+// that came on a connection to a server whose certificate the seeds' root
+// issued: with trust anchors, a renewal channel and an Istio CA (leader,
+// on a fake API server) that holds key for policy p1, as after the
+// server's IssueIntermediate.
 type instructionRig struct {
 	streams  *streams
 	roots    *rootSet
+	on       connection
 	renewNow chan string
 	istio    *istioRig
 	ca       *awaitedCA
 }
 
-func newInstructionRig(t *testing.T, old *x509.Certificate, key crypto.Signer) *instructionRig {
-	r := &instructionRig{roots: &rootSet{}, renewNow: make(chan string, 1), istio: newIstioRig(t)}
-	r.roots.Set([]*x509.Certificate{old})
+func newInstructionRig(t *testing.T, s *instructionSeeds) *instructionRig {
+	r := &instructionRig{roots: &rootSet{}, on: s.on, renewNow: make(chan string, 1), istio: newIstioRig(t)}
+	r.roots.setLocal([]*x509.Certificate{s.old.Cert})
 	r.istio.ca.opts.Log = logr.Discard()
-	r.istio.ca.pending["p1"] = key
+	r.istio.ca.pending["p1"] = s.key
 	r.ca = &awaitedCA{istioCA: r.istio.ca}
-	r.streams = newStreams(streamsOptions{Roots: r.roots, RenewNow: r.renewNow, IstioCA: r.ca, Log: logr.Discard()})
+	cfg := config.DefaultAgent()
+	r.streams = newStreams(streamsOptions{Config: &cfg, Roots: r.roots, RenewNow: r.renewNow, IstioCA: r.ca,
+		Updates: newAgentMetrics().bundleUpdates, Log: logr.Discard()})
 	return r
 }
 
@@ -58,7 +64,7 @@ func (r *instructionRig) handle(in *relayv1.Instruction) {
 	if in.GetIntermediateIssued() != nil {
 		r.ca.issued.Add(1)
 	}
-	r.streams.handle(context.Background(), in)
+	r.streams.handle(context.Background(), in, r.on)
 	r.ca.issued.Wait()
 }
 
@@ -75,11 +81,13 @@ func (r *instructionRig) cacerts(t *testing.T) *corev1.Secret {
 	return &sec
 }
 
-// instructionSeeds are an Istio CA root, the key the agent holds for
-// policy p1's intermediate, the server's signed answer for it, and
+// instructionSeeds are an Istio CA root, which also issued the relay
+// server's certificate on the connection (on), the key the agent holds
+// for policy p1's intermediate, the server's signed answer for it, and
 // instructions to start fuzzing from.
 type instructionSeeds struct {
 	old, root *pki.Certified
+	on        connection
 	key       crypto.Signer
 	signed    *relayv1.Instruction
 	all       []*relayv1.Instruction
@@ -95,6 +103,7 @@ func newInstructionSeeds(tb testing.TB) *instructionSeeds {
 		}
 		*r = root
 	}
+	s.on = connection{server: []*x509.Certificate{serverOf(tb, s.root).Cert}}
 	key, err := pki.GenerateKey(pki.ECDSAP256)
 	if err != nil {
 		tb.Fatal(err)
@@ -138,7 +147,7 @@ func newInstructionSeeds(tb testing.TB) *instructionSeeds {
 func TestTheInstructionRigInstallsOnlyWhatTheServerSigned(t *testing.T) {
 	s := newInstructionSeeds(t)
 	for i, in := range s.all {
-		r := newInstructionRig(t, s.old.Cert, s.key)
+		r := newInstructionRig(t, s)
 		r.handle(in)
 		if written := r.cacerts(t) != nil; written != (in == s.signed) {
 			t.Errorf("seed %d (%T): cacerts written %v, want %v", i, in.GetInstruction(), written, in == s.signed)
@@ -148,8 +157,10 @@ func TestTheInstructionRigInstallsOnlyWhatTheServerSigned(t *testing.T) {
 
 // FuzzInstruction decodes arbitrary bytes as an Instruction from the server
 // and hands it to the agent's streams, with an Istio CA that is waiting for
-// policy p1's intermediate. Properties: it never panics; the roots change
-// only to a trust bundle that decodes; a renewal is asked for only by
+// policy p1's intermediate. Properties: it never panics; the trust anchors
+// change only by a trust bundle that decodes, holds only CAs and holds the
+// root of the connection's server, whose roots join them; a renewal is
+// asked for only by
 // RenewNow; a CSR is pushed only for IssueIntermediate, under its policy;
 // and istio-system/cacerts is written only for p1, with an intermediate
 // for the key the agent holds that chains to the root sent with it.
@@ -168,13 +179,15 @@ func FuzzInstruction(f *testing.F) {
 		if err := proto.Unmarshal(data, &in); err != nil {
 			return
 		}
-		r := newInstructionRig(t, old.Cert, key)
+		r := newInstructionRig(t, s)
 		r.handle(&in)
 
 		wantRoots := []*x509.Certificate{old.Cert}
 		if tb := in.GetTrustBundle(); tb != nil {
-			if certs, err := pki.DecodeCertificates(tb.GetCaCertificates()); err == nil {
-				wantRoots = certs
+			certs, err := pki.DecodeCertificates(tb.GetCaCertificates())
+			allCA := !slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return !c.IsCA })
+			if err == nil && allCA && slices.ContainsFunc(certs, s.root.Cert.Equal) {
+				wantRoots = trustbundle.Unique(append([]*x509.Certificate{old.Cert}, certs...))
 			}
 		}
 		if got := r.roots.Get(); !slices.EqualFunc(got, wantRoots, (*x509.Certificate).Equal) {

@@ -25,7 +25,10 @@ type issuerOptions struct {
 	Secrets *secretStore
 	// Provider presents the current certificate when renewing over mTLS.
 	Provider *Provider
-	Clock    clock.PassiveClock
+	// Roots are the trust anchors each handshake reads; nil means the
+	// roots of the material obtain is given.
+	Roots *rootSet
+	Clock clock.PassiveClock
 }
 
 // issuer obtains client certificates for the rotator.
@@ -55,16 +58,17 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 	}
 	var resp *relayv1.CertificateResponse
 	var how, tokenHash string
+	roots := s.roots(t)
 	bootstrap := func() (*relayv1.CertificateResponse, error) {
 		tokenHash = t.tokenHash
-		pin, issuer, err := s.bootstrapPin(ctx, t)
+		pin, issuer, err := s.bootstrapPin(ctx, roots)
 		if err != nil {
 			return nil, err
 		}
 		if issuer != nil {
 			how += ", pinning the relay server's issuer to " + pki.CAName(issuer) + " (the issuer of the previous client certificate) or the root"
 		}
-		return s.request(ctx, t.roots, nil, pin, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+		return s.request(ctx, roots, nil, pin, func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Bootstrap(ctx, &relayv1.BootstrapRequest{Cluster: cfg.Cluster, Token: string(t.token), Csr: csr})
 		})
 	}
@@ -74,7 +78,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 		resp, err = bootstrap()
 	case t.client != nil && t.clientOK == nil && !cfg.Insecure:
 		how = "renewed"
-		resp, err = s.request(ctx, t.roots, s.opts.Provider, providerPin(t.roots, s.opts.Provider, s.opts.Secrets.client.String()), func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
+		resp, err = s.request(ctx, roots, s.opts.Provider, providerPin(roots, s.opts.Provider, s.opts.Secrets.client.String()), func(ctx context.Context, rc relayv1.RelayClient) (*relayv1.CertificateResponse, error) {
 			return rc.Renew(withCluster(ctx, cfg), &relayv1.RenewRequest{Csr: csr})
 		})
 	case t.rootKey != nil:
@@ -109,7 +113,7 @@ func (s *issuer) obtain(ctx context.Context, t *material) (string, error) {
 // request makes one call over a short-lived connection: server-authenticated
 // for Bootstrap (provider nil), mutual TLS with the provider's certificate
 // for Renew; pin, when not nil, pins the server certificate's issuer.
-func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, provider *Provider, pin *serverPin, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
+func (s *issuer) request(ctx context.Context, roots func() []*x509.Certificate, provider *Provider, pin *serverPin, call func(context.Context, relayv1.RelayClient) (*relayv1.CertificateResponse, error)) (*relayv1.CertificateResponse, error) {
 	conn, err := dialPinned(s.opts.Config, roots, provider, pin)
 	if err != nil {
 		return nil, err
@@ -124,12 +128,21 @@ func (s *issuer) request(ctx context.Context, roots []*x509.Certificate, provide
 	return resp, nil
 }
 
+// roots returns what the handshakes of obtain read the trust anchors
+// from: the agent's, or t's roots when the issuer has none.
+func (s *issuer) roots(t *material) func() []*x509.Certificate {
+	if s.opts.Roots == nil {
+		return func() []*x509.Certificate { return t.roots }
+	}
+	return s.opts.Roots.Get
+}
+
 // bootstrapPin reads the client secret for the certificate it still holds
 // (valid, revoked or expired) and returns the pin of the Bootstrap
 // connection: the issuer of that certificate or a root, or the roots only
 // when the secret is missing or holds no certificate whose issuer is
 // known. issuer is the CA pinned to, nil when the roots only pin.
-func (s *issuer) bootstrapPin(ctx context.Context, t *material) (pin *serverPin, issuer *x509.Certificate, err error) {
+func (s *issuer) bootstrapPin(ctx context.Context, roots func() []*x509.Certificate) (pin *serverPin, issuer *x509.Certificate, err error) {
 	if s.opts.Config.Insecure {
 		return nil, nil, nil
 	}
@@ -141,7 +154,7 @@ func (s *issuer) bootstrapPin(ctx context.Context, t *material) (pin *serverPin,
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to read the previous client certificate to pin the relay server's issuer: %w", err)
 	}
-	pin, issuer = bootstrapPin(sec, t.roots)
+	pin, issuer = bootstrapPin(sec, roots)
 	return pin, issuer, nil
 }
 
@@ -149,6 +162,9 @@ func (s *issuer) bootstrapPin(ctx context.Context, t *material) (pin *serverPin,
 func (s *issuer) missing(t *material) error {
 	sec := s.opts.Secrets
 	switch {
+	case len(t.roots) == 0 && s.opts.Config.TrustBundleDir != "":
+		return fmt.Errorf("%w: the trust bundle folder %s holds no root CA; it mounts ca.crt of secret %s: copy it from the management cluster (relayctl register), or provide %s",
+			errWaitingForTrust, s.opts.Config.TrustBundleDir, sec.root, sec.client)
 	case len(t.roots) == 0:
 		return fmt.Errorf("%w: secret %s with ca.crt is missing; copy it from the management cluster (relayctl register), or provide %s",
 			errWaitingForTrust, sec.root, sec.client)

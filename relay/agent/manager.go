@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/go-logr/logr"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -25,9 +26,10 @@ import (
 
 // newManager makes the agent's controller manager, and with leader
 // election the Lease is relay-agent-<cluster> in the agent's namespace.
-// Its cache holds no Secret: a Secret read through its client goes to the
-// API server by name, and the watched secrets have their own caches
-// (secretWatch.cache), so that the agent's Role needs only their names.
+// Its cache holds no Secret and no ClusterTrustBundle: one read through its
+// client goes to the API server by name, and the watched secrets have
+// their own caches (secretWatch.cache), so that the agent's RBAC needs
+// only their names.
 func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger) (manager.Manager, error) {
 	s, err := scheme.Scheme()
 	if err != nil {
@@ -37,7 +39,7 @@ func newManager(rc *rest.Config, cfg *config.Agent, log logr.Logger) (manager.Ma
 		Scheme:                        s,
 		Logger:                        log,
 		Cache:                         cache.Options{DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}},
-		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &certificatesv1.ClusterTrustBundle{}}}},
 		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                cfg.LeaderElection,
@@ -66,9 +68,13 @@ type secretWatch struct {
 	statusChanged func()
 }
 
-// keys are the watched secrets.
+// keys are the watched secrets: with a trust bundle folder the root secret
+// is not one of them, and the agent needs no read access to it.
 func (w *secretWatch) keys() []types.NamespacedName {
-	keys := []types.NamespacedName{w.store.client, w.store.root, w.store.token}
+	keys := []types.NamespacedName{w.store.client, w.store.token}
+	if w.store.trust == nil {
+		keys = append(keys, w.store.root)
+	}
 	if w.istioKey != nil {
 		keys = append(keys, *w.istioKey)
 	}
@@ -121,5 +127,22 @@ func (w *secretWatch) startStreams(mgr manager.Manager, st *streams) func(contex
 		}
 		w.watcher.markReady()
 		return st.run(ctx)
+	}
+}
+
+// watchTrustDir returns the every-replica runnable that, once the cache
+// has synced, polls the trust bundle folder d and reads the secrets again
+// after each change, which updates the trust anchors and wakes the
+// rotator.
+func (w *secretWatch) watchTrustDir(d *trustDir) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if !w.cache.WaitForCacheSync(ctx) {
+			return nil
+		}
+		d.changed = func(ctx context.Context) {
+			_, _ = w.watcher.load(ctx)
+			w.changed.notify()
+		}
+		return d.run(ctx)
 	}
 }

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"crypto/x509"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshrelay/meshrelay/pkg/pki"
 	"github.com/meshrelay/meshrelay/pkg/version"
 )
 
@@ -17,6 +20,10 @@ type agentMetrics struct {
 	cert      certGauges
 	connected *prometheus.GaugeVec
 	rotations *prometheus.CounterVec
+	// rootExpiry is the NotAfter of each trust anchor, by its SHA-256;
+	// bundleUpdates counts the trust bundles from the server by result.
+	rootExpiry    *prometheus.GaugeVec
+	bundleUpdates *prometheus.CounterVec
 	// istioExpiry, istioRootExpiry and istioFailures cover the Istio
 	// intermediate CA and the roots of root-cert.pem (federated trust).
 	istioExpiry     prometheus.Gauge
@@ -49,6 +56,14 @@ func newAgentMetrics() *agentMetrics {
 			Name: "relay_agent_certificate_rotations_total",
 			Help: "Attempts by the rotator to obtain a client certificate, by result (succeeded or failed).",
 		}, []string{"result"}),
+		rootExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_agent_trust_root_expiration_timestamp_seconds",
+			Help: "NotAfter of each root the agent verifies the relay server with (its trust anchors: the trust bundle folder or relay-root-tls-secret, and the server's latest trust bundle), by the root's SHA-256 fingerprint, in Unix seconds. A root that leaves the anchors leaves the metric.",
+		}, []string{"sha256"}),
+		bundleUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_agent_trust_bundle_updates_total",
+			Help: "Trust bundles from the relay server, by result: accepted (taken as trust anchors at once), refused (did not decode, or verified not the server it came from), persisted (stored in this cluster's relay-root-tls-secret and ClusterTrustBundle by the leader) and failed (an attempt to store one failed; it is retried).",
+		}, []string{"result"}),
 		istioExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_agent_istio_intermediate_expiry_timestamp_seconds",
 			Help: "NotAfter of the Istio intermediate CA in the Istio CA secret (istio-system/cacerts), in Unix seconds.",
@@ -62,9 +77,20 @@ func newAgentMetrics() *agentMetrics {
 			Help: "Failures to make, or to install into the Istio CA secret, an Istio intermediate CA.",
 		}),
 	}
-	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.istioExpiry, m.istioRootExpiry, m.istioFailures,
-		version.NewBuildInfo("relay_agent"))
+	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.rootExpiry, m.bundleUpdates,
+		m.istioExpiry, m.istioRootExpiry, m.istioFailures, version.NewBuildInfo("relay_agent"))
+	for _, result := range []string{"accepted", "refused", "persisted", "failed"} {
+		m.bundleUpdates.WithLabelValues(result)
+	}
 	return m
+}
+
+// setRoots makes the root expiry metric show exactly roots.
+func (m *agentMetrics) setRoots(roots []*x509.Certificate) {
+	m.rootExpiry.Reset()
+	for _, r := range roots {
+		m.rootExpiry.WithLabelValues(pki.Fingerprint(r)).Set(float64(r.NotAfter.Unix()))
+	}
 }
 
 // certGauges are the gauges of the agent's client certificate.

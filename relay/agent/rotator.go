@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
@@ -58,7 +59,12 @@ type rotatorOptions struct {
 	Changed <-chan struct{}
 	// RenewNow carries the server's renewal requests, with their reason.
 	RenewNow <-chan string
-	Clock    clock.Clock
+	// RenewAt is the renewal time the server set, if any; nil means none
+	// ever.
+	RenewAt *renewAt
+	// ClientSecret names the client secret in what the rotator logs.
+	ClientSecret types.NamespacedName
+	Clock        clock.Clock
 	// Jitter draws a certificate's jitter fraction; Random draws the retry
 	// backoff's jitter. Both return a fraction in [0, 1).
 	Jitter, Random func() float64
@@ -68,13 +74,21 @@ type rotatorOptions struct {
 }
 
 // rotator obtains the client certificate when there is none, renews it at
-// notAfter − ratio × lifetime (minus jitter), re-bootstraps when it has
-// expired, and renews at once when the server asks. It runs only on the
-// leader, so that replicas do not send several CSRs, and never touches a
-// client secret managed elsewhere.
+// notAfter − ratio × lifetime (minus jitter) or at the time the server set
+// if that is earlier, re-bootstraps when it has expired, and renews at
+// once when the server asks. It runs only on the leader, so that replicas
+// do not send several CSRs, and never touches a client secret managed
+// elsewhere nor a certificate the relay server did not issue
+// (issuedByRelay).
 type rotator struct {
 	opts   rotatorOptions
 	jitter certJitter
+	// told is the server's renewal time last logged, so that it is logged
+	// once.
+	told time.Time
+	// foreignSerial is the certificate of another issuer last reported as
+	// in use, so that it is reported once.
+	foreignSerial string
 	// refusedToken is the hash of a fresh bootstrap token the server
 	// refused while the certificate was still valid: it is not tried again
 	// before the certificate needs replacing, so that it does not block
@@ -103,6 +117,10 @@ func (r *rotator) Start(ctx context.Context) error {
 	retry := newBackoff(rotateRetryInitial, rotateRetryLimit, o.Random)
 	force := ""
 	unavailable := 0 // consecutive failures with the server unavailable
+	var serverTime <-chan struct{}
+	if o.RenewAt != nil {
+		serverTime = o.RenewAt.wake
+	}
 	for {
 		next, err := r.step(ctx, force)
 		force = ""
@@ -143,6 +161,8 @@ func (r *rotator) Start(ctx context.Context) error {
 		case reason := <-o.RenewNow:
 			timer.Stop()
 			force = reason
+		case <-serverTime:
+			timer.Stop()
 		}
 	}
 }
@@ -161,6 +181,9 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 		}
 		return maxWait, nil
 	}
+	if t.foreign {
+		return r.foreign(t, force), nil
+	}
 	if t.freshToken && t.tokenHash == r.refusedToken {
 		t.freshToken = false
 	}
@@ -168,10 +191,12 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 		force = orDefault(force, "a fresh bootstrap token")
 	}
 	if t.client != nil && t.clientOK == nil && force == "" {
-		wait, err := renewalWait(t.client.Leaf, o.GraceRatio, r.jitter.of(t.client.Leaf.SerialNumber.String()), o.Clock.Now())
+		leaf := t.client.Leaf
+		wait, err := renewalWait(leaf, o.GraceRatio, r.jitter.of(leaf.SerialNumber.String()), o.Clock.Now())
 		if err != nil {
 			return 0, err
 		}
+		wait, force = r.serverTime(leaf, wait)
 		if wait > 0 {
 			return wait, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,9 +15,9 @@ import (
 )
 
 // serverPin checks, on every handshake, which CA issued the relay server's
-// certificate. Go's TLS client has already verified the chain to the
-// pinned roots, the serverAuth usage and that a DNS name covers the
-// authority; that is not enough when a CA under the relay root keeps its
+// certificate. serverCheck has already verified the chain to the pinned
+// roots, the serverAuth usage and that a DNS name covers the authority, as
+// Go's TLS client would; that is not enough when a CA under the relay root keeps its
 // key on a workload cluster (Istio's cacerts in the two-intermediates
 // architecture): such a cluster could otherwise serve as the relay server
 // to every agent. So, once the agent has a client certificate, the server
@@ -32,8 +33,11 @@ import (
 // issued to an earlier registration, or expired): see bootstrapPin. Before
 // its first client certificate the agent knows no issuer but the roots, and
 // only the roots pin.
+//
+// The roots are the agent's trust anchors at each handshake, so that a
+// root that joins them (a root rotation) counts at once.
 type serverPin struct {
-	roots []*x509.Certificate
+	roots func() []*x509.Certificate
 	// own returns the client certificate whose issuer pins; a nil
 	// certificate pins the roots only. A nil func pins issuer, fixed when
 	// the pin is made (Bootstrap).
@@ -46,17 +50,19 @@ type serverPin struct {
 	fix string
 
 	mu sync.Mutex
-	// leaf is own's certificate that issuer (or issuerErr) was worked out
-	// for, so that a handshake does not parse and check its chain again
-	// until the provider holds another certificate.
+	// leaf is own's certificate, and for the roots, that issuer (or
+	// issuerErr) was worked out for, so that a handshake does not parse
+	// and check its chain again until the provider holds another
+	// certificate or the roots change.
 	leaf      *x509.Certificate
+	forRoots  []*x509.Certificate
 	issuer    *x509.Certificate
 	issuerErr error
 }
 
 // providerPin pins to the certificate the provider presents, which
 // clientSecret (namespace/name) holds.
-func providerPin(roots []*x509.Certificate, p *Provider, clientSecret string) *serverPin {
+func providerPin(roots func() []*x509.Certificate, p *Provider, clientSecret string) *serverPin {
 	return &serverPin{roots: roots, own: p.Current, whose: "its own client certificate", fix: replacedCAFix(clientSecret)}
 }
 
@@ -70,11 +76,12 @@ func (p *serverPin) expected() (*x509.Certificate, error) {
 	if own == nil || own.Leaf == nil {
 		return nil, nil
 	}
+	roots := p.roots()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if own.Leaf != p.leaf {
-		p.leaf = own.Leaf
-		p.issuer, p.issuerErr = clientIssuer(own, p.roots)
+	if own.Leaf != p.leaf || !slices.Equal(roots, p.forRoots) {
+		p.leaf, p.forRoots = own.Leaf, roots
+		p.issuer, p.issuerErr = clientIssuer(own, roots)
 	}
 	return p.issuer, p.issuerErr
 }
@@ -85,10 +92,10 @@ func replacedCAFix(clientSecret string) string {
 	return fmt.Sprintf("; if the relay's signing CA was replaced, delete secret %s and the agent bootstraps pinning the relay root only", clientSecret)
 }
 
-// verify is a tls.Config.VerifyConnection: it runs after the chain, usage
-// and name checks, on resumed sessions too, and before the agent sends its
-// client certificate.
-func (p *serverPin) verify(cs tls.ConnectionState) error {
+// check runs after the chain (chains, from leaf, the server's
+// certificate, to the roots), usage and name checks, on resumed sessions
+// too, and before the agent sends its client certificate.
+func (p *serverPin) check(leaf *x509.Certificate, chains [][]*x509.Certificate) error {
 	expected, err := p.expected()
 	if err != nil {
 		return fmt.Errorf("cannot pin the relay server's issuer: %w", err)
@@ -96,23 +103,24 @@ func (p *serverPin) verify(cs tls.ConnectionState) error {
 	if expected == nil {
 		return nil
 	}
-	if len(cs.VerifiedChains) == 0 {
+	if len(chains) == 0 {
 		return errors.New("relay server certificate did not verify")
 	}
+	roots := p.roots()
 	var found *x509.Certificate
-	for _, chain := range cs.VerifiedChains {
+	for _, chain := range chains {
 		if len(chain) < 2 {
 			continue
 		}
 		issuer := chain[1]
-		if pki.SameCA(issuer, expected) || pki.ContainsCA(p.roots, issuer) {
+		if pki.SameCA(issuer, expected) || pki.ContainsCA(roots, issuer) {
 			return nil
 		}
 		found = issuer
 	}
 	return fmt.Errorf("relay server certificate %q was issued by %s, but this agent expects the CA that issued %s, %s, or the relay root itself: "+
 		"a certificate from another CA under the relay root (such as an Istio CA on a workload cluster) is refused; issue the server certificate from the relay's signing CA%s",
-		cs.PeerCertificates[0].Subject.CommonName, pki.CAName(found), p.whose, pki.CAName(expected), p.fix)
+		leaf.Subject.CommonName, pki.CAName(found), p.whose, pki.CAName(expected), p.fix)
 }
 
 // clientIssuer returns the CA that issued the agent's client certificate:
@@ -135,8 +143,9 @@ func clientIssuer(own *tls.Certificate, roots []*x509.Certificate) (*x509.Certif
 // refused as it is on the mutual TLS connections. The certificate is not
 // presented. A tls.crt that does not decode, or whose issuer is neither
 // after it nor among the roots (the roots changed), pins the roots only,
-// and the issuer returned is nil.
-func bootstrapPin(sec *corev1.Secret, roots []*x509.Certificate) (*serverPin, *x509.Certificate) {
+// and the issuer returned is nil. roots are the trust anchors, read at
+// each handshake.
+func bootstrapPin(sec *corev1.Secret, roots func() []*x509.Certificate) (*serverPin, *x509.Certificate) {
 	if sec == nil {
 		return nil, nil
 	}
@@ -145,7 +154,7 @@ func bootstrapPin(sec *corev1.Secret, roots []*x509.Certificate) (*serverPin, *x
 		return nil, nil
 	}
 	prev := &relaysecret.Material{Cert: certs[0], Chain: certs[1:]}
-	issuer, err := prev.Issuer(roots...)
+	issuer, err := prev.Issuer(roots()...)
 	if err != nil {
 		return nil, nil
 	}

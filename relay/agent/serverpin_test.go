@@ -159,7 +159,7 @@ func TestAgentPinsTheServerCertificatesIssuer(t *testing.T) {
 				p = NewProvider()
 				p.Set(g.client)
 			}
-			conn, err := dial(&cfg, []*x509.Certificate{g.root.Cert}, p)
+			conn, err := dial(&cfg, fixedRoots(g.root.Cert), p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +221,7 @@ func TestServerPinWorksOutTheIssuerOncePerCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	provider := NewProvider()
-	pin := providerPin([]*x509.Certificate{g.root.Cert}, provider, ns+"/relay-client-tls-secret")
+	pin := providerPin(fixedRoots(g.root.Cert), provider, ns+"/relay-client-tls-secret")
 	if got, err := pin.expected(); got != nil || err != nil {
 		t.Fatalf("with no certificate the pin expects %s, %v; want the roots only", pki.CAName(got), err)
 	}
@@ -364,7 +364,7 @@ func TestBootstrapPinsTheIssuerOfThePreviousCertificate(t *testing.T) {
 				provider.Set(d.TLSCertificate())
 			}
 			iss := newIssuer(issuerOptions{Config: &cfg, Secrets: store, Provider: provider, Clock: clock.RealClock{}})
-			_, pinned, err := iss.bootstrapPin(t.Context(), m)
+			_, pinned, err := iss.bootstrapPin(t.Context(), fixedRoots(m.roots...))
 			switch {
 			case err != nil:
 				t.Fatal(err)
@@ -391,4 +391,9 @@ func TestBootstrapPinsTheIssuerOfThePreviousCertificate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixedRoots returns trust anchors that never change.
+func fixedRoots(roots ...*x509.Certificate) func() []*x509.Certificate {
+	return func() []*x509.Certificate { return roots }
 }

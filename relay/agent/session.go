@@ -2,8 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
@@ -18,7 +22,7 @@ func (s *streams) session(ctx context.Context) error {
 	if err := s.awaitCertificate(ctx); err != nil {
 		return err
 	}
-	conn, err := dial(o.Config, o.Roots.Get(), o.Provider)
+	conn, err := dial(o.Config, o.Roots.Get, o.Provider)
 	if err != nil {
 		return err
 	}
@@ -48,7 +52,8 @@ func (s *streams) session(ctx context.Context) error {
 	defer o.Connected.WithLabelValues("push").Set(0)
 	defer o.Connected.WithLabelValues("pull").Set(0)
 	o.Log.Info("connected to relay server", "server", o.Config.ServerAddress)
-	s.handle(sctx, first)
+	on := connection{server: serverChain(pull.Context())}
+	s.handle(sctx, first, on)
 
 	errc := make(chan error, 2)
 	go func() {
@@ -58,7 +63,7 @@ func (s *streams) session(ctx context.Context) error {
 				errc <- fmt.Errorf("pull stream: %w", err)
 				return
 			}
-			s.handle(sctx, in)
+			s.handle(sctx, in, on)
 		}
 	}()
 	// One goroutine sends on the push stream: gRPC streams take one sender.
@@ -102,4 +107,19 @@ func (s *streams) awaitCertificate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// serverChain returns the certificates the relay server presented on the
+// connection of a stream's context, its certificate first; nil in insecure
+// mode.
+func serverChain(ctx context.Context) []*x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return nil
+	}
+	return info.State.PeerCertificates
 }

@@ -42,8 +42,14 @@ type streamsOptions struct {
 	ClientSecret types.NamespacedName
 	// IstioCA is nil when federated trust is off.
 	IstioCA intermediateCA
-	// RenewNow passes the server's renewal requests to the rotator.
+	// RenewNow passes the server's renewal requests to the rotator, and
+	// RenewAt the renewal times it sets.
 	RenewNow chan<- string
+	RenewAt  *renewAt
+	// Bundles follows the trust bundles the server pushes; Updates counts
+	// them (accepted or refused).
+	Bundles *trustBundles
+	Updates *prometheus.CounterVec
 	// StatusDirty asks for a fresh status; PushOut queues other messages
 	// for the push stream.
 	StatusDirty <-chan struct{}

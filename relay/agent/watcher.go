@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/pkg/trustbundle"
 )
 
 // secretReader reads the agent's secrets: the secretStore.
@@ -30,6 +31,12 @@ type watcherOptions struct {
 	Insecure bool
 	Provider *Provider
 	Roots    *rootSet
+	// Bundles learns the roots kept in the cluster, to acknowledge the
+	// server's bundle once they are its roots; nil in tests without one.
+	Bundles *trustBundles
+	// NoRoots, when set, keeps the agent unready while it has no trust
+	// anchor, and says where they come from (with a trust bundle folder).
+	NoRoots error
 	// Cert is set from the loaded certificate: its NotBefore, its
 	// NotAfter, and its renewal time at GraceRatio.
 	Cert       certGauges
@@ -43,7 +50,8 @@ type watcherOptions struct {
 type watcher struct {
 	opts  watcherOptions
 	ready atomic.Bool
-	// managed reports whether the client secret is managed elsewhere.
+	// managed reports whether the client secret is managed elsewhere, or
+	// holds a certificate of another issuer: the rotator leaves it alone.
 	managed atomic.Bool
 }
 
@@ -60,27 +68,31 @@ func (w *watcher) load(ctx context.Context) (*material, error) {
 		o.Log.Error(err, "failed to read relay secrets")
 		return nil, err
 	}
-	w.managed.Store(t.managed)
-	if len(t.roots) > 0 {
-		o.Roots.Set(t.roots)
+	w.managed.Store(t.managed || t.foreign)
+	if o.Roots.setLocal(t.local) {
+		o.Log.Info("trust anchors changed", "local", len(t.local), "anchors", len(o.Roots.Get()))
+	}
+	if o.Bundles != nil {
+		o.Bundles.observe(trustbundle.Fingerprint(t.persisted))
 	}
 	if t.client == nil || t.clientOK != nil {
 		return t, nil
 	}
-	w.setGauges(t.client.Leaf, t.managed)
+	w.setGauges(t.client.Leaf, t.managed || t.foreign)
 	if cur := o.Provider.Current(); cur != nil && cur.Leaf.Equal(t.client.Leaf) {
 		return t, nil
 	}
 	o.Provider.Set(t.client)
-	o.Log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter, "managedElsewhere", t.managed)
+	o.Log.Info("loaded client certificate", "serial", t.client.Leaf.SerialNumber.Text(16), "notAfter", t.client.Leaf.NotAfter,
+		"managedElsewhere", t.managed, "issuedByRelay", !t.foreign)
 	return t, nil
 }
 
 // setGauges sets the certificate gauges from leaf. The renewal time is
 // the rotator's without jitter, which only brings a renewal earlier, so
 // that every replica, not only the leader, reports when a renewal is
-// overdue; it is 0 for a secret managed elsewhere, which the rotator does
-// not renew.
+// overdue; it is 0 for a secret managed elsewhere or a certificate of
+// another issuer, which the rotator does not renew.
 func (w *watcher) setGauges(leaf *x509.Certificate, managed bool) {
 	o := &w.opts
 	o.Cert.NotBefore.Set(float64(leaf.NotBefore.Unix()))
@@ -103,6 +115,8 @@ func (w *watcher) readiness() error {
 	switch {
 	case !w.ready.Load():
 		return errors.New("caches are syncing")
+	case w.opts.NoRoots != nil && !w.opts.Insecure && len(w.opts.Roots.Get()) == 0:
+		return w.opts.NoRoots
 	case cert == nil && !w.opts.Insecure:
 		return fmt.Errorf("no valid client certificate in secret %s yet", w.opts.ClientSecret)
 	}

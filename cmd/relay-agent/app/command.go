@@ -33,15 +33,24 @@ With none of these it waits and says which secret is missing.
 
 Every replica watches the client secret and keeps push and pull streams to the server open
 over mutual TLS, reconnecting with backoff. The replica holding the Lease renews the
-certificate when clientTlsSecretRotationGracePeriodRatio of its lifetime is left, or at
-once when the server asks, and bootstraps again if it has expired. A client secret managed
-by cert-manager (or annotated meshrelay.dev/managed-elsewhere=true) is only watched.
+certificate when clientTlsSecretRotationGracePeriodRatio of its lifetime is left, earlier
+when the server sets a time or asks, and bootstraps again if it has expired. Only a
+certificate the relay server issued is renewed: one from another issuer (yours,
+cert-manager's, relayctl gen's) or in a secret managed by cert-manager (or annotated
+meshrelay.dev/managed-elsewhere=true) is only watched and used.
+
+With --trust-bundle-dir (MESHRELAY_TRUST_BUNDLE_DIR, which the install manifests set) the
+roots that verify the server are the certificates in that folder, where the Deployment
+mounts relay-root-tls-secret's ca.crt and the relay ClusterTrustBundle; the folder is
+watched, and the agent does not read the root secret. With or without it, the trust bundle
+the server pushes (a root rotation) counts at once, and the Lease holder stores it in
+relay-root-tls-secret's ca.crt and the ClusterTrustBundle meshrelay.dev:relay-root:<namespace>.
 
 Settings come from flags and from --config, a YAML file that takes the names of the agent's
 relay settings (glooAgent.relay.* in a Helm values file: serverAddress, authority,
 clientTlsSecret: {name: ...}, clientTlsSecretRotationGracePeriodRatio, ...); a flag given on the
-command line wins over the file, and the file over MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS
-and MESHRELAY_AUTHORITY, which relay-webhook injects into agent pods.
+command line wins over the file, and the file over MESHRELAY_CLUSTER, MESHRELAY_SERVER_ADDRESS,
+MESHRELAY_AUTHORITY and MESHRELAY_TRUST_BUNDLE_DIR, which relay-webhook injects into agent pods.
 
 The install manifests and the Helm chart run it as the Deployment relay-agent in namespace
 gloo-mesh of each workload cluster.`,
