@@ -18,7 +18,7 @@ const (
 	certificateCA      = "ca"
 )
 
-// certificateExpiry is relay_webhook_certificate_expiration_timestamp_seconds:
+// certificateExpiry is relay_webhook_certificate_expiry_timestamp_seconds:
 // when the serving certificate the webhook serves now, and the CA that
 // signed it (the one in caBundle the API server verifies it with),
 // expire. It reads them at each scrape, so a rotation shows at once; a
@@ -34,7 +34,7 @@ var _ prometheus.Collector = (*certificateExpiry)(nil)
 
 func newCertificateExpiry(certificates func() (serving, ca *x509.Certificate)) *certificateExpiry {
 	return &certificateExpiry{
-		desc: prometheus.NewDesc("relay_webhook_certificate_expiration_timestamp_seconds",
+		desc: prometheus.NewDesc("relay_webhook_certificate_expiry_timestamp_seconds",
 			`When relay-webhook's own certificate expires (unix seconds): certificate="serving" is the one it serves admission reviews with, "ca" the CA that signed it.`,
 			[]string{"certificate"}, nil),
 		certificates: certificates,

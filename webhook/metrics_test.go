@@ -49,7 +49,7 @@ func TestWebhookMetricsServeBuildInfoBesideControllerRuntimesAndNoProfiles(t *te
 }
 
 // TestWebhookCertificateExpiryIsOfTheCertificateItServes compares
-// relay_webhook_certificate_expiration_timestamp_seconds with the serving
+// relay_webhook_certificate_expiry_timestamp_seconds with the serving
 // certificate a TLS handshake with the webhook gets, and with the CA of
 // the validating configuration's caBundle that signed it.
 func TestWebhookCertificateExpiryIsOfTheCertificateItServes(t *testing.T) {
@@ -80,7 +80,7 @@ func TestWebhookCertificateExpiryIsOfTheCertificateItServes(t *testing.T) {
 	}
 	got := testenv.ScrapeMetrics("http://" + e.metrics + "/metrics")
 	for label, cert := range map[string]*x509.Certificate{"serving": serving, "ca": ca} {
-		name := `relay_webhook_certificate_expiration_timestamp_seconds{certificate="` + label + `"}`
+		name := `relay_webhook_certificate_expiry_timestamp_seconds{certificate="` + label + `"}`
 		if v, ok := got[name]; !ok || int64(v) != cert.NotAfter.Unix() {
 			t.Errorf("%s = %v (present %v), want %d (%s)", name, v, ok, cert.NotAfter.Unix(), cert.NotAfter)
 		}

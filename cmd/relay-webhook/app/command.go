@@ -52,7 +52,7 @@ The serving certificate is self-managed by default (--certificates=self): the we
 CA and serving certificate in --certificate-secret, patches caBundle into its two webhook
 configurations and rotates both before they expire. With --certificates=files it serves
 tls.crt and tls.key from --cert-dir (cert-manager's secret, its CA injector sets caBundle).
-relay_webhook_certificate_expiration_timestamp_seconds{certificate="serving"|"ca"} on the metrics
+relay_webhook_certificate_expiry_timestamp_seconds{certificate="serving"|"ca"} on the metrics
 address says when the serving certificate and the CA that signed it expire.
 
 Settings come from flags and from --config, a YAML file with the same names in camelCase; a
