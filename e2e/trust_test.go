@@ -27,9 +27,13 @@ import (
 // intermediate CA whose key is made in that cluster; workloads of one
 // cluster verify against the other's root; the intermediates renew before
 // expiry and when the root changes; autoRestartPods restarts once per
-// change; deleting the policy stops renewal.
+// change; deleting the policy stops renewal. When the policy's root
+// changes, mesh traffic verifies across the change: root-cert.pem in both
+// clusters holds the new and the old root until both clusters hold an
+// intermediate under the new one and workloadCertTTL has passed, then the
+// old root leaves both.
 func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	workloads := []string{"cluster-1", "cluster-2"}
 	mesh, env := startMesh(ctx, t, testenv.Options{Names: append([]string{"mgmt"}, workloads...)})
@@ -46,7 +50,7 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 	if _, err := mesh.StartServer(ctx, "mgmt"); err != nil {
 		t.Fatal(err)
 	}
-	webhooks := map[string]string{}
+	webhooks, agentMetrics := map[string]string{}, map[string]string{}
 	for _, c := range workloads {
 		for _, ns := range []string{"gloo-mesh", "istio-system", "bookinfo", "plain"} {
 			kubectl("", "--context", c, "create", "namespace", ns)
@@ -74,9 +78,11 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 		// (kubectl fails the test if it fails).
 		kubectl("", "--context", c, "-n", "bookinfo", "create", "rolebinding", "relay-agent-istio-restart",
 			"--clusterrole=relay-agent-istio-restart", "--serviceaccount=gloo-mesh:relay-agent")
-		if _, _, err := mesh.StartAgent(c, c); err != nil {
+		_, addr, err := mesh.StartAgent(c, c)
+		if err != nil {
 			t.Fatal(err)
 		}
+		agentMetrics[c] = "http://" + addr + "/metrics"
 	}
 	metrics := "http://" + mesh.ServerMetrics + "/metrics"
 	testenv.Eventually(t, "both agents connected", 90*time.Second, func() error {
@@ -89,7 +95,9 @@ func TestFederatedTrustAcrossTwoWorkloadClusters(t *testing.T) {
 	})
 
 	// The documented RootTrustPolicy with a generated root, with an
-	// intermediate TTL short enough to watch a renewal.
+	// intermediate TTL short enough to watch a renewal, and a workload
+	// certificate lifetime short enough to watch a root change's overlap
+	// end.
 	policy := `apiVersion: meshrelay.dev/v1alpha1
 kind: RootTrustPolicy
 metadata:
@@ -102,15 +110,18 @@ spec:
       generated: {}
     intermediateCertOptions:
       ttl: 1m
+    workloadCertTTL: 30s
 `
 	kubectl(policy, "--context", "mgmt", "apply", "-f", "-")
 
-	// cacerts holds an intermediate for the cluster, chaining to the root.
+	// cacerts holds an intermediate for the cluster, chaining to the first
+	// root of root-cert.pem; roots are all of them.
 	type istioCA struct {
 		data  map[string][]byte
 		ca    *x509.Certificate
 		chain []*x509.Certificate
 		root  *x509.Certificate
+		roots []*x509.Certificate
 	}
 	readCA := func(c string) (*istioCA, error) {
 		d, err := secretData(c, "istio-system", "cacerts")
@@ -124,9 +135,10 @@ spec:
 		if out.chain, err = pki.DecodeCertificates(d[pki.IstioCertChainKey]); err != nil {
 			return nil, err
 		}
-		if out.root, err = pki.DecodeCertificate(d[pki.IstioRootCertKey]); err != nil {
+		if out.roots, err = pki.DecodeCertificates(d[pki.IstioRootCertKey]); err != nil {
 			return nil, err
 		}
+		out.root = out.roots[0]
 		if _, err := pki.VerifyChain(out.ca, out.chain[1:], []*x509.Certificate{out.root}, pki.RoleSigningCA, time.Now()); err != nil {
 			return nil, err
 		}
@@ -335,12 +347,138 @@ spec:
 	}
 	kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "create", "secret", "generic", "user-mesh-root",
 		"--from-file", filepath.Join(dir, "root-cert.pem"), "--from-file", filepath.Join(dir, "key.pem"))
-	kubectl(strings.Replace(policy, "generated: {}", "secretRef:\n        name: user-mesh-root", 1), "--context", "mgmt", "apply", "-f", "-")
-	waitCA("both clusters moved to the user's root", func(c string, ca *istioCA) error {
-		if !ca.root.Equal(userRoot.Cert) {
-			return fmt.Errorf("root-cert.pem is still %q", ca.root.Subject.CommonName)
+	// The intermediates under the generated root, with their keys: their
+	// workload certificates must keep verifying across the change.
+	old := waitCA("both clusters under the generated root before the change", func(_ string, ca *istioCA) error {
+		if !ca.root.Equal(genRoot) || len(ca.roots) != 1 {
+			return fmt.Errorf("root-cert.pem holds %d roots, the first %q", len(ca.roots), ca.root.Subject.CommonName)
 		}
 		return nil
+	})
+	kubectl(strings.Replace(policy, "generated: {}", "secretRef:\n        name: user-mesh-root", 1), "--context", "mgmt", "apply", "-f", "-")
+	overlap := waitCA("both clusters moved to the user's root, root-cert.pem keeping the generated root after it", func(c string, ca *istioCA) error {
+		if !ca.root.Equal(userRoot.Cert) {
+			return fmt.Errorf("root-cert.pem starts with %q", ca.root.Subject.CommonName)
+		}
+		if len(ca.roots) != 2 || !ca.roots[1].Equal(genRoot) {
+			return fmt.Errorf("root-cert.pem holds %d roots, want the user's then the generated one", len(ca.roots))
+		}
+		return nil
+	})
+	// Mesh traffic verifies across the change, both ways: a workload
+	// certificate of cluster-1's old intermediate against cluster-2's
+	// root-cert.pem, one of cluster-2's new intermediate against
+	// cluster-1's.
+	workloadCert := func(ca *istioCA) *x509.Certificate {
+		t.Helper()
+		key, err := pki.DecodePrivateKey(ca.data[pki.IstioCAKeyKey])
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer := &pki.Certified{Cert: ca.ca, Key: key, Issuers: ca.chain[1:]}
+		leaf, err := issuer.IssueClient(pki.Options{DNSNames: []string{"reviews.bookinfo.svc"}, TTL: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.Cert
+	}
+	for _, v := range []struct {
+		what   string
+		issuer *istioCA
+		peer   string
+	}{
+		{"cluster-1's old intermediate", old["cluster-1"], "cluster-2"},
+		{"cluster-2's new intermediate", overlap["cluster-2"], "cluster-1"},
+	} {
+		if _, err := pki.VerifyChain(workloadCert(v.issuer), []*x509.Certificate{v.issuer.ca}, overlap[v.peer].roots, pki.RoleClient, time.Now()); err != nil {
+			t.Errorf("a workload certificate of %s does not verify against %s's root-cert.pem: %v", v.what, v.peer, err)
+		}
+	}
+	// The overlap is visible: the policy's status, the server's root
+	// expiry metric, the agents' and autoRestartPods' revisions.
+	type overlapStatus struct {
+		Status struct {
+			TrustedRoots []struct{ SHA256 string }
+			RootChange   *struct {
+				Pending     []string
+				RetireAfter *time.Time
+			}
+		}
+	}
+	policyStatus := func() (overlapStatus, error) {
+		var p overlapStatus
+		err := json.Unmarshal([]byte(kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "get", "roottrustpolicy", "istio-ingressgateway", "-o", "json")), &p)
+		return p, err
+	}
+	userSHA, genSHA := pki.Fingerprint(userRoot.Cert), pki.Fingerprint(genRoot)
+	testenv.Eventually(t, "the policy's status shows the overlap", 20*time.Second, func() error {
+		p, err := policyStatus()
+		if err != nil {
+			return err
+		}
+		if rc := p.Status.RootChange; len(p.Status.TrustedRoots) != 2 || p.Status.TrustedRoots[0].SHA256 != userSHA || p.Status.TrustedRoots[1].SHA256 != genSHA ||
+			rc == nil || len(rc.Pending) != 0 || rc.RetireAfter == nil {
+			return fmt.Errorf("status %+v: want the user's then the generated root trusted, no cluster pending, a retireAfter", p.Status)
+		}
+		return nil
+	})
+	rootExpiry := func(sha string) float64 {
+		return testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_trust_root_expiration_timestamp_seconds{policy="istio-ingressgateway",sha256="`+sha+`"}`))
+	}
+	if got := rootExpiry(genSHA); got != float64(genRoot.NotAfter.Unix()) {
+		t.Errorf("relay_trust_root_expiration_timestamp_seconds of the generated root during the overlap: %v, want %d", got, genRoot.NotAfter.Unix())
+	}
+	for _, c := range workloads {
+		if got := testenv.MetricValue(testenv.ScrapeMetric(agentMetrics[c], `relay_agent_istio_root_expiration_timestamp_seconds{sha256="`+genSHA+`"}`)); got != float64(genRoot.NotAfter.Unix()) {
+			t.Errorf("%s: relay_agent_istio_root_expiration_timestamp_seconds of the generated root during the overlap: %v, want %d", c, got, genRoot.NotAfter.Unix())
+		}
+	}
+	testenv.Eventually(t, "cluster-1 restarted for the cacerts with both roots", 20*time.Second, func() error {
+		cur, err := readCA("cluster-1")
+		if err != nil {
+			return err
+		}
+		rev := restarts("cluster-1")["istiod"]
+		if want := "/" + pki.Fingerprint(cur.ca)[:16] + "-"; len(cur.roots) != 2 || !strings.Contains(rev, want) || len(rev) != strings.Index(rev, want)+len(want)+8 {
+			return fmt.Errorf("istiod's restart annotations %q, want a revision of the intermediate and the 8 hex digits of the roots beside its own (%d roots)", rev, len(cur.roots))
+		}
+		return nil
+	})
+	// After workloadCertTTL the generated root leaves both clusters.
+	after := waitCA("the generated root left root-cert.pem in both clusters", func(_ string, ca *istioCA) error {
+		if len(ca.roots) != 1 || !ca.root.Equal(userRoot.Cert) {
+			return fmt.Errorf("root-cert.pem holds %d roots, the first %q", len(ca.roots), ca.root.Subject.CommonName)
+		}
+		return nil
+	})
+	if _, err := pki.VerifyChain(workloadCert(old["cluster-1"]), []*x509.Certificate{old["cluster-1"].ca}, after["cluster-2"].roots, pki.RoleClient, time.Now()); err == nil {
+		t.Error("after the overlap, a workload certificate of cluster-1's old intermediate still verifies against cluster-2's root-cert.pem")
+	}
+	testenv.Eventually(t, "the policy's status and metrics show the user's root alone", 20*time.Second, func() error {
+		p, err := policyStatus()
+		if err != nil {
+			return err
+		}
+		if len(p.Status.TrustedRoots) != 1 || p.Status.TrustedRoots[0].SHA256 != userSHA || p.Status.RootChange != nil {
+			return fmt.Errorf("status %+v: want the user's root alone and no root change", p.Status)
+		}
+		if got := rootExpiry(genSHA); got != -1 {
+			return fmt.Errorf("the generated root's expiry series is still served: %v", got)
+		}
+		if got := rootExpiry(userSHA); got != float64(userRoot.Cert.NotAfter.Unix()) {
+			return fmt.Errorf("the user's root expiry series %v, want %d", got, userRoot.Cert.NotAfter.Unix())
+		}
+		return nil
+	})
+	testenv.Eventually(t, "cluster-1 restarted for the cacerts without the generated root", 30*time.Second, func() error {
+		cur, err := readCA("cluster-1")
+		if err != nil {
+			return err
+		}
+		if len(cur.roots) != 1 {
+			return fmt.Errorf("root-cert.pem holds %d roots", len(cur.roots))
+		}
+		return restartedFor("cluster-1", cur.ca)()
 	})
 
 	// Deleting the policy stops renewal: past the next renewal time the
