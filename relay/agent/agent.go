@@ -135,7 +135,7 @@ func (a *Agent) wire(opts Options) error {
 	st := streamsOptions{
 		Config: cfg, Replica: a.replica, Provider: a.provider, Roots: roots, ClientSecret: store.client,
 		RenewNow: renewNow, RenewAt: renewAt, Bundles: bundles, Updates: a.metrics.bundleUpdates,
-		StatusDirty: statusDirty, PushOut: pushOut, Connected: a.metrics.connected,
+		StatusDirty: statusDirty, PushOut: pushOut, Connected: a.metrics.connected, Reconnects: a.metrics.reconnects, Handovers: a.metrics.handovers,
 		Clock: c, Random: rand.Float64, Log: log,
 	}
 	if w.istioKey != nil {

@@ -251,8 +251,9 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		}
 	})
 
-	t.Run("a renewal asked by the server rotates without dropping the streams", func(t *testing.T) {
+	t.Run("a renewal asked by the server moves the streams to the new certificate without dropping them", func(t *testing.T) {
 		opened := w.metric(`relay_streams_opened_total{cluster="cluster-1",stream="pull"}`)
+		reconnects := testenv.ScrapeMetric(agentURL+"/metrics", "relay_agent_stream_reconnects_total")
 		if n := w.srv.RenewNow("cluster-1", "test"); n != 1 {
 			t.Fatalf("RenewNow reached %d agents", n)
 		}
@@ -273,9 +274,23 @@ func TestAgentBootstrapsRotatesAndReconnects(t *testing.T) {
 		if m := w.metric(`relay_certificates_issued_total{call="renew"}`); !strings.HasSuffix(m, " 1") {
 			t.Errorf("renewals = %q, want 1", m)
 		}
-		if again := w.metric(`relay_streams_opened_total{cluster="cluster-1",stream="pull"}`); again != opened || w.connected("cluster-1") != nil {
-			t.Errorf("streams reopened across the rotation: %q then %q", opened, again)
+		// The streams move to a connection made with the new certificate,
+		// opened before the old one closes: one more opening on the
+		// server, no reconnect on the agent, and one stream of each kind
+		// open throughout.
+		w.eventually("the agent moves its streams once", func() error {
+			if m := testenv.ScrapeMetric(agentURL+"/metrics", "relay_agent_stream_handovers_total"); !strings.HasSuffix(m, " 1") {
+				return fmt.Errorf("handovers %q", m)
+			}
+			return nil
+		})
+		if again := testenv.ScrapeMetric(agentURL+"/metrics", "relay_agent_stream_reconnects_total"); again != reconnects {
+			t.Errorf("the agent's streams dropped across the rotation: %q then %q", reconnects, again)
 		}
+		if again := w.metric(`relay_streams_opened_total{cluster="cluster-1",stream="pull"}`); again == opened {
+			t.Errorf("the streams were not moved to a connection with the new certificate: still %q", again)
+		}
+		w.eventually("one push and one pull stream are open", func() error { return w.connected("cluster-1") })
 	})
 
 	t.Run("an expired certificate is replaced once relayctl register issues a fresh token, without a restart", func(t *testing.T) {

@@ -19,7 +19,11 @@ type agentMetrics struct {
 	// with, which the watcher sets.
 	cert      certGauges
 	connected *prometheus.GaugeVec
-	rotations *prometheus.CounterVec
+	// reconnects counts the relay sessions that ended; handovers the moves
+	// of the streams to a connection with a renewed certificate.
+	reconnects prometheus.Counter
+	handovers  prometheus.Counter
+	rotations  *prometheus.CounterVec
 	// rootExpiry is the NotAfter of each trust anchor, by its SHA-256;
 	// bundleUpdates counts the trust bundles from the server by result.
 	rootExpiry    *prometheus.GaugeVec
@@ -52,12 +56,20 @@ func newAgentMetrics() *agentMetrics {
 			Name: "relay_agent_stream_connected",
 			Help: "1 while the agent's push or pull stream to the server is open.",
 		}, []string{"stream"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_agent_stream_reconnects_total",
+			Help: "Times the agent's connection to the relay server ended and it connected again: its streams dropped (the server stopped, refused, or the network failed).",
+		}),
+		handovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_agent_stream_handovers_total",
+			Help: "Times the agent moved its streams to a new connection made with its renewed client certificate, opened before the old one closed: not a drop.",
+		}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_agent_certificate_rotations_total",
 			Help: "Attempts by the rotator to obtain a client certificate, by result (succeeded or failed).",
 		}, []string{"result"}),
 		rootExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_agent_trust_root_expiration_timestamp_seconds",
+			Name: "relay_agent_trust_root_expiry_timestamp_seconds",
 			Help: "NotAfter of each root the agent verifies the relay server with (its trust anchors: the trust bundle folder or relay-root-tls-secret, and the server's latest trust bundle), by the root's SHA-256 fingerprint, in Unix seconds. A root that leaves the anchors leaves the metric.",
 		}, []string{"sha256"}),
 		bundleUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,7 +89,7 @@ func newAgentMetrics() *agentMetrics {
 			Help: "Failures to make, or to install into the Istio CA secret, an Istio intermediate CA.",
 		}),
 	}
-	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.rotations, m.rootExpiry, m.bundleUpdates,
+	m.registry.MustRegister(m.cert.NotAfter, m.cert.NotBefore, m.cert.Renewal, m.connected, m.reconnects, m.handovers, m.rotations, m.rootExpiry, m.bundleUpdates,
 		m.istioExpiry, m.istioRootExpiry, m.istioFailures, version.NewBuildInfo("relay_agent"))
 	for _, result := range []string{"accepted", "refused", "persisted", "failed"} {
 		m.bundleUpdates.WithLabelValues(result)

@@ -54,9 +54,13 @@ type streamsOptions struct {
 	// for the push stream.
 	StatusDirty <-chan struct{}
 	PushOut     <-chan *relayv1.PushMessage
-	// Connected is 1 while a stream (push or pull) is open.
-	Connected *prometheus.GaugeVec
-	Clock     clock.Clock
+	// Connected is 1 while a stream (push or pull) is open; Reconnects
+	// counts the sessions that ended (the streams dropped) and Handovers
+	// the moves of the streams to a connection with a renewed certificate.
+	Connected  *prometheus.GaugeVec
+	Reconnects prometheus.Counter
+	Handovers  prometheus.Counter
+	Clock      clock.Clock
 	// Random draws the reconnect backoff's jitter, a fraction in [0, 1).
 	Random func() float64
 	Log    logr.Logger
@@ -71,9 +75,16 @@ func newStreams(opts streamsOptions) *streams { return &streams{opts: opts} }
 
 // run keeps the push and pull streams open, reconnecting with backoff and
 // jitter, until ctx ends. Each connection's handshakes take the provider's
-// current certificate; a rotation does not close an open connection.
+// current certificate; after a rotation the streams move to a new
+// connection before the old one closes (session).
 func (s *streams) run(ctx context.Context) error {
-	redial(ctx, s.opts.Clock, s.opts.Random, s.opts.Log.WithName("client"), s.session)
+	redial(ctx, s.opts.Clock, s.opts.Random, s.opts.Log.WithName("client"), func(ctx context.Context) error {
+		err := s.session(ctx)
+		if ctx.Err() == nil && s.opts.Reconnects != nil {
+			s.opts.Reconnects.Inc()
+		}
+		return err
+	})
 	return nil
 }
 

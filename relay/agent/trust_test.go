@@ -351,7 +351,7 @@ func TestAgentTakesItsRootsFromTheTrustBundleFolderAndKeepsTheServersBundle(t *t
 		opened, _ := stub.streams()
 		project(map[string][]byte{"root-ca.crt": bundleAC, "bundle.pem": pki.EncodeCertificates(relay.root.Cert, next.Cert, extra.Cert)})
 		eventually("the new root's expiry is exported", func() error {
-			if m := testenv.ScrapeMetric(firstURL+"/metrics", `relay_agent_trust_root_expiration_timestamp_seconds{sha256="`+pki.Fingerprint(extra.Cert)+`"}`); m == "" {
+			if m := testenv.ScrapeMetric(firstURL+"/metrics", `relay_agent_trust_root_expiry_timestamp_seconds{sha256="`+pki.Fingerprint(extra.Cert)+`"}`); m == "" {
 				return fmt.Errorf("no series for the new root")
 			}
 			return nil
