@@ -423,14 +423,14 @@ spec:
 		return nil
 	})
 	rootExpiry := func(sha string) float64 {
-		return testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_trust_root_expiration_timestamp_seconds{policy="istio-ingressgateway",sha256="`+sha+`"}`))
+		return testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_trust_policy_root_expiry_timestamp_seconds{policy="istio-ingressgateway",sha256="`+sha+`"}`))
 	}
 	if got := rootExpiry(genSHA); got != float64(genRoot.NotAfter.Unix()) {
-		t.Errorf("relay_trust_root_expiration_timestamp_seconds of the generated root during the overlap: %v, want %d", got, genRoot.NotAfter.Unix())
+		t.Errorf("relay_trust_policy_root_expiry_timestamp_seconds of the generated root during the overlap: %v, want %d", got, genRoot.NotAfter.Unix())
 	}
 	for _, c := range workloads {
-		if got := testenv.MetricValue(testenv.ScrapeMetric(agentMetrics[c], `relay_agent_istio_root_expiration_timestamp_seconds{sha256="`+genSHA+`"}`)); got != float64(genRoot.NotAfter.Unix()) {
-			t.Errorf("%s: relay_agent_istio_root_expiration_timestamp_seconds of the generated root during the overlap: %v, want %d", c, got, genRoot.NotAfter.Unix())
+		if got := testenv.MetricValue(testenv.ScrapeMetric(agentMetrics[c], `relay_agent_istio_root_expiry_timestamp_seconds{sha256="`+genSHA+`"}`)); got != float64(genRoot.NotAfter.Unix()) {
+			t.Errorf("%s: relay_agent_istio_root_expiry_timestamp_seconds of the generated root during the overlap: %v, want %d", c, got, genRoot.NotAfter.Unix())
 		}
 	}
 	testenv.Eventually(t, "cluster-1 restarted for the cacerts with both roots", 20*time.Second, func() error {

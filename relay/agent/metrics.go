@@ -81,7 +81,7 @@ func newAgentMetrics() *agentMetrics {
 			Help: "NotAfter of the Istio intermediate CA in the Istio CA secret (istio-system/cacerts), in Unix seconds.",
 		}),
 		istioRootExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_agent_istio_root_expiration_timestamp_seconds",
+			Name: "relay_agent_istio_root_expiry_timestamp_seconds",
 			Help: "NotAfter of each root in root-cert.pem of the Istio CA secret (istio-system/cacerts), by root SHA-256, in Unix seconds; during a RootTrustPolicy's root change it holds the new root and those it replaced.",
 		}, []string{"sha256"}),
 		istioFailures: prometheus.NewCounter(prometheus.CounterOpts{

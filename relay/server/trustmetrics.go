@@ -23,7 +23,7 @@ type trustRootMetrics struct {
 func newTrustRootMetrics(reg prometheus.Registerer) *trustRootMetrics {
 	m := &trustRootMetrics{
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "relay_trust_root_expiration_timestamp_seconds",
+			Name: "relay_trust_policy_root_expiry_timestamp_seconds",
 			Help: "NotAfter of each root a RootTrustPolicy's clusters trust in istio-system/cacerts root-cert.pem (the policy's root, and during a root change the roots it replaced), by policy and root SHA-256, in Unix seconds.",
 		}, []string{"policy", "sha256"}),
 		roots: map[string]map[string]time.Time{},

@@ -195,7 +195,7 @@ func TestRootChangeOverlapsAcrossReplicas(t *testing.T) {
 	}
 }
 
-// rootSeries returns the relay_trust_root_expiration_timestamp_seconds
+// rootSeries returns the relay_trust_policy_root_expiry_timestamp_seconds
 // series of policy, by root fingerprint.
 func rootSeries(t *testing.T, m *metrics, policy string) map[string]float64 {
 	t.Helper()
