@@ -275,9 +275,17 @@ func TestCertManagerIssuesAndRenewsTheRelayCertificates(t *testing.T) {
 		}
 	})
 
-	t.Run("cert-manager renews with a short lifetime; server and agents load each renewal without reopening a stream; check passes throughout", func(t *testing.T) {
-		opened := map[string]float64{}
+	t.Run("cert-manager renews with a short lifetime; server and agents load each renewal without dropping a stream; check passes throughout", func(t *testing.T) {
+		// An agent moves its streams to a connection made with each
+		// renewed certificate before it closes the old one: the server
+		// counts one more opening per stream for each such handover, and
+		// the agent no reconnect.
+		agentCounter := func(c, name string) float64 {
+			return testenv.MetricValue(testenv.ScrapeMetric("http://"+agentMetrics[c]+"/metrics", name))
+		}
+		opened, handovers, reconnects := map[string]float64{}, map[string]float64{}, map[string]float64{}
 		for _, c := range workloads {
+			handovers[c], reconnects[c] = agentCounter(c, "relay_agent_stream_handovers_total"), agentCounter(c, "relay_agent_stream_reconnects_total")
 			for _, s := range []string{"push", "pull"} {
 				v := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_streams_opened_total{cluster="`+c+`",stream="`+s+`"}`))
 				if v < 1 {
@@ -321,10 +329,16 @@ func TestCertManagerIssuesAndRenewsTheRelayCertificates(t *testing.T) {
 		for _, p := range obs.problems() {
 			t.Error(p)
 		}
+		for _, c := range workloads {
+			if now := agentCounter(c, "relay_agent_stream_reconnects_total"); now != reconnects[c] {
+				t.Errorf("%s: the agent reconnected %v times across the renewals: its streams dropped", c, now-reconnects[c])
+			}
+		}
 		for k, v := range opened {
 			c, s, _ := strings.Cut(k, "/")
-			if now := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_streams_opened_total{cluster="`+c+`",stream="`+s+`"}`)); now != v {
-				t.Errorf("%s: %s streams opened went from %v to %v across the renewals: a stream was dropped and reopened", c, s, v, now)
+			moved := agentCounter(c, "relay_agent_stream_handovers_total") - handovers[c]
+			if now := testenv.MetricValue(testenv.ScrapeMetric(metrics, `relay_streams_opened_total{cluster="`+c+`",stream="`+s+`"}`)); now-v != moved {
+				t.Errorf("%s: %s streams opened went from %v to %v across the renewals, while the agent moved its streams %v times: a stream was dropped and reopened", c, s, v, now, moved)
 			}
 		}
 		if out, code := check(); code != 0 {
