@@ -193,7 +193,21 @@ var read = []string{"get", "list", "watch"}
 func serverTable() []canI {
 	t := rows(serverSA, read, secretNames("relay-root-tls-secret", "relay-server-tls-secret", "relay-tls-signing-secret", "relay-identity-token-secret"), "gloo-mesh", true)
 	t = append(t, rows(serverSA, read, append(strangers, "secrets", "secrets/relay-client-tls-secret"), "gloo-mesh", false)...)
-	t = append(t, rows(serverSA, []string{"update", "patch", "delete"}, secretNames("relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret", "relay-identity-token-secret"), "gloo-mesh", false)...)
+	// The leader updates the three CA secrets when it rotates what it
+	// generated; it never patches or deletes one, nor touches the token.
+	t = append(t, rows(serverSA, []string{"update"}, secretNames("relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret"), "gloo-mesh", true)...)
+	t = append(t, rows(serverSA, []string{"patch", "delete"}, secretNames("relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret"), "gloo-mesh", false)...)
+	t = append(t, rows(serverSA, []string{"update", "patch", "delete"}, secretNames("relay-identity-token-secret", "relay-client-tls-secret"), "gloo-mesh", false)...)
+	t = append(t,
+		canI{as: serverSA, verb: "create", what: "relaytrusts.meshrelay.dev", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "patch", what: "relaytrusts.meshrelay.dev", sub: "status", ns: "gloo-mesh", want: true},
+		canI{as: serverSA, verb: "update", what: "relaytrusts.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "delete", what: "relaytrusts.meshrelay.dev", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "clustertrustbundles.certificates.k8s.io/meshrelay.dev:relay-root:gloo-mesh", want: true},
+		canI{as: serverSA, verb: "update", what: "clustertrustbundles.certificates.k8s.io/other", want: false},
+		// attest on signer meshrelay.dev/relay-root (a name kubectl auth
+		// can-i cannot spell) is exercised by pkg/trustbundle's tests.
+	)
 	t = append(t,
 		canI{as: serverSA, verb: "create", what: "secrets", ns: "gloo-mesh", want: true},
 		canI{as: serverSA, verb: "get", what: "secrets", ns: "kube-system"},
@@ -254,8 +268,16 @@ func webhookTable(selfManaged bool) []canI {
 // agentTable is what relay-agent may do on a workload cluster; federated
 // says whether the istio-federated-trust component is in.
 func agentTable(federated bool) []canI {
-	t := rows(agentSA, read, secretNames("relay-root-tls-secret", "relay-client-tls-secret", "relay-identity-token-secret"), "gloo-mesh", true)
-	t = append(t, rows(agentSA, read, append(strangers, "secrets", "secrets/relay-tls-signing-secret", "secrets/relay-server-tls-secret"), "gloo-mesh", false)...)
+	t := rows(agentSA, read, secretNames("relay-client-tls-secret", "relay-identity-token-secret"), "gloo-mesh", true)
+	// The root secret reaches the agent through its trust bundle volume
+	// (the kubelet reads it); the agent only writes a pushed bundle into it.
+	t = append(t, rows(agentSA, read, append(strangers, "secrets", "secrets/relay-root-tls-secret", "secrets/relay-tls-signing-secret", "secrets/relay-server-tls-secret"), "gloo-mesh", false)...)
+	t = append(t,
+		canI{as: agentSA, verb: "patch", what: "secrets/relay-root-tls-secret", ns: "gloo-mesh", want: true},
+		canI{as: agentSA, verb: "patch", what: "secrets/relay-client-tls-secret", ns: "gloo-mesh"},
+		canI{as: agentSA, verb: "update", what: "clustertrustbundles.certificates.k8s.io/meshrelay.dev:relay-root:gloo-mesh", want: true},
+		canI{as: agentSA, verb: "update", what: "clustertrustbundles.certificates.k8s.io/other"},
+	)
 	t = append(t,
 		canI{as: agentSA, verb: "create", what: "secrets", ns: "gloo-mesh", want: true},
 		canI{as: agentSA, verb: "update", what: "secrets/relay-client-tls-secret", ns: "gloo-mesh", want: true},
@@ -322,6 +344,9 @@ func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
 	// Insecure mode signs with an in-memory CA and generates nothing.
 	insecureServer := set(serverTable(),
 		canI{as: serverSA, verb: "create", what: "secrets", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "secrets/relay-root-tls-secret", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
+		canI{as: serverSA, verb: "update", what: "secrets/relay-server-tls-secret", ns: "gloo-mesh"},
 		canI{as: serverSA, verb: "get", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
 		canI{as: serverSA, verb: "list", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
 		canI{as: serverSA, verb: "watch", what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
@@ -333,6 +358,9 @@ func TestEveryServiceAccountCanDoOnlyWhatItsRoleNeeds(t *testing.T) {
 		cmServer = append(cmServer,
 			canI{as: serverSA, verb: v, what: "secrets/relay-tls-signing-secret", ns: "gloo-mesh"},
 			canI{as: serverSA, verb: v, what: "secrets/relay-client-issuers", ns: "gloo-mesh", want: true})
+	}
+	for _, name := range []string{"relay-root-tls-secret", "relay-tls-signing-secret", "relay-server-tls-secret"} {
+		cmServer = append(cmServer, canI{as: serverSA, verb: "update", what: "secrets/" + name, ns: "gloo-mesh"})
 	}
 	cmServer = set(serverTable(), cmServer...)
 	grantedServer := set(serverTable(),
