@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -44,8 +42,8 @@ import (
 //     whole again once relayctl restore writes the secret back;
 //   - a generated server certificate, then intermediate, then root found
 //     expired when relay-server starts: each is replaced, and the agents
-//     come back (after the root, once relayctl register gives their
-//     clusters the new root and a fresh token).
+//     come back (after the intermediate and the root, once relayctl
+//     register gives their clusters a fresh token, and the new root).
 func TestRotationScenarios(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
@@ -77,14 +75,24 @@ func noNewFailures(t *testing.T, ps probers, failedBefore int, when string) {
 	}
 }
 
-// healthy waits until relay-server is running, every agent holds its
-// streams and relayctl check passes, so that each scenario begins on a
-// whole mesh even when the one before failed.
+// healthy waits until relay-server is running, no root rotation is under
+// way, every agent holds its streams and relayctl check passes, so that
+// each scenario begins on a whole mesh even when the one before failed.
 func healthy(t *testing.T, m *rotationMesh) {
 	t.Helper()
 	if exited, _ := m.server.Exited(); exited {
 		m.startServer(t)
 	}
+	testenv.Eventually(t, "the RelayTrust is Stable", 3*time.Minute, func() error {
+		rt, err := readTrust(m.ctx, m.env.Cluster("mgmt"))
+		if err != nil {
+			return err
+		}
+		if phaseOf(rt) != meshv1alpha1.PhaseStable {
+			return fmt.Errorf("phase %s%s", phaseOf(rt), describeTrust(rt))
+		}
+		return nil
+	})
 	m.waitConnected(t, 2*time.Minute)
 	testenv.Eventually(t, "relayctl check passes", time.Minute, func() error {
 		if out, code := m.check(); code != 0 {
@@ -171,9 +179,15 @@ func rootRotationKilledInEachPhase(ctx context.Context, t *testing.T, m *rotatio
 	for _, phase := range []meshv1alpha1.RotationPhase{meshv1alpha1.PhasePrepare, meshv1alpha1.PhaseActivate, meshv1alpha1.PhaseRetire} {
 		rt := waitPhase(ctx, t, mgmt, phase, 2*time.Minute)
 		if phase == meshv1alpha1.PhasePrepare {
-			if rt.Status.Incoming == nil || rt.Status.Incoming.SHA256 == oldRoot {
-				t.Fatalf("in Prepare, status.incoming names no new root%s", describeTrust(rt))
-			}
+			testenv.Eventually(t, "in Prepare, status.incoming names the new root", 10*time.Second, func() (err error) {
+				if rt, err = readTrust(ctx, mgmt); err != nil {
+					return err
+				}
+				if in := rt.Status.Incoming; phaseOf(rt) != meshv1alpha1.PhasePrepare || in == nil || in.SHA256 == oldRoot {
+					return fmt.Errorf("phase %s%s; the old root is %s", phaseOf(rt), describeTrust(rt), oldRoot[:12])
+				}
+				return nil
+			})
 			newRoot = rt.Status.Incoming.SHA256
 		}
 		if phase == meshv1alpha1.PhaseActivate {
@@ -414,28 +428,6 @@ func expiring(cn string, dnsNames ...string) pki.Options {
 	return pki.Options{CommonName: cn, Organization: []string{relaysecret.Organization}, DNSNames: dnsNames, Now: now.Add(-time.Minute), TTL: time.Minute + expiringIn}
 }
 
-// sameCAExpiring returns ca's certificate issued again by parent with the
-// same subject and key, expiring expiringIn from now: the same CA whose
-// certificate runs out, so that the client certificates it issued are
-// still its own.
-func sameCAExpiring(ca *x509.Certificate, parent *pki.Certified) (*x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, RawSubject: ca.RawSubject, SubjectKeyId: ca.SubjectKeyId,
-		NotBefore: ca.NotBefore, NotAfter: time.Now().Add(expiringIn),
-		KeyUsage: ca.KeyUsage, ExtKeyUsage: ca.ExtKeyUsage,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: ca.MaxPathLen, MaxPathLenZero: ca.MaxPathLenZero,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.Cert, ca.PublicKey, parent.Key)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificate(der)
-}
-
 // patchSecret merges data (a nil value removes the key) and annotations
 // into secret name of the management cluster, through the API server and
 // relay-webhook as a person's kubectl patch would.
@@ -459,9 +451,12 @@ func patchSecret(ctx context.Context, t *testing.T, m *rotationMesh, name string
 // expiredGeneratedCertificatesReplacedAtStart stops relay-server, writes a
 // certificate that expires within seconds in place of a generated one,
 // waits until it has expired and starts relay-server: the server
-// certificate, then the intermediate (the same CA, its certificate run
-// out), then the root (an expired self-signed root of a new key, with an
-// intermediate and a server certificate under it, expired too).
+// certificate (the agents reconnect by themselves), then the intermediate
+// (the client certificates it issued are refused once it is replaced, as
+// they would have expired with it: the clusters are registered again),
+// then the root (an expired self-signed root of a new key, with an
+// intermediate and a server certificate under it, expired too: the
+// clusters are registered again with the new root).
 func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing.T, m *rotationMesh, ps probers) {
 	healthy(t, m)
 	mgmt := m.env.Cluster("mgmt")
@@ -516,6 +511,22 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 		time.Sleep(time.Until(notAfter) + time.Second)
 		m.startServer(t)
 	}
+	// agentsBack registers every workload cluster again with relayctl
+	// register and flags, waits until their agents hold their streams
+	// and relayctl check passes, and then for five seconds counts the
+	// probers' handshakes, which must all succeed.
+	agentsBack := func(t *testing.T, flags ...string) {
+		t.Helper()
+		for _, c := range m.workloads {
+			m.register(t, c, flags...)
+		}
+		m.waitConnected(t, 2*time.Minute)
+		_, failedBefore, _, _ := ps.counts()
+		ps.serverUp()
+		healthy(t, m)
+		time.Sleep(5 * time.Second)
+		noNewFailures(t, ps, failedBefore, "once the agents were back")
+	}
 	authority := config.DefaultAuthority
 	serverNames := []string{"*." + config.DefaultNamespace, authority}
 
@@ -541,22 +552,24 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 
 	t.Run("intermediate", func(t *testing.T) {
 		healthy(t, m)
-		_, failedBefore, _, _ := ps.counts()
 		root := material(t, relaysecret.Root, config.DefaultRootTLSSecret)
-		signing := material(t, relaysecret.Signing, config.DefaultSigningTLSSecret)
-		var expired *x509.Certificate
+		var expired *pki.Certified
 		restart(t, func() time.Time {
 			var err error
-			if expired, err = sameCAExpiring(signing.Cert, root.Certified()); err != nil {
+			if expired, err = root.Certified().NewIntermediateCA(expiring(relaysecret.SigningCommonName)); err != nil {
 				t.Fatal(err)
 			}
-			patchSecret(ctx, t, m, config.DefaultSigningTLSSecret, map[string][]byte{relaysecret.KeyTLSCert: pki.EncodeCertificates(expired)}, nil)
-			return expired.NotAfter
+			key, _ := expired.KeyPEM()
+			patchSecret(ctx, t, m, config.DefaultSigningTLSSecret, map[string][]byte{relaysecret.KeyTLSCert: expired.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: expired.CAPEM()}, nil)
+			return expired.Cert.NotAfter
 		})
-		ps.serverUp()
-		replaced(t, config.DefaultSigningTLSSecret, expired)
-		m.waitConnected(t, time.Minute)
-		noNewFailures(t, ps, failedBefore, "once relay-server was ready with its expired intermediate replaced")
+		replaced(t, config.DefaultSigningTLSSecret, expired.Cert)
+		// The client certificates an intermediate issued expire with it
+		// (their lifetime is capped by its own), and relay-server admits
+		// none of them once it has replaced it: registering the clusters
+		// again gives each a fresh token, with which its agent
+		// bootstraps from the new intermediate.
+		agentsBack(t)
 	})
 
 	t.Run("root", func(t *testing.T) {
@@ -583,9 +596,10 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 				}
 				patchSecret(ctx, t, m, name, data, annotations)
 			}
-			// The guard refuses to remove a root that still anchors the
-			// agents' certificates, unless told to.
-			write(config.DefaultRootTLSSecret, expired, map[string]string{meshv1alpha1.AllowRootRemovalAnnotation: "true"})
+			// relay-webhook refuses to remove a root that still anchors
+			// the agents' certificates, or one the other secrets chain to,
+			// unless told to.
+			write(config.DefaultRootTLSSecret, expired, map[string]string{meshv1alpha1.AllowRootRemovalAnnotation: "true", meshv1alpha1.AllowChainBreakAnnotation: "true"})
 			write(config.DefaultSigningTLSSecret, intermediate, nil)
 			write(config.DefaultServerTLSSecret, server, nil)
 			return expired.Cert.NotAfter
@@ -606,16 +620,9 @@ func expiredGeneratedCertificatesReplacedAtStart(ctx context.Context, t *testing
 			}
 		}
 		// The agents trust the old root only: registering their clusters
-		// again copies the new root and gives each a fresh token, with
-		// which its agent bootstraps again.
-		for _, c := range m.workloads {
-			m.register(t, c, "--force")
-		}
-		m.waitConnected(t, 2*time.Minute)
-		_, failedBefore, _, _ := ps.counts()
-		ps.serverUp()
-		healthy(t, m)
-		time.Sleep(5 * time.Second)
-		noNewFailures(t, ps, failedBefore, "once the agents were back under the new root")
+		// again (--force: their copy of the root differs) copies the new
+		// root and gives each a fresh token, with which its agent
+		// bootstraps under it.
+		agentsBack(t, "--force")
 	})
 }

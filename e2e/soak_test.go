@@ -344,7 +344,7 @@ func (m *rotationMesh) startWebhook(t *testing.T, cluster string) {
 // register runs relayctl register for cluster, with extra flags.
 func (m *rotationMesh) register(t *testing.T, cluster string, extra ...string) {
 	t.Helper()
-	args := append([]string{"register", cluster, "--mgmt-context", "mgmt", "--remote-context", cluster}, extra...)
+	args := append([]string{"register", cluster, "--context", "mgmt", "--remote-context", cluster}, extra...)
 	if _, stderr, code := m.mesh.Relayctl(m.ctx, args...); code != 0 {
 		t.Fatalf("relayctl register %s: exit %d: %s", cluster, code, stderr)
 	}
@@ -383,7 +383,7 @@ func (m *rotationMesh) waitConnected(t *testing.T, within time.Duration) {
 
 // check runs relayctl check over the mesh.
 func (m *rotationMesh) check() (string, int) {
-	args := []string{"check", "--mgmt-context", "mgmt", "--server-metrics", "http://" + m.mesh.ServerMetrics + "/metrics"}
+	args := []string{"check", "--context", "mgmt", "--server-metrics", "http://" + m.mesh.ServerMetrics + "/metrics"}
 	for _, c := range m.workloads {
 		args = append(args, "--remote-context", c)
 	}
