@@ -34,6 +34,9 @@ type environment struct {
 	// profileDir keeps the server's heap profiles after the run.
 	profileDir string
 
+	// registered is how many KubernetesClusters register created.
+	registered int
+
 	token   string
 	roots   *x509.CertPool
 	signing *pki.Certified
@@ -147,16 +150,22 @@ func (e *environment) loadSecrets(ctx context.Context) error {
 	return nil
 }
 
-// register creates KubernetesClusters agent-0 … agent-(n-1).
+// register makes sure KubernetesClusters agent-0 … agent-(n-1) exist,
+// creating those the environment has not registered yet.
 func (e *environment) register(ctx context.Context, n, concurrency int) error {
+	from := e.registered
+	if n <= from {
+		return nil
+	}
 	start := time.Now()
-	err := forEach(ctx, n, concurrency, func(i int) error {
-		return e.client.Create(ctx, &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: agentName(i)}})
+	err := forEach(ctx, n-from, concurrency, func(i int) error {
+		return e.client.Create(ctx, &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: agentName(from + i)}})
 	})
 	if err != nil {
 		return fmt.Errorf("failed to register clusters: %w", err)
 	}
-	fmt.Printf("registered %d KubernetesClusters in %s\n", n, time.Since(start).Round(time.Millisecond))
+	e.registered = n
+	fmt.Printf("registered %d KubernetesClusters in %s\n", n-from, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

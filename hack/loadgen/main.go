@@ -1,9 +1,10 @@
 // Command loadgen measures relay-server under load, in its own process
 // against a relay-server process on a local cluster:
 //
-//   - bootstrap throughput: many agents, each a new TLS connection with the
-//     identity token and a CSR, and its ratio to pkg/pki's issuance speed
-//     measured in the same run;
+//   - bootstrap cost: relay-server's process CPU per bootstrap (a new TLS
+//     connection with the identity token and a CSR) beside the floor's, a
+//     bare TLS server doing only the cryptographic work of a bootstrap
+//     (floor.go), driven by the same client in the same run, alternating;
 //   - scale: N agents holding push and pull streams over mutual TLS, the
 //     server's memory per connected agent and the time until all connect.
 //
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -25,16 +27,29 @@ type options struct {
 	agents      int
 	bootstraps  int
 	concurrency int
+	rounds      int
+	phases      string
+	cpuProfile  time.Duration
 	timeout     time.Duration
 	profileDir  string
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == floorCommand {
+		if err := floorMain(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen floor: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.StringVar(&o.server, "server-binary", "bin/relay-server", "relay-server binary to measure")
 	flag.IntVar(&o.agents, "agents", 10000, "agents holding push and pull streams in the scale phase")
 	flag.IntVar(&o.bootstraps, "bootstraps", 2000, "bootstraps in the throughput phase")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
+	flag.StringVar(&o.phases, "phases", "bootstrap,scale", "phases to run, comma-separated: bootstrap, scale")
+	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, and over its idle window, in --profile-dir")
+	flag.IntVar(&o.rounds, "rounds", 4, "bootstrap rounds, alternating relay-server and the floor")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up after this long")
 	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after the scale phase are kept")
 	flag.Parse()
@@ -57,33 +72,64 @@ func run(ctx context.Context, o options) error {
 	env.profileDir = o.profileDir
 	fmt.Printf("relay-server %s on a local cluster; %d agents, %d bootstraps, concurrency %d\n", env.addr, o.agents, o.bootstraps, o.concurrency)
 
-	if err := env.register(ctx, max(o.agents, 1), o.concurrency); err != nil {
+	phases := map[string]bool{}
+	for _, p := range strings.Split(o.phases, ",") {
+		phases[strings.TrimSpace(p)] = true
+	}
+	if phases["bootstrap"] {
+		if err := runBootstrap(ctx, env, o); err != nil {
+			return err
+		}
+	}
+	if phases["scale"] {
+		if err := runScale(ctx, env, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runBootstrap(ctx context.Context, env *environment, o options) error {
+	// Only the clusters that bootstrap: the server's status writes after
+	// registrations are over before the first window starts.
+	n := min(o.bootstraps, o.agents)
+	if err := env.register(ctx, n, o.concurrency); err != nil {
 		return err
 	}
 	issue, err := measureIssuance()
 	if err != nil {
 		return err
 	}
-	boot, err := measureBootstrap(ctx, env, o.bootstraps, o.concurrency)
+	floor, err := env.startFloor(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nbootstrap throughput: %.0f bootstraps/s over %d new TLS connections (%s)\n", boot.perSecond, boot.count, boot.elapsed.Round(time.Millisecond))
-	fmt.Printf("pkg/pki issuance in this process: %s per certificate = %.0f/s on one core\n", issue.Round(time.Microsecond), float64(time.Second)/float64(issue))
-	fmt.Printf("ratio bootstrap/issuance: %.2f\n", boot.perSecond/(float64(time.Second)/float64(issue)))
+	defer floor.stop()
+	boot, err := measureBootstrap(ctx, env, floor, n, max(o.rounds, 1), o.concurrency, o.cpuProfile)
+	if err != nil {
+		return err
+	}
+	boot.print(issue)
+	return nil
+}
 
+func runScale(ctx context.Context, env *environment, o options) error {
+	if err := env.register(ctx, o.agents, o.concurrency); err != nil {
+		return err
+	}
 	scale, err := measureScale(ctx, env, o.agents, o.concurrency)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\nscale: %d agents connected (push and pull) in %s\n", scale.agents, scale.elapsed.Round(time.Millisecond))
 	perAgent := func(before, after float64) float64 { return (after - before) / float64(scale.agents) / 1024 }
-	fmt.Printf("server heap in use: %.1f MiB before, %.1f MiB after: %.1f KiB per agent (goal 40 KiB)\n",
+	fmt.Printf("  server resident memory: %.1f MiB before, %.1f MiB after: %.1f KiB per agent (goal <= 40 KiB)\n",
+		scale.rssBefore/(1<<20), scale.rssAfter/(1<<20), perAgent(scale.rssBefore, scale.rssAfter))
+	fmt.Printf("  of which heap in use: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
 		scale.heapBefore/(1<<20), scale.heapAfter/(1<<20), perAgent(scale.heapBefore, scale.heapAfter))
-	fmt.Printf("server goroutine stacks: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
+	fmt.Printf("  and goroutine stacks: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
 		scale.stackBefore/(1<<20), scale.stackAfter/(1<<20), perAgent(scale.stackBefore, scale.stackAfter))
-	fmt.Printf("server resident memory: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
-		scale.rssBefore/(1<<20), scale.rssAfter/(1<<20), (scale.rssAfter-scale.rssBefore)/float64(scale.agents)/1024)
-	fmt.Printf("server goroutines: %.0f before, %.0f after\n", scale.goroutinesBefore, scale.goroutinesAfter)
+	fmt.Printf("  server goroutines: %.0f before, %.0f after: %.1f per agent\n", scale.goroutinesBefore, scale.goroutinesAfter,
+		(scale.goroutinesAfter-scale.goroutinesBefore)/float64(scale.agents))
 	return nil
 }
