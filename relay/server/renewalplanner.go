@@ -79,8 +79,10 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 	seen := map[string]bool{}
 	for _, cluster := range p.conns.pullClusters() {
 		seen[cluster] = true
+		// Read, never changed: every connected cluster every planEvery,
+		// so the cache's object is not copied.
 		var kc meshv1alpha1.KubernetesCluster
-		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc); err != nil {
+		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
 		cert := liveCert(&kc, now)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -129,12 +130,19 @@ func (l *statusLeader) sweepOnce(ctx context.Context) error {
 	}
 	l.mu.Unlock()
 
+	// The cache's own objects, not copies: a sweep every few seconds
+	// would otherwise copy every cluster. Only a cluster with an entry to
+	// remove is copied, before anything changes it.
 	var clusters meshv1alpha1.KubernetesClusterList
-	if err := l.client.List(ctx, &clusters, client.InNamespace(l.ns)); err != nil {
+	if err := l.client.List(ctx, &clusters, client.InNamespace(l.ns), client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("failed to list KubernetesClusters: %w", err)
 	}
 	for i := range clusters.Items {
 		kc := &clusters.Items[i]
+		if !slices.ContainsFunc(kc.Status.Replicas, func(r meshv1alpha1.ReplicaStatus) bool { return !live[r.Replica] }) {
+			continue
+		}
+		kc = kc.DeepCopy()
 		for _, r := range slices.Clone(kc.Status.Replicas) {
 			if live[r.Replica] {
 				continue
@@ -153,8 +161,10 @@ func (l *statusLeader) sweepOnce(ctx context.Context) error {
 	l.mu.Unlock()
 	if changed {
 		for i := range clusters.Items {
+			// The request names the cluster; the cached object is not handed on.
+			kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: clusters.Items[i].Namespace, Name: clusters.Items[i].Name}}
 			select {
-			case l.resync <- event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster]{Object: &clusters.Items[i]}:
+			case l.resync <- event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster]{Object: kc}:
 			case <-ctx.Done():
 				return nil
 			}
