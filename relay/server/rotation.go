@@ -73,6 +73,8 @@ type rotation struct {
 	// lastPending is when Activate last saw a cluster whose newest
 	// certificate chains to the old root (zero before it looked).
 	lastPending time.Time
+	// writes counts the secret updates made.
+	writes int
 }
 
 // handover is how long Activate waits after the last cluster renewed onto
@@ -160,6 +162,8 @@ type step struct {
 	// outgoing is the root leaving (Activate, Retire).
 	outgoing *x509.Certificate
 	problems []string
+	// stale is set when the tick changed a secret after reading it.
+	stale bool
 }
 
 // tick looks once and takes at most one step of each rotation.
@@ -184,9 +188,13 @@ func (r *rotation) tick(ctx context.Context) error {
 		s.since = status.PhaseSince.Time
 	}
 	var errs []error
+	wrote := r.writes
 	if err := r.act(ctx, rt, status, s, kcs.Items); err != nil {
 		errs = append(errs, err)
 	}
+	// The secrets read before a step no longer say what they hold: the
+	// certificates in status are described again at the next tick.
+	s.stale = r.writes != wrote
 	if err := r.publishBundle(ctx, s.st); err != nil {
 		errs = append(errs, err)
 	}
@@ -619,6 +627,7 @@ func (r *rotation) updateSecret(ctx context.Context, s *corev1.Secret, data map[
 	if err := r.client.Update(ctx, u); err != nil {
 		return fmt.Errorf("failed to update secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
+	r.writes++
 	return nil
 }
 
@@ -721,6 +730,9 @@ func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust,
 		since := metav1.NewTime(s.since)
 		status.Phase, status.PhaseSince = s.phase, &since
 	}
+	if s.stale {
+		return r.patchStatus(ctx, rt, status, s)
+	}
 	rootName, signingName, serverName := r.secretKeys()
 	status.Root, status.Incoming = nil, nil
 	if st.signer != nil {
@@ -771,6 +783,11 @@ func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust,
 		}
 	}
 	meta.SetStatusCondition(&status.Conditions, progressing)
+	return r.patchStatus(ctx, rt, status, s)
+}
+
+// patchStatus writes status when it differs from rt's.
+func (r *rotation) patchStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust, status *meshv1alpha1.RelayTrustStatus, s *step) error {
 	r.metrics.setPhase(s.phase)
 	if apiequality.Semantic.DeepEqual(&rt.Status, status) {
 		return nil

@@ -520,7 +520,9 @@ func TestAReplicaStartedDuringActivateAdmitsTheOldRootsCertificates(t *testing.T
 	if _, err := pki.VerifyChain(renewed[0], renewed[1:], bundle[len(bundle)-1:], pki.RoleClient, time.Now()); err != nil {
 		t.Errorf("the renewed certificate does not chain to the new root: %v", err)
 	}
-	f.eventually("with cluster-1 renewed, the rotation completes", func() error {
+	// Activate waits a handover time after the last renewal, and the
+	// leader looks every 10 s with the default lifetimes.
+	testenv.Eventually(t, "with cluster-1 renewed, the rotation completes", 90*time.Second, func() error {
 		rt := relayTrust(t, f)
 		if rt.Status.Rotations.Root != 1 || rt.Status.Phase != meshv1alpha1.PhaseStable {
 			return fmt.Errorf("phase %s, rotations %+v, pending %v", rt.Status.Phase, rt.Status.Rotations, rt.Status.Pending)

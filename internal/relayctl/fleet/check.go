@@ -206,6 +206,11 @@ func (c *checker) management(ctx context.Context) error {
 			c.add(side, "secret "+signingKey.String(), Problem, "%v: the signing CA must chain to the root agents trust", r.Err())
 		} else {
 			c.signing = m.Cert
+			for _, prev := range m.Previous {
+				if _, err := pki.VerifyChain(prev, nil, append(slices.Clone(m.Roots), c.roots...), pki.RoleSigningCA, c.o.Now); err == nil {
+					c.previous = append(c.previous, prev)
+				}
+			}
 			c.expiry(side, "secret "+signingKey.String(), m.Cert)
 		}
 	}

@@ -21,7 +21,7 @@ func (c *checker) clientIssuers(ctx context.Context, side string, signing *x509.
 	srv := c.o.Server
 	c.issuers = nil
 	if signing != nil {
-		c.issuers = append(c.issuers, signing)
+		c.issuers = append(append(c.issuers, signing), c.previous...)
 	}
 	const check = "client issuers"
 	if srv.ClientIssuerSecret != "" {
@@ -115,7 +115,7 @@ func (c *checker) clientIssuerAdmitted(cluster string, key types.NamespacedName,
 		return
 	}
 	c.add(cluster, "client issuer", Problem, "secret %s was issued by %s, which relay-server does not admit client certificates from "+
-		"(unless it is the signing CA relay-server used before its last change): reissue it from relay-server's signing CA (delete the secret so that the agent bootstraps again), "+
+		"(unless a replica still holds it in memory as the signing CA before its last change): reissue it from relay-server's signing CA (delete the secret so that the agent bootstraps again), "+
 		"or list the CA in relay-server's clientIssuerSecret", key, pki.CAName(issuer))
 }
 
@@ -168,6 +168,9 @@ type issuerCheckFields struct {
 	// far as check can tell; issuersKnown says whether that is all of them.
 	issuers      []*x509.Certificate
 	issuersKnown bool
-	// signing is the signing CA of the management cluster, when valid.
-	signing *x509.Certificate
+	// signing is the signing CA of the management cluster, when valid;
+	// previous the CAs of its previous.crt that still chain to the relay
+	// roots: relay-server admits their certificates until agents renew.
+	signing  *x509.Certificate
+	previous []*x509.Certificate
 }

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/relayctl/certgen"
 	"github.com/meshrelay/meshrelay/internal/testenv"
@@ -111,5 +113,53 @@ func TestCheckJudgesClientIssuersAndWarnsOfWorkloadCAKeys(t *testing.T) {
 		want(t, check(t, off), "management", "client issuers", Warning, "--client-issuer-secret")
 		off.ClientIssuerSecret = "relay-client-issuers"
 		want(t, check(t, off), "management", "client issuers", Problem, "relay-server admits no client certificate")
+	})
+
+	t.Run("after the intermediate is rotated, a client certificate of the one in previous.crt is admitted", func(t *testing.T) {
+		get := func(c interface {
+			Get(context.Context, types.NamespacedName, client.Object, ...client.GetOption) error
+		}, ns, name string) *corev1.Secret {
+			var s corev1.Secret
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &s); err != nil {
+				t.Fatal(err)
+			}
+			return &s
+		}
+		signing := get(mgmt, srv.Namespace, srv.SigningTLSSecret.Name)
+		old, errs := relaysecret.Decode(relaysecret.Signing, signing.Data, "")
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		root, errs := relaysecret.Decode(relaysecret.Root, get(mgmt, srv.Namespace, srv.RootTLSSecret.Name).Data, "")
+		if len(errs) > 0 || root.Key == nil {
+			t.Fatalf("root secret: %v (key %v)", errs, root.Key != nil)
+		}
+		newer, err := (&pki.Certified{Cert: root.Cert, Key: root.Key}).NewIntermediateCA(pki.Options{CommonName: "meshrelay-signing-ca-2", TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := old.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := get(remote, ag.Namespace, ag.ClientTLSSecret.Name)
+		cs.Data[relaysecret.KeyTLSCert] = cert.CertPEM()
+		cs.Data[relaysecret.KeyTLSKey], _ = cert.KeyPEM()
+		if err := remote.Update(ctx, cs); err != nil {
+			t.Fatal(err)
+		}
+		keyPEM, _ := newer.KeyPEM()
+		signing.Data = map[string][]byte{relaysecret.KeyTLSCert: newer.CertPEM(), relaysecret.KeyTLSKey: keyPEM, relaysecret.KeyCACert: newer.CAPEM()}
+		if err := mgmt.Update(ctx, signing); err != nil {
+			t.Fatal(err)
+		}
+		want(t, check(t, srv), "cluster-1", "client issuer", Problem, "does not admit client certificates from")
+		signing.Data[relaysecret.KeyPreviousCACert] = pki.EncodeCertificates(old.Cert)
+		if err := mgmt.Update(ctx, signing); err != nil {
+			t.Fatal(err)
+		}
+		r := check(t, srv)
+		want(t, r, "management", "client issuers", OK, "meshrelay-signing-ca-2", old.Cert.Subject.CommonName)
+		want(t, r, "cluster-1", "client issuer", OK, "which relay-server admits")
 	})
 }
