@@ -36,7 +36,9 @@ use (the first certificate it gets spends it) and expires after --token-ttl (def
 NAME must be a DNS-1123 label: it becomes the client certificate's DNS name.
 
 Everything is checked before anything changes; a workload relay-root-tls-secret that
-holds a different ca.crt is replaced only with --force. Running register again issues a
+holds a different ca.crt is replaced only with --force, which also deletes a workload
+relay-client-tls-secret whose certificate does not chain to the copied roots (the agent
+bootstraps with the fresh token instead). Running register again issues a
 fresh token and replaces the old one: it is how an agent whose client certificate expired
 or was revoked gets a new one, without a restart (an agent whose certificate is fine
 bootstraps again too).

@@ -31,6 +31,13 @@ func (d DryRun) updateOptions() []client.UpdateOption {
 	return nil
 }
 
+func (d DryRun) deleteOptions() []client.DeleteOption {
+	if d == DryRunServer {
+		return []client.DeleteOption{client.DryRunAll}
+	}
+	return nil
+}
+
 // action is what a step reports: action itself when writing, or what it
 // would be in a dry run.
 func (d DryRun) action(action string) string {

@@ -128,6 +128,16 @@ func Register(ctx context.Context, mgmt, remote client.Client, o RegisterOptions
 		// exist for the secrets that follow.
 		w.absentNamespace = created && o.DryRun == DryRunServer
 	}
+	if curRoot != nil && differingKey(curRoot.Data, rootWant) != "" {
+		// Forced over another root: a client certificate that does not
+		// chain to the roots copied now is of no use to the agent, and
+		// left in place it would be a certificate without a chain, which
+		// relay-webhook refuses the root update for. The agent
+		// bootstraps with the fresh token instead.
+		if err := w.deleteUnchained(ctx, ag.ClientTLSSecret.NamespacedName(ag.Namespace), caCrt, o.Now, act); err != nil {
+			return steps, err
+		}
+	}
 	if err := w.write(ctx, remoteRootKey, curRoot, rootWant, act); err != nil {
 		return steps, err
 	}
@@ -223,6 +233,33 @@ func (w secretWriter) write(ctx context.Context, key types.NamespacedName, cur *
 		}
 		act("workload", object, "updated", nil)
 	}
+	return nil
+}
+
+// deleteUnchained deletes the client secret key when its certificate does
+// not chain to the PEM roots caCrt at now.
+func (w secretWriter) deleteUnchained(ctx context.Context, key types.NamespacedName, caCrt []byte, now time.Time, act func(cluster, object, action string, expires *time.Time)) error {
+	cur, err := lookupSecret(ctx, w.remote, key, "workload cluster")
+	if err != nil || cur == nil {
+		return err
+	}
+	roots, err := pki.DecodeCertificates(caCrt)
+	if err != nil {
+		return err
+	}
+	m, _ := relaysecret.Decode(relaysecret.Client, cur.Data, "")
+	if m.Cert != nil {
+		if _, err := pki.VerifyChain(m.Cert, m.Chain, roots, pki.RoleClient, now); err == nil {
+			return nil
+		}
+	}
+	object := "secret " + key.String()
+	if w.dryRun.sends() {
+		if err := w.remote.Delete(ctx, cur, w.dryRun.deleteOptions()...); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("workload cluster: failed to delete %s, whose certificate does not chain to the new root: %w", object, err)
+		}
+	}
+	act("workload", object, "deleted (its certificate does not chain to the new root; the agent bootstraps with the fresh token)", nil)
 	return nil
 }
 

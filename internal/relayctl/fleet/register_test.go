@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,10 +196,29 @@ func TestRegisterIssuesEachRunAFreshTokenKeptOnTheManagementClusterOnlyAsAHash(t
 		if workloadToken() != before {
 			t.Error("the refused run replaced the token")
 		}
+		// The agent's certificate under the replaced root is of no use any
+		// more, and would be left without a chain: --force deletes it.
+		stale, _ := other.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Hour})
+		keyPEM, _ := stale.KeyPEM()
+		clientKey := types.NamespacedName{Namespace: ag.Namespace, Name: ag.ClientTLSSecret.Name}
+		_ = remote.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clientKey.Namespace, Name: clientKey.Name}})
+		if err := remote.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clientKey.Namespace, Name: clientKey.Name},
+			Data: map[string][]byte{"tls.crt": stale.CertPEM(), "tls.key": keyPEM, "ca.crt": other.CertPEM()}}); err != nil {
+			t.Fatal(err)
+		}
 		forced := opts
 		forced.Force = true
-		if _, err := Register(ctx, mgmt, remote, forced); err != nil {
+		steps, err := Register(ctx, mgmt, remote, forced)
+		if err != nil {
 			t.Errorf("with --force: %v", err)
+		}
+		if err := remote.Get(ctx, clientKey, &corev1.Secret{}); err == nil {
+			t.Errorf("the client secret under the replaced root is still there")
+		}
+		if !slices.ContainsFunc(steps, func(s Step) bool {
+			return strings.Contains(s.Action, "deleted") && strings.Contains(s.Object, clientKey.Name)
+		}) {
+			t.Errorf("the steps do not say the client secret was deleted: %+v", steps)
 		}
 	})
 }
