@@ -151,11 +151,9 @@ func checkTrustBundle(t *testing.T, p *corev1.Pod) {
 		sec.Items[0].Path != injector.TrustBundleRootFile || sec.Optional == nil || !*sec.Optional {
 		t.Errorf("pod %s: first source %+v, want optional %s ca.crt as %s", p.Name, sec, config.DefaultRootTLSSecret, injector.TrustBundleRootFile)
 	}
-	if ctb == nil || ctb.SignerName == nil || *ctb.SignerName != meshv1alpha1.TrustBundleSignerName || ctb.LabelSelector == nil ||
-		ctb.LabelSelector.MatchLabels[meshv1alpha1.TrustBundleLabel] != p.Namespace || ctb.Path != injector.TrustBundleFile ||
-		ctb.Optional == nil || !*ctb.Optional {
-		t.Errorf("pod %s: second source %+v, want the optional ClusterTrustBundle of signer %s labelled %s=%s", p.Name, ctb,
-			meshv1alpha1.TrustBundleSignerName, meshv1alpha1.TrustBundleLabel, p.Namespace)
+	if ctb == nil || ctb.Name == nil || *ctb.Name != meshv1alpha1.TrustBundleName(p.Namespace) || ctb.SignerName != nil ||
+		ctb.Path != injector.TrustBundleFile || ctb.Optional == nil || !*ctb.Optional {
+		t.Errorf("pod %s: second source %+v, want the optional ClusterTrustBundle %s, by name", p.Name, ctb, meshv1alpha1.TrustBundleName(p.Namespace))
 	}
 }
 

@@ -87,6 +87,15 @@ func TestTheManagementClusterKeepsRootsTheFleetStillChainsTo(t *testing.T) {
 			t.Fatal("the root secret is gone")
 		}
 	})
+	t.Run("a collection delete, which names no secret in its request, is refused too", func(t *testing.T) {
+		_, stderr, err := e.Kubectl(e.ctx, "", "delete", "secrets", "--all", "-n", ns)
+		if err == nil || !strings.Contains(stderr, "denied the request") {
+			t.Errorf("kubectl delete secrets --all was not denied by the webhook: %v %s", err, stderr)
+		}
+		if !e.secretExists(t, ns, config.DefaultRootTLSSecret) {
+			t.Fatal("the root secret is gone")
+		}
+	})
 	t.Run("with the override annotation the root is removed, and the warning names the stranded cluster", func(t *testing.T) {
 		stderr := e.mustApply(t, secret(true, "root-b"))
 		if !strings.Contains(stderr, "admitted by "+meshv1alpha1.AllowRootRemovalAnnotation+"=true") || !strings.Contains(stderr, "cluster-1") {

@@ -23,8 +23,13 @@ const certificateReminder = 30 * time.Second
 var errHandover = errors.New("the client certificate changed")
 
 // handoverRetry bounds how long a failed handover waits before it is tried
-// again, while the streams stay on the connection they have.
-const handoverRetry = 10 * time.Second
+// again, while the streams stay on the connection they have;
+// firstMessageWait how long a new connection's pull stream may take to
+// bring its first message (the trust bundle).
+const (
+	handoverRetry    = 10 * time.Second
+	firstMessageWait = 30 * time.Second
+)
 
 // link is one connection's push and pull streams.
 type link struct {
@@ -119,7 +124,13 @@ func (s *streams) open(ctx context.Context) (*link, error) {
 	if err != nil {
 		return fail(fmt.Errorf("failed to open pull stream: %w", err))
 	}
+	// A server that accepts the streams and never answers must not hold a
+	// handover (the live connection waits meanwhile) or a connect.
+	quiet := time.AfterFunc(firstMessageWait, cancel)
 	first, err := pull.Recv()
+	if !quiet.Stop() && err == nil {
+		err = fmt.Errorf("no first message within %s", firstMessageWait)
+	}
 	if err != nil {
 		return fail(fmt.Errorf("pull stream: %w", err))
 	}

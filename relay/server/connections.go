@@ -181,7 +181,11 @@ func (st *clusterState) sawCert(cert *x509.Certificate, chain []*x509.Certificat
 	}
 	// Validity times have a resolution of one second: of two certificates
 	// issued in the same second, the one issued or seen last is newest.
-	if st.cert == nil || !cert.NotBefore.Before(st.cert.notBefore) && serialOf(cert) != st.cert.serial {
+	switch {
+	case st.cert == nil || !cert.NotBefore.Before(st.cert.notBefore) && serialOf(cert) != st.cert.serial:
+		st.cert = summarize(cert, chain)
+	case serialOf(cert) == st.cert.serial && st.cert.rootSHA256 == "" && len(chain) >= 2:
+		// Seen first without its chain: now the fingerprints are known.
 		st.cert = summarize(cert, chain)
 	}
 }

@@ -37,6 +37,9 @@ type renewalPlanner struct {
 	// sent is, by cluster, the signing CA a RenewAt was sent for and its
 	// slot.
 	sent map[string]sentRenewal
+	// bundleSent is, by cluster, when the trust bundle it has not
+	// acknowledged was last sent (or first seen unacknowledged).
+	bundleSent map[string]time.Time
 }
 
 type sentRenewal struct {
@@ -50,7 +53,7 @@ const (
 )
 
 func (p *renewalPlanner) run(ctx context.Context) error {
-	p.sent = map[string]sentRenewal{}
+	p.sent, p.bundleSent = map[string]sentRenewal{}, map[string]time.Time{}
 	t := p.clock.NewTicker(planEvery)
 	defer t.Stop()
 	for {
@@ -71,6 +74,17 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 		return
 	}
 	current := pki.Fingerprint(iss.CA().Cert)
+	// Only the certificates of the CA the current one replaced are
+	// planned: those of a CA of clientIssuerSecret are renewed by their
+	// own issuer, never by the agent.
+	var previous string
+	if ci := p.keys.clientIssuers.Load(); ci != nil && ci.previous != nil {
+		previous = pki.Fingerprint(ci.previous)
+	}
+	bundle := ""
+	if b := p.keys.rootPEM.Load(); b != nil {
+		bundle = sha256Hex(*b)
+	}
 	now := p.clock.Now()
 	if p.next.Before(now) {
 		p.next = now
@@ -85,8 +99,9 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
+		p.resendBundle(cluster, &kc, bundle, now)
 		cert := liveCert(&kc, now)
-		if cert == nil || cert.IssuerSHA256 == "" || cert.IssuerSHA256 == current {
+		if cert == nil || previous == "" || cert.IssuerSHA256 != previous {
 			delete(p.sent, cluster)
 			continue
 		}
@@ -111,4 +126,37 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 			delete(p.sent, cluster)
 		}
 	}
+	for cluster := range p.bundleSent {
+		if !seen[cluster] {
+			delete(p.bundleSent, cluster)
+		}
+	}
+}
+
+// bundleResend is how long an agent may take to acknowledge the trust
+// bundle before it is sent again.
+const bundleResend = 30 * time.Second
+
+// resendBundle sends the trust bundle again to cluster when its agent has
+// not acknowledged it bundleResend after it was last sent: an instruction
+// that did not fit a slow stream's queue is dropped, and a rotation's
+// Prepare and Retire wait for the acknowledgement.
+func (p *renewalPlanner) resendBundle(cluster string, kc *meshv1alpha1.KubernetesCluster, bundle string, now time.Time) {
+	if bundle == "" || kc.Status.TrustBundleSHA256 == bundle {
+		delete(p.bundleSent, cluster)
+		return
+	}
+	if at, ok := p.bundleSent[cluster]; !ok {
+		// Sent when the stream opened or the bundle changed.
+		p.bundleSent[cluster] = now
+		return
+	} else if now.Sub(at) < bundleResend {
+		return
+	}
+	b := p.keys.rootPEM.Load()
+	if b == nil {
+		return
+	}
+	p.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *b}}})
+	p.bundleSent[cluster] = now
 }

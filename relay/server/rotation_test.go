@@ -229,9 +229,10 @@ func askRotation(t *testing.T, f *relayFixture, which string, now bool) {
 	patch := map[string]any{"spec": map[string]any{which: req}}
 	rt := &meshv1alpha1.RelayTrust{ObjectMeta: metav1.ObjectMeta{Namespace: f.cfg.Namespace, Name: meshv1alpha1.RelayTrustName}}
 	raw, _ := json.Marshal(patch)
-	if err := f.cluster.Client.Patch(t.Context(), rt, client.RawPatch(types.MergePatchType, raw)); err != nil {
-		t.Fatalf("ask for a %s rotation: %v", which, err)
-	}
+	// relay-server's leader makes the RelayTrust once it leads.
+	f.eventually("a "+which+" rotation is asked for", func() error {
+		return f.cluster.Client.Patch(t.Context(), rt.DeepCopy(), client.RawPatch(types.MergePatchType, raw))
+	})
 }
 
 func TestRootRotationGoesThroughEveryPhaseWithoutAFailedHandshake(t *testing.T) {

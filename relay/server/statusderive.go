@@ -102,7 +102,12 @@ func newerCert(a, b *meshv1alpha1.CertificateSummary) bool {
 	if b == nil {
 		return true
 	}
-	return a.Serial != b.Serial && !a.NotBefore.Before(&b.NotBefore)
+	if a.Serial == b.Serial {
+		// The same certificate, now with the fingerprints of its issuer
+		// and root (recorded since a newer relay-server saw it).
+		return b.RootSHA256 == "" && a.RootSHA256 != ""
+	}
+	return !a.NotBefore.Before(&b.NotBefore)
 }
 
 func registeredCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.CertificateSummary) metav1.Condition {

@@ -31,7 +31,6 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 
@@ -196,11 +195,11 @@ func (s Settings) trustBundleSources(pod *corev1.Pod) []corev1.VolumeProjection 
 	if ns == "" {
 		ns = s.Namespace
 	}
+	// By name, not by signer and label: any account that may publish a
+	// bundle for the signer (every agent's) could otherwise label one of
+	// its own for this namespace and add a root to these agents' trust.
 	return append(sources, corev1.VolumeProjection{ClusterTrustBundle: &corev1.ClusterTrustBundleProjection{
-		SignerName: ptr.To(meshv1alpha1.TrustBundleSignerName),
-		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{
-			meshv1alpha1.TrustBundleLabel: ns,
-		}},
+		Name:     ptr.To(meshv1alpha1.TrustBundleName(ns)),
 		Path:     TrustBundleFile,
 		Optional: ptr.To(true),
 	}})

@@ -99,6 +99,11 @@ type RelayTrustStatus struct {
 	// PhaseSince is when Phase was entered.
 	// +optional
 	PhaseSince *metav1.Time `json:"phaseSince,omitempty"`
+	// RotationStartedAt is when the root rotation under way started; a
+	// spec.rotateRoot request with now set skips the overlap only for a
+	// rotation it started or that was under way when it was made.
+	// +optional
+	RotationStartedAt *metav1.Time `json:"rotationStartedAt,omitempty"`
 	// Root is the root that signs (the newest one from Activate on);
 	// Incoming the root being added (Prepare), Outgoing the one being
 	// removed (Activate, Retire).

@@ -400,6 +400,10 @@ func (in *RelayTrustStatus) DeepCopyInto(out *RelayTrustStatus) {
 		in, out := &in.PhaseSince, &out.PhaseSince
 		*out = (*in).DeepCopy()
 	}
+	if in.RotationStartedAt != nil {
+		in, out := &in.RotationStartedAt, &out.RotationStartedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Root != nil {
 		in, out := &in.Root, &out.Root
 		*out = new(TrustCertificate)
