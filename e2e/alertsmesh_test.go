@@ -345,12 +345,24 @@ func TestAlertsFireOnAScrapedMesh(t *testing.T) {
 	}
 	agedCert := func(elapsed time.Duration) *x509.Certificate {
 		t.Helper()
-		c, err := signingCA.IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: 60 * 24 * time.Hour, Now: time.Now().Add(-elapsed)})
+		// Signed as relay-server signs, bound to cluster-1's
+		// KubernetesCluster: the agent renews only such a certificate.
+		at := time.Now().Add(-elapsed)
+		iss, err := pki.NewIssuer(signingCA, pki.Policy{Role: pki.RoleClient, TTL: 60 * 24 * time.Hour}, at)
 		must(err)
-		keyPEM, err := c.KeyPEM()
+		key, err := pki.GenerateKey(pki.ECDSAP256)
+		must(err)
+		csrPEM, err := pki.NewCSR(key, "cluster-1")
+		must(err)
+		csr, err := pki.DecodeCSR(csrPEM)
+		must(err)
+		uid := strings.TrimSpace(kubectl("", "--context", "mgmt", "-n", config.DefaultNamespace, "get", "kubernetescluster", "cluster-1", "-o", "jsonpath={.metadata.uid}"))
+		c, err := iss.Sign(csr, pki.Identity{DNSNames: []string{"cluster-1"}, ClusterUID: uid}, at)
+		must(err)
+		keyPEM, err := pki.EncodePrivateKey(key)
 		must(err)
 		kubectl("", "--context", "cluster-1", "-n", config.DefaultNamespace, "patch", "secret", "relay-client-tls-secret", "--type", "merge", "-p",
-			fmt.Sprintf(`{"data":{"tls.crt":%q,"tls.key":%q}}`, base64.StdEncoding.EncodeToString(c.CertPEM()), base64.StdEncoding.EncodeToString(keyPEM)))
+			fmt.Sprintf(`{"data":{"tls.crt":%q,"tls.key":%q}}`, base64.StdEncoding.EncodeToString(c.CertPEM), base64.StdEncoding.EncodeToString(keyPEM)))
 		loaded(c.Cert)
 		return c.Cert
 	}

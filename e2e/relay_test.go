@@ -251,12 +251,23 @@ func TestIdentityTokenFlowAcrossTwoWorkloadClusters(t *testing.T) {
 		if err := agents["cluster-1"].Stop(); err != nil {
 			t.Fatal(err)
 		}
-		old, err := signing.Certified().IssueClient(pki.Options{DNSNames: []string{"cluster-1"}, TTL: time.Minute + 15*time.Second, Now: time.Now().Add(-time.Minute)})
+		// Signed as relay-server signs, bound to cluster-1's
+		// KubernetesCluster: the agent replaces only such a certificate.
+		at := time.Now().Add(-time.Minute)
+		iss, err := pki.NewIssuer(signing.Certified(), pki.Policy{Role: pki.RoleClient, TTL: time.Minute + 15*time.Second}, at)
 		if err != nil {
 			t.Fatal(err)
 		}
-		keyPEM, _ := old.KeyPEM()
-		patch := fmt.Sprintf(`{"data":{"tls.crt":%q,"tls.key":%q}}`, base64.StdEncoding.EncodeToString(old.CertPEM()), base64.StdEncoding.EncodeToString(keyPEM))
+		key, _ := pki.GenerateKey(pki.ECDSAP256)
+		csrPEM, _ := pki.NewCSR(key, "cluster-1")
+		csr, _ := pki.DecodeCSR(csrPEM)
+		uid := strings.TrimSpace(kubectl("", "--context", "mgmt", "-n", "gloo-mesh", "get", "kubernetescluster", "cluster-1", "-o", "jsonpath={.metadata.uid}"))
+		old, err := iss.Sign(csr, pki.Identity{DNSNames: []string{"cluster-1"}, ClusterUID: uid}, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPEM, _ := pki.EncodePrivateKey(key)
+		patch := fmt.Sprintf(`{"data":{"tls.crt":%q,"tls.key":%q}}`, base64.StdEncoding.EncodeToString(old.CertPEM), base64.StdEncoding.EncodeToString(keyPEM))
 		kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "patch", "secret", "relay-client-tls-secret", "--type", "merge", "-p", patch)
 		time.Sleep(time.Until(old.Cert.NotAfter) + time.Second)
 		if agents["cluster-1"], _, err = mesh.StartAgent("cluster-1", "cluster-1"); err != nil {

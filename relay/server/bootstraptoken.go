@@ -75,7 +75,7 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 	if err != nil {
 		return nil, err
 	}
-	if reason, err := s.consumeBootstrapToken(ctx, kc, cred); err != nil {
+	if reason, err := s.consumeBootstrapToken(ctx, cluster, cred); err != nil {
 		return nil, s.refuseCluster(ctx, log.WithValues("discardedSerial", issued.Cert.SerialNumber.Text(16)), call, reason, kc, err)
 	}
 	return s.deliver(ctx, log, call, kc, issued), nil
@@ -155,23 +155,13 @@ func tokenExpired(cluster string, rec *bootstraptoken.Record) error {
 		cluster, rec.Expires.UTC().Format(time.RFC3339))
 }
 
-// consumeBootstrapToken spends cred for the registered cluster kc (as the
-// cache held it) with a conditional write: first a patch at kc's
-// resourceVersion (consumeAt), which is all a bootstrap costs the API server
-// while the cache is current. When that conflicts, someone wrote since: it
-// reads the KubernetesCluster without the cache, checks that the token is
+// consumeBootstrapToken spends cred for cluster with a conditional write:
+// it reads the KubernetesCluster without the cache, checks that the token is
 // still unused there, and updates it at the resourceVersion it read,
-// removing the token's record and marking the cluster bootstrapped; a
-// Conflict again means it reads again, and refuses when the token is gone.
-// A refusal comes with its reason label.
-func (s *service) consumeBootstrapToken(ctx context.Context, kc *meshv1alpha1.KubernetesCluster, cred *bootstrapCredential) (string, error) {
-	switch reason, err := s.consumeAt(ctx, kc, cred); {
-	case err == nil:
-		return "", nil
-	case !apierrors.IsConflict(err):
-		return reason, err
-	}
-	cluster := kc.Name
+// removing the token's record and marking the cluster bootstrapped. A
+// Conflict means someone else wrote first: it reads again, and refuses when
+// the token is gone. A refusal comes with its reason label.
+func (s *service) consumeBootstrapToken(ctx context.Context, cluster string, cred *bootstrapCredential) (string, error) {
 	key := types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}
 	for attempt := 1; ; attempt++ {
 		var kc meshv1alpha1.KubernetesCluster

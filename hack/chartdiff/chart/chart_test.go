@@ -232,7 +232,7 @@ func TestCompareFindsDrift(t *testing.T) {
 	for _, want := range []string{
 		"charts/meshrelay/crds/meshrelay.dev_roottrustpolicies.yaml differs from manifests/crds/meshrelay.dev_roottrustpolicies.yaml",
 		"workload: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
-		"management: Role.rbac.authorization.k8s.io gloo-mesh/relay-server: rules[4].verbs: overlay [get update patch], chart [get update patch delete]",
+		"management: Role.rbac.authorization.k8s.io gloo-mesh/relay-server: rules[7].verbs: overlay [get update patch], chart [get update patch delete]",
 		"workload with monitoring: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
 		"management with monitoring: PrometheusRule.monitoring.coreos.com gloo-mesh/meshrelay: metadata.labels.app.kubernetes.io/part-of: overlay meshrelay, chart other",
 	} {
