@@ -534,9 +534,18 @@ func TestBinariesRunWithTheirServiceAccountsRights(t *testing.T) {
 	if _, stderr, code := mesh.Relayctl(ctx, "register", "cluster-1", "--mgmt-context", "mgmt", "--remote-context", "cluster-1"); code != 0 {
 		t.Fatalf("relayctl register cluster-1: %s", stderr)
 	}
+	// relay-agent may not read relay-root-tls-secret: its Deployment
+	// mounts the trust bundle (the secret's ca.crt, which register just
+	// copied) as a folder, which this process is given as the kubelet
+	// would write it.
+	trustDir := t.TempDir()
+	caCrt, err := base64.StdEncoding.DecodeString(kubectl("", "--context", "cluster-1", "-n", "gloo-mesh", "get", "secret", "relay-root-tls-secret", "-o", `jsonpath={.data.ca\.crt}`))
+	must(err)
+	must(os.WriteFile(filepath.Join(trustDir, "root-ca.crt"), caCrt, 0o600))
 	agentMetrics := free()
 	_, err = mesh.Start("relay-agent", "relay-agent-cluster-1", "--kubeconfig", kc, "--context", "cluster-1-agent",
-		"--cluster", "cluster-1", "--server-address", mesh.ServerAddr, "--metrics-address", agentMetrics, "--federated-trust")
+		"--cluster", "cluster-1", "--server-address", mesh.ServerAddr, "--metrics-address", agentMetrics, "--federated-trust",
+		"--trust-bundle-dir", trustDir)
 	must(err)
 
 	metrics := "http://" + mesh.ServerMetrics + "/metrics"
