@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshrelay/meshrelay/internal/localmesh"
 	"github.com/meshrelay/meshrelay/internal/testenv"
@@ -303,7 +301,7 @@ func (m *rotationMesh) startServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dep, err := deploymentRunning(m.mesh.Rendered("mgmt"), "relay-server")
+	dep, err := localmesh.DeploymentOf(m.mesh.Rendered("mgmt"), "relay-server")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,20 +398,3 @@ func (m *rotationMesh) agentRenewals() map[string]float64 {
 	return out
 }
 
-// deploymentRunning returns the name of the Deployment among objs whose
-// container runs binary.
-func deploymentRunning(objs []*unstructured.Unstructured, binary string) (string, error) {
-	for _, u := range objs {
-		if u.GetKind() != "Deployment" {
-			continue
-		}
-		cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
-		for _, c := range cs {
-			cmd, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "command")
-			if len(cmd) > 0 && filepath.Base(cmd[0]) == binary {
-				return u.GetName(), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("the rendering holds no Deployment running %s", binary)
-}

@@ -46,9 +46,9 @@ type Local struct {
 // the pod's name and here is the machine's, the same for every process.
 const hostnameEnv = "POD_NAME"
 
-// deploymentOf returns the name of the one Deployment in objs whose
+// DeploymentOf returns the name of the one Deployment in objs whose
 // container runs binary.
-func deploymentOf(objs []*unstructured.Unstructured, binary string) (string, error) {
+func DeploymentOf(objs []*unstructured.Unstructured, binary string) (string, error) {
 	var names []string
 	for _, u := range objs {
 		if u.GetKind() != "Deployment" {
@@ -81,7 +81,7 @@ func (m *Mesh) runs(cluster, binary string) (string, bool) {
 	if objs == nil {
 		return "", false
 	}
-	name, err := deploymentOf(objs, binary)
+	name, err := DeploymentOf(objs, binary)
 	return name, err == nil
 }
 
