@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/meshrelay/meshrelay/internal/localmesh"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -397,4 +396,3 @@ func (m *rotationMesh) agentRenewals() map[string]float64 {
 	}
 	return out
 }
-
