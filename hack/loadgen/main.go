@@ -36,11 +36,9 @@ type options struct {
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == floorCommand {
-		if err := floorMain(os.Args[2:]); err != nil {
-			fmt.Fprintf(os.Stderr, "loadgen floor: %v\n", err)
-			os.Exit(1)
-		}
-		return
+		// The floor serves until it is killed: it returns only on failure.
+		fmt.Fprintf(os.Stderr, "loadgen floor: %v\n", floorMain(os.Args[2:]))
+		os.Exit(1)
 	}
 	var o options
 	flag.StringVar(&o.server, "server-binary", "bin/relay-server", "relay-server binary to measure")
