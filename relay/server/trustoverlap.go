@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/hex"
 	"slices"
 	"strings"
 	"time"
@@ -44,18 +43,12 @@ func boundRootCerts(rep *relayv1.IstioCAStatus) *relayv1.IstioCAStatus {
 	certs := rep.GetRootCertSha256()
 	ok := len(certs) <= maxTrustedRoots
 	for _, c := range certs {
-		ok = ok && isFingerprint(c)
+		ok = ok && isHexSHA256(c)
 	}
 	if ok {
 		return rep
 	}
 	return &relayv1.IstioCAStatus{Policy: rep.GetPolicy(), NotBefore: rep.GetNotBefore(), NotAfter: rep.GetNotAfter(), RootSha256: rep.GetRootSha256(), Error: rep.GetError()}
-}
-
-// isFingerprint reports whether s is a SHA-256 in lowercase hex.
-func isFingerprint(s string) bool {
-	_, err := hex.DecodeString(s)
-	return len(s) == 64 && err == nil && strings.ToLower(s) == s
 }
 
 // dropDecision says whether to ask cluster to drop roots from root-cert.pem
