@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -14,8 +12,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	"google.golang.org/grpc"
-	grpccreds "google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -125,8 +121,7 @@ func (a *rotatingAgent) handle(in *relayv1.Instruction) {
 		a.mu.Lock()
 		a.bundle = b
 		a.mu.Unlock()
-		sum := sha256.Sum256(b)
-		a.status(hex.EncodeToString(sum[:]))
+		a.status(sha256Hex(b))
 	case in.GetRenewAt() != nil:
 		go a.renew()
 	}
@@ -137,14 +132,19 @@ func (a *rotatingAgent) client() relayv1.RelayClient {
 	a.mu.Lock()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(a.bundle)
-	tc := &tls.Config{RootCAs: pool, ServerName: a.f.cfg.Authority, Certificates: []tls.Certificate{*a.cert}, MinVersion: tls.VersionTLS13}
+	cert := a.cert
 	a.mu.Unlock()
-	conn, err := grpc.NewClient(a.f.addr, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
-	if err != nil {
-		a.t.Fatal(err)
+	return a.f.dialWith(pool, cert)
+}
+
+// freshCall opens and closes a push stream on rc: a handshake that
+// presents the client certificate, and a call the server must admit.
+func freshCall(ctx context.Context, rc relayv1.RelayClient) error {
+	push, err := rc.Push(ctx)
+	if err == nil {
+		_, err = push.CloseAndRecv()
 	}
-	a.t.Cleanup(func() { conn.Close() })
-	return relayv1.NewRelayClient(conn)
+	return err
 }
 
 // status reports the agent's certificate, and acknowledges the bundle with
@@ -153,8 +153,7 @@ func (a *rotatingAgent) status(bundleSHA string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if bundleSHA == "" {
-		sum := sha256.Sum256(a.bundle)
-		bundleSHA = hex.EncodeToString(sum[:])
+		bundleSHA = sha256Hex(a.bundle)
 	}
 	_ = a.push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{
 		AgentVersion: "test", Replica: a.cluster + "-agent", ClientCertificateNotAfter: a.cert.Leaf.NotAfter.Unix(), TrustBundleSha256: bundleSHA,
@@ -194,11 +193,7 @@ func (a *rotatingAgent) renew() {
 func (a *rotatingAgent) probe() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	push, err := a.client().Push(ctx)
-	if err == nil {
-		_, err = push.CloseAndRecv()
-	}
-	if err != nil {
+	if err := freshCall(ctx, a.client()); err != nil {
 		a.fail("fresh handshake: %v", err)
 	}
 }
@@ -458,17 +453,7 @@ func TestRootSecretDeletedAloneIsNotMadeAgain(t *testing.T) {
 	}
 	// What still works keeps working: a fresh handshake with the agent's
 	// certificate.
-	tc := &tls.Config{RootCAs: roots, ServerName: f.cfg.Authority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	push, err := relayv1.NewRelayClient(conn).Push(t.Context())
-	if err == nil {
-		_, err = push.CloseAndRecv()
-	}
-	if err != nil {
+	if err := freshCall(t.Context(), f.dialWith(roots, cert)); err != nil {
 		t.Errorf("an agent's fresh handshake failed after the root secret was deleted: %v", err)
 	}
 	// Restored, it is used again.
@@ -503,11 +488,7 @@ func TestAReplicaStartedDuringActivateAdmitsTheOldRootsCertificates(t *testing.T
 	})
 	g := startRelay(t, c, "gloo-mesh", func(c *config.Server) { c.ReplicaName = "second" })
 	rc := g.dial(cert)
-	push, err := rc.Push(t.Context())
-	if err == nil {
-		_, err = push.CloseAndRecv()
-	}
-	if err != nil {
+	if err := freshCall(t.Context(), rc); err != nil {
 		t.Fatalf("a replica started during Activate refuses a certificate of the old root's intermediate (previous.crt): %v", err)
 	}
 	key, _ := pki.GenerateKey(pki.ECDSAP256)

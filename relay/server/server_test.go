@@ -147,7 +147,13 @@ func (f *relayFixture) roots() *x509.CertPool {
 // client certificate when cert is set.
 func (f *relayFixture) dial(cert *tls.Certificate) relayv1.RelayClient {
 	f.t.Helper()
-	tc := &tls.Config{RootCAs: f.roots(), ServerName: f.cfg.Authority, MinVersion: tls.VersionTLS12}
+	return f.dialWith(f.roots(), cert)
+}
+
+// dialWith is dial with roots pinned in place of the root secret's.
+func (f *relayFixture) dialWith(roots *x509.CertPool, cert *tls.Certificate) relayv1.RelayClient {
+	f.t.Helper()
+	tc := &tls.Config{RootCAs: roots, ServerName: f.cfg.Authority, MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
 	}
