@@ -86,18 +86,7 @@ func stubRelay(t *testing.T, cert *pki.Certified) string {
 func recordingStubRelay(t *testing.T, cert *pki.Certified) (string, *atomic.Int32) {
 	t.Helper()
 	var presented atomic.Int32
-	keyPEM, err := cert.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(cert.CertPEM(), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair, lis := servingOnLoopback(t, cert)
 	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{
 		Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12,
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -396,4 +385,23 @@ func TestBootstrapPinsTheIssuerOfThePreviousCertificate(t *testing.T) {
 // fixedRoots returns trust anchors that never change.
 func fixedRoots(roots ...*x509.Certificate) func() []*x509.Certificate {
 	return func() []*x509.Certificate { return roots }
+}
+
+// servingOnLoopback returns cert with its key as a TLS certificate to
+// serve, and a listener on a free loopback port.
+func servingOnLoopback(t *testing.T, cert *pki.Certified) (tls.Certificate, net.Listener) {
+	t.Helper()
+	keyPEM, err := cert.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(cert.CertPEM(), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair, lis
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -54,18 +53,7 @@ type trustRelay struct {
 
 func startTrustRelay(t *testing.T, cert *pki.Certified, bundle []byte) *trustRelay {
 	t.Helper()
-	keyPEM, err := cert.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(cert.CertPEM(), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair, lis := servingOnLoopback(t, cert)
 	s := &trustRelay{addr: lis.Addr().String(), bundle: bundle, pulls: map[int]chan *relayv1.Instruction{}, acks: map[string]string{}}
 	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12})))
 	relayv1.RegisterRelayServer(gs, s)
