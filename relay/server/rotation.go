@@ -198,7 +198,7 @@ func (r *rotation) tick(ctx context.Context) error {
 	if err := r.publishBundle(ctx, s.st); err != nil {
 		errs = append(errs, err)
 	}
-	if err := r.writeStatus(ctx, rt, status, s); err != nil {
+	if err := r.writeStatus(ctx, rt, status, s, kcs.Items); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -774,7 +774,7 @@ func (r *rotation) publishBundle(ctx context.Context, st *caState) error {
 
 // writeStatus writes what the tick found into the RelayTrust's status,
 // when it changed.
-func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust, status *meshv1alpha1.RelayTrustStatus, s *step) error {
+func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust, status *meshv1alpha1.RelayTrustStatus, s *step, kcs []meshv1alpha1.KubernetesCluster) error {
 	st, cfg := s.st, r.cfg
 	status.ObservedGeneration = rt.Generation
 	if status.Phase != s.phase || status.PhaseSince == nil {
@@ -811,14 +811,11 @@ func (r *rotation) writeStatus(ctx context.Context, rt *meshv1alpha1.RelayTrust,
 	status.Bundle = nil
 	if len(st.bundle) > 0 {
 		status.Bundle = &meshv1alpha1.BundleStatus{SHA256: bundleSHA256(st.bundle), Roots: int32(len(st.bundle))}
-		var kcs meshv1alpha1.KubernetesClusterList
-		if err := r.clusters.List(ctx, &kcs, client.InNamespace(cfg.Namespace)); err == nil {
-			for i := range kcs.Items {
-				if connected(&kcs.Items[i]) {
-					status.Bundle.Connected++
-					if kcs.Items[i].Status.TrustBundleSHA256 == status.Bundle.SHA256 {
-						status.Bundle.Acknowledged++
-					}
+		for i := range kcs {
+			if connected(&kcs[i]) {
+				status.Bundle.Connected++
+				if kcs[i].Status.TrustBundleSHA256 == status.Bundle.SHA256 {
+					status.Bundle.Acknowledged++
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -189,15 +190,7 @@ func pendingClusters(kcs []meshv1alpha1.KubernetesCluster, reason string, holds 
 		n++
 		out = append(out, meshv1alpha1.PendingCluster{Cluster: kcs[i].Name, Reason: reason})
 	}
-	slices.SortFunc(out, func(a, b meshv1alpha1.PendingCluster) int {
-		if a.Cluster < b.Cluster {
-			return -1
-		}
-		if a.Cluster > b.Cluster {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b meshv1alpha1.PendingCluster) int { return strings.Compare(a.Cluster, b.Cluster) })
 	if len(out) > maxPendingListed {
 		out = out[:maxPendingListed]
 	}
