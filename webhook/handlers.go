@@ -37,11 +37,12 @@ type webhookSetup interface {
 
 // setupWithManager registers every webhook on mgr's webhook server. The
 // secret and Certificate validators read the relay secrets (and, on the
-// management cluster, the KubernetesClusters) through mgr's cached client;
+// management cluster, the KubernetesClusters) through mgr's cached client,
+// and read them again from the API server before a denial;
 // now is the clock of validity checks; clusterTrustBundles reports whether
 // the cluster serves ClusterTrustBundles.
 func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time, clusterTrustBundles func() bool) error {
-	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), now: now}
+	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), live: mgr.GetAPIReader(), now: now}
 	for _, w := range []webhookSetup{
 		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg, clusterTrustBundles),
 	} {

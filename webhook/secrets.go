@@ -19,10 +19,29 @@ import (
 // secrets checks relay secrets through the catalogue. It reads the other
 // relay secrets of the namespace through reader: the root a chain must also
 // verify to, and the certificates an update of a CA must not orphan.
+//
+// reader is a cache, which can lag a write it has just admitted: a new root
+// applied a moment before the signing secret issued under it. So a request
+// denied with what reader holds is checked again with live, which reads
+// from the API server (nil: no second look, as offline).
 type secrets struct {
 	cfg    *config.Webhook
 	reader client.Reader
+	live   client.Reader
 	now    func() time.Time
+}
+
+// confirmed returns p, a verdict found through the cache, or, when p
+// denies and a live reader is set, again's verdict found with the secrets
+// read from the API server: a denial stands only on what is stored, never
+// on a cache that has not yet seen the write before this one.
+func (s *secrets) confirmed(p *problems, err error, again func(*secrets) (*problems, error)) (*problems, error) {
+	if err != nil || len(p.errs) == 0 || s.live == nil {
+		return p, err
+	}
+	fresh := *s
+	fresh.reader, fresh.live = s.live, nil
+	return again(&fresh)
 }
 
 func (s *secrets) names() relaysecret.Names { return relaysecret.WebhookNames(s.cfg) }
@@ -48,6 +67,12 @@ func (s *secrets) get(ctx context.Context, key types.NamespacedName) (*corev1.Se
 // validate checks sec; old is the stored secret on update, nil on create.
 // An error is a failure to read what the checks need, not a denial.
 func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*problems, error) {
+	p, err := s.validateOnce(ctx, sec, old)
+	return s.confirmed(p, err, func(fresh *secrets) (*problems, error) { return fresh.validateOnce(ctx, sec, old) })
+}
+
+// validateOnce is validate with the secrets reader holds.
+func (s *secrets) validateOnce(ctx context.Context, sec, old *corev1.Secret) (*problems, error) {
 	p := &problems{}
 	kind, ok := s.kindOf(client.ObjectKeyFromObject(sec))
 	if !ok {
@@ -94,6 +119,12 @@ func (s *secrets) validate(ctx context.Context, sec, old *corev1.Secret) (*probl
 // root guard's check. Every other delete is allowed. An error is a failure
 // to read what the check needs, not a denial.
 func (s *secrets) validateDelete(ctx context.Context, old *corev1.Secret) (*problems, error) {
+	p, err := s.validateDeleteOnce(ctx, old)
+	return s.confirmed(p, err, func(fresh *secrets) (*problems, error) { return fresh.validateDeleteOnce(ctx, old) })
+}
+
+// validateDeleteOnce is validateDelete with what reader holds.
+func (s *secrets) validateDeleteOnce(ctx context.Context, old *corev1.Secret) (*problems, error) {
 	p := &problems{}
 	if !s.guardsRoots(old) {
 		return p, nil
