@@ -70,7 +70,7 @@ func New(opts Options) (*Agent, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.Jitter == nil {
-		opts.Jitter = defaultJitter
+		opts.Jitter = DefaultJitter
 	}
 	if opts.Replica == "" {
 		opts.Replica, _ = os.Hostname()

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/meshrelay/meshrelay/internal/backoff"
 	"github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/relaysecret"
 	"github.com/meshrelay/meshrelay/pkg/trustbundle"
@@ -71,7 +72,7 @@ func (w *bundleWriter) NeedLeaderElection() bool { return true }
 func (w *bundleWriter) Start(ctx context.Context) error {
 	o := &w.opts
 	log := o.Log.WithName("trust-bundle")
-	retry := newBackoff(bundleRetryInitial, bundleRetryLimit, o.Random)
+	retry := backoff.New(bundleRetryInitial, bundleRetryLimit, o.Random)
 	written := ""
 	for {
 		var again <-chan time.Time

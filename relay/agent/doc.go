@@ -12,7 +12,7 @@
 // and the trust anchors (anchors.go), which come from the mounted trust
 // bundle folder when there is one (trustdir.go) and from the bundle the
 // server pushes (bundle.go); the rotator (rotator.go, rotator_trust.go,
-// schedule.go, backoff.go) decides when to renew, at the latest at the
+// schedule.go, internal/backoff) decides when to renew, at the latest at the
 // time the server set (renewat.go), and only what the relay server issued
 // (issuedby.go), and asks the issuer (issue.go); the streams (streams.go,
 // session.go, instructions.go) talk to the server; the bundle writer

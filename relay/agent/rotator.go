@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/meshrelay/meshrelay/internal/backoff"
 )
 
 // errWaitingForTrust is what obtaining a certificate fails with while the
@@ -114,7 +116,7 @@ func (r *rotator) Start(ctx context.Context) error {
 	o.Leading.Store(true)
 	defer o.Leading.Store(!o.LeaderElection)
 	log := o.Log.WithName("rotator")
-	retry := newBackoff(rotateRetryInitial, rotateRetryLimit, o.Random)
+	retry := backoff.New(RotateRetryInitial, RotateRetryLimit, o.Random)
 	force := ""
 	unavailable := 0 // consecutive failures with the server unavailable
 	var serverTime <-chan struct{}

@@ -12,15 +12,17 @@ import (
 // timer, so that a missed event or a clock jump is caught.
 const maxWait = 10 * time.Minute
 
-// The rotator's retry delays after a failure to obtain a certificate.
+// The rotator's retry delays after a failure to obtain a certificate; the
+// load generator's simulated agents retry a renewal with them too.
 const (
-	rotateRetryInitial = time.Second
-	rotateRetryLimit   = time.Minute
+	RotateRetryInitial = time.Second
+	RotateRetryLimit   = time.Minute
 )
 
-// defaultJitter spreads renewals over up to a fifth more of the grace
-// period.
-func defaultJitter() float64 { return rand.Float64() * 0.2 }
+// DefaultJitter spreads renewals over up to a fifth more of the grace
+// period: the jitter fraction of a certificate's renewal time
+// (pki.RenewalTime).
+func DefaultJitter() float64 { return rand.Float64() * 0.2 }
 
 // renewalWait returns how long to wait before renewing cert at now: until
 // notAfter − ratio × (1 + jitter) × lifetime, or zero when that time has

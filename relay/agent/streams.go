@@ -10,16 +10,18 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
+	"github.com/meshrelay/meshrelay/internal/backoff"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
 // The streams' reconnect delays; a session that lasted longer than
-// stableSession starts them again from the first.
+// StableSession starts them again from the first. The load generator's
+// simulated agents reconnect with them too.
 const (
-	redialInitial = 500 * time.Millisecond
-	redialLimit   = 30 * time.Second
-	stableSession = time.Minute
+	RedialInitial = 500 * time.Millisecond
+	RedialLimit   = 30 * time.Second
+	StableSession = time.Minute
 )
 
 // intermediateCA is the Istio CA as the streams see it: it answers the
@@ -89,17 +91,17 @@ func (s *streams) run(ctx context.Context) error {
 }
 
 // redial runs session again and again until ctx ends, waiting between runs
-// with backoff; a session that lasted over stableSession starts the backoff
+// with backoff; a session that lasted over StableSession starts the backoff
 // again.
 func redial(ctx context.Context, c clock.Clock, random func() float64, log logr.Logger, session func(context.Context) error) {
-	retry := newBackoff(redialInitial, redialLimit, random)
+	retry := backoff.New(RedialInitial, RedialLimit, random)
 	for {
 		start := c.Now()
 		err := session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if c.Since(start) > stableSession {
+		if c.Since(start) > StableSession {
 			retry.Reset()
 		}
 		d := retry.Step()

@@ -1,10 +1,24 @@
-package agent
+package backoff
 
 import (
 	"math/rand/v2"
 	"testing"
 	"time"
 )
+
+func fixed(f float64) func() float64 { return func() float64 { return f } }
+
+func equalDurations(a, b []time.Duration) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
 
 func TestBackoff(t *testing.T) {
 	ms := func(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
@@ -14,15 +28,15 @@ func TestBackoff(t *testing.T) {
 		random         float64
 		want           []time.Duration
 	}{
-		{"the rotator's delays double from one second and stop at one minute", rotateRetryInitial, rotateRetryLimit, 0,
+		{"delays double from one second and stop at one minute", time.Second, time.Minute, 0,
 			[]time.Duration{ms(1000), ms(2000), ms(4000), ms(8000), ms(16000), ms(32000), ms(60000), ms(60000), ms(60000)}},
-		{"the streams' delays double from half a second and stop at thirty seconds", redialInitial, redialLimit, 0,
+		{"delays double from half a second and stop at thirty seconds", 500 * time.Millisecond, 30 * time.Second, 0,
 			[]time.Duration{ms(500), ms(1000), ms(2000), ms(4000), ms(8000), ms(16000), ms(30000), ms(30000)}},
-		{"jitter adds its share of half of each delay, the capped ones too", redialInitial, redialLimit, 0.5,
+		{"jitter adds its share of half of each delay, the capped ones too", 500 * time.Millisecond, 30 * time.Second, 0.5,
 			[]time.Duration{ms(625), ms(1250), ms(2500), ms(5000), ms(10000), ms(20000), ms(37500), ms(37500)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBackoff(tc.initial, tc.limit, fixed(tc.random))
+			b := New(tc.initial, tc.limit, fixed(tc.random))
 			var got []time.Duration
 			for range tc.want {
 				got = append(got, b.Step())
@@ -34,8 +48,8 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestBackoffResetStartsFromTheFirstDelay(t *testing.T) {
-	b := newBackoff(time.Second, time.Minute, fixed(0))
+func TestResetStartsFromTheFirstDelay(t *testing.T) {
+	b := New(time.Second, time.Minute, fixed(0))
 	for range 4 {
 		b.Step()
 	}
@@ -50,8 +64,8 @@ func TestBackoffResetStartsFromTheFirstDelay(t *testing.T) {
 
 func TestBackoffsWithTheirOwnDrawsDoNotMoveInLockstep(t *testing.T) {
 	// Two agents that failed together, each with its own random source.
-	a := newBackoff(time.Second, time.Minute, rand.New(rand.NewPCG(1, 2)).Float64)
-	b := newBackoff(time.Second, time.Minute, rand.New(rand.NewPCG(3, 4)).Float64)
+	a := New(time.Second, time.Minute, rand.New(rand.NewPCG(1, 2)).Float64)
+	b := New(time.Second, time.Minute, rand.New(rand.NewPCG(3, 4)).Float64)
 	base := time.Second
 	for i := range 10 {
 		da, db := a.Step(), b.Step()
