@@ -75,7 +75,7 @@ func (s *service) bootstrap(ctx context.Context, log logr.Logger, req *relayv1.B
 	if err != nil {
 		return nil, err
 	}
-	if reason, err := s.consumeBootstrapToken(ctx, cluster, cred); err != nil {
+	if reason, err := s.consumeBootstrapToken(ctx, kc, cred); err != nil {
 		return nil, s.refuseCluster(ctx, log.WithValues("discardedSerial", issued.Cert.SerialNumber.Text(16)), call, reason, kc, err)
 	}
 	return s.deliver(ctx, log, call, kc, issued), nil
@@ -155,25 +155,34 @@ func tokenExpired(cluster string, rec *bootstraptoken.Record) error {
 		cluster, rec.Expires.UTC().Format(time.RFC3339))
 }
 
-// consumeBootstrapToken spends cred for cluster with a conditional write:
-// it reads the KubernetesCluster without the cache, checks that the token is
-// still unused there, and updates it at the resourceVersion it read,
-// removing the token's record and marking the cluster bootstrapped. A
-// Conflict means someone else wrote first: it reads again, and refuses when
-// the token is gone. A refusal comes with its reason label.
-func (s *service) consumeBootstrapToken(ctx context.Context, cluster string, cred *bootstrapCredential) (string, error) {
+// consumeBootstrapToken spends cred for cached, the cluster's
+// KubernetesCluster as the cache holds it, with a conditional write: it
+// checks that the token is still unused in the object it writes, and
+// updates it at that object's resourceVersion, removing the token's record
+// and marking the cluster bootstrapped. The first write is made at the
+// cached resourceVersion, which saves a read in the usual case; a Conflict
+// means the cache was behind or someone else wrote first: it reads the
+// object past the cache and tries again, and refuses when the token is
+// gone. Either way the write succeeds only on the version the token was
+// checked in, so of concurrent bootstraps with one token exactly one
+// wins. A refusal comes with its reason label.
+func (s *service) consumeBootstrapToken(ctx context.Context, cached *meshv1alpha1.KubernetesCluster, cred *bootstrapCredential) (string, error) {
+	cluster := cached.Name
 	key := types.NamespacedName{Namespace: s.cfg.Namespace, Name: cluster}
+	kc := cached.DeepCopy()
 	for attempt := 1; ; attempt++ {
-		var kc meshv1alpha1.KubernetesCluster
-		switch err := s.api.Get(ctx, key, &kc); {
-		case apierrors.IsNotFound(err):
-			return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s was deregistered during its bootstrap", cluster)
-		case err != nil:
-			return reasonUnavailable, status.Errorf(codes.Unavailable, "failed to read KubernetesCluster %s: %v", key, err)
-		case kc.DeletionTimestamp != nil:
-			return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+		if attempt > 1 {
+			kc = &meshv1alpha1.KubernetesCluster{}
+			switch err := s.api.Get(ctx, key, kc); {
+			case apierrors.IsNotFound(err):
+				return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s was deregistered during its bootstrap", cluster)
+			case err != nil:
+				return reasonUnavailable, status.Errorf(codes.Unavailable, "failed to read KubernetesCluster %s: %v", key, err)
+			case kc.DeletionTimestamp != nil:
+				return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s is being deregistered", cluster)
+			}
 		}
-		if reason, err := s.stillUnused(&kc, cred); err != nil {
+		if reason, err := s.stillUnused(kc, cred); err != nil {
 			return reason, err
 		}
 		if kc.Annotations == nil {
@@ -184,10 +193,12 @@ func (s *service) consumeBootstrapToken(ctx context.Context, cluster string, cre
 		} else {
 			bootstraptoken.Consume(kc.Annotations, s.now())
 		}
-		err := s.writer.Update(ctx, &kc)
+		err := s.writer.Update(ctx, kc)
 		switch {
 		case err == nil:
 			return "", nil
+		case apierrors.IsNotFound(err):
+			return reasonUnregistered, status.Errorf(codes.PermissionDenied, "cluster %s was deregistered during its bootstrap", cluster)
 		case apierrors.IsConflict(err) && attempt < consumeAttempts:
 			continue
 		case apierrors.IsConflict(err):
@@ -198,7 +209,8 @@ func (s *service) consumeBootstrapToken(ctx context.Context, cluster string, cre
 	}
 }
 
-// stillUnused checks cred against kc as the API server holds it now.
+// stillUnused checks cred against kc, the version of the KubernetesCluster
+// the write that spends it is conditional on.
 func (s *service) stillUnused(kc *meshv1alpha1.KubernetesCluster, cred *bootstrapCredential) (string, error) {
 	if cred.shared {
 		return s.sharedTokenAllowed(kc)

@@ -79,7 +79,7 @@ func TestBootstrapTokensAreBoundToOneClusterAndUsedOnce(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt"}})
 	f := startRelay(t, env.Clusters[0], "gloo-mesh", fastSigning)
 	rc := f.dial(nil)
-	for _, c := range []string{"cluster-1", "cluster-2", "cluster-3", "cluster-4", "race"} {
+	for _, c := range []string{"cluster-1", "cluster-2", "cluster-3", "cluster-4", "race", "stale"} {
 		f.register(c)
 	}
 	tok1 := f.issueToken("cluster-1", time.Now(), time.Hour)
@@ -195,6 +195,32 @@ func TestBootstrapTokensAreBoundToOneClusterAndUsedOnce(t *testing.T) {
 			t.Errorf("issued metric grew by %v over %d rounds, want %d", got, rounds, rounds)
 		}
 		t.Logf("%d of %d losers passed the cached check, had their CSR signed and lost at the conditional write", lostAtWrite, rounds*(callers-1))
+	})
+
+	t.Run("a token spent while the cache still shows it unused is refused at the conditional write", func(t *testing.T) {
+		// The first write is made at the cached resourceVersion; a cache
+		// that has not seen the spend must not let the token be spent twice.
+		tok := f.issueToken("stale", time.Now(), time.Hour)
+		var cached meshv1alpha1.KubernetesCluster
+		if err := f.srv.svc.reader.Get(t.Context(), types.NamespacedName{Namespace: f.cfg.Namespace, Name: "stale"}, &cached); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.tryBootstrap(rc, "stale", tok); err != nil {
+			t.Fatalf("the first bootstrap with the token: %v", err)
+		}
+		spent := f.annotations("stale")
+		cred, _, _, err := f.srv.svc.checkBootstrapToken(&cached, tok, false)
+		if err != nil {
+			t.Fatalf("the cached copy taken before the spend must still pass the cached check: %v", err)
+		}
+		reason, err := f.srv.svc.consumeBootstrapToken(t.Context(), &cached, cred)
+		wantStatus(t, err, codes.Unauthenticated, "was already used for cluster stale")
+		if reason != reasonTokenUsed {
+			t.Errorf("reason %q, want %q", reason, reasonTokenUsed)
+		}
+		if got := f.annotations("stale"); fmt.Sprint(got) != fmt.Sprint(spent) {
+			t.Errorf("the refused spend changed the KubernetesCluster's annotations:\n%v\nwant\n%v", got, spent)
+		}
 	})
 
 	t.Run("refusals are counted by their reason", func(t *testing.T) {
