@@ -31,6 +31,13 @@ type environment struct {
 	server  *testenv.Process
 	addr    string
 	metrics string
+	// serverBin, kubeconfig and serverArgs start relay-server again (a
+	// restart, a replica); starts counts the processes started, to name
+	// their logs.
+	serverBin  string
+	kubeconfig string
+	serverArgs []string
+	starts     int
 	// profileDir keeps the server's heap profiles after the run.
 	profileDir string
 
@@ -65,7 +72,7 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 	if err != nil {
 		return nil, err
 	}
-	e := &environment{dir: dir, api: &envtest.Environment{
+	e := &environment{dir: dir, serverBin: serverBin, api: &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "manifests", "crds")},
 		ErrorIfCRDPathMissing: true,
@@ -85,8 +92,8 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 		e.stop()
 		return nil, err
 	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := testenv.WriteKubeconfig(kubeconfig, "loadgen", cfg); err != nil {
+	e.kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := testenv.WriteKubeconfig(e.kubeconfig, "loadgen", cfg); err != nil {
 		e.stop()
 		return nil, err
 	}
@@ -101,16 +108,10 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 		e.stop()
 		return nil, err
 	}
-	e.server, err = testenv.StartProcess(serverBin, filepath.Join(dir, "relay-server.log"),
-		"--kubeconfig", kubeconfig, "--namespace", namespace,
-		"--listen-address", e.addr, "--metrics-address", e.metrics,
-		"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024",
-		"--enable-profiling")
-	if err != nil {
-		e.stop()
-		return nil, err
-	}
-	if err := testenv.WaitReady(ctx, e.server, "http://"+e.metrics+"/readyz", 2*time.Minute); err != nil {
+	// Bootstrap throughput is measured beyond the per-address rate a
+	// real fleet behind one address would meet.
+	e.serverArgs = []string{"--peer-signing-rate", "1000000", "--peer-signing-burst", "1000000", "--max-concurrent-signing", "1024"}
+	if e.server, err = e.startServer(ctx, mainReplica, e.addr, e.metrics, e.serverArgs...); err != nil {
 		e.stop()
 		return nil, err
 	}
@@ -119,6 +120,52 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 		return nil, err
 	}
 	return e, nil
+}
+
+// mainReplica is the name (POD_NAME) of the relay-server every phase
+// measures; the failover phase starts two more beside it.
+const mainReplica = "relay-server-0"
+
+// startServer starts relay-server replica name listening on addr, with
+// its metrics (and profiles) on metrics and the arguments extra, and waits
+// until it is ready.
+func (e *environment) startServer(ctx context.Context, name, addr, metrics string, extra ...string) (*testenv.Process, error) {
+	p, err := e.launchServer(name, addr, metrics, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if err := testenv.WaitReady(ctx, p, "http://"+metrics+"/readyz", 2*time.Minute); err != nil {
+		_ = p.Kill()
+		return nil, err
+	}
+	return p, nil
+}
+
+// launchServer is startServer without the wait.
+func (e *environment) launchServer(name, addr, metrics string, extra ...string) (*testenv.Process, error) {
+	e.starts++
+	args := append([]string{"--kubeconfig", e.kubeconfig, "--namespace", namespace,
+		"--listen-address", addr, "--metrics-address", metrics, "--enable-profiling"}, extra...)
+	return testenv.StartProcessEnv(e.serverBin, filepath.Join(e.dir, fmt.Sprintf("%s-%d.log", name, e.starts)), []string{"POD_NAME=" + name}, args...)
+}
+
+// restartServer stops the main relay-server with SIGTERM, as a rollout
+// does, and starts it again on the same addresses with the arguments
+// extra (nil: those it had), waiting until it is ready.
+func (e *environment) restartServer(ctx context.Context, extra []string) error {
+	if err := e.server.Stop(); err != nil {
+		return err
+	}
+	if extra != nil {
+		e.serverArgs = extra
+	}
+	p, err := e.startServer(ctx, mainReplica, e.addr, e.metrics, e.serverArgs...)
+	if err != nil {
+		e.server = nil
+		return err
+	}
+	e.server = p
+	return nil
 }
 
 func (e *environment) loadSecrets(ctx context.Context) error {

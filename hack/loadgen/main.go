@@ -6,7 +6,16 @@
 //     bare TLS server doing only the cryptographic work of a bootstrap
 //     (floor.go), driven by the same client in the same run, alternating;
 //   - scale: N agents holding push and pull streams over mutual TLS, the
-//     server's memory per connected agent and the time until all connect.
+//     server's memory per connected agent and the time until all connect;
+//   - reconnect: N agents connected while relay-server is stopped with
+//     SIGTERM and started again, until all are back (reconnect.go);
+//   - failover: N agents over three replicas behind a balancer, one killed,
+//     until its agents are on the other two (failover.go);
+//   - renewal: N agents whose certificates are due within the same minute
+//     renewing against the server's signing budget (renewal.go).
+//
+// The simulated agents reconnect and retry with relay-agent's own delays
+// and backoff (fleet.go), so that a storm is the one production would see.
 //
 // make bench runs it after the Go benchmarks.
 package main
@@ -20,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
 type options struct {
@@ -29,6 +40,7 @@ type options struct {
 	concurrency int
 	rounds      int
 	phases      string
+	signingCap  int
 	cpuProfile  time.Duration
 	timeout     time.Duration
 	profileDir  string
@@ -42,13 +54,14 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.server, "server-binary", "bin/relay-server", "relay-server binary to measure")
-	flag.IntVar(&o.agents, "agents", 10000, "agents holding push and pull streams in the scale phase")
+	flag.IntVar(&o.agents, "agents", 10000, "agents holding push and pull streams in the scale, reconnect, failover and renewal phases (fewer, such as 500, for a quick run)")
 	flag.IntVar(&o.bootstraps, "bootstraps", 2000, "bootstraps in the throughput phase")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
-	flag.StringVar(&o.phases, "phases", "bootstrap,scale", "phases to run, comma-separated: bootstrap, scale")
-	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, and over its idle window, in --profile-dir")
+	flag.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "phases to run, comma-separated, of "+strings.Join(allPhases, ", ")+"; they run in that order")
+	flag.IntVar(&o.signingCap, "signing-cap", config.DefaultServer().MaxConcurrentSigning, "relay-server's --max-concurrent-signing in the renewal phase")
+	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, over its idle window, and from its readiness after the reconnect phase's restart, in --profile-dir")
 	flag.IntVar(&o.rounds, "rounds", 4, "bootstrap rounds, alternating relay-server and the floor")
-	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up after this long")
+	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
 	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after the scale phase are kept")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,19 +85,34 @@ func run(ctx context.Context, o options) error {
 
 	phases := map[string]bool{}
 	for _, p := range strings.Split(o.phases, ",") {
-		phases[strings.TrimSpace(p)] = true
-	}
-	if phases["bootstrap"] {
-		if err := runBootstrap(ctx, env, o); err != nil {
-			return err
+		p = strings.TrimSpace(p)
+		if runPhase[p] == nil {
+			return fmt.Errorf("unknown phase %q in --phases: use %s", p, strings.Join(allPhases, ", "))
 		}
+		phases[p] = true
 	}
-	if phases["scale"] {
-		if err := runScale(ctx, env, o); err != nil {
-			return err
+	for _, p := range allPhases {
+		if !phases[p] {
+			continue
+		}
+		if err := runPhase[p](ctx, env, o); err != nil {
+			return fmt.Errorf("%s phase: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// allPhases are the phases in the order they run; the failover phase
+// leaves a replica killed and the renewal phase restarts relay-server with
+// another signing budget, so they come last.
+var allPhases = []string{"bootstrap", "scale", "reconnect", "failover", "renewal"}
+
+var runPhase = map[string]func(context.Context, *environment, options) error{
+	"bootstrap": runBootstrap,
+	"scale":     runScale,
+	"reconnect": measureReconnect,
+	"failover":  measureFailover,
+	"renewal":   measureRenewal,
 }
 
 func runBootstrap(ctx context.Context, env *environment, o options) error {

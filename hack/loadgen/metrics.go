@@ -15,15 +15,40 @@ import (
 
 // sumMetric adds the values of every series of the named metric.
 func (e *environment) sumMetric(name string) float64 {
-	resp, err := http.Get("http://" + e.metrics + "/metrics")
+	return scrape(e.metrics).sum(name, "")
+}
+
+// exposition is the text a metrics endpoint served; nil when it could not
+// be read.
+type exposition []string
+
+// scrape reads the metrics served at addr (host:port).
+func scrape(addr string) exposition {
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return -1
+		return nil
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	return strings.Split(string(body), "\n")
+}
+
+// sum adds the values of every series of the named metric whose labels
+// contain match (every series when match is empty); -1 when the metrics
+// could not be read.
+func (x exposition) sum(name, match string) float64 {
+	if x == nil {
+		return -1
+	}
 	sum := 0.0
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, name+"{") {
+	for _, line := range x {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			if i := strings.LastIndexByte(line, '}'); match != "" && (i < 0 || !strings.Contains(line[:i], match)) {
+				continue
+			}
 			if v := testenv.MetricValue(line); v > 0 {
 				sum += v
 			}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshrelay/meshrelay/internal/backoff"
+	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/relay/agent"
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// As relay-agent's session (session.go): a new connection's pull stream
+// must bring its first message within firstMessageWait, and a handover
+// that failed is tried again after handoverRetry.
+const (
+	firstMessageWait = 30 * time.Second
+	handoverRetry    = 10 * time.Second
+)
+
+// fleet is simulated agents, each with its own client certificate and
+// connection holding one push and one pull stream, kept open as
+// relay-agent keeps them (streams.go, session.go): a session that ends is
+// dialed again after the agent's own backoff (agent.RedialInitial doubling
+// to agent.RedialLimit, with internal/backoff's jitter, started again after
+// a session of over agent.StableSession), and a renewed certificate moves
+// the streams to a new connection before the old one closes.
+type fleet struct {
+	// target is the address the agents dial.
+	target string
+	roots  *x509.CertPool
+	agents []*simAgent
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// refused counts connections the server refused with Unauthenticated
+	// or PermissionDenied, which no redial would mend.
+	refused atomic.Int64
+	// renewCalls counts the Renew calls the agents made; they make no
+	// Bootstrap call.
+	renewCalls atomic.Int64
+}
+
+// simAgent is one simulated agent.
+type simAgent struct {
+	i    int
+	cert atomic.Pointer[tls.Certificate]
+	// renewed carries a renewed certificate to the session, which moves
+	// the streams to a connection made with it.
+	renewed chan struct{}
+
+	connected atomic.Bool
+	// dropped and back are when the streams last ended and last opened
+	// (Unix nanoseconds); drops counts the ends.
+	dropped, back atomic.Int64
+	drops         atomic.Int32
+	// failed counts the connections that did not open; longestWait is the
+	// longest backoff drawn (nanoseconds); handovers counts moves to a
+	// renewed certificate's connection.
+	failed      atomic.Int32
+	longestWait atomic.Int64
+	handovers   atomic.Int32
+}
+
+// simLink is one connection's push and pull streams.
+type simLink struct {
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	// errc receives the pull stream's end.
+	errc chan error
+}
+
+func (l *simLink) close() {
+	l.cancel()
+	l.conn.Close()
+}
+
+// newFleet returns agents agent-0 … agent-(n-1) with the certificates
+// certs, dialing target; start connects them.
+func newFleet(ctx context.Context, target string, roots *x509.CertPool, certs []tls.Certificate) *fleet {
+	f := &fleet{target: target, roots: roots, agents: make([]*simAgent, len(certs))}
+	// The agents outlive the context of a phase's setup only through
+	// stop.
+	f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, f.cancel)
+	for i := range certs {
+		a := &simAgent{i: i, renewed: make(chan struct{}, 1)}
+		a.cert.Store(&certs[i])
+		f.agents[i] = a
+	}
+	return f
+}
+
+// start opens every agent's streams, concurrency at a time (the fleet as
+// it runs before the storm, not a measurement), and then keeps them open.
+func (f *fleet) start(ctx context.Context, concurrency int) error {
+	return forEach(ctx, len(f.agents), concurrency, func(i int) error {
+		a := f.agents[i]
+		l, err := f.open(a, a.cert.Load())
+		if err != nil {
+			return fmt.Errorf("agent %d: %w", i, err)
+		}
+		f.wg.Go(func() { f.keep(a, l) })
+		return nil
+	})
+}
+
+// stop closes every agent's connection and waits for them.
+func (f *fleet) stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// keep runs a's sessions until the fleet stops, waiting between them as
+// relay-agent's redial does.
+func (f *fleet) keep(a *simAgent, first *simLink) {
+	retry := backoff.New(agent.RedialInitial, agent.RedialLimit, rand.Float64)
+	l := first
+	for {
+		start := time.Now()
+		f.session(a, l)
+		l = nil
+		if f.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > agent.StableSession {
+			retry.Reset()
+		}
+		d := retry.Step()
+		if int64(d) > a.longestWait.Load() {
+			a.longestWait.Store(int64(d))
+		}
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+// session opens a's streams unless l holds them already, and keeps them
+// until they end, moving them to a new connection when a's certificate is
+// renewed.
+func (f *fleet) session(a *simAgent, l *simLink) {
+	if l == nil {
+		var err error
+		if l, err = f.open(a, a.cert.Load()); err != nil {
+			a.failed.Add(1)
+			if refusedCode(err) {
+				f.refused.Add(1)
+			}
+			return
+		}
+	}
+	a.back.Store(time.Now().UnixNano())
+	a.connected.Store(true)
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-f.ctx.Done():
+			l.close()
+			return
+		case <-l.errc:
+			a.connected.Store(false)
+			a.dropped.Store(time.Now().UnixNano())
+			a.drops.Add(1)
+			l.close()
+			return
+		case <-a.renewed:
+		case <-retry:
+		}
+		next, err := f.open(a, a.cert.Load())
+		if err != nil {
+			retry = time.After(handoverRetry)
+			continue
+		}
+		l.close()
+		l, retry = next, nil
+		a.handovers.Add(1)
+	}
+}
+
+// open dials the target with cert, opens the push and pull streams, sends
+// the status and waits for the pull stream's first message, as
+// relay-agent's open does.
+func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
+	tc := &tls.Config{RootCAs: f.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+	conn, err := grpc.NewClient(f.target, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
+		grpc.WithReadBufferSize(4096), grpc.WithWriteBufferSize(4096))
+	if err != nil {
+		return nil, err
+	}
+	// A real agent's streams have no deadline (a deadline would cost the
+	// server a timer per stream).
+	lctx, cancel := context.WithCancel(f.ctx)
+	l := &simLink{conn: conn, cancel: cancel, errc: make(chan error, 1)}
+	fail := func(err error) (*simLink, error) {
+		l.close()
+		return nil, err
+	}
+	rc := relayv1.NewRelayClient(conn)
+	push, err := rc.Push(lctx)
+	if err != nil {
+		return fail(err)
+	}
+	st := &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix()}
+	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: st}}); err != nil {
+		return fail(err)
+	}
+	pull, err := rc.Pull(lctx, &relayv1.PullRequest{Replica: agentName(a.i)})
+	if err != nil {
+		return fail(err)
+	}
+	quiet := time.AfterFunc(firstMessageWait, cancel)
+	_, err = pull.Recv()
+	if !quiet.Stop() && err == nil {
+		err = fmt.Errorf("no first message within %s", firstMessageWait)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	go func() {
+		for {
+			if _, err := pull.Recv(); err != nil {
+				l.errc <- err
+				return
+			}
+		}
+	}()
+	return l, nil
+}
+
+// refusedCode reports whether err is the server refusing the agent
+// (Unauthenticated or PermissionDenied): a redial does not help.
+func refusedCode(err error) bool {
+	var st interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &st) {
+		return false
+	}
+	c := st.GRPCStatus().Code()
+	return c == codes.Unauthenticated || c == codes.PermissionDenied
+}
