@@ -38,8 +38,10 @@ const (
 )
 
 // The floor is the least a validating webhook can be: Go's net/http over
-// TLS 1.3 with its defaults (HTTP/2), an ECDSA P-256 certificate as
-// relay-webhook's own, that decodes the AdmissionReview and admits it. Its
+// TLS 1.3 and HTTP/1.1 (which the API server uses for every webhook behind
+// a Service; it would take HTTP/2 at 127.0.0.1), an ECDSA P-256
+// certificate as relay-webhook's own, that decodes the AdmissionReview and
+// admits it. Its
 // process is called by the API server through a webhook configuration
 // that is relay-webhook's secrets webhook but for its matchConditions and
 // URL, so what it adds to a create is what any webhook adds: the API
@@ -59,7 +61,7 @@ func floorMain(args []string) error {
 	srv := &http.Server{
 		Addr:      *listen,
 		Handler:   http.HandlerFunc(admitAll),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
 	}
 	return srv.ListenAndServeTLS("", "")
 }

@@ -46,6 +46,7 @@ type latencies struct {
 	samples   [][arms][]time.Duration
 	roundAdds []time.Duration
 	rounds    int
+	dryRun    bool
 	// conns are the distinct connections the API server opened to
 	// relay-webhook during the rounds, and open those open at the end.
 	conns, open int
@@ -56,6 +57,8 @@ type latencies struct {
 	// call of relay-webhook and of the floor, and of relay-webhook's
 	// handler, from their metrics.
 	call, floorCall, handler time.Duration
+	// gcs are relay-webhook's garbage collections over the rounds.
+	gcs float64
 }
 
 // measureLatency creates each measured secret rounds×creates times under
@@ -64,19 +67,26 @@ type latencies struct {
 // webhook configuration matches, rotating request by request which arm
 // goes first, and deletes each after its create. Only the create is
 // timed.
-func measureLatency(ctx context.Context, env *environment, rounds, creates int) (*latencies, error) {
+func measureLatency(ctx context.Context, env *environment, rounds, creates int, dryRun bool) (*latencies, error) {
 	secrets := env.fixtures.measured
-	l := &latencies{samples: make([][arms][]time.Duration, len(secrets)), rounds: rounds}
+	l := &latencies{samples: make([][arms][]time.Duration, len(secrets)), rounds: rounds, dryRun: dryRun}
+	opts := metav1.CreateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
 	for _, s := range secrets {
 		l.names = append(l.names, s.Name)
 	}
 	create := func(s *corev1.Secret, a arm) (time.Duration, error) {
 		obj := renamed(s, a)
 		start := time.Now()
-		_, err := env.secrets().Create(ctx, obj, metav1.CreateOptions{})
+		_, err := env.secrets().Create(ctx, obj, opts)
 		d := time.Since(start)
 		if err != nil {
 			return 0, fmt.Errorf("failed to create secret %s: %w", obj.Name, err)
+		}
+		if dryRun {
+			return d, nil
 		}
 		if err := env.secrets().Delete(ctx, obj.Name, metav1.DeleteOptions{}); err != nil {
 			return 0, fmt.Errorf("failed to delete secret %s: %w", obj.Name, err)
@@ -144,14 +154,19 @@ func measureLatency(ctx context.Context, env *environment, rounds, creates int) 
 		return nil, err
 	}
 	l.call, l.floorCall, l.handler = times0.means(times1)
+	l.gcs = times1.gcs - times0.gcs
 	l.conns, l.cpu, l.floorCPU = len(seen), cpu1-cpu0, floor1-floor0
 	return l, nil
 }
 
 func (l *latencies) print() {
 	n := len(l.samples[0][with])
-	fmt.Printf("\nlatency: a relay secret's create at the API server, %d times each: reviewed by relay-webhook, by the floor (a webhook that admits all), and by none (same secret, other names), per secret, rotating request by request over %d rounds, same client\n",
-		n, l.rounds)
+	what := "create"
+	if l.dryRun {
+		what = "dry-run create"
+	}
+	fmt.Printf("\nlatency: a relay secret's %s at the API server, %d times each: reviewed by relay-webhook, by the floor (a webhook that admits all), and by none (same secret, other names), per secret, rotating request by request over %d rounds, same client\n",
+		what, n, l.rounds)
 	fmt.Printf("  %-35s %9s %9s %9s   (ms; every latency kept, µs resolution)\n", "", "p50", "p90", "p99")
 	var all [arms][]time.Duration
 	for k, name := range l.names {
@@ -174,9 +189,13 @@ func (l *latencies) print() {
 	for _, s := range l.samples {
 		reviews += len(s[with])
 	}
-	fmt.Printf("  process CPU per reviewed create: relay-webhook %.3f ms (the review, and its caches' watch events of the create and the delete), the floor %.3f ms\n",
-		ms(l.cpu)/float64(reviews), ms(l.floorCPU)/float64(reviews))
-	fmt.Printf("  connections from the API server to relay-webhook: %d seen over the rounds, %d open at the end\n", l.conns, l.open)
+	events := "the review, and its caches' watch events of the create and the delete"
+	if l.dryRun {
+		events = "the review alone"
+	}
+	fmt.Printf("  process CPU per reviewed create: relay-webhook %.3f ms (%s), the floor %.3f ms\n",
+		ms(l.cpu)/float64(reviews), events, ms(l.floorCPU)/float64(reviews))
+	fmt.Printf("  connections from the API server to relay-webhook: %d seen over the rounds, %d open at the end; relay-webhook's garbage collections: %.0f\n", l.conns, l.open, l.gcs)
 }
 
 // printSecret prints the latencies of one secret in each arm and what

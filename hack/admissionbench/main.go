@@ -39,6 +39,7 @@ type options struct {
 	bins        string
 	rounds      int
 	creates     int
+	dryRun      bool
 	concurrency int
 	throughput  time.Duration
 	cpuProfile  time.Duration
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&o.bins, "bin-dir", "bin", "folder holding the built relay-webhook (make build)")
 	flag.IntVar(&o.rounds, "rounds", 10, "latency rounds; each creates every secret --creates times with the webhook and as many times without, alternating")
 	flag.IntVar(&o.creates, "creates", 100, "creates of each secret, with and without the webhook, per round")
+	flag.BoolVar(&o.dryRun, "dry-run", false, "make the latency rounds' creates dry runs: admission runs, nothing is stored, and relay-webhook's caches see no event")
 	flag.IntVar(&o.concurrency, "concurrency", 4, "clients creating at once in the throughput phase")
 	flag.DurationVar(&o.throughput, "throughput", 10*time.Second, "how long the throughput phase creates (0 skips it)")
 	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, run relay-webhook with --enable-profiling and keep its CPU profile over this long from the start of the latency rounds, in --profile-dir")
@@ -84,7 +86,7 @@ func run(ctx context.Context, o options) error {
 	if o.cpuProfile > 0 {
 		profile = env.cpuProfile(ctx, o.profileDir, "relay-webhook-cpu.pprof", o.cpuProfile)
 	}
-	lat, err := measureLatency(ctx, env, o.rounds, o.creates)
+	lat, err := measureLatency(ctx, env, o.rounds, o.creates, o.dryRun)
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,8 @@ type callTimes struct {
 	callSum, callCount       float64
 	floorSum, floorCount     float64
 	handlerSum, handlerCount float64
+	// gcs are relay-webhook's garbage collections.
+	gcs float64
 }
 
 // scrapeCallTimes reads them from the API server's and relay-webhook's
@@ -58,6 +60,7 @@ func (e *environment) scrapeCallTimes(ctx context.Context) (callTimes, error) {
 	m := testenv.ScrapeMetrics("http://" + e.metricsAddr + "/metrics")
 	label := fmt.Sprintf(`{webhook=%q}`, webhook.SecretsPath)
 	t.handlerSum, t.handlerCount = m[handlerTime+"_sum"+label], m[handlerTime+"_count"+label]
+	t.gcs = m["go_gc_duration_seconds_count"]
 	return t, nil
 }
 
