@@ -59,7 +59,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
 	flag.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "phases to run, comma-separated, of "+strings.Join(allPhases, ", ")+"; they run in that order")
 	flag.IntVar(&o.signingCap, "signing-cap", config.DefaultServer().MaxConcurrentSigning, "relay-server's --max-concurrent-signing in the renewal phase")
-	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, over its idle window, and from its readiness after the reconnect phase's restart, in --profile-dir")
+	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, over its idle window, from its readiness after the reconnect phase's restart, and from the renewal phase's first renewal time, in --profile-dir")
 	flag.IntVar(&o.rounds, "rounds", 4, "bootstrap rounds, alternating relay-server and the floor")
 	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
 	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after the scale phase are kept")

@@ -102,6 +102,15 @@ func measureRenewal(ctx context.Context, e *environment, o options) error {
 
 	// The server's side, sampled while the storm lasts.
 	sampler := startRenewalSampler(ctx, e.metrics)
+	var prof <-chan error
+	if o.cpuProfile > 0 {
+		p := make(chan error, 1)
+		prof = p
+		go func() {
+			time.Sleep(time.Until(first))
+			p <- <-e.cpuProfile(ctx, "renewal-cpu.pprof", o.cpuProfile)
+		}()
+	}
 	var st renewalStats
 	var wg sync.WaitGroup
 	for i, a := range f.agents {
@@ -109,6 +118,11 @@ func measureRenewal(ctx context.Context, e *environment, o options) error {
 	}
 	wg.Wait()
 	samples := sampler.stop()
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return err
+		}
+	}
 
 	// Every agent that renewed has its streams on a connection with the
 	// new certificate.
