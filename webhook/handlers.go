@@ -42,7 +42,7 @@ type webhookSetup interface {
 // now is the clock of validity checks; clusterTrustBundles reports whether
 // the cluster serves ClusterTrustBundles.
 func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time, clusterTrustBundles func() bool) error {
-	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), live: mgr.GetAPIReader(), now: now}
+	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), live: mgr.GetAPIReader(), now: now, roots: &rootCache{}}
 	for _, w := range []webhookSetup{
 		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg, clusterTrustBundles),
 	} {
@@ -59,7 +59,7 @@ func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Tim
 // is the clock of validity checks. The injector takes ClusterTrustBundles
 // to be served, as they are from Kubernetes 1.37 on.
 func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme, now func() time.Time) map[string]admission.Handler {
-	sec := &secrets{cfg: cfg, reader: reader, now: now}
+	sec := &secrets{cfg: cfg, reader: reader, now: now, roots: &rootCache{}}
 	return map[string]admission.Handler{
 		SecretsPath:      admission.WithValidator[*corev1.Secret](scheme, &secretValidator{s: sec}),
 		CertificatesPath: admission.WithValidator[*cmapi.Certificate](scheme, &certificateValidator{s: sec}),

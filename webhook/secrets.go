@@ -29,6 +29,9 @@ type secrets struct {
 	reader client.Reader
 	live   client.Reader
 	now    func() time.Time
+	// roots keeps the root secret's ca.crt parsed (nil: parsed on
+	// every read).
+	roots *rootCache
 }
 
 // confirmed returns p, a verdict found through the cache, or, when p
@@ -152,7 +155,7 @@ func (s *secrets) otherRoots(ctx context.Context) ([]*x509.Certificate, error) {
 	if err != nil || root == nil {
 		return nil, err
 	}
-	certs, err := pki.DecodeCertificates(root.Data[relaysecret.KeyCACert])
+	certs, err := s.roots.decode(root.Data[relaysecret.KeyCACert])
 	if err != nil {
 		return nil, nil
 	}
