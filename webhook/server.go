@@ -73,6 +73,12 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// Uncompressed responses: the API server gzips the watch events of the
+	// secret caches for a client that accepts them, and both sides then
+	// spend CPU on a few kilobytes that stay inside the cluster, beside
+	// the reviews.
+	opts.RESTConfig = rest.CopyConfig(opts.RESTConfig)
+	opts.RESTConfig.DisableCompression = true
 	cfg := opts.Config
 	return &Server{opts: opts, cfg: &cfg, log: opts.Log.WithName("relay-webhook")}, nil
 }
