@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -227,5 +228,40 @@ func (e *environment) stop() {
 	if e.api != nil {
 		_ = e.api.Stop()
 	}
+	e.keepLogs()
 	_ = os.RemoveAll(e.dir)
+}
+
+// keepLogs copies the relay-server logs into --profile-dir/logs, for a
+// look at what a phase did.
+func (e *environment) keepLogs() {
+	logs, _ := filepath.Glob(filepath.Join(e.dir, "*.log"))
+	if len(logs) == 0 || e.profileDir == "" {
+		return
+	}
+	dir := filepath.Join(e.profileDir, "logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(l)), b, 0o644)
+		}
+	}
+}
+
+// controlPlane returns the names and processes of the local cluster's
+// kube-apiserver and etcd, those it finds.
+func (e *environment) controlPlane() (names []string, pids []int) {
+	if u, err := url.Parse(e.api.Config.Host); err == nil {
+		if pid, err := pidOf("kube-apiserver", "--secure-port="+u.Port()); err == nil {
+			names, pids = append(names, "kube-apiserver"), append(pids, pid)
+		}
+	}
+	if etcd := e.api.ControlPlane.Etcd; etcd != nil && etcd.URL != nil {
+		if pid, err := pidOf("etcd", "--listen-client-urls="+etcd.URL.String()); err == nil {
+			names, pids = append(names, "etcd"), append(pids, pid)
+		}
+	}
+	return names, pids
 }

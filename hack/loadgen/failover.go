@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -55,11 +56,19 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 		}
 		replicas = append(replicas, r)
 	}
-	lb, err := testenv.NewBalancer(replicas[0].addr, replicas[1].addr, replicas[2].addr)
-	if err != nil {
-		return err
+	// As many balancers as their limit of open files asks for, each over
+	// the three replicas; the agents are spread over them.
+	perBalancer := max(int(fileLimit())-fdsBeside, 1024) / fdsPerBalancedConn
+	var lbs []string
+	var balancers []*balancerProcess
+	for range (n + perBalancer - 1) / perBalancer {
+		lb, err := startBalancer([]string{replicas[0].addr, replicas[1].addr, replicas[2].addr})
+		if err != nil {
+			return err
+		}
+		defer lb.stop()
+		lbs, balancers = append(lbs, lb.addr), append(balancers, lb)
 	}
-	defer lb.Close()
 	metricsOf := func(rs []*failoverReplica) []string {
 		var m []string
 		for _, r := range rs {
@@ -72,15 +81,17 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	if err != nil {
 		return err
 	}
-	f := newFleet(ctx, lb.Addr(), e.roots, certs)
+	f := newFleet(ctx, lbs, e.roots, certs)
 	defer f.stop()
 	if err := f.start(ctx, o.concurrency); err != nil {
 		return err
 	}
 	if _, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), metricsOf(replicas)...); err != nil {
+		f.printErrors()
 		return err
 	}
 	settle(ctx)
+	setupFailures := f.failures()
 	spread := make([]string, len(replicas))
 	for i, r := range replicas {
 		spread[i] = fmt.Sprintf("%s %.0f", r.name, countStreams(r.metrics).pull)
@@ -91,11 +102,36 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	held := countStreams(lost.metrics)
 	leader := scrape(lost.metrics).sum("leader_election_master_status", `name="relay-server"`) == 1
 
+	f.forgetErrors()
+	failedBefore := f.failures()
+	names, pids := e.controlPlane()
+	names, pids = append(names, "loadgen (the agents)"), append(pids, os.Getpid())
+	for _, r := range rest {
+		if pid, err := pidOf("relay-server", r.addr); err == nil {
+			names, pids = append(names, r.name), append(pids, pid)
+		}
+	}
+	for i, lb := range balancers {
+		names, pids = append(names, fmt.Sprintf("balancer %d", i+1)), append(pids, lb.cmd.Process.Pid)
+	}
+	var profs []<-chan error
+	window := startCPUWindow(names, pids)
 	kill := time.Now()
 	if err := lost.proc.Kill(); err != nil {
 		return err
 	}
+	if o.cpuProfile > 0 {
+		for _, r := range rest {
+			profs = append(profs, e.cpuProfileAt(ctx, r.metrics, "failover-"+r.name+"-cpu.pprof", o.cpuProfile))
+		}
+	}
 	back, counts, waitErr := awaitStreams(ctx, n, kill.Add(5*time.Minute), metricsOf(rest)...)
+	cpu := window.String()
+	for _, p := range profs {
+		if err := <-p; err != nil {
+			return err
+		}
+	}
 	moved := 0
 	var took []time.Duration
 	for _, a := range f.agents {
@@ -112,7 +148,8 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	if leader {
 		role = "the leader"
 	}
-	fmt.Printf("\nfailover: %d agents behind a balancer over 3 relay-server replicas (pull streams: %s)\n", n, strings.Join(spread, ", "))
+	fmt.Printf("\nfailover: %d agents behind %d balancer processes, each over the 3 relay-server replicas (pull streams: %s; %d connections failed and were dialed again while they connected)\n",
+		n, len(lbs), strings.Join(spread, ", "), setupFailures)
 	fmt.Printf("  %s (%s, holding %.0f push and %.0f pull streams) killed with SIGKILL\n", lost.name, role, held.push, held.pull)
 	if waitErr != nil {
 		fmt.Printf("  its agents back on the other two: not within %s: %v (goal <= %s): %s\n", time.Since(kill).Round(time.Second), waitErr, failoverGoal, verdict(false))
@@ -121,6 +158,9 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 			counts.push, counts.pull, secs(back.Sub(kill)), failoverGoal, verdict(back.Sub(kill) <= failoverGoal))
 	}
 	fmt.Printf("  agents moved: %d; per agent, from its streams dropping to open again: p50 %s, p99 %s, max %s\n", moved, secs(p[0]), secs(p[1]), secs(p[2]))
+	fmt.Printf("  their connections that failed to open: %d\n", f.failures()-failedBefore)
+	f.printErrors()
+	fmt.Printf("  CPU from the kill until all back: %s\n", cpu)
 	for _, r := range rest {
 		c := countStreams(r.metrics)
 		fmt.Printf("  %s now holds %.0f push and %.0f pull streams\n", r.name, c.push, c.pull)

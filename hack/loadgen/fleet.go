@@ -6,7 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,10 +42,11 @@ const (
 // a session of over agent.StableSession), and a renewed certificate moves
 // the streams to a new connection before the old one closes.
 type fleet struct {
-	// target is the address the agents dial.
-	target string
-	roots  *x509.CertPool
-	agents []*simAgent
+	// targets are the addresses the agents dial: agent i dials
+	// targets[i % len(targets)].
+	targets []string
+	roots   *x509.CertPool
+	agents  []*simAgent
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,6 +58,74 @@ type fleet struct {
 	// renewCalls counts the Renew calls the agents made; they make no
 	// Bootstrap call.
 	renewCalls atomic.Int64
+
+	// errs counts the errors connections failed with, and ends the
+	// errors streams ended with, by message.
+	mu         sync.Mutex
+	errs, ends map[string]int
+}
+
+// endedWith counts the streams of an agent that ended with err.
+func (f *fleet) endedWith(a *simAgent, err error) {
+	msg := addrPattern.ReplaceAllString(strings.ReplaceAll(fmt.Sprint(err), agentName(a.i), "<cluster>"), "<addr>")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ends == nil {
+		f.ends = map[string]int{}
+	}
+	f.ends[msg]++
+}
+
+// failedWith counts a connection of agent a that failed with err.
+func (f *fleet) failedWith(a *simAgent, err error) {
+	a.failed.Add(1)
+	if refusedCode(err) {
+		f.refused.Add(1)
+	}
+	msg := strings.ReplaceAll(err.Error(), agentName(a.i), "<cluster>")
+	// Addresses and ports differ from one connection to the next.
+	msg = addrPattern.ReplaceAllString(msg, "<addr>")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.errs == nil {
+		f.errs = map[string]int{}
+	}
+	f.errs[msg]++
+}
+
+var addrPattern = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+:\d+`)
+
+// forgetErrors forgets the errors counted so far.
+func (f *fleet) forgetErrors() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs, f.ends = nil, nil
+}
+
+// printErrors prints the errors streams ended with and connections failed
+// with, the most frequent first, and forgets them.
+func (f *fleet) printErrors() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range []struct {
+		what string
+		errs map[string]int
+	}{{"streams ended", f.ends}, {"connections failed", f.errs}} {
+		if len(c.errs) == 0 {
+			continue
+		}
+		fmt.Printf("  %s with:\n", c.what)
+		msgs := slices.Collect(maps.Keys(c.errs))
+		slices.SortFunc(msgs, func(a, b string) int { return c.errs[b] - c.errs[a] })
+		for i, m := range msgs {
+			if i == 5 {
+				fmt.Printf("    ... and %d other errors\n", len(msgs)-5)
+				break
+			}
+			fmt.Printf("    %6d  %s\n", c.errs[m], m)
+		}
+	}
+	f.errs, f.ends = nil, nil
 }
 
 // simAgent is one simulated agent.
@@ -90,9 +163,9 @@ func (l *simLink) close() {
 }
 
 // newFleet returns agents agent-0 … agent-(n-1) with the certificates
-// certs, dialing target; start connects them.
-func newFleet(ctx context.Context, target string, roots *x509.CertPool, certs []tls.Certificate) *fleet {
-	f := &fleet{target: target, roots: roots, agents: make([]*simAgent, len(certs))}
+// certs, dialing targets; start connects them.
+func newFleet(ctx context.Context, targets []string, roots *x509.CertPool, certs []tls.Certificate) *fleet {
+	f := &fleet{targets: targets, roots: roots, agents: make([]*simAgent, len(certs))}
 	// The agents outlive the context of a phase's setup only through
 	// stop.
 	f.ctx, f.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -106,17 +179,41 @@ func newFleet(ctx context.Context, target string, roots *x509.CertPool, certs []
 }
 
 // start opens every agent's streams, concurrency at a time (the fleet as
-// it runs before the storm, not a measurement), and then keeps them open.
+// it runs before the storm, not a measurement), and then keeps them open;
+// an agent whose first connection fails dials again as it would after any
+// other.
 func (f *fleet) start(ctx context.Context, concurrency int) error {
 	return forEach(ctx, len(f.agents), concurrency, func(i int) error {
 		a := f.agents[i]
 		l, err := f.open(a, a.cert.Load())
 		if err != nil {
-			return fmt.Errorf("agent %d: %w", i, err)
+			f.failedWith(a, err)
+			f.wg.Go(func() { f.redialFirst(a) })
+			return nil
 		}
 		f.wg.Go(func() { f.keep(a, l) })
 		return nil
 	})
+}
+
+// redialFirst is keep for an agent whose first connection failed: it
+// waits the first delay before dialing.
+func (f *fleet) redialFirst(a *simAgent) {
+	select {
+	case <-f.ctx.Done():
+		return
+	case <-time.After(backoff.New(agent.RedialInitial, agent.RedialLimit, rand.Float64).Step()):
+	}
+	f.keep(a, nil)
+}
+
+// failures returns how many connections failed to open so far.
+func (f *fleet) failures() int {
+	n := 0
+	for _, a := range f.agents {
+		n += int(a.failed.Load())
+	}
+	return n
 }
 
 // stop closes every agent's connection and waits for them.
@@ -159,10 +256,7 @@ func (f *fleet) session(a *simAgent, l *simLink) {
 	if l == nil {
 		var err error
 		if l, err = f.open(a, a.cert.Load()); err != nil {
-			a.failed.Add(1)
-			if refusedCode(err) {
-				f.refused.Add(1)
-			}
+			f.failedWith(a, err)
 			return
 		}
 	}
@@ -174,7 +268,8 @@ func (f *fleet) session(a *simAgent, l *simLink) {
 		case <-f.ctx.Done():
 			l.close()
 			return
-		case <-l.errc:
+		case err := <-l.errc:
+			f.endedWith(a, err)
 			a.connected.Store(false)
 			a.dropped.Store(time.Now().UnixNano())
 			a.drops.Add(1)
@@ -199,7 +294,7 @@ func (f *fleet) session(a *simAgent, l *simLink) {
 // relay-agent's open does.
 func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
 	tc := &tls.Config{RootCAs: f.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
-	conn, err := grpc.NewClient(f.target, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
+	conn, err := grpc.NewClient(f.targetOf(a), grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
 		grpc.WithReadBufferSize(4096), grpc.WithWriteBufferSize(4096))
 	if err != nil {
 		return nil, err
@@ -243,6 +338,9 @@ func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
 	}()
 	return l, nil
 }
+
+// targetOf is the address a dials.
+func (f *fleet) targetOf(a *simAgent) string { return f.targets[a.i%len(f.targets)] }
 
 // refusedCode reports whether err is the server refusing the agent
 // (Unauthenticated or PermissionDenied): a redial does not help.

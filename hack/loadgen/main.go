@@ -47,6 +47,13 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == balancerCommand {
+		if err := balancerMain(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen balancer: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == floorCommand {
 		// The floor serves until it is killed: it returns only on failure.
 		fmt.Fprintf(os.Stderr, "loadgen floor: %v\n", floorMain(os.Args[2:]))
@@ -75,6 +82,9 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
+	if err := ensureFileLimit(uint64(o.agents + fdsBeside)); err != nil {
+		return err
+	}
 	env, err := startEnvironment(ctx, o.server)
 	if err != nil {
 		return err

@@ -61,9 +61,14 @@ func (x exposition) sum(name, match string) float64 {
 // --profile-dir/name, for go tool pprof; the returned channel gets its error
 // when it ends.
 func (e *environment) cpuProfile(ctx context.Context, name string, d time.Duration) <-chan error {
+	return e.cpuProfileAt(ctx, e.metrics, name, d)
+}
+
+// cpuProfileAt is cpuProfile of the server whose metrics are at metrics.
+func (e *environment) cpuProfileAt(ctx context.Context, metrics, name string, d time.Duration) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.metrics, int(d.Seconds()))
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", metrics, int(d.Seconds()))
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			done <- err

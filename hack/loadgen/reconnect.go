@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/meshrelay/meshrelay/relay/agent"
@@ -27,17 +28,22 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 	if err != nil {
 		return err
 	}
-	f := newFleet(ctx, e.addr, e.roots, certs)
+	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
 	defer f.stop()
 	if err := f.start(ctx, o.concurrency); err != nil {
 		return err
 	}
 	if _, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), e.metrics); err != nil {
+		f.printErrors()
 		return err
 	}
 	settle(ctx)
 	issuedBefore := scrape(e.metrics).sum("relay_certificates_issued_total", "")
+	failedBefore := f.failures()
+	f.forgetErrors()
 
+	names, pids := e.controlPlane()
+	window := startCPUWindow(append(names, "loadgen (the agents)"), append(pids, os.Getpid()))
 	stop := time.Now()
 	if err := e.server.Stop(); err != nil {
 		return fmt.Errorf("failed to stop relay-server: %w", err)
@@ -80,6 +86,7 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 		}
 	}
 	allBack, counts, waitErr := awaitStreams(ctx, n, deadline, e.metrics)
+	others := window.String()
 	cpu, err := processCPU(pid)
 	if err != nil {
 		return err
@@ -93,15 +100,17 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 
 	// Each agent's time from its streams dropping to open again.
 	var took []time.Duration
-	notBack, failed, longest := 0, 0, time.Duration(0)
+	notBack, longest := 0, time.Duration(0)
+	failed := f.failures() - failedBefore
+	var lastBack int64
 	for _, a := range f.agents {
 		dropped, back := a.dropped.Load(), a.back.Load()
 		if dropped < stop.UnixNano() || back < dropped {
 			notBack++
 			continue
 		}
+		lastBack = max(lastBack, back)
 		took = append(took, time.Duration(back-dropped))
-		failed += int(a.failed.Load())
 		longest = max(longest, time.Duration(a.longestWait.Load()))
 	}
 	p := percentiles(took, 50, 99, 100)
@@ -112,17 +121,19 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 	if waitErr != nil {
 		fmt.Printf("  all back: not within %s of the stop: %v (goal <= %s): %s\n", deadline.Sub(stop).Round(time.Second), waitErr, reconnectGoal, verdict(false))
 	} else {
-		fmt.Printf("  all back (the server counts %.0f push and %.0f pull streams) %s after the stop (goal <= %s): %s\n",
-			counts.push, counts.pull, secs(allBack.Sub(stop)), reconnectGoal, verdict(allBack.Sub(stop) <= reconnectGoal))
+		fmt.Printf("  all back (the server counts %.0f push and %.0f pull streams, read every %s) %s after the stop (goal <= %s): %s; the last agent opened its streams %s after the stop\n",
+			counts.push, counts.pull, pollEvery, secs(allBack.Sub(stop)), reconnectGoal, verdict(allBack.Sub(stop) <= reconnectGoal), secs(time.Unix(0, lastBack).Sub(stop)))
 	}
 	fmt.Printf("  per agent, from its streams dropping to open again: p50 %s, p99 %s, max %s\n", secs(p[0]), secs(p[1]), secs(p[2]))
 	fmt.Printf("  agents' connections that failed to open: %d (%.1f per agent); longest backoff drawn: %s (agent redial %s to %s)\n",
 		failed, float64(failed)/float64(max(len(took), 1)), secs(longest), secs(agent.RedialInitial), secs(agent.RedialLimit))
+	f.printErrors()
 	fmt.Printf("  certificates issued: %.0f by the stopped server before the stop, %.0f by the new one; the agents called Renew %d times and Bootstrap never (goal: none issued): %s\n",
 		issuedBefore, issuedAfter, f.renewCalls.Load(), verdict(issuedAfter == 0 && f.renewCalls.Load() == 0))
 	fmt.Printf("  agents that gave up: none (the agent's redial never stops); refused by the server: %d; not back at the end: %d (goal: none): %s\n",
 		f.refused.Load(), notBack, verdict(notBack == 0 && f.refused.Load() == 0))
 	fmt.Printf("  relay-server CPU from its start until all back: %.2f s (%.2f s until ready, %.2f s after)\n",
 		cpu.Seconds(), readyCPU.Seconds(), (cpu - readyCPU).Seconds())
+	fmt.Printf("  CPU from the stop until all back: %s\n", others)
 	return nil
 }

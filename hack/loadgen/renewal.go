@@ -93,9 +93,13 @@ func measureRenewal(ctx context.Context, e *environment, o options) error {
 	first := slices.MinFunc(work, func(a, b *renewing) int { return a.due.Compare(b.due) }).due
 	last := slices.MaxFunc(work, func(a, b *renewing) int { return a.due.Compare(b.due) }).due
 
-	f := newFleet(ctx, e.addr, e.roots, certs)
+	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
 	defer f.stop()
 	if err := f.start(ctx, o.concurrency); err != nil {
+		return err
+	}
+	if _, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), e.metrics); err != nil {
+		f.printErrors()
 		return err
 	}
 	connected := time.Now()
@@ -247,7 +251,7 @@ func (f *fleet) renew(a *simAgent, st *renewalStats) (*tls.Certificate, error) {
 		return nil, err
 	}
 	tc := &tls.Config{RootCAs: f.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*a.cert.Load()}, MinVersion: tls.VersionTLS12}
-	conn, err := grpc.NewClient(f.target, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
+	conn, err := grpc.NewClient(f.targetOf(a), grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +389,7 @@ func startRenewalSampler(ctx context.Context, metrics string) *renewalSampler {
 				read()
 				s.out <- r
 				return
-			case <-time.After(pollEvery):
+			case <-time.After(samplingEvery):
 			}
 		}
 	}()
