@@ -87,9 +87,10 @@ test-unit: ## Run the tests that need no local cluster (go test -short).
 	$(GO) test -short $(TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: envtest-assets build ## Run the benchmarks beside their stdlib baselines (BENCHCOUNT=5), then the relay load generator: relay-server's CPU per bootstrap beside a bare TLS-and-sign floor, memory at AGENTS=10000.
+bench: envtest-assets build ## Run the benchmarks beside their stdlib baselines (BENCHCOUNT=5), then the relay load generator (relay-server's CPU per bootstrap beside a bare TLS-and-sign floor, memory at AGENTS=10000, reconnect, failover and renewal storms), then what relay-webhook adds to a relay secret's create at the API server, beside a floor webhook and none (hack/admissionbench).
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./...
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/loadgen --server-binary $(BIN)/relay-server --agents $(AGENTS) --bootstraps $(BOOTSTRAPS)
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/admissionbench --bin-dir $(BIN)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s; 5000x counts executions), minimizing new inputs for FUZZMINIMIZETIME (default 100x).
