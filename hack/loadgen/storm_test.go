@@ -75,3 +75,14 @@ func TestExpositionSumsTheSeriesOfOneMetric(t *testing.T) {
 		t.Errorf("sum of metrics not read = %v, want -1", got)
 	}
 }
+
+func TestPeakRateIsTheFastestSecond(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reads := []countAt{{t0, 0}, {t0.Add(500 * time.Millisecond), 10}, {t0.Add(time.Second), 20}, {t0.Add(1500 * time.Millisecond), 80}, {t0.Add(2 * time.Second), 90}}
+	if got := peakRate(reads, time.Second); got != 70 {
+		t.Errorf("peak rate = %v, want 70 (from 20 at 1s to 90 at 2s)", got)
+	}
+	if got := peakRate(reads[:1], time.Second); got != 0 {
+		t.Errorf("peak rate of one read = %v, want 0", got)
+	}
+}
