@@ -36,6 +36,7 @@ import (
 type options struct {
 	server      string
 	agents      int
+	steady      int
 	bootstraps  int
 	concurrency int
 	rounds      int
@@ -62,6 +63,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.server, "server-binary", "bin/relay-server", "relay-server binary to measure")
 	flag.IntVar(&o.agents, "agents", 10000, "agents holding push and pull streams in the scale, reconnect, failover and renewal phases (fewer, such as 500, for a quick run)")
+	flag.IntVar(&o.steady, "steady-agents", 1000, "agents holding their streams in the steady phase, which waits until relay-server has written their status (about 0.1 s per agent)")
 	flag.IntVar(&o.bootstraps, "bootstraps", 2000, "bootstraps in the throughput phase")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
 	flag.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "phases to run, comma-separated, of "+strings.Join(allPhases, ", ")+"; they run in that order")
@@ -112,17 +114,32 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// allPhases are the phases in the order they run; the failover phase
-// leaves a replica killed and the renewal phase restarts relay-server with
-// another signing budget, so they come last.
-var allPhases = []string{"bootstrap", "scale", "reconnect", "failover", "renewal"}
+// allPhases are the phases in the order they run; the steady phase comes
+// before the scale phase, whose 10,000 agents leave relay-server writing
+// status for a long time; the failover phase leaves a replica killed and
+// the renewal phase restarts relay-server with another signing budget, so
+// they come last.
+var allPhases = []string{"bootstrap", "steady", "scale", "reconnect", "failover", "renewal"}
 
 var runPhase = map[string]func(context.Context, *environment, options) error{
 	"bootstrap": runBootstrap,
+	"steady":    runSteady,
 	"scale":     runScale,
 	"reconnect": measureReconnect,
 	"failover":  measureFailover,
 	"renewal":   measureRenewal,
+}
+
+func runSteady(ctx context.Context, env *environment, o options) error {
+	if err := env.register(ctx, o.steady, o.concurrency); err != nil {
+		return err
+	}
+	res, err := measureSteady(ctx, env, o.steady, o.concurrency)
+	if err != nil {
+		return err
+	}
+	res.print()
+	return nil
 }
 
 func runBootstrap(ctx context.Context, env *environment, o options) error {
