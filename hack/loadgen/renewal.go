@@ -186,15 +186,8 @@ func measureRenewal(ctx context.Context, e *environment, o options) error {
 	// rate over a short window between reads too high or too low.
 	fmt.Printf("  certificates signed (relay_certificates_issued_total{call=\"renew\"}): %.0f, %.1f per second from the first to the last, at most %.1f per second over any five seconds; refused for overload: %.0f\n",
 		samples.issued, float64(len(successes))/max(lastDone.Sub(firstDone).Seconds(), 1), peakRate(samples.signed, 5*time.Second), samples.overload)
-	// grpc_server_started_total less grpc_server_handled_total counts the
-	// calls that hold a signing slot and those being refused one: above
-	// the budget, it cannot tell whether the slots were.
-	budget := verdict(true)
-	if samples.peakInFlight > float64(o.signingCap) {
-		budget = "not shown: the count includes calls being refused, and relay-server has no gauge of its signing slots"
-	}
-	fmt.Printf("  signing budget: %d calls in flight (goal: never above): the server's Renew calls under way at its %d reads, slot holders and calls being refused: at most %.0f: %s\n",
-		o.signingCap, samples.reads, samples.peakInFlight, budget)
+	fmt.Printf("  signing budget: %d calls in flight (goal: never above): the most that held a signing slot at once (relay_signing_in_flight_peak): %.0f: %s\n",
+		o.signingCap, samples.peakInFlight, verdict(samples.reads > 0 && samples.peakInFlight <= float64(o.signingCap)))
 	fmt.Printf("  the agents' Renew calls open at once, waiting for their handshake included: at most %d\n", st.peakInFlight.Load())
 	if len(retries) > 0 {
 		peak, mean := spread(retries, 100*time.Millisecond)
@@ -367,9 +360,9 @@ type renewalSampler struct {
 	out  chan renewalSamples
 }
 
-// renewalSamples are what the sampler read: the most Renew calls in flight
-// at one read (grpc_server_started_total less grpc_server_handled_total),
-// and the counters at the end.
+// renewalSamples are what the sampler read: the most signing slots ever
+// held at once (relay_signing_in_flight_peak, kept by the server itself, so
+// no peak falls between two reads), and the counters at the end.
 type renewalSamples struct {
 	reads            int
 	peakInFlight     float64
@@ -411,9 +404,7 @@ func startRenewalSampler(ctx context.Context, metrics string) *renewalSampler {
 				return
 			}
 			r.reads++
-			started := x.sum("grpc_server_started_total", `grpc_method="Renew"`)
-			handled := x.sum("grpc_server_handled_total", `grpc_method="Renew"`)
-			r.peakInFlight = max(r.peakInFlight, started-handled)
+			r.peakInFlight = max(r.peakInFlight, x.sum("relay_signing_in_flight_peak", ""))
 			r.issued = x.sum("relay_certificates_issued_total", `call="renew"`)
 			r.signed = append(r.signed, countAt{at: time.Now(), n: r.issued})
 			r.overload = x.sum("relay_certificates_refused_total", `reason="overload"`)

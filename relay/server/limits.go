@@ -2,8 +2,10 @@ package server
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -31,7 +33,9 @@ const (
 // overloaded server answers fast and agents back off.
 type signingLimiter struct {
 	slots chan struct{}
-	now   func() time.Time
+	// peak is the most slots ever held at once.
+	peak atomic.Int64
+	now  func() time.Time
 	// peers are Bootstrap's buckets, by peer address.
 	peers *buckets
 	// clusters are Renew's buckets, by cluster; nil leaves Renew bounded
@@ -106,8 +110,35 @@ func (l *signingLimiter) acquireRenew(cluster string) (release func(), err error
 func (l *signingLimiter) slot() (release func(), err error) {
 	select {
 	case l.slots <- struct{}{}:
+		n := int64(len(l.slots))
+		for p := l.peak.Load(); n > p; p = l.peak.Load() {
+			if l.peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
 		return func() { <-l.slots }, nil
 	default:
 		return nil, status.Error(codes.ResourceExhausted, "server is signing at capacity: retry with backoff")
+	}
+}
+
+// collectors are the gauges of l's global slots: in use now, the most
+// ever in use at once, and how many there are (--max-concurrent-signing).
+// A renewal storm is within the signing budget while the peak is at most
+// the capacity.
+func (l *signingLimiter) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "relay_signing_in_flight",
+			Help: "Bootstrap and Renew calls holding one of the signing slots now.",
+		}, func() float64 { return float64(len(l.slots)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "relay_signing_in_flight_peak",
+			Help: "The most Bootstrap and Renew calls that held a signing slot at once since relay-server started.",
+		}, func() float64 { return float64(l.peak.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "relay_signing_capacity",
+			Help: "Signing slots (maxConcurrentSigning): Bootstrap and Renew calls beyond them are refused with ResourceExhausted.",
+		}, func() float64 { return float64(cap(l.slots)) }),
 	}
 }

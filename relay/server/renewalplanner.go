@@ -93,15 +93,22 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 	seen := map[string]bool{}
 	for _, cluster := range p.conns.pullClusters() {
 		seen[cluster] = true
-		// Read, never changed: every connected cluster every planEvery,
-		// so the cache's object is not copied.
+		// The acknowledgement comes on this replica's push stream, beside
+		// the pull stream it holds: no read of the KubernetesCluster.
+		p.resendBundle(cluster, p.conns.view(cluster).trustBundle, bundle, now)
+		if previous == "" {
+			// No CA was replaced: nothing to plan, and no read of every
+			// connected cluster every planEvery.
+			delete(p.sent, cluster)
+			continue
+		}
+		// Read, never changed, so the cache's object is not copied.
 		var kc meshv1alpha1.KubernetesCluster
 		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
-		p.resendBundle(cluster, &kc, bundle, now)
 		cert := liveCert(&kc, now)
-		if cert == nil || previous == "" || cert.IssuerSHA256 != previous {
+		if cert == nil || cert.IssuerSHA256 != previous {
 			delete(p.sent, cluster)
 			continue
 		}
@@ -137,12 +144,13 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 // bundle before it is sent again.
 const bundleResend = 30 * time.Second
 
-// resendBundle sends the trust bundle again to cluster when its agent has
-// not acknowledged it bundleResend after it was last sent: an instruction
-// that did not fit a slow stream's queue is dropped, and a rotation's
-// Prepare and Retire wait for the acknowledgement.
-func (p *renewalPlanner) resendBundle(cluster string, kc *meshv1alpha1.KubernetesCluster, bundle string, now time.Time) {
-	if bundle == "" || kc.Status.TrustBundleSHA256 == bundle {
+// resendBundle sends the trust bundle again to cluster when its agent,
+// whose last acknowledgement is acked, has not acknowledged it
+// bundleResend after it was last sent: an instruction that did not fit a
+// slow stream's queue is dropped, and a rotation's Prepare and Retire wait
+// for the acknowledgement.
+func (p *renewalPlanner) resendBundle(cluster, acked, bundle string, now time.Time) {
+	if bundle == "" || acked == bundle {
 		delete(p.bundleSent, cluster)
 		return
 	}
