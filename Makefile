@@ -36,6 +36,7 @@ FUZZMINIMIZETIME ?= 100x
 BENCHCOUNT ?= 5
 AGENTS     ?= 10000
 BOOTSTRAPS ?= 2000
+LOADGEN_PHASES ?= bootstrap,steady,scale,reconnect,failover,renewal
 TEST_FLAGS ?=
 # make soak: how long the long rotation soak runs, and the go test timeout
 # around it (the local clusters start and stop besides).
@@ -89,7 +90,7 @@ test-unit: ## Run the tests that need no local cluster (go test -short).
 .PHONY: bench
 bench: envtest-assets build ## Run the benchmarks beside their stdlib baselines (BENCHCOUNT=5), then the relay load generator (relay-server's CPU per bootstrap beside a bare TLS-and-sign floor, memory at AGENTS=10000, reconnect, failover and renewal storms), then what relay-webhook adds to a relay secret's create at the API server, beside a floor webhook and none (hack/admissionbench).
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./...
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/loadgen --server-binary $(BIN)/relay-server --agents $(AGENTS) --bootstraps $(BOOTSTRAPS)
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/loadgen --server-binary $(BIN)/relay-server --agents $(AGENTS) --bootstraps $(BOOTSTRAPS) --phases $(LOADGEN_PHASES)
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/admissionbench --bin-dir $(BIN)
 
 .PHONY: fuzz
