@@ -163,7 +163,16 @@ func (s *Server) Run(ctx context.Context) error {
 		// KubernetesClusters and RootTrustPolicies are cached; Secrets
 		// never are by the manager: the relay secrets have their own
 		// caches by name (watchSecrets), and others are read by name.
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{s.cfg.Namespace: {}}},
+		// Nothing relay-server does reads managedFields, and a cluster's
+		// status, written by every replica and the leader, makes them a
+		// large part of each cached KubernetesCluster and of every copy
+		// of one. An update of a cached object keeps them at the API
+		// server, which leaves managedFields alone when a request omits
+		// them.
+		Cache: cache.Options{
+			DefaultNamespaces: map[string]cache.Config{s.cfg.Namespace: {}},
+			DefaultTransform:  cache.TransformStripManagedFields(),
+		},
 		Client:                 client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
