@@ -93,9 +93,7 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 	seen := map[string]bool{}
 	for _, cluster := range p.conns.pullClusters() {
 		seen[cluster] = true
-		// The acknowledgement comes on this replica's push stream, beside
-		// the pull stream it holds: no read of the KubernetesCluster.
-		p.resendBundle(cluster, p.conns.view(cluster).trustBundle, bundle, now)
+		p.resendBundle(cluster, p.acknowledged(ctx, cluster), bundle, now)
 		if previous == "" {
 			// No CA was replaced: nothing to plan, and no read of every
 			// connected cluster every planEvery.
@@ -138,6 +136,24 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 			delete(p.bundleSent, cluster)
 		}
 	}
+}
+
+// acknowledged returns the trust bundle cluster's agent last
+// acknowledged. The acknowledgement comes on the push stream, which the
+// agent opens beside its pull stream on one connection: while this replica
+// holds a push stream of cluster, its own record is the freshest and no
+// KubernetesCluster is read. Otherwise (the streams on different
+// replicas, say behind a proxy that spreads streams) it is what the
+// cluster's status records from every replica.
+func (p *renewalPlanner) acknowledged(ctx context.Context, cluster string) string {
+	if v := p.conns.view(cluster); v.push > 0 {
+		return v.trustBundle
+	}
+	var kc meshv1alpha1.KubernetesCluster
+	if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc, client.UnsafeDisableDeepCopy); err != nil {
+		return ""
+	}
+	return kc.Status.TrustBundleSHA256
 }
 
 // bundleResend is how long an agent may take to acknowledge the trust
