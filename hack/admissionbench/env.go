@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/meshrelay/meshrelay/internal/localmesh"
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
@@ -134,7 +135,7 @@ func (e *environment) startWebhook(ctx context.Context, profiling bool) error {
 	if err := testenv.WaitReady(ctx, e.webhook, "http://"+e.metricsAddr+"/readyz", 2*time.Minute); err != nil {
 		return err
 	}
-	if e.pid, err = pidOf("relay-webhook", e.webhookAddr); err != nil {
+	if e.pid, err = procstat.PidOf("relay-webhook", e.webhookAddr); err != nil {
 		return err
 	}
 	// Ready once an invalid relay secret is denied through the API server.

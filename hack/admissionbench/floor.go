@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
@@ -119,7 +120,7 @@ func (e *environment) startFloor(ctx context.Context) error {
 		"--listen", e.floorAddr, "--cert", certFile, "--key", keyFile); err != nil {
 		return err
 	}
-	if e.floorPid, err = pidOf(filepath.Base(self), e.floorAddr); err != nil {
+	if e.floorPid, err = procstat.PidOf(filepath.Base(self), e.floorAddr); err != nil {
 		return err
 	}
 

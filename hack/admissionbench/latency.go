@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshrelay/meshrelay/internal/procstat"
 )
 
 // warmup is how many creates of each secret and arm precede the measured
@@ -107,11 +109,11 @@ func measureLatency(ctx context.Context, env *environment, rounds, creates int, 
 	if err != nil {
 		return nil, err
 	}
-	cpu0, err := processCPU(env.pid)
+	cpu0, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}
-	floor0, err := processCPU(env.floorPid)
+	floor0, err := procstat.ProcessCPU(env.floorPid)
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +143,11 @@ func measureLatency(ctx context.Context, env *environment, rounds, creates int, 
 		}
 		l.open = len(open)
 	}
-	cpu1, err := processCPU(env.pid)
+	cpu1, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}
-	floor1, err := processCPU(env.floorPid)
+	floor1, err := procstat.ProcessCPU(env.floorPid)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshrelay/meshrelay/internal/procstat"
 )
 
 // idleWindow is how long relay-webhook's idle CPU is measured before the
@@ -30,12 +32,12 @@ type throughput struct {
 // is its cost per review.
 func measureThroughput(ctx context.Context, env *environment, concurrency int, d time.Duration) (*throughput, error) {
 	t := &throughput{concurrency: concurrency}
-	idle0, err := processCPU(env.pid)
+	idle0, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}
 	time.Sleep(idleWindow)
-	idle1, err := processCPU(env.pid)
+	idle1, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +48,7 @@ func measureThroughput(ctx context.Context, env *environment, concurrency int, d
 		failure atomic.Pointer[error]
 		wg      sync.WaitGroup
 	)
-	cpu0, err := processCPU(env.pid)
+	cpu0, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +70,7 @@ func measureThroughput(ctx context.Context, env *environment, concurrency int, d
 	}
 	wg.Wait()
 	t.elapsed = time.Since(start)
-	cpu1, err := processCPU(env.pid)
+	cpu1, err := procstat.ProcessCPU(env.pid)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
 
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
@@ -90,7 +91,7 @@ const (
 // waited for.
 func quiesce(ctx context.Context, pid int, idle time.Duration) error {
 	deadline := time.Now().Add(maxQuietWait)
-	last, err := processCPU(pid)
+	last, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func quiesce(ctx context.Context, pid int, idle time.Duration) error {
 			return ctx.Err()
 		case <-time.After(time.Second):
 		}
-		now, err := processCPU(pid)
+		now, err := procstat.ProcessCPU(pid)
 		if err != nil {
 			return err
 		}
@@ -135,7 +136,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 			return nil, err
 		}
 	}
-	serverPID, err := pidOf("relay-server", e.addr)
+	serverPID, err := procstat.PidOf("relay-server", e.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +161,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 	if err := quiesce(ctx, serverPID, 0); err != nil {
 		return nil, err
 	}
-	idle0, err := processCPU(serverPID)
+	idle0, err := procstat.ProcessCPU(serverPID)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 		idleProfile = e.cpuProfile(ctx, "idle-cpu.pprof", idleWindow)
 	}
 	time.Sleep(idleWindow)
-	idle1, _ := processCPU(serverPID)
+	idle1, _ := procstat.ProcessCPU(serverPID)
 	res.idle = (idle1 - idle0) * time.Second / idleWindow
 	if idleProfile != nil {
 		if err := <-idleProfile; err != nil {
@@ -185,7 +186,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 		}
 		for _, t := range order {
 			first := r * per
-			cpu0, err := processCPU(t.pid)
+			cpu0, err := procstat.ProcessCPU(t.pid)
 			if err != nil {
 				return nil, err
 			}
@@ -199,7 +200,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 			if err != nil {
 				return nil, fmt.Errorf("%s bootstrap failed: %w", t.name, err)
 			}
-			answered, err := processCPU(t.pid)
+			answered, err := procstat.ProcessCPU(t.pid)
 			if err != nil {
 				return nil, err
 			}
@@ -209,7 +210,7 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 				return nil, err
 			}
 			t.tail += time.Since(tail)
-			cpu1, err := processCPU(t.pid)
+			cpu1, err := procstat.ProcessCPU(t.pid)
 			if err != nil {
 				return nil, err
 			}

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/internal/scheme"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
@@ -254,12 +255,12 @@ func (e *environment) keepLogs() {
 // kube-apiserver and etcd, those it finds.
 func (e *environment) controlPlane() (names []string, pids []int) {
 	if u, err := url.Parse(e.api.Config.Host); err == nil {
-		if pid, err := pidOf("kube-apiserver", "--secure-port="+u.Port()); err == nil {
+		if pid, err := procstat.PidOf("kube-apiserver", "--secure-port="+u.Port()); err == nil {
 			names, pids = append(names, "kube-apiserver"), append(pids, pid)
 		}
 	}
 	if etcd := e.api.ControlPlane.Etcd; etcd != nil && etcd.URL != nil {
-		if pid, err := pidOf("etcd", "--listen-client-urls="+etcd.URL.String()); err == nil {
+		if pid, err := procstat.PidOf("etcd", "--listen-client-urls="+etcd.URL.String()); err == nil {
 			names, pids = append(names, "etcd"), append(pids, pid)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/internal/testenv"
 )
 
@@ -107,7 +108,7 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	names, pids := e.controlPlane()
 	names, pids = append(names, "loadgen (the agents)"), append(pids, os.Getpid())
 	for _, r := range rest {
-		if pid, err := pidOf("relay-server", r.addr); err == nil {
+		if pid, err := procstat.PidOf("relay-server", r.addr); err == nil {
 			names, pids = append(names, r.name), append(pids, pid)
 		}
 	}

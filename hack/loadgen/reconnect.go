@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/procstat"
 	"github.com/meshrelay/meshrelay/relay/agent"
 )
 
@@ -53,7 +54,7 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 		return err
 	}
 	started := time.Now()
-	pid, err := pidOf("relay-server", e.addr)
+	pid, err := procstat.PidOf("relay-server", e.addr)
 	if err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				ready = time.Now()
-				readyCPU, _ = processCPU(pid)
+				readyCPU, _ = procstat.ProcessCPU(pid)
 				if o.cpuProfile > 0 {
 					prof = e.cpuProfile(ctx, "reconnect-cpu.pprof", o.cpuProfile)
 				}
@@ -87,7 +88,7 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 	}
 	allBack, counts, waitErr := awaitStreams(ctx, n, deadline, e.metrics)
 	others := window.String()
-	cpu, err := processCPU(pid)
+	cpu, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return err
 	}

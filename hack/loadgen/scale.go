@@ -32,16 +32,9 @@ type scaleResult struct {
 // connection holding one push and one pull stream, and reads the server's
 // memory before and after.
 func measureScale(ctx context.Context, e *environment, n, concurrency int) (*scaleResult, error) {
-	certs := make([]tls.Certificate, n)
-	for i := range certs {
-		c, err := e.signing.IssueClient(pki.Options{DNSNames: []string{agentName(i)}, TTL: time.Hour})
-		if err != nil {
-			return nil, err
-		}
-		keyPEM, _ := c.KeyPEM()
-		if certs[i], err = tls.X509KeyPair(c.CertPEM(), keyPEM); err != nil {
-			return nil, err
-		}
+	certs, err := e.agentCerts(n)
+	if err != nil {
+		return nil, err
 	}
 	res := &scaleResult{agents: n}
 	settle(ctx)
@@ -52,7 +45,7 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 
 	conns := make([]*grpc.ClientConn, n)
 	start := time.Now()
-	err := forEach(ctx, n, concurrency, func(i int) (err error) {
+	err = forEach(ctx, n, concurrency, func(i int) (err error) {
 		conns[i], err = connectAgent(ctx, e, &certs[i])
 		if err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
@@ -89,6 +82,23 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 	}
 	res.heapAfter, res.stackAfter, res.rssAfter, res.goroutinesAfter = e.memory()
 	return res, nil
+}
+
+// agentCerts issues agent-0 … agent-(n-1) a client certificate each from
+// the signing CA, valid for an hour.
+func (e *environment) agentCerts(n int) ([]tls.Certificate, error) {
+	certs := make([]tls.Certificate, n)
+	for i := range certs {
+		c, err := e.signing.IssueClient(pki.Options{DNSNames: []string{agentName(i)}, TTL: time.Hour})
+		if err != nil {
+			return nil, err
+		}
+		keyPEM, _ := c.KeyPEM()
+		if certs[i], err = tls.X509KeyPair(c.CertPEM(), keyPEM); err != nil {
+			return nil, err
+		}
+	}
+	return certs, nil
 }
 
 // connectAgent opens one agent's connection with its push and pull

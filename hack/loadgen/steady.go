@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
 
-	"github.com/meshrelay/meshrelay/pkg/pki"
+	"github.com/meshrelay/meshrelay/internal/procstat"
 )
 
 // The steady phase waits until relay-server has written the status of the
@@ -34,7 +33,7 @@ type steadyResult struct {
 // costs when nothing changes (keepalives, the leader's sweeps and rotation
 // checks, the metrics of every cluster).
 func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*steadyResult, error) {
-	pid, err := pidOf("relay-server", e.addr)
+	pid, err := procstat.PidOf("relay-server", e.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -42,27 +41,20 @@ func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*st
 	if err := quiesce(ctx, pid, 0); err != nil {
 		return nil, err
 	}
-	idle0, err := processCPU(pid)
+	idle0, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return nil, err
 	}
 	time.Sleep(idleWindow)
-	idle1, err := processCPU(pid)
+	idle1, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return nil, err
 	}
 	res.idle = (idle1 - idle0) * time.Second / idleWindow
 
-	certs := make([]tls.Certificate, n)
-	for i := range certs {
-		c, err := e.signing.IssueClient(pki.Options{DNSNames: []string{agentName(i)}, TTL: time.Hour})
-		if err != nil {
-			return nil, err
-		}
-		keyPEM, _ := c.KeyPEM()
-		if certs[i], err = tls.X509KeyPair(c.CertPEM(), keyPEM); err != nil {
-			return nil, err
-		}
+	certs, err := e.agentCerts(n)
+	if err != nil {
+		return nil, err
 	}
 	conns := make([]*grpc.ClientConn, n)
 	defer func() {
@@ -102,12 +94,12 @@ func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*st
 		}
 	}
 	res.drained = time.Since(start) - steadyQuietWrites
-	cpu0, err := processCPU(pid)
+	cpu0, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return nil, err
 	}
 	time.Sleep(steadyWindow)
-	cpu1, err := processCPU(pid)
+	cpu1, err := procstat.ProcessCPU(pid)
 	if err != nil {
 		return nil, err
 	}
