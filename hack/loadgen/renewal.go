@@ -238,21 +238,28 @@ func (f *fleet) renewAt(a *simAgent, w *renewing, st *renewalStats) {
 	}
 }
 
+// newKeyAndCSR makes a P-256 key, as relay-agent does for each renewal, and
+// a CSR for name: the key in PEM and the CSR.
+func newKeyAndCSR(name string) (keyPEM, csr []byte, err error) {
+	key, err := pki.GenerateKey(pki.ECDSAP256)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = pki.EncodePrivateKey(key); err != nil {
+		return nil, nil, err
+	}
+	if csr, err = pki.NewCSR(key, name); err != nil {
+		return nil, nil, err
+	}
+	return keyPEM, csr, nil
+}
+
 // renew is relay-agent's issuer renewing over mutual TLS: a new key and
 // CSR, a new connection presenting the current certificate, one Renew call
 // with a 30 s deadline.
 func (f *fleet) renew(a *simAgent, st *renewalStats) (*tls.Certificate, error) {
 	f.renewCalls.Add(1)
-	name := agentName(a.i)
-	key, err := pki.GenerateKey(pki.ECDSAP256)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := pki.EncodePrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	csr, err := pki.NewCSR(key, name)
+	keyPEM, csr, err := newKeyAndCSR(agentName(a.i))
 	if err != nil {
 		return nil, err
 	}
@@ -313,15 +320,7 @@ func (e *environment) dueCerts(n int, uids map[string]string, earliest time.Time
 	}
 	sign := func(i int, at time.Time) (*tls.Certificate, error) {
 		name := agentName(i)
-		key, err := pki.GenerateKey(pki.ECDSAP256)
-		if err != nil {
-			return nil, err
-		}
-		keyPEM, err := pki.EncodePrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		csr, err := pki.NewCSR(key, name)
+		keyPEM, csr, err := newKeyAndCSR(name)
 		if err != nil {
 			return nil, err
 		}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/testenv"
 	"github.com/meshrelay/meshrelay/pkg/config"
-	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
@@ -32,7 +31,7 @@ type scaleResult struct {
 // connection holding one push and one pull stream, and reads the server's
 // memory before and after.
 func measureScale(ctx context.Context, e *environment, n, concurrency int) (*scaleResult, error) {
-	certs, err := e.agentCerts(n)
+	certs, err := e.issueCerts(n, time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -82,23 +81,6 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 	}
 	res.heapAfter, res.stackAfter, res.rssAfter, res.goroutinesAfter = e.memory()
 	return res, nil
-}
-
-// agentCerts issues agent-0 … agent-(n-1) a client certificate each from
-// the signing CA, valid for an hour.
-func (e *environment) agentCerts(n int) ([]tls.Certificate, error) {
-	certs := make([]tls.Certificate, n)
-	for i := range certs {
-		c, err := e.signing.IssueClient(pki.Options{DNSNames: []string{agentName(i)}, TTL: time.Hour})
-		if err != nil {
-			return nil, err
-		}
-		keyPEM, _ := c.KeyPEM()
-		if certs[i], err = tls.X509KeyPair(c.CertPEM(), keyPEM); err != nil {
-			return nil, err
-		}
-	}
-	return certs, nil
 }
 
 // connectAgent opens one agent's connection with its push and pull

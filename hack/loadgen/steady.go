@@ -52,7 +52,7 @@ func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*st
 	}
 	res.idle = (idle1 - idle0) * time.Second / idleWindow
 
-	certs, err := e.agentCerts(n)
+	certs, err := e.issueCerts(n, time.Hour)
 	if err != nil {
 		return nil, err
 	}
