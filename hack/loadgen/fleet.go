@@ -162,6 +162,23 @@ func (l *simLink) close() {
 	l.conn.Close()
 }
 
+// connectFleet starts an agent for each of certs against the main
+// relay-server and waits, at most five minutes, until the server counts
+// all their push and pull streams. The caller stops the fleet.
+func (e *environment) connectFleet(ctx context.Context, certs []tls.Certificate, concurrency int) (*fleet, error) {
+	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
+	if err := f.start(ctx, concurrency); err != nil {
+		f.stop()
+		return nil, err
+	}
+	if _, _, err := awaitStreams(ctx, len(certs), time.Now().Add(5*time.Minute), e.metrics); err != nil {
+		f.printErrors()
+		f.stop()
+		return nil, err
+	}
+	return f, nil
+}
+
 // newFleet returns agents agent-0 … agent-(n-1) with the certificates
 // certs, dialing targets; start connects them.
 func newFleet(ctx context.Context, targets []string, roots *x509.CertPool, certs []tls.Certificate) *fleet {

@@ -29,15 +29,11 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 	if err != nil {
 		return err
 	}
-	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
+	f, err := e.connectFleet(ctx, certs, o.concurrency)
+	if err != nil {
+		return err
+	}
 	defer f.stop()
-	if err := f.start(ctx, o.concurrency); err != nil {
-		return err
-	}
-	if _, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), e.metrics); err != nil {
-		f.printErrors()
-		return err
-	}
 	settle(ctx)
 	issuedBefore := scrape(e.metrics).sum("relay_certificates_issued_total", "")
 	failedBefore := f.failures()

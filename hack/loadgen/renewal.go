@@ -93,15 +93,11 @@ func measureRenewal(ctx context.Context, e *environment, o options) error {
 	first := slices.MinFunc(work, func(a, b *renewing) int { return a.due.Compare(b.due) }).due
 	last := slices.MaxFunc(work, func(a, b *renewing) int { return a.due.Compare(b.due) }).due
 
-	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
+	f, err := e.connectFleet(ctx, certs, o.concurrency)
+	if err != nil {
+		return err
+	}
 	defer f.stop()
-	if err := f.start(ctx, o.concurrency); err != nil {
-		return err
-	}
-	if _, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), e.metrics); err != nil {
-		f.printErrors()
-		return err
-	}
 	connected := time.Now()
 
 	// The server's side, sampled while the storm lasts.
