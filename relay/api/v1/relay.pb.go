@@ -1094,12 +1094,13 @@ const file_relay_api_v1_relay_proto_rawDesc = "" +
 	"\x11certificate_chain\x18\x02 \x01(\fR\x10certificateChain\x12)\n" +
 	"\x10root_certificate\x18\x03 \x01(\fR\x0frootCertificate\x12*\n" +
 	"\x11auto_restart_pods\x18\x04 \x01(\bR\x0fautoRestartPods\x120\n" +
-	"\x14previous_root_sha256\x18\x05 \x03(\tR\x12previousRootSha2562\xcf\x02\n" +
+	"\x14previous_root_sha256\x18\x05 \x03(\tR\x12previousRootSha2562\xa0\x03\n" +
 	"\x05Relay\x12Z\n" +
 	"\tBootstrap\x12$.meshrelay.relay.v1.BootstrapRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12R\n" +
 	"\x05Renew\x12 .meshrelay.relay.v1.RenewRequest\x1a'.meshrelay.relay.v1.CertificateResponse\x12J\n" +
 	"\x04Push\x12\x1f.meshrelay.relay.v1.PushMessage\x1a\x1f.meshrelay.relay.v1.PushSummary(\x01\x12J\n" +
-	"\x04Pull\x12\x1f.meshrelay.relay.v1.PullRequest\x1a\x1f.meshrelay.relay.v1.Instruction0\x01B5Z3github.com/meshrelay/meshrelay/relay/api/v1;relayv1b\x06proto3"
+	"\x04Pull\x12\x1f.meshrelay.relay.v1.PullRequest\x1a\x1f.meshrelay.relay.v1.Instruction0\x01\x12O\n" +
+	"\aConnect\x12\x1f.meshrelay.relay.v1.PushMessage\x1a\x1f.meshrelay.relay.v1.Instruction(\x010\x01B5Z3github.com/meshrelay/meshrelay/relay/api/v1;relayv1b\x06proto3"
 
 var (
 	file_relay_api_v1_relay_proto_rawDescOnce sync.Once
@@ -1144,12 +1145,14 @@ var file_relay_api_v1_relay_proto_depIdxs = []int32{
 	1,  // 9: meshrelay.relay.v1.Relay.Renew:input_type -> meshrelay.relay.v1.RenewRequest
 	3,  // 10: meshrelay.relay.v1.Relay.Push:input_type -> meshrelay.relay.v1.PushMessage
 	8,  // 11: meshrelay.relay.v1.Relay.Pull:input_type -> meshrelay.relay.v1.PullRequest
-	2,  // 12: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
-	2,  // 13: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
-	7,  // 14: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
-	9,  // 15: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
+	3,  // 12: meshrelay.relay.v1.Relay.Connect:input_type -> meshrelay.relay.v1.PushMessage
+	2,  // 13: meshrelay.relay.v1.Relay.Bootstrap:output_type -> meshrelay.relay.v1.CertificateResponse
+	2,  // 14: meshrelay.relay.v1.Relay.Renew:output_type -> meshrelay.relay.v1.CertificateResponse
+	7,  // 15: meshrelay.relay.v1.Relay.Push:output_type -> meshrelay.relay.v1.PushSummary
+	9,  // 16: meshrelay.relay.v1.Relay.Pull:output_type -> meshrelay.relay.v1.Instruction
+	9,  // 17: meshrelay.relay.v1.Relay.Connect:output_type -> meshrelay.relay.v1.Instruction
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name

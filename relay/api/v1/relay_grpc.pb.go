@@ -34,6 +34,7 @@ const (
 	Relay_Renew_FullMethodName     = "/meshrelay.relay.v1.Relay/Renew"
 	Relay_Push_FullMethodName      = "/meshrelay.relay.v1.Relay/Push"
 	Relay_Pull_FullMethodName      = "/meshrelay.relay.v1.Relay/Pull"
+	Relay_Connect_FullMethodName   = "/meshrelay.relay.v1.Relay/Connect"
 )
 
 // RelayClient is the client API for Relay service.
@@ -54,6 +55,15 @@ type RelayClient interface {
 	// Pull carries the server's instructions to the agent for as long as the
 	// agent is connected; relay_pull_clients_connected counts these streams.
 	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Instruction], error)
+	// Connect carries both directions on one stream for as long as the agent
+	// is connected: the agent's messages, as on Push (its first is its
+	// status), and the server's instructions, as on Pull (the first is the
+	// trust bundle): one stream and one server goroutine where Push and Pull
+	// take two of each. relay_push_clients_connected and
+	// relay_pull_clients_connected each count a Connect stream, as one push
+	// and one pull stream. A server that answers Unimplemented predates
+	// Connect: the agent then opens Push and Pull.
+	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PushMessage, Instruction], error)
 }
 
 type relayClient struct {
@@ -116,6 +126,19 @@ func (c *relayClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Relay_PullClient = grpc.ServerStreamingClient[Instruction]
 
+func (c *relayClient) Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PushMessage, Instruction], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Relay_ServiceDesc.Streams[2], Relay_Connect_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushMessage, Instruction]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Relay_ConnectClient = grpc.BidiStreamingClient[PushMessage, Instruction]
+
 // RelayServer is the server API for Relay service.
 // All implementations must embed UnimplementedRelayServer
 // for forward compatibility.
@@ -134,6 +157,15 @@ type RelayServer interface {
 	// Pull carries the server's instructions to the agent for as long as the
 	// agent is connected; relay_pull_clients_connected counts these streams.
 	Pull(*PullRequest, grpc.ServerStreamingServer[Instruction]) error
+	// Connect carries both directions on one stream for as long as the agent
+	// is connected: the agent's messages, as on Push (its first is its
+	// status), and the server's instructions, as on Pull (the first is the
+	// trust bundle): one stream and one server goroutine where Push and Pull
+	// take two of each. relay_push_clients_connected and
+	// relay_pull_clients_connected each count a Connect stream, as one push
+	// and one pull stream. A server that answers Unimplemented predates
+	// Connect: the agent then opens Push and Pull.
+	Connect(grpc.BidiStreamingServer[PushMessage, Instruction]) error
 	mustEmbedUnimplementedRelayServer()
 }
 
@@ -155,6 +187,9 @@ func (UnimplementedRelayServer) Push(grpc.ClientStreamingServer[PushMessage, Pus
 }
 func (UnimplementedRelayServer) Pull(*PullRequest, grpc.ServerStreamingServer[Instruction]) error {
 	return status.Error(codes.Unimplemented, "method Pull not implemented")
+}
+func (UnimplementedRelayServer) Connect(grpc.BidiStreamingServer[PushMessage, Instruction]) error {
+	return status.Error(codes.Unimplemented, "method Connect not implemented")
 }
 func (UnimplementedRelayServer) mustEmbedUnimplementedRelayServer() {}
 func (UnimplementedRelayServer) testEmbeddedByValue()               {}
@@ -231,6 +266,13 @@ func _Relay_Pull_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Relay_PullServer = grpc.ServerStreamingServer[Instruction]
 
+func _Relay_Connect_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RelayServer).Connect(&grpc.GenericServerStream[PushMessage, Instruction]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Relay_ConnectServer = grpc.BidiStreamingServer[PushMessage, Instruction]
+
 // Relay_ServiceDesc is the grpc.ServiceDesc for Relay service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -257,6 +299,12 @@ var Relay_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Pull",
 			Handler:       _Relay_Pull_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Connect",
+			Handler:       _Relay_Connect_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "relay/api/v1/relay.proto",
