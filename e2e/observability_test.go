@@ -76,7 +76,8 @@ func TestBinariesLogJSONAndServeOneRegistryEach(t *testing.T) {
 	}{
 		{"relay-server", serverURL, map[string]float64{
 			`grpc_server_handled_total{grpc_code="OK",grpc_method="Bootstrap",grpc_service="meshrelay.relay.v1.Relay",grpc_type="unary"}`: 1,
-			`grpc_server_started_total{grpc_method="Pull",grpc_service="meshrelay.relay.v1.Relay",grpc_type="server_stream"}`:             1,
+			`grpc_server_started_total{grpc_method="Connect",grpc_service="meshrelay.relay.v1.Relay",grpc_type="bidi_stream"}`:            1,
+			`grpc_server_started_total{grpc_method="Pull",grpc_service="meshrelay.relay.v1.Relay",grpc_type="server_stream"}`:             0,
 			`relay_certificate_signing_duration_seconds_count{call="bootstrap"}`:                                                          1,
 			`leader_election_master_status{name="relay-server"}`:                                                                          1,
 		}, []string{"relay_server_build_info{", "workqueue_adds_total{", "rest_client_requests_total{", "go_goroutines"}},

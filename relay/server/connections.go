@@ -13,19 +13,39 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// streamKind is the direction of a long-lived agent stream.
+// streamKind is the direction of a long-lived agent stream: push (agent to
+// server), pull (server to agent), or connect (both, on one stream).
 type streamKind int
 
 const (
 	pushStream streamKind = iota
 	pullStream
+	connectStream
 )
 
 func (k streamKind) String() string {
-	if k == pushStream {
+	switch k {
+	case pushStream:
 		return "push"
+	case pullStream:
+		return "pull"
 	}
-	return "pull"
+	return "connect"
+}
+
+// pushes reports whether a stream of kind carries the agent's messages, and
+// pulls whether it carries the server's instructions. A connect stream does
+// both, and is counted everywhere as one push and one pull stream: in the
+// metrics, in KubernetesCluster status and against maxStreamsPerCluster.
+func (k streamKind) pushes() bool { return k != pullStream }
+func (k streamKind) pulls() bool  { return k != pushStream }
+
+// weight is how many streams s counts as: two for a connect stream.
+func (s *stream) weight() int {
+	if s.kind == connectStream {
+		return 2
+	}
+	return 1
 }
 
 // instructionBuffer is how many instructions wait for one pull stream.
@@ -142,19 +162,24 @@ type stream struct {
 	// stream ends with; nil when its cluster was deregistered.
 	reason error
 	// closeConn, when set, closes the stream's connection on a drop, which
-	// ends a push stream blocked in Recv.
+	// ends a push or connect stream blocked in Recv.
 	closeConn func()
-	// instructions is the pull stream's queue; nil for a push stream.
+	// instructions is the queue of a pull or connect stream; nil for a
+	// push stream.
 	instructions chan *relayv1.Instruction
+	// wake, when set (a connect stream), is called after an instruction
+	// was queued: the stream's handler receives, so something else must
+	// send.
+	wake func()
 }
 
 var (
 	pushConnectedDesc = prometheus.NewDesc("relay_push_clients_connected",
-		"Open push streams (agent to server), by cluster.", []string{"cluster"}, nil)
+		"Open push streams (agent to server), by cluster; a Connect stream counts as one push and one pull stream.", []string{"cluster"}, nil)
 	pullConnectedDesc = prometheus.NewDesc("relay_pull_clients_connected",
-		"Open pull streams (server to agent), by cluster.", []string{"cluster"}, nil)
+		"Open pull streams (server to agent), by cluster; a Connect stream counts as one push and one pull stream.", []string{"cluster"}, nil)
 	openedDesc = prometheus.NewDesc("relay_streams_opened_total",
-		"Push and pull streams opened, by cluster and stream; a steady value while connected means no reconnects.",
+		"Push and pull streams opened, by cluster and stream (a Connect stream counts as one of each); a steady value while connected means no reconnects.",
 		[]string{"cluster", "stream"}, nil)
 	clientExpiryDesc = prometheus.NewDesc("relay_client_certificate_expiry_timestamp_seconds",
 		"NotAfter of each cluster's client certificate, as last issued or reported, in Unix seconds.", []string{"cluster"}, nil)
@@ -247,9 +272,10 @@ func (c *connections) view(cluster string) replicaView {
 	}
 	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, trustBundle: st.trustBundle, cert: st.cert}
 	for _, s := range st.streams {
-		if s.kind == pushStream {
+		if s.kind.pushes() {
 			v.push++
-		} else {
+		}
+		if s.kind.pulls() {
 			v.pull++
 		}
 	}
@@ -267,15 +293,15 @@ func (c *connections) names() []string {
 	return names
 }
 
-// pullClusters returns the clusters with a pull stream open on this
-// replica.
+// pullClusters returns the clusters with a pull (or connect) stream open
+// on this replica.
 func (c *connections) pullClusters() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var names []string
 	for name, st := range c.clusters {
 		for _, s := range st.streams {
-			if s.kind == pullStream {
+			if s.kind.pulls() {
 				names = append(names, name)
 				break
 			}
@@ -302,8 +328,8 @@ func (c *connections) state(cluster string) *clusterState {
 }
 
 // open records a stream of cluster. Its dropped channel closes, and
-// closeConn (if not nil) is called, when the cluster is dropped; a pull
-// stream gets the queue its instructions arrive on. close must be called
+// closeConn (if not nil) is called, when the cluster is dropped; a pull or
+// connect stream gets the queue its instructions arrive on. close must be called
 // with the stream when it ends. chains are the verified chains of cert's
 // connection, kept for evictWhere.
 func (c *connections) open(cluster string, kind streamKind, closeConn func(), cert *x509.Certificate, chains ...[]*x509.Certificate) *stream {
@@ -315,26 +341,32 @@ func (c *connections) open(cluster string, kind streamKind, closeConn func(), ce
 // newStream makes a stream of kind, not recorded yet.
 func newStream(kind streamKind, closeConn func(), cert *x509.Certificate, chains ...[]*x509.Certificate) *stream {
 	s := &stream{kind: kind, cert: cert, chains: chains, dropped: make(chan struct{}), closeConn: closeConn}
-	if kind == pullStream {
+	if kind.pulls() {
 		s.instructions = make(chan *relayv1.Instruction, instructionBuffer)
 	}
 	return s
 }
 
-// record adds s to cluster's open streams, unless cluster already has max
-// streams open (0: no cap), checked under the same lock as the adding so
-// that streams opening at once cannot race past the cap. It returns how
-// many streams of cluster were open before, and whether s was recorded.
+// record adds s to cluster's open streams, unless that would make more
+// than max streams open (0: no cap; a connect stream counts as two),
+// checked under the same lock as the adding so that streams opening at
+// once cannot race past the cap. It returns how many streams of cluster
+// were open before, and whether s was recorded.
 func (c *connections) record(cluster string, s *stream, max int) (open int, recorded bool) {
 	c.mu.Lock()
 	st := c.state(cluster)
-	open = len(st.streams)
-	if max > 0 && open >= max {
+	open = weigh(st.streams)
+	if max > 0 && open+s.weight() > max {
 		c.mu.Unlock()
 		return open, false
 	}
 	st.streams = append(st.streams, s)
-	st.opened[s.kind]++
+	if s.kind.pushes() {
+		st.opened[pushStream]++
+	}
+	if s.kind.pulls() {
+		st.opened[pullStream]++
+	}
 	var chain []*x509.Certificate
 	if len(s.chains) > 0 {
 		chain = s.chains[0]
@@ -347,11 +379,20 @@ func (c *connections) record(cluster string, s *stream, max int) (open int, reco
 }
 
 // openStreams returns how many streams of cluster are open on this
-// replica, push and pull together.
+// replica, push and pull together (a connect stream counts as two).
 func (c *connections) openStreams(cluster string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.streams(cluster))
+	return weigh(c.streams(cluster))
+}
+
+// weigh returns how many streams streams count as.
+func weigh(streams []*stream) int {
+	n := 0
+	for _, s := range streams {
+		n += s.weight()
+	}
+	return n
 }
 
 // close forgets the stream s of cluster; closing it again does nothing.
@@ -391,8 +432,8 @@ func (c *connections) setIstioExpiry(cluster, policy string, notAfter int64) {
 	c.state(cluster).istio = &istioExpiry{policy: policy, notAfter: notAfter}
 }
 
-// send offers in to every pull stream of cluster and returns how many took
-// it. A slow agent never blocks the sender: an instruction that does not
+// send offers in to every pull and connect stream of cluster and returns
+// how many took it. A slow agent never blocks the sender: an instruction that does not
 // fit a stream's queue is dropped for that stream, and the agent catches
 // up when it reconnects (trust bundle first, renewal on its own schedule).
 func (c *connections) send(cluster string, in *relayv1.Instruction) int {
@@ -400,12 +441,15 @@ func (c *connections) send(cluster string, in *relayv1.Instruction) int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, s := range c.streams(cluster) {
-		if s.kind != pullStream {
+		if !s.kind.pulls() {
 			continue
 		}
 		select {
 		case s.instructions <- in:
 			n++
+			if s.wake != nil {
+				s.wake()
+			}
 		default:
 		}
 	}
@@ -536,7 +580,12 @@ func (c *connections) Collect(ch chan<- prometheus.Metric) {
 	for name, st := range c.clusters {
 		s := clusterSample{name: name, opened: st.opened, clientNotAfter: st.clientNotAfter, istio: st.istio}
 		for _, o := range st.streams {
-			s.connected[o.kind]++
+			if o.kind.pushes() {
+				s.connected[pushStream]++
+			}
+			if o.kind.pulls() {
+				s.connected[pullStream]++
+			}
 		}
 		samples = append(samples, s)
 	}

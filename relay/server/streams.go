@@ -23,14 +23,16 @@ type openedStream struct {
 }
 
 // openStream authenticates a stream's caller, checks its registration and
-// records the stream. A dropped push stream's connection is closed, which
-// ends its Recv; a pull stream waits on dropped itself.
+// records the stream. A dropped push or connect stream's connection is
+// closed, which ends its Recv; a pull stream waits on dropped itself. out,
+// for a connect stream, sends its instructions: it is woken when one is
+// queued.
 //
 // The registration is checked again once the stream is recorded: an
 // eviction (a revocation, a deregistration, a change of the admitted
 // issuers) that ran between the first check and the recording walked the
 // streams without this one, and the second check sees what it saw.
-func (s *service) openStream(streamCtx context.Context, kind streamKind) (*openedStream, error) {
+func (s *service) openStream(streamCtx context.Context, kind streamKind, out *sender) (*openedStream, error) {
 	who, err := callerOf(streamCtx, s.cfg.Insecure)
 	if err != nil {
 		return nil, err
@@ -48,10 +50,14 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind) (*opene
 		(*hook)(cluster, kind)
 	}
 	var closeConn func()
-	if kind == pushStream {
+	if kind.pushes() {
 		closeConn = connCloser(streamCtx)
 	}
 	st := newStream(kind, closeConn, who.cert, chains...)
+	if out != nil {
+		out.queue, out.failed = st.instructions, closeConn
+		st.wake = out.wake
+	}
 	if open, recorded := s.conns.record(cluster, st, s.bounds.maxStreams); !recorded {
 		return nil, s.bounds.refuseStream(open, cluster)
 	}
@@ -101,33 +107,41 @@ func (o *openedStream) droppedStatus() error {
 
 // Push receives the agent's status while it is connected.
 func (s *service) Push(stream relayv1.Relay_PushServer) error {
-	o, err := s.openStream(stream.Context(), pushStream)
+	o, err := s.openStream(stream.Context(), pushStream, nil)
 	if err != nil {
 		return err
 	}
 	defer o.close()
-	// Recv runs on the handler's own goroutine: a dropped cluster's
-	// connection is closed (openStream), which ends it.
+	received, err := s.receive(o, stream.Recv)
+	if errors.Is(err, io.EOF) {
+		return stream.SendAndClose(&relayv1.PushSummary{Received: received})
+	}
+	return err
+}
+
+// receive handles the agent's messages of a push or connect stream until
+// the stream ends, and returns how many it received and why it ended
+// (io.EOF: the agent closed its side). Recv runs on the handler's own
+// goroutine: a dropped cluster's connection is closed (openStream), which
+// ends it.
+func (s *service) receive(o *openedStream, recv func() (*relayv1.PushMessage, error)) (int64, error) {
 	var received int64
 	for {
-		msg, err := stream.Recv()
+		msg, err := recv()
 		if err != nil {
-			switch {
-			case o.wasDropped():
-				return o.droppedStatus()
-			case errors.Is(err, io.EOF):
-				return stream.SendAndClose(&relayv1.PushSummary{Received: received})
+			if o.wasDropped() {
+				return received, o.droppedStatus()
 			}
-			return err
+			return received, err
 		}
 		received++
 		if o.wasDropped() {
 			// Evicted or deregistered while the message was on its way:
 			// nothing the stream sends after that is handled.
-			return o.droppedStatus()
+			return received, o.droppedStatus()
 		}
 		if err := s.bounds.allowPush(o.cluster); err != nil {
-			return err
+			return received, err
 		}
 		s.handlePush(o.cluster, msg)
 	}
@@ -199,13 +213,13 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	if len(req.GetReplica()) > maxShortField {
 		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
 	}
-	o, err := s.openStream(stream.Context(), pullStream)
+	o, err := s.openStream(stream.Context(), pullStream, nil)
 	if err != nil {
 		return err
 	}
 	defer o.close()
-	if roots := s.keys.rootPEM.Load(); roots != nil {
-		if err := stream.Send(&relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}); err != nil {
+	if in := s.trustBundle(); in != nil {
+		if err := stream.Send(in); err != nil {
 			return err
 		}
 	}
@@ -223,6 +237,54 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 			}
 		}
 	}
+}
+
+// trustBundle is a stream's first instruction: the trust bundle, when the
+// server has one (not in insecure mode).
+func (s *service) trustBundle() *relayv1.Instruction {
+	roots := s.keys.rootPEM.Load()
+	if roots == nil {
+		return nil
+	}
+	return &relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}
+}
+
+// Connect is Push and Pull on one stream: the handler's goroutine receives
+// the agent's messages, and the stream's instructions, the trust bundle
+// first, are sent by a goroutine that runs only while some are queued
+// (sender), so that an idle agent holds one goroutine of its own here, not
+// two.
+func (s *service) Connect(stream relayv1.Relay_ConnectServer) error {
+	out := &sender{send: stream.Send}
+	// Held until the trust bundle is sent: an instruction queued as soon
+	// as the stream is recorded waits for it.
+	out.mu.Lock()
+	fail := func(err error) error {
+		out.stopped = true
+		out.mu.Unlock()
+		return err
+	}
+	o, err := s.openStream(stream.Context(), connectStream, out)
+	if err != nil {
+		return fail(err)
+	}
+	defer o.close()
+	if in := s.trustBundle(); in != nil {
+		if err := stream.Send(in); err != nil {
+			return fail(err)
+		}
+	}
+	out.mu.Unlock()
+	defer out.stop()
+	s.trust.check(o.cluster)
+	_, err = s.receive(o, stream.Recv)
+	if sendErr := out.err(); sendErr != nil && !o.wasDropped() {
+		return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, sendErr)
+	}
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // RenewNow asks every connected agent of cluster to renew at once and

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"sync"
+	"sync/atomic"
+
+	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
+)
+
+// sender sends a connect stream's instructions from the stream's queue. Its
+// goroutine is started when an instruction is queued and ends when the
+// queue is empty, so that an idle stream holds no goroutine for sending:
+// with 10,000 agents connected, that is 10,000 goroutines fewer than a pull
+// stream each (see make bench).
+type sender struct {
+	// queue is the stream's instructions and send sends one on it; both
+	// are set before the stream is recorded. failed, when set, is called
+	// once a send failed: it closes the stream's connection, which ends
+	// the handler's Recv.
+	queue  <-chan *relayv1.Instruction
+	send   func(*relayv1.Instruction) error
+	failed func()
+
+	// running is set while a goroutine drains the queue.
+	running atomic.Bool
+	// mu is held across each send, by the handler while it sends the
+	// first instruction, and by stop: nothing is sent once stop returned,
+	// which must be before the handler does.
+	mu      sync.Mutex
+	stopped bool
+	sendErr error
+}
+
+// wake makes sure a goroutine sends what is queued. It never blocks.
+func (q *sender) wake() {
+	if q.running.CompareAndSwap(false, true) {
+		go q.drain()
+	}
+}
+
+// drain sends the queued instructions until the queue is empty, a send
+// fails or the sender is stopped.
+func (q *sender) drain() {
+	for {
+	queue:
+		for {
+			select {
+			case in := <-q.queue:
+				if !q.sendOne(in) {
+					// running stays set: nothing is sent any more.
+					return
+				}
+			default:
+				break queue
+			}
+		}
+		q.running.Store(false)
+		// An instruction queued after the queue looked empty, and before
+		// running was cleared, woke nobody: take it here, unless a new
+		// goroutine already does.
+		if len(q.queue) == 0 || !q.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// sendOne sends in, unless the sender is stopped or a send failed before;
+// it reports whether more may be sent.
+func (q *sender) sendOne(in *relayv1.Instruction) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped || q.sendErr != nil {
+		return false
+	}
+	if err := q.send(in); err != nil {
+		q.sendErr = err
+		if q.failed != nil {
+			q.failed()
+		}
+		return false
+	}
+	return true
+}
+
+// stop waits for a send under way and makes sure no other starts.
+func (q *sender) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stopped = true
+}
+
+// err returns why a send failed; nil when none did.
+func (q *sender) err() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.sendErr
+}
