@@ -181,8 +181,8 @@ func (a *Agent) gatherer() prometheus.Gatherer {
 func (a *Agent) Provider() *Provider { return a.provider }
 
 // Run watches the relay secrets (every replica), rotates the client
-// certificate (the leader only, by a Lease), and keeps the push and pull
-// streams open (every replica) until ctx ends.
+// certificate (the leader only, by a Lease), and keeps the streams to the
+// server open (every replica) until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	mlis := a.mlis
 	if mlis == nil {

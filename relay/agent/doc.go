@@ -4,8 +4,9 @@
 // provider that every new handshake reads, watches the client secret and
 // its trust anchors for changes, rotates the certificate the relay server
 // issued before it expires (leader only), keeps the server's trust bundle
-// in its cluster (leader only), and keeps its push and pull streams open
-// with backoff and jitter.
+// in its cluster (leader only), and keeps its streams to the server open
+// with backoff and jitter: one Connect stream, or a push and a pull stream
+// with a server that predates Connect.
 //
 // Agent only wires its roles, each built from its own options struct:
 // the watcher (watcher.go) reads the secrets (secrets.go) into the provider

@@ -98,7 +98,7 @@ func (s *streams) now() time.Time {
 	return s.opts.Clock.Now()
 }
 
-// status is the agent's status message for the push stream.
+// status is the agent's status message for the Connect or push stream.
 func (s *streams) status() *relayv1.PushMessage {
 	st := &relayv1.AgentStatus{AgentVersion: version.Version, Replica: s.opts.Replica}
 	if cert := s.opts.Provider.Current(); cert != nil {

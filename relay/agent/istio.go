@@ -38,9 +38,9 @@ type istioCAOptions struct {
 	// Leading reports whether this replica holds the Lease: only the
 	// leader makes keys.
 	Leading func() bool
-	// Push queues a CSR for the push stream.
+	// Push queues a CSR for the server (the Connect or push stream).
 	Push chan<- *relayv1.PushMessage
-	// StatusChanged asks the push stream for a fresh status.
+	// StatusChanged asks for a fresh status for the server.
 	StatusChanged func()
 	// Expiry is set to cacerts' NotAfter, RootExpiry to the NotAfter of
 	// each root of root-cert.pem (by fingerprint; nil for none); Failures

@@ -14,13 +14,17 @@ import (
 	"github.com/meshrelay/meshrelay/pkg/config"
 )
 
-// logLine is one line a recordingSink took.
+// logLine is one line a recordingSink took: an error's, or an info line's
+// at its V level, with its key/value pairs.
 type logLine struct {
 	isError bool
+	level   int
 	msg     string
+	kv      []any
 }
 
-// recordingSink is a logr.LogSink that keeps each line's level and message.
+// recordingSink is a logr.LogSink that keeps each line's level, message
+// and key/value pairs.
 type recordingSink struct {
 	mu    *sync.Mutex
 	lines *[]logLine
@@ -37,10 +41,10 @@ func newRecordingLog() (logr.Logger, func() []logLine) {
 
 func (recordingSink) Init(logr.RuntimeInfo)  {}
 func (recordingSink) Enabled(level int) bool { return true }
-func (s recordingSink) Info(_ int, msg string, _ ...any) {
+func (s recordingSink) Info(level int, msg string, kv ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	*s.lines = append(*s.lines, logLine{msg: msg})
+	*s.lines = append(*s.lines, logLine{level: level, msg: msg, kv: kv})
 }
 func (s recordingSink) Error(_ error, msg string, _ ...any) {
 	s.mu.Lock()

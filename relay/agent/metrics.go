@@ -54,7 +54,7 @@ func newAgentMetrics() *agentMetrics {
 		},
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_agent_stream_connected",
-			Help: "1 while the agent's push or pull stream to the server is open.",
+			Help: "1 while the agent's push or pull stream to the server is open; a Connect stream, which carries both, sets both.",
 		}, []string{"stream"}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_agent_stream_reconnects_total",

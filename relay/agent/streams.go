@@ -53,12 +53,13 @@ type streamsOptions struct {
 	Bundles *trustBundles
 	Updates *prometheus.CounterVec
 	// StatusDirty asks for a fresh status; PushOut queues other messages
-	// for the push stream.
+	// for the server (the Connect or push stream).
 	StatusDirty <-chan struct{}
 	PushOut     <-chan *relayv1.PushMessage
-	// Connected is 1 while a stream (push or pull) is open; Reconnects
-	// counts the sessions that ended (the streams dropped) and Handovers
-	// the moves of the streams to a connection with a renewed certificate.
+	// Connected is 1, for push and for pull, while that stream is open or
+	// a Connect stream, which carries both, is; Reconnects counts the
+	// sessions that ended (the streams dropped) and Handovers the moves of
+	// the streams to a connection with a renewed certificate.
 	Connected  *prometheus.GaugeVec
 	Reconnects prometheus.Counter
 	Handovers  prometheus.Counter
@@ -68,17 +69,18 @@ type streamsOptions struct {
 	Log    logr.Logger
 }
 
-// streams keeps the push and pull streams to the server open, on every
-// replica.
+// streams keeps the streams to the server open, on every replica: one
+// Connect stream, or a push and a pull stream with a server that predates
+// Connect (session).
 type streams struct{ opts streamsOptions }
 
 // newStreams returns the streams; run opens them.
 func newStreams(opts streamsOptions) *streams { return &streams{opts: opts} }
 
-// run keeps the push and pull streams open, reconnecting with backoff and
-// jitter, until ctx ends. Each connection's handshakes take the provider's
-// current certificate; after a rotation the streams move to a new
-// connection before the old one closes (session).
+// run keeps the streams open, reconnecting with backoff and jitter, until
+// ctx ends. Each connection's handshakes take the provider's current
+// certificate; after a rotation the streams move to a new connection
+// before the old one closes (session).
 func (s *streams) run(ctx context.Context) error {
 	redial(ctx, s.opts.Clock, s.opts.Random, s.opts.Log.WithName("client"), func(ctx context.Context) error {
 		err := s.session(ctx)

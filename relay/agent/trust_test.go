@@ -7,7 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,89 +39,211 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// trustRelay is a relay server on loopback for the trust tests: TLS with
-// a server certificate, asking for the agent's; each pull stream gets the
-// server's bundle when it opens, as relay-server sends it, and then what
-// push sends; the push streams' statuses are recorded by replica.
+// trustRelay is a relay server on loopback for the trust and stream
+// tests: TLS with a server certificate, asking for the agent's. Served
+// with Connect (shapeConnect) it is today's relay-server; without
+// (shapePushPull) it is an older one, whose service has no Connect method.
+// Each Connect or pull stream gets the server's bundle when it opens, as
+// relay-server sends it, and then what push sends; the statuses are
+// recorded by replica.
 type trustRelay struct {
 	relayv1.UnimplementedRelayServer
 	addr   string
 	bundle []byte
 
-	mu     sync.Mutex
-	pulls  map[int]chan *relayv1.Instruction
-	next   int
-	opened int
-	acks   map[string]string
+	mu sync.Mutex
+	// outs are the open Connect and pull streams, by id.
+	outs map[int]*instructionStream
+	next int
+	// calls counts the calls the server received by method, the ones it
+	// does not serve too; opened and open count the streams it served
+	// and serves by method, and peak the most open at once.
+	calls, opened, open, peak map[string]int
+	// clients are the serials of the client certificates of the Connect
+	// and pull streams, in the order they opened.
+	clients []string
+	// acks is the trust bundle each replica acknowledged last, and on the
+	// method of the stream its last status came on.
+	acks, on map[string]string
+	// refuseConnect, when set, is Connect's answer.
+	refuseConnect error
 }
 
-func startTrustRelay(t *testing.T, cert *pki.Certified, bundle []byte) *trustRelay {
+// instructionStream is an open Connect or pull stream as the server holds
+// it: what push queues for it, and ended, which end closes.
+type instructionStream struct {
+	out   chan *relayv1.Instruction
+	ended chan struct{}
+}
+
+func startTrustRelay(t *testing.T, cert *pki.Certified, bundle []byte, shape string) *trustRelay {
 	t.Helper()
 	pair, lis := servingOnLoopback(t, cert)
-	s := &trustRelay{addr: lis.Addr().String(), bundle: bundle, pulls: map[int]chan *relayv1.Instruction{}, acks: map[string]string{}}
-	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12})))
-	relayv1.RegisterRelayServer(gs, s)
+	s := &trustRelay{addr: lis.Addr().String(), bundle: bundle, outs: map[int]*instructionStream{},
+		calls: map[string]int{}, opened: map[string]int{}, open: map[string]int{}, peak: map[string]int{}, acks: map[string]string{}, on: map[string]string{}}
+	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12})),
+		grpc.StatsHandler(callCounter{s}))
+	desc := relayv1.Relay_ServiceDesc
+	if shape == shapePushPull {
+		desc.Streams = slices.DeleteFunc(slices.Clone(desc.Streams), func(d grpc.StreamDesc) bool { return d.StreamName == "Connect" })
+	}
+	gs.RegisterService(&desc, s)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	return s
 }
 
-func (s *trustRelay) Pull(_ *relayv1.PullRequest, stream grpc.ServerStreamingServer[relayv1.Instruction]) error {
-	ch := make(chan *relayv1.Instruction, 8)
+// callCounter counts every call the relay receives in its calls, by
+// method: gRPC tags a call before it looks for the method.
+type callCounter struct{ s *trustRelay }
+
+func (c callCounter) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	c.s.calls[path.Base(info.FullMethodName)]++
+	return ctx
+}
+func (callCounter) HandleRPC(context.Context, stats.RPCStats) {}
+func (callCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (callCounter) HandleConn(context.Context, stats.ConnStats) {}
+
+// opening records a stream of method as open; for a Connect or pull
+// stream (in) it returns the stream, its id and the serial of the client
+// certificate on its connection.
+func (s *trustRelay) opening(ctx context.Context, method string, in bool) (int, *instructionStream) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opened[method]++
+	s.open[method]++
+	s.peak[method] = max(s.peak[method], s.open[method])
+	if !in {
+		return 0, nil
+	}
 	id := s.next
 	s.next++
-	s.pulls[id] = ch
-	s.opened++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pulls, id)
-		s.mu.Unlock()
-	}()
-	if err := stream.Send(bundleInstruction(s.bundle)); err != nil {
+	st := &instructionStream{out: make(chan *relayv1.Instruction, 8), ended: make(chan struct{})}
+	s.outs[id] = st
+	// The peer's chain: here the agent's.
+	if chain := serverChain(ctx); len(chain) > 0 {
+		s.clients = append(s.clients, chain[0].SerialNumber.String())
+	}
+	return id, st
+}
+
+// closing records that the stream of method opening returned id for
+// (for a Connect or pull stream) ended.
+func (s *trustRelay) closing(method string, id int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open[method]--
+	delete(s.outs, id)
+}
+
+// instruct sends the bundle on st, then what push queues for it, until the
+// stream's context ends, end ends it, or stop receives.
+func (s *trustRelay) instruct(ctx context.Context, st *instructionStream, send func(*relayv1.Instruction) error, stop <-chan error) error {
+	if err := send(bundleInstruction(s.bundle)); err != nil {
 		return err
 	}
 	for {
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
 			return nil
-		case in := <-ch:
-			if err := stream.Send(in); err != nil {
+		case <-st.ended:
+			return nil
+		case err := <-stop:
+			return err
+		case in := <-st.out:
+			if err := send(in); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func (s *trustRelay) Push(stream grpc.ClientStreamingServer[relayv1.PushMessage, relayv1.PushSummary]) error {
+// receive records the statuses that recv brings, as on a stream of
+// method, until the stream ends.
+func (s *trustRelay) receive(method string, recv func() (*relayv1.PushMessage, error)) {
 	for {
-		msg, err := stream.Recv()
+		msg, err := recv()
 		if err != nil {
-			return nil
+			return
 		}
 		if st := msg.GetStatus(); st != nil {
 			s.mu.Lock()
 			s.acks[st.GetReplica()] = st.GetTrustBundleSha256()
+			s.on[st.GetReplica()] = method
 			s.mu.Unlock()
 		}
 	}
 }
 
-// push sends in on every open pull stream.
+func (s *trustRelay) Connect(stream grpc.BidiStreamingServer[relayv1.PushMessage, relayv1.Instruction]) error {
+	s.mu.Lock()
+	refuse := s.refuseConnect
+	s.mu.Unlock()
+	if refuse != nil {
+		return refuse
+	}
+	id, st := s.opening(stream.Context(), "Connect", true)
+	defer s.closing("Connect", id)
+	// The agent closing its side ends the stream, as on relay-server.
+	stop := make(chan error, 1)
+	go func() {
+		s.receive("Connect", stream.Recv)
+		stop <- nil
+	}()
+	return s.instruct(stream.Context(), st, stream.Send, stop)
+}
+
+func (s *trustRelay) Pull(_ *relayv1.PullRequest, stream grpc.ServerStreamingServer[relayv1.Instruction]) error {
+	id, st := s.opening(stream.Context(), "Pull", true)
+	defer s.closing("Pull", id)
+	return s.instruct(stream.Context(), st, stream.Send, nil)
+}
+
+func (s *trustRelay) Push(stream grpc.ClientStreamingServer[relayv1.PushMessage, relayv1.PushSummary]) error {
+	s.opening(stream.Context(), "Push", false)
+	defer s.closing("Push", -1)
+	s.receive("Push", stream.Recv)
+	return nil
+}
+
+// push sends in on every open Connect and pull stream.
 func (s *trustRelay) push(in *relayv1.Instruction) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, ch := range s.pulls {
-		ch <- in
+	for _, st := range s.outs {
+		st.out <- in
 	}
 }
 
-// streams returns how many pull streams were opened, and how many are open.
+// end ends every open Connect and pull stream, as a server does that
+// stops (the handler returns).
+func (s *trustRelay) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, st := range s.outs {
+		close(st.ended)
+		delete(s.outs, id)
+	}
+}
+
+// streams returns how many Connect and pull streams were opened, and how
+// many are open.
 func (s *trustRelay) streams() (opened, open int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.opened, len(s.pulls)
+	return s.opened["Connect"] + s.opened["Pull"], s.open["Connect"] + s.open["Pull"]
+}
+
+// counts returns copies of calls, opened, open and peak.
+func (s *trustRelay) counts() (calls, opened, open, peak map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.calls), maps.Clone(s.opened), maps.Clone(s.open), maps.Clone(s.peak)
 }
 
 // ack returns the trust bundle replica acknowledged last.
@@ -125,6 +251,21 @@ func (s *trustRelay) ack(replica string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.acks[replica]
+}
+
+// statusOn returns the method of the stream replica's last status came on.
+func (s *trustRelay) statusOn(replica string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.on[replica]
+}
+
+// clientSerials returns the serials of the client certificates of the
+// Connect and pull streams, in the order they opened.
+func (s *trustRelay) clientSerials() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.clients)
 }
 
 func sha256Hex(b []byte) string {
@@ -174,7 +315,7 @@ func TestAgentTakesItsRootsFromTheTrustBundleFolderAndKeepsTheServersBundle(t *t
 		t.Fatal(err)
 	}
 	bundleA := pki.EncodeCertificates(relay.root.Cert)
-	stub := startTrustRelay(t, srv, bundleA)
+	stub := startTrustRelay(t, srv, bundleA, shapePushPull)
 
 	// The client certificate relay-server issued, stored without ca.crt
 	// (kubectl create secret tls): only the folder's roots verify it.
