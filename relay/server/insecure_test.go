@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
@@ -99,6 +101,28 @@ func TestInsecureServerNeverSignsWithTheRealCA(t *testing.T) {
 			t.Fatalf("Renew: %v", err)
 		}
 		notTheRealCA(t, resp)
+	})
+	t.Run("a stream's first instruction is an empty one, where TLS would give the trust bundle", func(t *testing.T) {
+		// The agent waits for a first message to know the connection
+		// works; without one it would reconnect every 30 s.
+		sctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, InsecureClusterHeader, "cluster-1"), 10*time.Second)
+		defer cancel()
+		connect, err := rc.Connect(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := connect.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "test"}}}); err != nil {
+			t.Fatal(err)
+		}
+		pull, err := rc.Pull(sctx, &relayv1.PullRequest{Replica: "agent-0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, recv := range map[string]func() (*relayv1.Instruction, error){"Connect": connect.Recv, "Pull": pull.Recv} {
+			if in, err := recv(); err != nil || in.GetInstruction() != nil {
+				t.Errorf("%s: first instruction %v, %v; want an empty one", name, in, err)
+			}
+		}
 	})
 	t.Run("the stored CA is left as it was", func(t *testing.T) {
 		if after := f.secret(real.SigningTLSSecret.Name); after.ResourceVersion != signingBefore.ResourceVersion {

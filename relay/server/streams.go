@@ -208,7 +208,7 @@ func (s *service) handlePush(cluster string, msg *relayv1.PushMessage) {
 }
 
 // Pull sends the server's instructions while the agent is connected,
-// starting with the trust bundle.
+// starting with the trust bundle (firstInstruction).
 func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer) error {
 	if len(req.GetReplica()) > maxShortField {
 		return status.Errorf(codes.InvalidArgument, "replica name longer than %d bytes", maxShortField)
@@ -218,10 +218,8 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 		return err
 	}
 	defer o.close()
-	if in := s.trustBundle(); in != nil {
-		if err := stream.Send(in); err != nil {
-			return err
-		}
+	if err := stream.Send(s.firstInstruction()); err != nil {
+		return err
 	}
 	s.trust.check(o.cluster)
 	done := stream.Context().Done()
@@ -239,12 +237,15 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 	}
 }
 
-// trustBundle is a stream's first instruction: the trust bundle, when the
-// server has one (not in insecure mode).
-func (s *service) trustBundle() *relayv1.Instruction {
+// firstInstruction is a stream's first instruction: the trust bundle, or
+// an empty instruction in insecure mode, where no bundle can be checked
+// against the connection it came on (or before a root is loaded). The
+// agent waits for a first message to know that the connection works, and
+// ignores an instruction it does not know.
+func (s *service) firstInstruction() *relayv1.Instruction {
 	roots := s.keys.rootPEM.Load()
-	if roots == nil {
-		return nil
+	if s.cfg.Insecure || roots == nil {
+		return &relayv1.Instruction{}
 	}
 	return &relayv1.Instruction{Instruction: &relayv1.Instruction_TrustBundle{TrustBundle: &relayv1.TrustBundle{CaCertificates: *roots}}}
 }
@@ -269,10 +270,8 @@ func (s *service) Connect(stream relayv1.Relay_ConnectServer) error {
 		return fail(err)
 	}
 	defer o.close()
-	if in := s.trustBundle(); in != nil {
-		if err := stream.Send(in); err != nil {
-			return fail(err)
-		}
+	if err := stream.Send(s.firstInstruction()); err != nil {
+		return fail(err)
 	}
 	out.mu.Unlock()
 	defer out.stop()

@@ -54,6 +54,9 @@ type RelayClient interface {
 	Push(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushMessage, PushSummary], error)
 	// Pull carries the server's instructions to the agent for as long as the
 	// agent is connected; relay_pull_clients_connected counts these streams.
+	// The first instruction is the trust bundle, or an empty instruction when
+	// the server runs without TLS (insecure mode, for tests): an agent
+	// ignores an instruction it does not know.
 	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Instruction], error)
 	// Connect carries both directions on one stream for as long as the agent
 	// is connected: the agent's messages, as on Push (its first is its
@@ -156,6 +159,9 @@ type RelayServer interface {
 	Push(grpc.ClientStreamingServer[PushMessage, PushSummary]) error
 	// Pull carries the server's instructions to the agent for as long as the
 	// agent is connected; relay_pull_clients_connected counts these streams.
+	// The first instruction is the trust bundle, or an empty instruction when
+	// the server runs without TLS (insecure mode, for tests): an agent
+	// ignores an instruction it does not know.
 	Pull(*PullRequest, grpc.ServerStreamingServer[Instruction]) error
 	// Connect carries both directions on one stream for as long as the agent
 	// is connected: the agent's messages, as on Push (its first is its
