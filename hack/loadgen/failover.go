@@ -24,9 +24,9 @@ type failoverReplica struct {
 
 // measureFailover runs two more relay-server replicas beside the main one,
 // behind a balancer as a Service puts them (leader election by Lease, as
-// deployed), connects n agents through it, kills one replica with SIGKILL
-// (a node lost) and measures until the other two count every agent's
-// streams.
+// deployed), connects n agents through it (one Connect stream each), kills
+// one replica with SIGKILL (a node lost) and measures until the other two
+// count every agent's streams.
 func measureFailover(ctx context.Context, e *environment, o options) error {
 	n := o.agents
 	if err := e.register(ctx, n, o.concurrency); err != nil {
@@ -149,9 +149,9 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	if leader {
 		role = "the leader"
 	}
-	fmt.Printf("\nfailover: %d agents behind %d balancer processes, each over the 3 relay-server replicas (pull streams: %s; %d connections failed and were dialed again while they connected)\n",
+	fmt.Printf("\nfailover: %d agents, each with one Connect stream (a server counts it as one push and one pull stream), behind %d balancer processes, each over the 3 relay-server replicas (pull streams, one per agent: %s; %d connections failed and were dialed again while they connected)\n",
 		n, len(lbs), strings.Join(spread, ", "), setupFailures)
-	fmt.Printf("  %s (%s, holding %.0f push and %.0f pull streams) killed with SIGKILL\n", lost.name, role, held.push, held.pull)
+	fmt.Printf("  %s (%s, counting %.0f push and %.0f pull streams) killed with SIGKILL\n", lost.name, role, held.push, held.pull)
 	if waitErr != nil {
 		fmt.Printf("  its agents back on the other two: not within %s: %v (goal <= %s): %s\n", time.Since(kill).Round(time.Second), waitErr, failoverGoal, verdict(false))
 	} else {
@@ -164,7 +164,7 @@ func measureFailover(ctx context.Context, e *environment, o options) error {
 	fmt.Printf("  CPU from the kill until all back: %s\n", cpu)
 	for _, r := range rest {
 		c := countStreams(r.metrics)
-		fmt.Printf("  %s now holds %.0f push and %.0f pull streams\n", r.name, c.push, c.pull)
+		fmt.Printf("  %s now counts %.0f push and %.0f pull streams\n", r.name, c.push, c.pull)
 	}
 	return nil
 }

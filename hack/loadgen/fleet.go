@@ -26,7 +26,7 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
 
-// As relay-agent's session (session.go): a new connection's pull stream
+// As relay-agent's session (session.go): a new connection's Connect stream
 // must bring its first message within firstMessageWait, and a handover
 // that failed is tried again after handoverRetry.
 const (
@@ -35,12 +35,12 @@ const (
 )
 
 // fleet is simulated agents, each with its own client certificate and
-// connection holding one push and one pull stream, kept open as
-// relay-agent keeps them (streams.go, session.go): a session that ends is
-// dialed again after the agent's own backoff (agent.RedialInitial doubling
-// to agent.RedialLimit, with internal/backoff's jitter, started again after
-// a session of over agent.StableSession), and a renewed certificate moves
-// the streams to a new connection before the old one closes.
+// connection holding one Connect stream, kept open as relay-agent keeps
+// it (streams.go, session.go): a session that ends is dialed again after
+// the agent's own backoff (agent.RedialInitial doubling to
+// agent.RedialLimit, with internal/backoff's jitter, started again after a
+// session of over agent.StableSession), and a renewed certificate moves
+// the stream to a new connection before the old one closes.
 type fleet struct {
 	// targets are the addresses the agents dial: agent i dials
 	// targets[i % len(targets)].
@@ -149,11 +149,11 @@ type simAgent struct {
 	handovers   atomic.Int32
 }
 
-// simLink is one connection's push and pull streams.
+// simLink is one connection's Connect stream.
 type simLink struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
-	// errc receives the pull stream's end.
+	// errc receives the stream's end.
 	errc chan error
 }
 
@@ -164,7 +164,8 @@ func (l *simLink) close() {
 
 // connectFleet starts an agent for each of certs against the main
 // relay-server and waits, at most five minutes, until the server counts
-// all their push and pull streams. The caller stops the fleet.
+// all their streams (a Connect stream as one push and one pull stream).
+// The caller stops the fleet.
 func (e *environment) connectFleet(ctx context.Context, certs []tls.Certificate, concurrency int) (*fleet, error) {
 	f := newFleet(ctx, []string{e.addr}, e.roots, certs)
 	if err := f.start(ctx, concurrency); err != nil {
@@ -306,9 +307,9 @@ func (f *fleet) session(a *simAgent, l *simLink) {
 	}
 }
 
-// open dials the target with cert, opens the push and pull streams, sends
-// the status and waits for the pull stream's first message, as
-// relay-agent's open does.
+// open dials the target with cert, opens the Connect stream, sends the
+// status and waits for the stream's first message, as relay-agent's open
+// does with a server that serves Connect.
 func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
 	tc := &tls.Config{RootCAs: f.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 	conn, err := grpc.NewClient(f.targetOf(a), grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
@@ -324,21 +325,13 @@ func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
 		l.close()
 		return nil, err
 	}
-	rc := relayv1.NewRelayClient(conn)
-	push, err := rc.Push(lctx)
-	if err != nil {
-		return fail(err)
-	}
-	st := &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix()}
-	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: st}}); err != nil {
-		return fail(err)
-	}
-	pull, err := rc.Pull(lctx, &relayv1.PullRequest{Replica: agentName(a.i)})
+	st := &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix(), Replica: agentName(a.i)}
+	recv, err := openStreams(lctx, conn, connectShape, st)
 	if err != nil {
 		return fail(err)
 	}
 	quiet := time.AfterFunc(firstMessageWait, cancel)
-	_, err = pull.Recv()
+	_, err = recv()
 	if !quiet.Stop() && err == nil {
 		err = fmt.Errorf("no first message within %s", firstMessageWait)
 	}
@@ -347,7 +340,7 @@ func (f *fleet) open(a *simAgent, cert *tls.Certificate) (*simLink, error) {
 	}
 	go func() {
 		for {
-			if _, err := pull.Recv(); err != nil {
+			if _, err := recv(); err != nil {
 				l.errc <- err
 				return
 			}

@@ -5,8 +5,11 @@
 //     connection with the identity token and a CSR) beside the floor's, a
 //     bare TLS server doing only the cryptographic work of a bootstrap
 //     (floor.go), driven by the same client in the same run, alternating;
-//   - scale: N agents holding push and pull streams over mutual TLS, the
-//     server's memory per connected agent and the time until all connect;
+//   - scale: N agents holding their streams over mutual TLS, the server's
+//     memory per connected agent and the time until all connect, for each
+//     shape of streams (shapes.go): one Connect stream per agent, and a
+//     push and a pull stream per agent as an agent that predates Connect
+//     holds them, each against a relay-server started for it;
 //   - reconnect: N agents connected while relay-server is stopped with
 //     SIGTERM and started again, until all are back (reconnect.go);
 //   - failover: N agents over three replicas behind a balancer, one killed,
@@ -14,8 +17,9 @@
 //   - renewal: N agents whose certificates are due within the same minute
 //     renewing against the server's signing budget (renewal.go).
 //
-// The simulated agents reconnect and retry with relay-agent's own delays
-// and backoff (fleet.go), so that a storm is the one production would see.
+// The simulated agents open one Connect stream each, as relay-agent does,
+// and reconnect and retry with relay-agent's own delays and backoff
+// (fleet.go), so that a storm is the one production would see.
 //
 // make bench runs it after the Go benchmarks.
 package main
@@ -26,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +50,7 @@ type options struct {
 	cpuProfile  time.Duration
 	timeout     time.Duration
 	profileDir  string
+	scaleShapes streamShapes
 }
 
 func main() {
@@ -62,7 +68,7 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.server, "server-binary", "bin/relay-server", "relay-server binary to measure")
-	flag.IntVar(&o.agents, "agents", 10000, "agents holding push and pull streams in the scale, reconnect, failover and renewal phases (fewer, such as 500, for a quick run)")
+	flag.IntVar(&o.agents, "agents", 10000, "agents in the scale, reconnect, failover and renewal phases, each holding one Connect stream (the scale phase measures a push and a pull stream per agent too: --scale-shapes) (fewer, such as 500, for a quick run)")
 	flag.IntVar(&o.steady, "steady-agents", 1000, "agents holding their streams in the steady phase, which waits until relay-server has written their status (about 0.1 s per agent)")
 	flag.IntVar(&o.bootstraps, "bootstraps", 2000, "bootstraps in the throughput phase")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "calls in flight at once")
@@ -71,7 +77,10 @@ func main() {
 	flag.DurationVar(&o.cpuProfile, "cpu-profile", 0, "when set, keep the server's CPU profile over this long from the start of its first bootstrap window, over its idle window, from its readiness after the reconnect phase's restart, and from the renewal phase's first renewal time, in --profile-dir")
 	flag.IntVar(&o.rounds, "rounds", 4, "bootstrap rounds, alternating relay-server and the floor")
 	flag.DurationVar(&o.timeout, "timeout", 45*time.Minute, "give up after this long")
-	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after the scale phase are kept")
+	flag.StringVar(&o.profileDir, "profile-dir", "bin/loadgen", "where the server's heap profiles before and after each shape of the scale phase are kept")
+	o.scaleShapes = slices.Clone(allShapes)
+	flag.Var(&o.scaleShapes, "scale-shapes", "`shapes` of the agents' streams the scale phase measures, comma-separated, of "+allShapes.String()+
+		" (connect: one Connect stream per agent; push+pull: a push and a pull stream per agent, as an agent that predates Connect), each against a relay-server started for it; with both it prints the ratio of their memory per agent")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -170,19 +179,19 @@ func runScale(ctx context.Context, env *environment, o options) error {
 	if err := env.register(ctx, o.agents, o.concurrency); err != nil {
 		return err
 	}
-	scale, err := measureScale(ctx, env, o.agents, o.concurrency)
+	certs, err := env.issueCerts(o.agents, time.Hour)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nscale: %d agents connected (push and pull) in %s\n", scale.agents, scale.elapsed.Round(time.Millisecond))
-	perAgent := func(before, after float64) float64 { return (after - before) / float64(scale.agents) / 1024 }
-	fmt.Printf("  server resident memory: %.1f MiB before, %.1f MiB after: %.1f KiB per agent (goal <= 40 KiB)\n",
-		scale.rssBefore/(1<<20), scale.rssAfter/(1<<20), perAgent(scale.rssBefore, scale.rssAfter))
-	fmt.Printf("  of which heap in use: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
-		scale.heapBefore/(1<<20), scale.heapAfter/(1<<20), perAgent(scale.heapBefore, scale.heapAfter))
-	fmt.Printf("  and goroutine stacks: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
-		scale.stackBefore/(1<<20), scale.stackAfter/(1<<20), perAgent(scale.stackBefore, scale.stackAfter))
-	fmt.Printf("  server goroutines: %.0f before, %.0f after: %.1f per agent\n", scale.goroutinesBefore, scale.goroutinesAfter,
-		(scale.goroutinesAfter-scale.goroutinesBefore)/float64(scale.agents))
+	var results []*scaleResult
+	for _, shape := range o.scaleShapes {
+		res, err := measureScale(ctx, env, certs, shape, o.concurrency)
+		if err != nil {
+			return fmt.Errorf("%s: %w", shape, err)
+		}
+		res.print()
+		results = append(results, res)
+	}
+	printShapeRatio(results)
 	return nil
 }

@@ -17,9 +17,10 @@ const reconnectGoal = 30 * time.Second
 
 // measureReconnect connects n agents, stops relay-server with SIGTERM as a
 // rollout does, starts it again with the same arguments and measures how
-// the agents come back: until the new server counts n push and n pull
-// streams, each agent's time from its streams dropping to open again, the
-// new server's CPU, and that no certificate was issued.
+// the agents (one Connect stream each) come back: until the new server
+// counts n push and n pull streams (a Connect stream is one of each), each
+// agent's time from its streams dropping to open again, the new server's
+// CPU, and that no certificate was issued.
 func measureReconnect(ctx context.Context, e *environment, o options) error {
 	n := o.agents
 	if err := e.register(ctx, n, o.concurrency); err != nil {
@@ -112,7 +113,7 @@ func measureReconnect(ctx context.Context, e *environment, o options) error {
 	}
 	p := percentiles(took, 50, 99, 100)
 
-	fmt.Printf("\nreconnect: %d agents with push and pull streams; relay-server stopped with SIGTERM (exited after %s) and started again with the same arguments\n",
+	fmt.Printf("\nreconnect: %d agents, each with one Connect stream (a server counts it as one push and one pull stream); relay-server stopped with SIGTERM (exited after %s) and started again with the same arguments\n",
 		n, exited.Round(time.Millisecond))
 	fmt.Printf("  ready %s after the stop\n", secs(ready.Sub(stop)))
 	if waitErr != nil {

@@ -19,6 +19,7 @@ import (
 )
 
 type scaleResult struct {
+	shape                             streamShape
 	agents                            int
 	elapsed                           time.Duration
 	heapBefore, heapAfter             float64
@@ -27,25 +28,32 @@ type scaleResult struct {
 	stackBefore, stackAfter           float64
 }
 
-// measureScale connects n agents, each with its own client certificate and
-// connection holding one push and one pull stream, and reads the server's
-// memory before and after.
-func measureScale(ctx context.Context, e *environment, n, concurrency int) (*scaleResult, error) {
-	certs, err := e.issueCerts(n, time.Hour)
-	if err != nil {
-		return nil, err
+// measureScale starts relay-server again, so that each shape is measured
+// on a process of its own (Go keeps the memory it freed for a while, and
+// the next shape on the same process would reuse it), connects an agent
+// for each of certs, each with its own connection holding its streams in
+// shape, and reads the server's memory before and after. The agents'
+// connections close when it returns.
+//
+// The server is not waited for until it is quiet: with 10,000 clusters
+// registered, it writes their status for minutes after it starts, at its
+// status client's rate (the same for either shape).
+func measureScale(ctx context.Context, e *environment, certs []tls.Certificate, shape streamShape, concurrency int) (*scaleResult, error) {
+	n := len(certs)
+	if err := e.restartServer(ctx, nil); err != nil {
+		return nil, fmt.Errorf("failed to restart relay-server: %w", err)
 	}
-	res := &scaleResult{agents: n}
+	res := &scaleResult{shape: shape, agents: n}
 	settle(ctx)
-	if err := e.heapProfile(ctx, "heap-before.pprof"); err != nil {
+	if err := e.heapProfile(ctx, fmt.Sprintf("heap-before-%s.pprof", shape)); err != nil {
 		return nil, err
 	}
 	res.heapBefore, res.stackBefore, res.rssBefore, res.goroutinesBefore = e.memory()
 
 	conns := make([]*grpc.ClientConn, n)
 	start := time.Now()
-	err = forEach(ctx, n, concurrency, func(i int) (err error) {
-		conns[i], err = connectAgent(ctx, e, &certs[i])
+	err := forEach(ctx, n, concurrency, func(i int) (err error) {
+		conns[i], err = connectAgent(ctx, e, &certs[i], shape)
 		if err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
 		}
@@ -62,30 +70,63 @@ func measureScale(ctx context.Context, e *environment, n, concurrency int) (*sca
 		return nil, err
 	}
 	// All streams are open on this side; wait for the server to count them.
-	for {
-		push := e.sumMetric("relay_push_clients_connected")
-		pull := e.sumMetric("relay_pull_clients_connected")
-		if int(push) == n && int(pull) == n {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("server counts %v push and %v pull streams, want %d", push, pull, n)
-		case <-time.After(200 * time.Millisecond):
-		}
+	all, _, err := awaitStreams(ctx, n, time.Now().Add(5*time.Minute), e.metrics)
+	if err != nil {
+		return nil, err
 	}
-	res.elapsed = time.Since(start)
+	res.elapsed = all.Sub(start)
 	settle(ctx)
-	if err := e.heapProfile(ctx, "heap-after.pprof"); err != nil {
+	if err := e.heapProfile(ctx, fmt.Sprintf("heap-after-%s.pprof", shape)); err != nil {
 		return nil, err
 	}
 	res.heapAfter, res.stackAfter, res.rssAfter, res.goroutinesAfter = e.memory()
 	return res, nil
 }
 
-// connectAgent opens one agent's connection with its push and pull
-// streams, and waits for the trust bundle on pull.
-func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate) (*grpc.ClientConn, error) {
+// rssPerAgent is the server's resident memory per agent, in KiB.
+func (r *scaleResult) rssPerAgent() float64 { return r.perAgent(r.rssBefore, r.rssAfter) }
+
+// perAgent is the growth from before to after per agent, in KiB.
+func (r *scaleResult) perAgent(before, after float64) float64 {
+	return (after - before) / float64(r.agents) / 1024
+}
+
+func (r *scaleResult) print() {
+	fmt.Printf("\nscale, %s: %d agents connected (%s) to a relay-server started for them, in %s\n",
+		r.shape, r.agents, r.shape.describe(), r.elapsed.Round(time.Millisecond))
+	fmt.Printf("  server resident memory: %.1f MiB before, %.1f MiB after: %.1f KiB per agent (goal <= 40 KiB)\n",
+		r.rssBefore/(1<<20), r.rssAfter/(1<<20), r.rssPerAgent())
+	fmt.Printf("  of which heap in use: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
+		r.heapBefore/(1<<20), r.heapAfter/(1<<20), r.perAgent(r.heapBefore, r.heapAfter))
+	fmt.Printf("  and goroutine stacks: %.1f MiB before, %.1f MiB after: %.1f KiB per agent\n",
+		r.stackBefore/(1<<20), r.stackAfter/(1<<20), r.perAgent(r.stackBefore, r.stackAfter))
+	fmt.Printf("  server goroutines: %.0f before, %.0f after: %.1f per agent\n", r.goroutinesBefore, r.goroutinesAfter,
+		(r.goroutinesAfter-r.goroutinesBefore)/float64(r.agents))
+}
+
+// printShapeRatio prints the resident memory per agent of one Connect
+// stream against that of a push and a pull stream, when both were
+// measured.
+func printShapeRatio(results []*scaleResult) {
+	var connect, pushPull *scaleResult
+	for _, r := range results {
+		switch r.shape {
+		case connectShape:
+			connect = r
+		case pushPullShape:
+			pushPull = r
+		}
+	}
+	if connect == nil || pushPull == nil {
+		return
+	}
+	fmt.Printf("\nscale: resident memory per agent, %s / %s: %.1f / %.1f KiB = %.2f\n",
+		connectShape, pushPullShape, connect.rssPerAgent(), pushPull.rssPerAgent(), connect.rssPerAgent()/pushPull.rssPerAgent())
+}
+
+// connectAgent opens one agent's connection with its streams in shape, and
+// waits for the trust bundle, the server's first instruction.
+func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate, shape streamShape) (*grpc.ClientConn, error) {
 	tc := &tls.Config{RootCAs: e.roots, ServerName: config.DefaultAuthority, Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
 	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)),
 		grpc.WithReadBufferSize(4096), grpc.WithWriteBufferSize(4096))
@@ -96,23 +137,12 @@ func connectAgent(ctx context.Context, e *environment, cert *tls.Certificate) (*
 	// server a timer per stream): this context is only cancelled with ctx.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, cancel)
-	ctx = sctx
-	rc := relayv1.NewRelayClient(conn)
-	push, err := rc.Push(ctx)
+	st := &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix()}
+	recv, err := openStreams(sctx, conn, shape, st)
+	if err == nil {
+		_, err = recv()
+	}
 	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := push.Send(&relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: "loadgen", ClientCertificateNotAfter: cert.Leaf.NotAfter.Unix()}}}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	pull, err := rc.Pull(ctx, &relayv1.PullRequest{})
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if _, err := pull.Recv(); err != nil {
 		conn.Close()
 		return nil, err
 	}

@@ -27,11 +27,11 @@ type steadyResult struct {
 	idle    time.Duration // relay-server's CPU per second before the agents connected
 }
 
-// measureSteady connects n agents (their clusters must be registered),
-// waits until relay-server has written their status, and reads its CPU
-// over steadyWindow while they hold their streams: what a connected fleet
-// costs when nothing changes (keepalives, the leader's sweeps and rotation
-// checks, the metrics of every cluster).
+// measureSteady connects n agents, each with one Connect stream (their
+// clusters must be registered), waits until relay-server has written
+// their status, and reads its CPU over steadyWindow while they hold their
+// streams: what a connected fleet costs when nothing changes (keepalives,
+// the leader's sweeps and rotation checks, the metrics of every cluster).
 func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*steadyResult, error) {
 	pid, err := procstat.PidOf("relay-server", e.addr)
 	if err != nil {
@@ -66,7 +66,7 @@ func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*st
 	}()
 	start := time.Now()
 	if err := forEach(ctx, n, concurrency, func(i int) (err error) {
-		if conns[i], err = connectAgent(ctx, e, &certs[i]); err != nil {
+		if conns[i], err = connectAgent(ctx, e, &certs[i], connectShape); err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
 		}
 		return nil
@@ -113,7 +113,7 @@ func measureSteady(ctx context.Context, e *environment, n, concurrency int) (*st
 
 func (r *steadyResult) print() {
 	perSecond := r.cpu * time.Second / steadyWindow
-	fmt.Printf("\nsteady: %d agents holding push and pull streams, their status written (%s after they connected)\n", r.agents, r.drained.Round(time.Second))
+	fmt.Printf("\nsteady: %d agents holding their streams (one Connect stream each), their status written (%s after they connected)\n", r.agents, r.drained.Round(time.Second))
 	fmt.Printf("  relay-server CPU: %.1f ms per second over %s (%.1f ms per second idle before they connected): %.2f ms per second per 1,000 agents, %.2f%% of a core\n",
 		ms(perSecond), steadyWindow, ms(r.idle), ms(perSecond-r.idle)*1000/float64(r.agents), float64(perSecond)/float64(time.Second)*100)
 	fmt.Printf("  status applies in the window: %.0f\n", r.writes)
