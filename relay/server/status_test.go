@@ -282,7 +282,9 @@ func TestReplicasWriteTheirOwnStatusEntriesAndTheLeaderDerivesConditions(t *test
 			t.Fatal(err)
 		}
 		a = startReplica(t, c, ns, "relay-server-a")
-		waitFor("the restarted relay-server-a removed its stale entry", func(kc *meshv1alpha1.KubernetesCluster) error {
+		// It waits staleEntryGrace for agents to come back first.
+		testenv.Eventually(t, "the restarted relay-server-a removed its stale entry", staleEntryGrace+30*time.Second, func() error {
+			kc := get()
 			for _, r := range kc.Status.Replicas {
 				if r.Replica == "relay-server-a" {
 					return fmt.Errorf("replicas %+v still list relay-server-a", kc.Status.Replicas)

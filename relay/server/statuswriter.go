@@ -57,6 +57,12 @@ const (
 	statusMinInterval = 2 * time.Second
 	// statusWorkers write replica entries concurrently.
 	statusWorkers = 4
+	// staleEntryGrace is how long after its start a replica leaves the
+	// status entries a previous process under its name left: the agents
+	// that process held reconnect within it (all of 10,000 within 30 s,
+	// see make bench), and their entries are written over, not removed
+	// and written again.
+	staleEntryGrace = 30 * time.Second
 )
 
 // replicaFieldManager is the field manager of replica's status entries.
@@ -80,6 +86,8 @@ type statusWriter struct {
 	// often than statusMinInterval.
 	mu      sync.Mutex
 	written map[string]writtenEntry
+	// staleGrace is staleEntryGrace, shorter in tests.
+	staleGrace time.Duration
 }
 
 type writtenEntry struct {
@@ -89,7 +97,7 @@ type writtenEntry struct {
 
 func newStatusWriter(replica, ns string, conns *connections, now func() time.Time, log logr.Logger) *statusWriter {
 	return &statusWriter{
-		replica: replica, ns: ns, conns: conns, now: now, log: log, written: map[string]writtenEntry{},
+		replica: replica, ns: ns, conns: conns, now: now, log: log, written: map[string]writtenEntry{}, staleGrace: staleEntryGrace,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "relay-server-status"}),
@@ -105,9 +113,15 @@ func (w *statusWriter) changed(cluster string) {
 
 // run keeps this replica's Lease and writes entries until ctx ends. It
 // writes nothing until the Lease exists, so that the leader never sees an
-// entry of a replica it cannot tell is live, and it first removes the
-// entries of this replica's name it knows nothing of: those of a process
-// that ran under the same name before it (a restarted container).
+// entry of a replica it cannot tell is live. It then queues, staleGrace
+// later, the clusters whose status holds an entry of this replica's name:
+// those a process that ran under the same name before it left (a restarted
+// container). By then an entry whose agent is back was written over; the
+// others are removed (write). They go through the queue, one worker per
+// cluster at a time, at the status client's rate, while the Lease is
+// renewed: with thousands of clusters the removals take longer than the
+// Lease lives, and the entries of the agents coming back do not wait for
+// them.
 func (w *statusWriter) run(ctx context.Context, clk clock.WithTicker) error {
 	defer w.queue.ShutDown()
 	lease := &replicaLease{client: w.client, api: w.api, ns: w.ns, replica: w.replica}
@@ -123,8 +137,8 @@ func (w *statusWriter) run(ctx context.Context, clk clock.WithTicker) error {
 		case <-clk.After(replicaLeaseRenew):
 		}
 	}
-	if err := w.removeStale(ctx); err != nil {
-		w.log.Error(err, "failed to remove the status entries a previous process of this replica left")
+	if err := w.queueStale(ctx); err != nil {
+		w.log.Error(err, "failed to find the status entries a previous process of this replica left")
 	}
 	var workers sync.WaitGroup
 	for range statusWorkers {
@@ -170,23 +184,38 @@ func (w *statusWriter) rewriteAll() {
 	}
 }
 
-// removeStale removes this replica's entries of the clusters it knows
-// nothing of.
-func (w *statusWriter) removeStale(ctx context.Context) error {
+// queueStale queues the clusters whose status holds an entry of this
+// replica's name, as the API server has them now.
+func (w *statusWriter) queueStale(ctx context.Context) error {
 	var list meshv1alpha1.KubernetesClusterList
 	if err := w.api.List(ctx, &list, client.InNamespace(w.ns)); err != nil {
 		return fmt.Errorf("failed to list KubernetesClusters: %w", err)
 	}
+	n := 0
 	for i := range list.Items {
-		kc := &list.Items[i]
-		if w.conns.view(kc.Name).known {
-			continue
-		}
-		if err := removeEntry(ctx, w.client, kc, w.replica, replicaFieldManager(w.replica)); err != nil {
-			return err
+		for _, r := range list.Items[i].Status.Replicas {
+			if r.Replica == w.replica {
+				w.queue.AddAfter(list.Items[i].Name, w.staleGrace)
+				n++
+				break
+			}
 		}
 	}
+	if n > 0 {
+		w.log.Info("status entries of this replica's name found at start: each is written over once its agent is back, or removed", "clusters", n, "removedAfter", w.staleGrace)
+	}
 	return nil
+}
+
+// removeStale removes this replica's entry from cluster's status: this
+// replica has no record of the cluster, so the entry is one a previous
+// process under its name left.
+func (w *statusWriter) removeStale(ctx context.Context, cluster string) error {
+	var kc meshv1alpha1.KubernetesCluster
+	if err := w.client.Get(ctx, types.NamespacedName{Namespace: w.ns, Name: cluster}, &kc); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return removeEntry(ctx, w.client, &kc, w.replica, replicaFieldManager(w.replica))
 }
 
 func (w *statusWriter) next(ctx context.Context) bool {
@@ -212,7 +241,7 @@ func (w *statusWriter) next(ctx context.Context) bool {
 func (w *statusWriter) write(ctx context.Context, cluster string) error {
 	v := w.conns.view(cluster)
 	if !v.known {
-		return nil
+		return w.removeStale(ctx, cluster)
 	}
 	now := w.now()
 	w.mu.Lock()
