@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -206,6 +207,14 @@ func runSoak(t *testing.T, soak, grace time.Duration, want soakTargets) {
 	}
 	if len(drops) > 0 {
 		t.Errorf("agents' streams dropped: %s", strings.Join(drops, "; "))
+		// The logs' last lines (printed as the mesh stops) rarely reach
+		// back to the drop: show why each session ended.
+		logs, _ := filepath.Glob(filepath.Join(m.mesh.Dir, "*.log"))
+		for _, l := range logs {
+			if lines := grepFile(l, "reconnecting", "level=ERROR", "stream refused", "closed a stream", "evict"); lines != "" {
+				t.Logf("%s, lines on sessions that ended or streams closed:\n%s", filepath.Base(l), lines)
+			}
+		}
 	}
 	if len(gaps) > 0 {
 		t.Errorf("%d samples found a stream not connected; the first: %s", len(gaps), strings.Join(gaps[:min(10, len(gaps))], "\n"))
@@ -395,4 +404,20 @@ func (m *rotationMesh) agentRenewals() map[string]float64 {
 		out[c] = testenv.ScrapeMetrics("http://" + m.agentMetrics[c] + "/metrics")[`relay_agent_certificate_rotations_total{result="succeeded"}`]
 	}
 	return out
+}
+
+// grepFile returns the lines of path that hold any of words, at most the
+// last 40.
+func grepFile(path string, words ...string) string {
+	data, _ := os.ReadFile(path)
+	var out []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		for _, w := range words {
+			if strings.Contains(line, w) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return strings.Join(out[max(0, len(out)-40):], "\n")
 }
