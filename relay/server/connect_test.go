@@ -27,6 +27,22 @@ func TestConnect(t *testing.T) {
 	status := func(version string) *relayv1.PushMessage {
 		return &relayv1.PushMessage{Message: &relayv1.PushMessage_Status{Status: &relayv1.AgentStatus{AgentVersion: version, Replica: "agent-0"}}}
 	}
+	// connected opens a Connect stream on rc, sends a status and reads
+	// the first instruction, as an agent does.
+	connected := func(t *testing.T, rc relayv1.RelayClient, ctx context.Context) relayv1.Relay_ConnectClient {
+		t.Helper()
+		stream, err := rc.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(status("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("first instruction: %v", err)
+		}
+		return stream
+	}
 	gauges := func(cluster string) string {
 		return f.metric(`relay_push_clients_connected{cluster="`+cluster+`"}`) + "; " + f.metric(`relay_pull_clients_connected{cluster="`+cluster+`"}`)
 	}
@@ -103,16 +119,7 @@ func TestConnect(t *testing.T) {
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		for range agents {
-			stream, err := f.dial(f.clientCert("cluster-2")).Connect(sctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := stream.Send(status("v")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := stream.Recv(); err != nil {
-				t.Fatal(err)
-			}
+			connected(t, f.dial(f.clientCert("cluster-2")), sctx)
 		}
 		for range agents {
 			rc := f.dial(f.clientCert("cluster-2"))
@@ -151,16 +158,7 @@ func TestConnect(t *testing.T) {
 
 	t.Run("a deregistered cluster's Connect stream ends with its connection, and its next one is refused with PermissionDenied", func(t *testing.T) {
 		f.register("cluster-3")
-		stream, err := f.dial(f.clientCert("cluster-3")).Connect(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(status("v")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := stream.Recv(); err != nil {
-			t.Fatal(err)
-		}
+		stream := connected(t, f.dial(f.clientCert("cluster-3")), ctx)
 		kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: f.cfg.Namespace, Name: "cluster-3"}}
 		if err := c.Client.Delete(ctx, kc); err != nil {
 			t.Fatal(err)
@@ -182,16 +180,7 @@ func TestConnect(t *testing.T) {
 		capped := startRelay(t, c, "connect-cap", func(cfg *config.Server) { cfg.MaxStreamsPerCluster = 2 })
 		capped.register("cluster-1")
 		rc := capped.dial(capped.clientCert("cluster-1"))
-		held, err := rc.Connect(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := held.Send(status("v")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := held.Recv(); err != nil {
-			t.Fatalf("a Connect stream within the cap: %v", err)
-		}
+		connected(t, rc, ctx) // within the cap
 		pull, err := rc.Pull(ctx, &relayv1.PullRequest{Replica: "agent-1"})
 		if err != nil {
 			t.Fatal(err)
