@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -294,5 +296,31 @@ func TestStreamsEndTheSessionWhenTheServerEndsTheStreamAndAskForConnectAgain(t *
 			}
 			r.renewNowReaches(t, "after the reconnect")
 		})
+	}
+}
+
+// TestServeMovesWhenTheCertificateChangedBeforeItWaited checks that a
+// renewal the provider took while the streams were opening (or a message
+// was being sent) is not lost: the watcher can load the renewed
+// certificate, the old one and the renewed one again within a moment, and
+// the streams must not stay on a connection made with the old one until
+// it expires.
+func TestServeMovesWhenTheCertificateChangedBeforeItWaited(t *testing.T) {
+	r := newStreamsRig(t, shapeConnect)
+	old := r.s.opts.Provider.Current()
+	r.s.opts.Provider.Set(issuedClientCertificate(t, r.ca))
+	l := &link{leaf: old.Leaf, errc: make(chan error, 1), send: func(*relayv1.PushMessage) error { return nil }}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := r.s.serve(ctx, l, nil); !errors.Is(err, errHandover) {
+		t.Fatalf("serve on a link made with the old certificate: %v, want a handover at once", err)
+	}
+	// A handover that failed waits for its retry rather than trying again
+	// at once, over and over.
+	wait, cancelWait := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancelWait()
+	if err := r.s.serve(wait, l, make(chan time.Time)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("serve with a retry pending: %v, want it to wait", err)
 	}
 }

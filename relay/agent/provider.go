@@ -30,6 +30,14 @@ func (p *Provider) Set(cert *tls.Certificate) {
 	p.changed = make(chan struct{})
 }
 
+// fixedProvider returns a provider that holds cert and never changes: a
+// connection dialled with it presents cert at every handshake.
+func fixedProvider(cert *tls.Certificate) *Provider {
+	p := NewProvider()
+	p.Set(cert)
+	return p
+}
+
 // Current returns the current certificate, or nil when none is set.
 func (p *Provider) Current() *tls.Certificate {
 	p.mu.RLock()

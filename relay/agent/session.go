@@ -122,10 +122,14 @@ func (s *streams) session(ctx context.Context) error {
 func (s *streams) open(ctx context.Context) (*link, error) {
 	o := &s.opts
 	var leaf *x509.Certificate
+	provider := o.Provider
 	if cert := o.Provider.Current(); cert != nil {
-		leaf = cert.Leaf
+		// The connection presents this certificate at every handshake, so
+		// that leaf is the one the server holds: the provider may change
+		// while the connection opens (moved compares with leaf).
+		leaf, provider = cert.Leaf, fixedProvider(cert)
 	}
-	conn, err := dial(o.Config, o.Roots.Get, o.Provider)
+	conn, err := dial(o.Config, o.Roots.Get, provider)
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +274,14 @@ func (s *streams) receive(ctx context.Context, l *link, stream string, recv func
 func (s *streams) serve(ctx context.Context, l *link, retry <-chan time.Time) error {
 	o := &s.opts
 	for {
+		// The channel first, then the certificate: a change after this
+		// closes the channel, and one before it (while the link opened, or
+		// a message was sent) is seen here. A handover that failed waits
+		// for retry, or for another certificate.
+		changed := o.Provider.Changed()
+		if retry == nil && s.moved(l) {
+			return errHandover
+		}
 		var msg *relayv1.PushMessage
 		select {
 		case <-ctx.Done():
@@ -278,7 +290,7 @@ func (s *streams) serve(ctx context.Context, l *link, retry <-chan time.Time) er
 			return err
 		case <-retry:
 			return errHandover
-		case <-o.Provider.Changed():
+		case <-changed:
 			if s.moved(l) {
 				return errHandover
 			}
