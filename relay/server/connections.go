@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -117,19 +116,14 @@ const (
 func summarize(cert *x509.Certificate, chain []*x509.Certificate) *certSummary {
 	sum := &certSummary{
 		serial:    truncate(serialOf(cert), maxSerialField),
-		issuer:    intern(truncate(strings.ToValidUTF8(cert.Issuer.CommonName, "?"), maxIssuerField)),
+		issuer:    truncate(strings.ToValidUTF8(cert.Issuer.CommonName, "?"), maxIssuerField),
 		notBefore: cert.NotBefore, notAfter: cert.NotAfter, issuedAt: pki.IssuedAt(cert),
 	}
 	if len(chain) >= 2 && chain[0].Equal(cert) {
-		sum.issuerSHA256, sum.rootSHA256 = intern(pki.Fingerprint(chain[1])), intern(pki.Fingerprint(chain[len(chain)-1]))
+		sum.issuerSHA256, sum.rootSHA256 = pki.Fingerprint(chain[1]), pki.Fingerprint(chain[len(chain)-1])
 	}
 	return sum
 }
-
-// intern returns the one copy of s that every cluster's record shares:
-// the issuer, root and trust bundle of 10,000 agents are a handful of
-// strings, not 10,000 copies of each.
-func intern(s string) string { return unique.Make(s).Value() }
 
 // truncate cuts s to at most max bytes on a rune boundary, ending with
 // "..." when it cut.
@@ -250,7 +244,7 @@ func (c *connections) setTrustBundle(cluster, sha string) {
 	c.mu.Lock()
 	st := c.state(cluster)
 	same := st.trustBundle == sha
-	st.trustBundle = intern(sha)
+	st.trustBundle = sha
 	c.mu.Unlock()
 	if !same {
 		c.changed(cluster)

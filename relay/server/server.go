@@ -394,10 +394,6 @@ func (s *Server) grpcServer() *grpc.Server {
 		grpc.ReadBufferSize(readBuffer),
 		grpc.WriteBufferSize(connBufferBytes),
 		grpc.MaxConcurrentStreams(1000),
-		// Agents open one stream per connection, so an HPACK table of
-		// their headers saves nothing: a table of 0 costs a connection no
-		// memory for it, however an agent fills its headers.
-		grpc.HeaderTableSize(0),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(s.metrics.grpc.unary),
