@@ -157,7 +157,7 @@ func TestAgentBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = third.Recv()
-		wantStatus(t, err, codes.ResourceExhausted, "cluster cluster-3 has 2 streams open on this server replica, the most it may (maxStreamsPerCluster 2)")
+		wantStatus(t, err, codes.ResourceExhausted, "cluster cluster-3 has 2 streams open on this server replica (a Connect stream counts as two), and this one would pass the most it may (maxStreamsPerCluster 2)")
 		if n := f.srv.svc.conns.openStreams("cluster-3"); n != 2 {
 			t.Errorf("%d streams of cluster-3 recorded, want the refused one gone", n)
 		}

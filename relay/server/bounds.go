@@ -92,19 +92,20 @@ func (b *agentBounds) allowPush(cluster string) error {
 		return nil
 	}
 	b.exceeded.WithLabelValues(limitPushRate).Inc()
-	b.logLimited("ended a push stream: the cluster exceeded its push rate", "cluster", cluster, "limit", "clusterPushRate")
+	b.logLimited("ended a push or Connect stream: the cluster exceeded its push rate", "cluster", cluster, "limit", "clusterPushRate")
 	return status.Errorf(codes.ResourceExhausted,
 		"cluster %s sent push messages faster than %g per second with a burst of %d (clusterPushRate, clusterPushBurst): the server ended the stream; reconnect with backoff",
 		cluster, float64(b.push.rate), b.push.burst)
 }
 
 // refuseStream counts, logs and returns the refusal of another stream for
-// cluster, which has open streams on this replica, maxStreams or more.
+// cluster, which has open streams on this replica (a Connect stream counts
+// two) that this one would take past maxStreams.
 func (b *agentBounds) refuseStream(open int, cluster string) error {
 	b.exceeded.WithLabelValues(limitMaxStreams).Inc()
 	b.logLimited("refused a stream: the cluster has the most streams it may open", "cluster", cluster, "open", open, "limit", "maxStreamsPerCluster")
 	return status.Errorf(codes.ResourceExhausted,
-		"cluster %s has %d streams open on this server replica, the most it may (maxStreamsPerCluster %d): close unused connections to the relay server",
+		"cluster %s has %d streams open on this server replica (a Connect stream counts as two), and this one would pass the most it may (maxStreamsPerCluster %d): close unused connections to the relay server",
 		cluster, open, b.maxStreams)
 }
 

@@ -48,7 +48,8 @@ func (s *stream) weight() int {
 	return 1
 }
 
-// instructionBuffer is how many instructions wait for one pull stream.
+// instructionBuffer is how many instructions wait for one pull or Connect
+// stream.
 // Instructions are rare (a renewal request, a new trust bundle), and one
 // that does not fit is dropped for that stream, never blocking the sender.
 const instructionBuffer = 4
@@ -310,7 +311,7 @@ func (c *connections) pullClusters() []string {
 	return names
 }
 
-// sendAll offers in to every pull stream of every cluster.
+// sendAll offers in to every pull and Connect stream of every cluster.
 func (c *connections) sendAll(in *relayv1.Instruction) {
 	for _, cluster := range c.pullClusters() {
 		c.send(cluster, in)
@@ -441,7 +442,9 @@ func (c *connections) send(cluster string, in *relayv1.Instruction) int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, s := range c.streams(cluster) {
-		if !s.kind.pulls() {
+		if !s.kind.pulls() || s.ended {
+			// An evicted stream takes nothing more, though its
+			// connection stays open for closeGrace.
 			continue
 		}
 		select {

@@ -1,11 +1,20 @@
 package server
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
 )
+
+// sendTimeout bounds one send of an instruction. Instructions are small and
+// an agent reads them as they come; one that stops reading fills HTTP/2's
+// window, and its send would block for good, holding its stream recorded
+// (counted as connected, and against maxStreamsPerCluster). A send that
+// takes longer closes the connection.
+const sendTimeout = 30 * time.Second
 
 // sender sends a connect stream's instructions from the stream's queue. Its
 // goroutine is started when an instruction is queued and ends when the
@@ -15,11 +24,14 @@ import (
 type sender struct {
 	// queue is the stream's instructions and send sends one on it; both
 	// are set before the stream is recorded. failed, when set, is called
-	// once a send failed: it closes the stream's connection, which ends
-	// the handler's Recv.
-	queue  <-chan *relayv1.Instruction
-	send   func(*relayv1.Instruction) error
-	failed func()
+	// once a send failed or took over sendTimeout: it closes the stream's
+	// connection, which ends the handler's Recv and a blocked send.
+	// dropped is the stream's: once it is closed, nothing more is sent.
+	queue   <-chan *relayv1.Instruction
+	send    func(*relayv1.Instruction) error
+	failed  func()
+	dropped <-chan struct{}
+	timeout time.Duration
 
 	// running is set while a goroutine drains the queue.
 	running atomic.Bool
@@ -28,7 +40,10 @@ type sender struct {
 	// which must be before the handler does.
 	mu      sync.Mutex
 	stopped bool
-	sendErr error
+	// sendErr is why a send failed; read without mu, so that the handler
+	// never waits on a send to learn it.
+	sendErr  atomic.Pointer[error]
+	failOnce sync.Once
 }
 
 // wake makes sure a goroutine sends what is queued. It never blocks.
@@ -69,20 +84,47 @@ func (q *sender) drain() {
 func (q *sender) sendOne(in *relayv1.Instruction) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.stopped || q.sendErr != nil {
+	if q.stopped || q.sendErr.Load() != nil || closed(q.dropped) {
 		return false
 	}
-	if err := q.send(in); err != nil {
-		q.sendErr = err
-		if q.failed != nil {
-			q.failed()
-		}
+	timeout := q.timeout
+	if timeout == 0 {
+		timeout = sendTimeout
+	}
+	watchdog := time.AfterFunc(timeout, q.fail)
+	err := q.send(in)
+	if !watchdog.Stop() && err == nil {
+		err = fmt.Errorf("the agent read no instruction for %s", timeout)
+	}
+	if err != nil {
+		q.sendErr.Store(&err)
+		q.fail()
 		return false
 	}
 	return true
 }
 
-// stop waits for a send under way and makes sure no other starts.
+// fail closes the stream's connection, once.
+func (q *sender) fail() {
+	q.failOnce.Do(func() {
+		if q.failed != nil {
+			q.failed()
+		}
+	})
+}
+
+// closed reports whether ch (nil: never) is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop waits for a send under way (sendTimeout at most) and makes sure no
+// other starts.
 func (q *sender) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -91,7 +133,8 @@ func (q *sender) stop() {
 
 // err returns why a send failed; nil when none did.
 func (q *sender) err() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.sendErr
+	if p := q.sendErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }

@@ -106,4 +106,45 @@ func TestSender(t *testing.T) {
 			t.Errorf("failed %d times after %d sends, err %v; want once after one send, %v", failed, sends, q.err(), broken)
 		}
 	})
+
+	t.Run("a send the agent does not read within the timeout closes the connection, and stop then returns", func(t *testing.T) {
+		queue := make(chan *relayv1.Instruction, instructionBuffer)
+		unblock := make(chan struct{})
+		closedConn := make(chan struct{})
+		q := &sender{queue: queue, timeout: 50 * time.Millisecond,
+			send:   func(*relayv1.Instruction) error { <-unblock; return errors.New("connection closed") },
+			failed: func() { close(closedConn); close(unblock) }}
+		queue <- renew(1)
+		q.wake()
+		select {
+		case <-closedConn:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a blocked send never closed the connection")
+		}
+		stopped := make(chan struct{})
+		go func() { q.stop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("stop waited on a blocked send for good")
+		}
+		if q.err() == nil {
+			t.Error("no error for the send that timed out")
+		}
+	})
+
+	t.Run("nothing is sent once the stream is dropped", func(t *testing.T) {
+		queue := make(chan *relayv1.Instruction, instructionBuffer)
+		dropped := make(chan struct{})
+		sent := make(chan string, instructionBuffer)
+		q := &sender{queue: queue, dropped: dropped, send: func(in *relayv1.Instruction) error { sent <- reason(in); return nil }}
+		close(dropped)
+		queue <- renew(1)
+		q.wake()
+		select {
+		case got := <-sent:
+			t.Fatalf("sent %q on a dropped stream", got)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
 }

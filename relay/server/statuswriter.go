@@ -137,9 +137,7 @@ func (w *statusWriter) run(ctx context.Context, clk clock.WithTicker) error {
 		case <-clk.After(replicaLeaseRenew):
 		}
 	}
-	if err := w.queueStale(ctx); err != nil {
-		w.log.Error(err, "failed to find the status entries a previous process of this replica left")
-	}
+	staleFound := w.findStale(ctx)
 	var workers sync.WaitGroup
 	for range statusWorkers {
 		workers.Go(func() {
@@ -159,6 +157,9 @@ func (w *statusWriter) run(ctx context.Context, clk clock.WithTicker) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
+			if !staleFound {
+				staleFound = w.findStale(ctx)
+			}
 			created, err := lease.renew(ctx, clk.Now())
 			switch {
 			case err != nil && ctx.Err() == nil:
@@ -182,6 +183,18 @@ func (w *statusWriter) rewriteAll() {
 	for _, cluster := range w.conns.names() {
 		w.queue.Add(cluster)
 	}
+}
+
+// findStale runs queueStale and reports whether it succeeded; run tries
+// again at each renewal of the Lease until it does.
+func (w *statusWriter) findStale(ctx context.Context) bool {
+	if err := w.queueStale(ctx); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error(err, "failed to find the status entries a previous process of this replica left; trying again", "retryIn", replicaLeaseRenew)
+		}
+		return false
+	}
+	return true
 }
 
 // queueStale queues the clusters whose status holds an entry of this
@@ -237,7 +250,8 @@ func (w *statusWriter) next(ctx context.Context) bool {
 
 // write applies this replica's entry of cluster's status, unless it is
 // unchanged, or was written less than statusMinInterval ago (then it is
-// queued for when that time is up).
+// queued for when that time is up). Of a cluster this replica has no record
+// of, it removes the entry a previous process under its name left.
 func (w *statusWriter) write(ctx context.Context, cluster string) error {
 	v := w.conns.view(cluster)
 	if !v.known {

@@ -55,7 +55,7 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind, out *se
 	}
 	st := newStream(kind, closeConn, who.cert, chains...)
 	if out != nil {
-		out.queue, out.failed = st.instructions, closeConn
+		out.queue, out.failed, out.dropped = st.instructions, closeConn, st.dropped
 		st.wake = out.wake
 	}
 	if open, recorded := s.conns.record(cluster, st, s.bounds.maxStreams); !recorded {
@@ -287,7 +287,7 @@ func (s *service) Connect(stream relayv1.Relay_ConnectServer) error {
 }
 
 // RenewNow asks every connected agent of cluster to renew at once and
-// returns how many pull streams took the instruction.
+// returns how many pull and Connect streams took the instruction.
 func (s *service) RenewNow(cluster, reason string) int {
 	return s.conns.send(cluster, &relayv1.Instruction{Instruction: &relayv1.Instruction_RenewNow{RenewNow: &relayv1.RenewNow{Reason: reason}}})
 }

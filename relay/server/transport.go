@@ -90,9 +90,9 @@ func authInfo(ctx context.Context) grpccreds.AuthInfo {
 
 // closeGrace is how long a dropped cluster's connection stays open after
 // its pull stream is told why, so that the reason reaches the agent. A push
-// stream ends only with its connection, so this bounds how long a revoked
-// or expired certificate's push stream outlives the decision: well within
-// the second revocation promises.
+// or Connect stream ends only with its connection, so this bounds how long
+// a revoked or expired certificate's stream outlives the decision: well
+// within the second revocation promises.
 const closeGrace = 250 * time.Millisecond
 
 // connCloser returns a function that closes the caller's connection after

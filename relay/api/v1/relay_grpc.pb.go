@@ -61,7 +61,8 @@ type RelayClient interface {
 	// Connect carries both directions on one stream for as long as the agent
 	// is connected: the agent's messages, as on Push (its first is its
 	// status), and the server's instructions, as on Pull (the first is the
-	// trust bundle): one stream and one server goroutine where Push and Pull
+	// trust bundle, or empty without TLS): one stream and one server
+	// goroutine where Push and Pull
 	// take two of each. relay_push_clients_connected and
 	// relay_pull_clients_connected each count a Connect stream, as one push
 	// and one pull stream. A server that answers Unimplemented predates
@@ -166,7 +167,8 @@ type RelayServer interface {
 	// Connect carries both directions on one stream for as long as the agent
 	// is connected: the agent's messages, as on Push (its first is its
 	// status), and the server's instructions, as on Pull (the first is the
-	// trust bundle): one stream and one server goroutine where Push and Pull
+	// trust bundle, or empty without TLS): one stream and one server
+	// goroutine where Push and Pull
 	// take two of each. relay_push_clients_connected and
 	// relay_pull_clients_connected each count a Connect stream, as one push
 	// and one pull stream. A server that answers Unimplemented predates
