@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,8 +49,13 @@ type watcherOptions struct {
 // watcher reads the agent's secrets whenever they change, on every
 // replica, and loads what it finds into the provider and the roots.
 type watcher struct {
-	opts  watcherOptions
-	ready atomic.Bool
+	opts watcherOptions
+	// loading is held across a load's read and its setting of the
+	// provider: the secret watch and the rotator load at once, and a load
+	// that read the cache before the renewed certificate reached it must
+	// not set the old certificate after another load set the new one.
+	loading sync.Mutex
+	ready   atomic.Bool
 	// managed reports whether the client secret is managed elsewhere, or
 	// holds a certificate of another issuer: the rotator leaves it alone.
 	managed atomic.Bool
@@ -62,6 +68,8 @@ func newWatcher(opts watcherOptions) *watcher { return &watcher{opts: opts} }
 // provider when it is usable: every replica's new handshakes then use it.
 // It returns what it read, for the rotator.
 func (w *watcher) load(ctx context.Context) (*material, error) {
+	w.loading.Lock()
+	defer w.loading.Unlock()
 	o := &w.opts
 	t, err := o.Secrets.read(ctx, o.Cluster, o.Clock.Now())
 	if err != nil {
