@@ -26,11 +26,11 @@ type sender struct {
 	// are set before the stream is recorded. failed, when set, is called
 	// once a send failed or took over sendTimeout: it closes the stream's
 	// connection, which ends the handler's Recv and a blocked send.
-	// dropped is the stream's: once it is closed, nothing more is sent.
+	// dropped is the stream's wasDropped: once it is, nothing more is sent.
 	queue   <-chan *relayv1.Instruction
 	send    func(*relayv1.Instruction) error
 	failed  func()
-	dropped <-chan struct{}
+	dropped func() bool
 	timeout time.Duration
 
 	// running is set while a goroutine drains the queue.
@@ -84,7 +84,7 @@ func (q *sender) drain() {
 func (q *sender) sendOne(in *relayv1.Instruction) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.stopped || q.sendErr.Load() != nil || closed(q.dropped) {
+	if q.stopped || q.sendErr.Load() != nil || (q.dropped != nil && q.dropped()) {
 		return false
 	}
 	timeout := q.timeout
@@ -111,16 +111,6 @@ func (q *sender) fail() {
 			q.failed()
 		}
 	})
-}
-
-// closed reports whether ch (nil: never) is closed.
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // stop waits for a send under way (sendTimeout at most) and makes sure no

@@ -135,10 +135,8 @@ func TestSender(t *testing.T) {
 
 	t.Run("nothing is sent once the stream is dropped", func(t *testing.T) {
 		queue := make(chan *relayv1.Instruction, instructionBuffer)
-		dropped := make(chan struct{})
 		sent := make(chan string, instructionBuffer)
-		q := &sender{queue: queue, dropped: dropped, send: func(in *relayv1.Instruction) error { sent <- reason(in); return nil }}
-		close(dropped)
+		q := &sender{queue: queue, dropped: func() bool { return true }, send: func(in *relayv1.Instruction) error { sent <- reason(in); return nil }}
 		queue <- renew(1)
 		q.wake()
 		select {

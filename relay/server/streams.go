@@ -55,7 +55,7 @@ func (s *service) openStream(streamCtx context.Context, kind streamKind, out *se
 	}
 	st := newStream(kind, closeConn, who.cert, chains...)
 	if out != nil {
-		out.queue, out.failed, out.dropped = st.instructions, closeConn, st.dropped
+		out.queue, out.failed, out.dropped = st.instructions, closeConn, st.wasDropped
 		st.wake = out.wake
 	}
 	if open, recorded := s.conns.record(cluster, st, s.bounds.maxStreams); !recorded {
