@@ -16,7 +16,17 @@ import (
 //   - RoleServer, RoleClient: cert is not a CA, carries the server or client
 //     auth usage, and chains through intermediates to one of roots with that
 //     usage allowed all the way.
+//
+// With a LinkCache set (SetLinkCache), the signature of a CA by a root is
+// checked once per CA and root (see LinkCache); every other check is made
+// at each call, and a chain that does not verify is verified again the
+// full way, so that its error is x509's.
 func VerifyChain(cert *x509.Certificate, intermediates, roots []*x509.Certificate, role Role, now time.Time) ([]*x509.Certificate, error) {
+	return processLinks.Load().VerifyChain(cert, intermediates, roots, role, now)
+}
+
+// VerifyChain is the package's VerifyChain with c as its cache of links.
+func (c *LinkCache) VerifyChain(cert *x509.Certificate, intermediates, roots []*x509.Certificate, role Role, now time.Time) ([]*x509.Certificate, error) {
 	if role.isCA() {
 		if !cert.BasicConstraintsValid || !cert.IsCA {
 			return nil, fmt.Errorf("certificate %q is not a CA: a %s needs basic constraints CA:TRUE", cert.Subject.CommonName, role)
@@ -38,6 +48,9 @@ func VerifyChain(cert *x509.Certificate, intermediates, roots []*x509.Certificat
 	}
 	if len(roots) == 0 {
 		return nil, errors.New("no root CA to verify against: ca.crt is empty")
+	}
+	if chain, ok := c.verifyLinked(cert, intermediates, roots, role, now); ok {
+		return chain, nil
 	}
 	opts := x509.VerifyOptions{
 		Roots:         x509.NewCertPool(),
