@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -18,6 +19,7 @@ import (
 
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
+	"github.com/meshrelay/meshrelay/pkg/pki"
 )
 
 // Paths the admission webhooks are served on; the manifests' webhook
@@ -42,6 +44,7 @@ type webhookSetup interface {
 // now is the clock of validity checks; clusterTrustBundles reports whether
 // the cluster serves ClusterTrustBundles.
 func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Time, clusterTrustBundles func() bool) error {
+	useLinkCache()
 	sec := &secrets{cfg: cfg, reader: mgr.GetClient(), live: mgr.GetAPIReader(), now: now, roots: &rootCache{}}
 	for _, w := range []webhookSetup{
 		&secretValidator{s: sec}, &certificateValidator{s: sec}, clusterValidator{}, newPodInjector(cfg, clusterTrustBundles),
@@ -59,6 +62,7 @@ func setupWithManager(mgr ctrl.Manager, cfg *config.Webhook, now func() time.Tim
 // is the clock of validity checks. The injector takes ClusterTrustBundles
 // to be served, as they are from Kubernetes 1.37 on.
 func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme, now func() time.Time) map[string]admission.Handler {
+	useLinkCache()
 	sec := &secrets{cfg: cfg, reader: reader, now: now, roots: &rootCache{}}
 	return map[string]admission.Handler{
 		SecretsPath:      admission.WithValidator[*corev1.Secret](scheme, &secretValidator{s: sec}),
@@ -66,6 +70,17 @@ func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme,
 		ClustersPath:     admission.WithValidator[*meshv1alpha1.KubernetesCluster](scheme, clusterValidator{}),
 		InjectPath:       admission.WithDefaulter[*corev1.Pod](scheme, newPodInjector(cfg, func() bool { return true })),
 	}
+}
+
+// linkCacheOnce sets the process's cache of verified CA links once.
+var linkCacheOnce sync.Once
+
+// useLinkCache makes the chain verifications of this process check the
+// signature of a CA by a root once per pair (pki.LinkCache): every client
+// secret of the fleet chains through the same signing CA to the same
+// root, and every other check is still made at each review.
+func useLinkCache() {
+	linkCacheOnce.Do(func() { pki.SetLinkCache(pki.NewLinkCache(pki.DefaultLinkCacheSize)) })
 }
 
 // verdict is a typed validator's answer from what a validate found. The
