@@ -65,7 +65,7 @@ func Handlers(cfg *config.Webhook, reader client.Reader, scheme *runtime.Scheme,
 	useLinkCache()
 	sec := &secrets{cfg: cfg, reader: reader, now: now, roots: &rootCache{}}
 	return map[string]admission.Handler{
-		SecretsPath:      admission.WithValidator[*corev1.Secret](scheme, &secretValidator{s: sec}),
+		SecretsPath:      &secretReviews{v: &secretValidator{s: sec}},
 		CertificatesPath: admission.WithValidator[*cmapi.Certificate](scheme, &certificateValidator{s: sec}),
 		ClustersPath:     admission.WithValidator[*meshv1alpha1.KubernetesCluster](scheme, clusterValidator{}),
 		InjectPath:       admission.WithDefaulter[*corev1.Pod](scheme, newPodInjector(cfg, func() bool { return true })),

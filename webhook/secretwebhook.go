@@ -16,12 +16,11 @@ type secretValidator struct {
 
 var _ admission.Validator[*corev1.Secret] = &secretValidator{}
 
-// SetupWebhookWithManager serves v on SecretsPath.
+// SetupWebhookWithManager serves v on SecretsPath, through secretReviews,
+// which decodes a review and its Secrets in one pass.
 func (v *secretValidator) SetupWebhookWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &corev1.Secret{}).
-		WithValidator(v).
-		WithValidatorCustomPath(SecretsPath).
-		Complete()
+	mgr.GetWebhookServer().Register(SecretsPath, &secretReviews{v: v})
+	return nil
 }
 
 // ValidateCreate checks a new secret.
