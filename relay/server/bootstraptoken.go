@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -158,7 +159,7 @@ func tokenExpired(cluster string, rec *bootstraptoken.Record) error {
 // consumeBootstrapToken spends cred for cached, the cluster's
 // KubernetesCluster as the cache holds it, with a conditional write: it
 // checks that the token is still unused in the object it writes, and
-// updates it at that object's resourceVersion, removing the token's record
+// patches its annotations at that object's resourceVersion, removing the token's record
 // and marking the cluster bootstrapped. The first write is made at the
 // cached resourceVersion, which saves a read in the usual case; a Conflict
 // means the cache was behind or someone else wrote first: it reads the
@@ -185,15 +186,16 @@ func (s *service) consumeBootstrapToken(ctx context.Context, cached *meshv1alpha
 		if reason, err := s.stillUnused(kc, cred); err != nil {
 			return reason, err
 		}
-		if kc.Annotations == nil {
-			kc.Annotations = map[string]string{}
+		after := maps.Clone(kc.Annotations)
+		if after == nil {
+			after = map[string]string{}
 		}
 		if cred.shared {
-			bootstraptoken.MarkBootstrapped(kc.Annotations, s.now())
+			bootstraptoken.MarkBootstrapped(after, s.now())
 		} else {
-			bootstraptoken.Consume(kc.Annotations, s.now())
+			bootstraptoken.Consume(after, s.now())
 		}
-		err := s.writer.Update(ctx, kc)
+		err := s.annotations.patchAnnotations(ctx, cluster, kc.ResourceVersion, annotationChanges(kc.Annotations, after))
 		switch {
 		case err == nil:
 			return "", nil

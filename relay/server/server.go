@@ -189,7 +189,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to create manager: %w", err)
 	}
 	s.svc.reader = mgr.GetClient()
-	s.svc.api, s.svc.writer = mgr.GetAPIReader(), mgr.GetClient()
+	s.svc.api = mgr.GetAPIReader()
+	if s.svc.annotations, err = newRawClusters(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetScheme(), s.cfg.Namespace); err != nil {
+		return err
+	}
 	s.svc.events = newEvents(mgr.GetEventRecorder("relay-server"), s.replica)
 	if err := s.setupControllers(mgr); err != nil {
 		return err

@@ -43,6 +43,12 @@ const (
 	reasonRevoked      = "revoked"
 )
 
+// annotationPatcher changes a KubernetesCluster's annotations only if it
+// is still at resourceVersion (rawClusters).
+type annotationPatcher interface {
+	patchAnnotations(ctx context.Context, cluster, resourceVersion string, changes map[string]*string) error
+}
+
 // service implements the Relay gRPC API.
 type service struct {
 	relayv1.UnimplementedRelayServer
@@ -50,13 +56,14 @@ type service struct {
 	cfg    *config.Server
 	keys   *keyring
 	reader client.Reader
-	// api reads without the cache and writer writes KubernetesClusters,
-	// to consume bootstrap tokens with a conditional write.
-	api     client.Reader
-	writer  client.Writer
-	limiter *signingLimiter
-	conns   *connections
-	trust   *trust
+	// api reads without the cache and annotations writes
+	// KubernetesClusters' annotations, to consume bootstrap tokens with a
+	// conditional write.
+	api         client.Reader
+	annotations annotationPatcher
+	limiter     *signingLimiter
+	conns       *connections
+	trust       *trust
 	// bounds limit what one cluster's agent costs: push rate, open
 	// streams, the names it may send.
 	bounds  *agentBounds

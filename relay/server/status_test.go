@@ -17,6 +17,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -433,4 +434,13 @@ func TestCertificateFieldsInStatusAreBounded(t *testing.T) {
 			t.Errorf("truncate(%q) = %q (%d bytes), want %q: at most %d bytes, cut on a rune", tc.in, got, len(got), tc.want, maxSerialField)
 		}
 	}
+}
+
+// clusterApply is the start of an apply configuration of a KubernetesCluster.
+func clusterApply(ns, name string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": meshv1alpha1.GroupVersion.String(),
+		"kind":       "KubernetesCluster",
+		"metadata":   map[string]any{"name": name, "namespace": ns},
+	}}
 }

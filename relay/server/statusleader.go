@@ -12,10 +12,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,17 +34,36 @@ import (
 // replicaSweep is how often the leader looks for replicas that are gone.
 const replicaSweep = 5 * time.Second
 
+// leaderCoalesce is how long the leader waits after a change of a
+// KubernetesCluster before it derives its status, so that the changes one
+// event makes come to one write: a bootstrap spends the token (an
+// annotation) and the replica writes its entry statusCoalesce later; an
+// agent moving to another replica changes two entries. A new cluster is
+// looked at once.
+const leaderCoalesce = time.Second
+
+// spentTokenWait is how long the leader waits after a bootstrap spent a
+// cluster's token (and changed nothing else) for the bootstrapping
+// replica's entry, which records the certificate and follows the spend as
+// soon as that replica's status writes allow: a storm of bootstraps queues
+// the entries behind the status rate limit for many seconds. The entry's
+// own change brings the look forward to leaderCoalesce after it; a replica
+// that stopped before writing its entry delays the Registered condition by
+// this much.
+const spentTokenWait = 30 * time.Second
+
 // statusLeader derives each KubernetesCluster's conditions and summary
 // from the entries of live replicas, records the near-expiry Event, and
 // removes the entries of replicas that are gone. It runs on the leader.
 type statusLeader struct {
-	ns     string
-	client client.Client
-	api    client.Reader
-	events *clusterEvents
-	clock  clock.WithTicker
-	log    logr.Logger
-	mu     sync.Mutex
+	ns      string
+	client  client.Client
+	api     client.Reader
+	applier *rawClusters
+	events  *clusterEvents
+	clock   clock.WithTicker
+	log     logr.Logger
+	mu      sync.Mutex
 	// live is the set of live replicas at the last sweep; nil before it.
 	live map[string]bool
 	// observed is, for each replica Lease, the renewal last seen and when
@@ -64,7 +85,7 @@ type observedLease struct {
 func (l *statusLeader) setup(mgr manager.Manager) error {
 	l.resync = make(chan event.TypedGenericEvent[*meshv1alpha1.KubernetesCluster])
 	err := builder.ControllerManagedBy(mgr).Named("kubernetes-cluster-status").
-		For(&meshv1alpha1.KubernetesCluster{}).
+		Watches(&meshv1alpha1.KubernetesCluster{}, coalescedUpdates(leaderCoalesce, spentTokenWait)).
 		WatchesRawSource(source.Channel(l.resync, &handler.TypedEnqueueRequestForObject[*meshv1alpha1.KubernetesCluster]{})).
 		Complete(l)
 	if err != nil {
@@ -74,6 +95,68 @@ func (l *statusLeader) setup(mgr manager.Manager) error {
 		return fmt.Errorf("failed to add the replica sweep: %w", err)
 	}
 	return nil
+}
+
+// coalescedUpdates enqueues an updated object d after the update (an
+// object already waiting keeps the earlier turn), spent after an update
+// that only spent a bootstrap token, and any other event at once.
+func coalescedUpdates(d, spent time.Duration) handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.Add(requestFor(e.Object))
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if onlySpentToken(e.ObjectOld, e.ObjectNew) {
+				q.AddAfter(requestFor(e.ObjectNew), spent)
+				return
+			}
+			q.AddAfter(requestFor(e.ObjectNew), d)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.Add(requestFor(e.Object))
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.Add(requestFor(e.Object))
+		},
+	}
+}
+
+// onlySpentToken reports whether the change from o to n is a bootstrap
+// spending the cluster's token and nothing else the leader reads: the
+// bootstrapped mark set or moved, the token's record gone or kept, the
+// rest of the annotations, the spec and the status as they were.
+func onlySpentToken(o, n client.Object) bool {
+	oc, ok1 := o.(*meshv1alpha1.KubernetesCluster)
+	nc, ok2 := n.(*meshv1alpha1.KubernetesCluster)
+	if !ok1 || !ok2 || oc.Generation != nc.Generation || nc.DeletionTimestamp != nil || !equality.Semantic.DeepEqual(oc.Status, nc.Status) {
+		return false
+	}
+	spentAt := nc.Annotations[meshv1alpha1.BootstrappedAnnotation]
+	if spentAt == "" || spentAt == oc.Annotations[meshv1alpha1.BootstrappedAnnotation] {
+		return false
+	}
+	tokenKeys := []string{meshv1alpha1.BootstrappedAnnotation, meshv1alpha1.BootstrapTokenHashAnnotation, meshv1alpha1.BootstrapTokenExpiresAnnotation}
+	for k, v := range nc.Annotations {
+		if !slices.Contains(tokenKeys, k) && oc.Annotations[k] != v {
+			return false
+		}
+	}
+	for k := range oc.Annotations {
+		if _, ok := nc.Annotations[k]; !ok && !slices.Contains(tokenKeys, k) {
+			return false
+		}
+	}
+	// A token may be spent, never issued, by this change.
+	for _, k := range tokenKeys[1:] {
+		if v, ok := nc.Annotations[k]; ok && v != oc.Annotations[k] {
+			return false
+		}
+	}
+	return true
+}
+
+func requestFor(o client.Object) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}
 }
 
 // sweep runs on the leader: every replicaSweep it finds the live replicas
@@ -220,14 +303,11 @@ func (l *statusLeader) Reconcile(ctx context.Context, req reconcile.Request) (re
 		l.events.expiring(&kc, want.ClientCertificate, now)
 	}
 	if !statusEqual(&kc.Status, want) {
-		u := clusterApply(l.ns, kc.Name)
-		m, err := runtimeToMap(want)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		delete(m, "replicas")
-		u.Object["status"] = m
-		err = l.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(leaderFieldManager), client.ForceOwnership)
+		// The replicas' entries are theirs: the leader's apply holds
+		// only the fields it derives.
+		derived := *want
+		derived.Replicas = nil
+		err = l.applier.applyStatus(ctx, kc.Name, leaderFieldManager, &derived)
 		if client.IgnoreNotFound(err) != nil {
 			return reconcile.Result{}, fmt.Errorf("failed to apply the status of KubernetesCluster %s: %w", kc.Name, err)
 		}
@@ -289,29 +369,41 @@ func (s *Server) setupStatus(mgr manager.Manager) error {
 	if err != nil {
 		return err
 	}
+	a, err := newRawClusters(statusConfig(mgr), mgr.GetHTTPClient(), mgr.GetScheme(), s.cfg.Namespace)
+	if err != nil {
+		return err
+	}
 	w := s.svc.status
-	w.client, w.api = c, mgr.GetAPIReader()
+	w.client, w.api, w.applier = c, mgr.GetAPIReader(), a
 	if err := mgr.Add(everyreplica.Runnable(func(ctx context.Context) error { return w.run(ctx, s.opts.Clock) })); err != nil {
 		return fmt.Errorf("failed to add the KubernetesCluster status writer: %w", err)
 	}
 	s.registered.reader = mgr.GetClient()
-	l := &statusLeader{ns: s.cfg.Namespace, client: c, api: mgr.GetAPIReader(), events: s.svc.events, clock: s.opts.Clock, log: s.log.WithName("status")}
+	l := &statusLeader{ns: s.cfg.Namespace, client: c, api: mgr.GetAPIReader(), applier: a, events: s.svc.events, clock: s.opts.Clock, log: s.log.WithName("status")}
 	return l.setup(mgr)
 }
 
 // The status writes have a client of their own, reading from the
 // manager's cache, with a rate limit of its own: a storm of stream changes
 // (every agent reconnecting) queues status writes, never the reads and
-// writes a bootstrap makes.
+// writes a bootstrap makes. The applies of status (statusApplier) are
+// limited to statusQPS together, the rest of the status client's requests
+// (Leases, removals of entries) to statusQPS for each kind.
 const (
 	statusQPS   = 20
 	statusBurst = 40
 )
 
-func statusClient(mgr manager.Manager) (client.Client, error) {
+// statusConfig is the manager's configuration with the status writes'
+// rate limit.
+func statusConfig(mgr manager.Manager) *rest.Config {
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	cfg.QPS, cfg.Burst, cfg.RateLimiter = statusQPS, statusBurst, nil
-	c, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
+	return cfg
+}
+
+func statusClient(mgr manager.Manager) (client.Client, error) {
+	c, err := client.New(statusConfig(mgr), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), Cache: &client.CacheOptions{Reader: mgr.GetCache()}})
 	if err != nil {
 		return nil, fmt.Errorf("failed to build the status client: %w", err)
 	}
@@ -319,11 +411,3 @@ func statusClient(mgr manager.Manager) (client.Client, error) {
 }
 
 var _ reconcile.Reconciler = (*statusLeader)(nil)
-
-func runtimeToMap(obj any) (map[string]any, error) {
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, fmt.Errorf("failed to convert %T: %w", obj, err)
-	}
-	return m, nil
-}

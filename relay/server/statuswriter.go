@@ -12,7 +12,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -75,12 +74,13 @@ type statusWriter struct {
 	replica, ns string
 	conns       *connections
 	// client writes (its own rate limit) and reads from the cache; api
-	// reads past it.
-	client client.Client
-	api    client.Reader
-	queue  workqueue.TypedRateLimitingInterface[string]
-	now    func() time.Time
-	log    logr.Logger
+	// reads past it; applier applies entries, at client's rate limit.
+	client  client.Client
+	api     client.Reader
+	applier *rawClusters
+	queue   workqueue.TypedRateLimitingInterface[string]
+	now     func() time.Time
+	log     logr.Logger
 	// written is the entry last applied for each cluster and when, so that
 	// an unchanged entry is not applied again and a changing one not more
 	// often than statusMinInterval.
@@ -303,9 +303,7 @@ func (w *statusWriter) write(ctx context.Context, cluster string) error {
 }
 
 func (w *statusWriter) apply(ctx context.Context, cluster string, entry map[string]any) error {
-	u := clusterApply(w.ns, cluster)
-	u.Object["status"] = map[string]any{"replicas": []any{entry}}
-	err := w.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(replicaFieldManager(w.replica)), client.ForceOwnership)
+	err := w.applier.applyStatus(ctx, cluster, replicaFieldManager(w.replica), map[string]any{"replicas": []any{entry}})
 	if err != nil {
 		return fmt.Errorf("failed to apply status.replicas[%s] of KubernetesCluster %s: %w", w.replica, cluster, err)
 	}
@@ -340,15 +338,6 @@ func certFields(c *certSummary) map[string]any {
 		f["issuerSHA256"], f["rootSHA256"] = c.issuerSHA256, c.rootSHA256
 	}
 	return f
-}
-
-// clusterApply is the start of an apply configuration of a KubernetesCluster.
-func clusterApply(ns, name string) *unstructured.Unstructured {
-	return &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": meshv1alpha1.GroupVersion.String(),
-		"kind":       "KubernetesCluster",
-		"metadata":   map[string]any{"name": name, "namespace": ns},
-	}}
 }
 
 // removeEntry removes replica's entry from kc's status, as manager, with a
