@@ -19,11 +19,17 @@ import (
 // listen on later. The port is picked below the kernel's ephemeral range:
 // a port from that range, free when FreeAddr returns, can be taken by any
 // outgoing connection (a client of the API server, say) before the process
-// binds it, which made a test fail with "address already in use".
+// binds it, which made a test fail with "address already in use". Each port
+// is also reserved for as long as this process lives (reservePort), so that
+// the test packages go test runs at once never pick the same one while the
+// first has not bound it yet.
 func FreeAddr() (string, error) {
 	lo, hi := belowEphemeral()
 	for range 50 {
 		port := lo + rand.IntN(hi-lo)
+		if !reservePort(port) {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
