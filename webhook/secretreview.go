@@ -7,14 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	kjson "k8s.io/apimachinery/pkg/util/json"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // secretReviews serves the secret validator on SecretsPath as
@@ -25,6 +27,10 @@ import (
 // kind and once for its fields, and a relay secret's few kilobytes of
 // base64 were a fifth of a review's CPU. It is also the admission.Handler
 // of Handlers, for a request whose objects are raw JSON.
+//
+// It refuses, as a bad request, a body whose meaning depends on how it is
+// read, which no API server sends (see decodeStrict): a field twice, or a
+// kind or apiVersion beside a key that differs from it only by case.
 type secretReviews struct {
 	v *secretValidator
 }
@@ -88,7 +94,12 @@ func (h *secretReviews) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var review secretReview
-	if err := kjson.Unmarshal(body, &review); err != nil {
+	err = decodeStrict(body, &review, "", "request.object", "request.oldObject")
+	if err == nil {
+		// as controller-runtime, which reads the review's kind first
+		_, err = schema.ParseGroupVersion(review.APIVersion)
+	}
+	if err != nil {
 		log.Error(err, "unable to decode the request")
 		writeReview(w, nil, admission.Errored(http.StatusBadRequest, err))
 		return
@@ -112,7 +123,7 @@ func (h *secretReviews) Handle(ctx context.Context, req admission.Request) admis
 			return nil, nil
 		}
 		var sec corev1.Secret
-		if err := kjson.Unmarshal(raw, &sec); err != nil {
+		if err := decodeStrict(raw, &sec, ""); err != nil {
 			return nil, err
 		}
 		return &sec, nil
@@ -188,7 +199,11 @@ func isSecret(sec *corev1.Secret) error {
 	if sec == nil {
 		return errors.New("there is no content to decode")
 	}
-	gvk := sec.GroupVersionKind()
+	gv, err := schema.ParseGroupVersion(sec.APIVersion)
+	if err != nil {
+		return err
+	}
+	gvk := gv.WithKind(sec.Kind)
 	if gvk.Kind == "" {
 		gvk.Kind = secretGVK.Kind
 	}
@@ -199,6 +214,67 @@ func isSecret(sec *corev1.Secret) error {
 		return fmt.Errorf("unable to decode %s into *v1.Secret", gvk)
 	}
 	return nil
+}
+
+// maxStrictErrors is how many strict errors sigs.k8s.io/json reports at
+// most: past them, a duplicate or a case variant may go unreported, so a
+// body with that many is refused.
+const maxStrictErrors = 100
+
+// decodeStrict decodes data into v as the API server decodes JSON (keys
+// matched with their case, numbers kept as integers, fields unknown here
+// ignored, as a newer API server may add some), and refuses what no API
+// server sends and what encoding/json and controller-runtime would read
+// otherwise than this decoding:
+//
+//   - a field twice (a duplicate key of an object or a map): decoding
+//     merges the second object into the first or keeps the last value,
+//     where controller-runtime keeps the last object whole;
+//   - at the top of the objects whose kind is looked up (at the paths
+//     kinded, "" for data itself), a key that is not "kind" or "apiVersion"
+//     but equal to one without regard to case (Unicode's simple folding, as
+//     encoding/json): controller-runtime reads the kind and version so,
+//     then the fields with their case.
+//
+// The error names the fields, as the API server's strict decoding does.
+func decodeStrict(data []byte, v any, kinded ...string) error {
+	strictErrs, err := sigsjson.UnmarshalStrict(data, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err != nil || len(strictErrs) == 0 {
+		return err
+	}
+	var refused []error
+	for _, e := range strictErrs {
+		var path string
+		if fe, ok := e.(sigsjson.FieldError); ok {
+			path = fe.FieldPath()
+		}
+		// An unknown field is allowed unless it stands for a kind or an
+		// apiVersion; a duplicate, or an error of another sort, is not.
+		if !strings.HasPrefix(e.Error(), "unknown field ") || path == "" {
+			refused = append(refused, e)
+			continue
+		}
+		for _, k := range kinded {
+			key := path
+			if k != "" {
+				var ok bool
+				if key, ok = strings.CutPrefix(path, k+"."); !ok {
+					continue
+				}
+			}
+			if strings.EqualFold(key, "kind") || strings.EqualFold(key, "apiVersion") {
+				refused = append(refused, fmt.Errorf("field %+q differs from kind or apiVersion only by case", path))
+				break
+			}
+		}
+	}
+	if len(strictErrs) >= maxStrictErrors {
+		refused = append(refused, fmt.Errorf("%d or more unknown or duplicate fields", maxStrictErrors))
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	return runtime.NewStrictDecodingError(refused)
 }
 
 // completed is resp with req's UID and a status code, as

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	kjson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -33,11 +33,16 @@ func (errReader) Get(context.Context, client.ObjectKey, client.Object, ...client
 	return errors.New("the server is unreachable")
 }
 
-// TestSecretReviewsAnswerAsControllerRuntime sends the same reviews to
-// secretReviews and to controller-runtime's admission.WithValidator around
-// the same validator, over HTTP and to Handle: every answer is the same,
-// byte for byte.
-func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
+// reviewFixture is a relay PKI, the webhook's configuration, secrets of
+// it and AdmissionReviews of them, as the API server sends them.
+type reviewFixture struct {
+	s                              *runtime.Scheme
+	cfg                            config.Webhook
+	rootSecret, good, otherCluster *corev1.Secret
+}
+
+func newReviewFixture(t *testing.T) *reviewFixture {
+	t.Helper()
 	s, err := scheme.Scheme()
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +56,8 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.DefaultWebhook()
-	cfg.Cluster, cfg.ServerAddress = "cluster-1", "relay.example:9900"
+	f := &reviewFixture{s: s, cfg: config.DefaultWebhook()}
+	f.cfg.Cluster, f.cfg.ServerAddress = "cluster-1", "relay.example:9900"
 	secret := func(name string, c *pki.Certified, ca []byte) *corev1.Secret {
 		key, err := c.KeyPEM()
 		if err != nil {
@@ -60,7 +65,7 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 		}
 		return &corev1.Secret{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: f.cfg.Namespace, Name: name},
 			Type:       corev1.SecretTypeTLS,
 			Data:       map[string][]byte{relaysecret.KeyTLSCert: c.CertPEM(), relaysecret.KeyTLSKey: key, relaysecret.KeyCACert: ca},
 		}
@@ -72,9 +77,69 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 		}
 		return c
 	}
-	rootSecret := secret(cfg.RootTLSSecret.Name, root, root.CAPEM())
-	good := secret(cfg.ClientTLSSecret.Name, issue("cluster-1"), root.CAPEM())
-	otherCluster := secret(cfg.ClientTLSSecret.Name, issue("cluster-2"), root.CAPEM())
+	f.rootSecret = secret(f.cfg.RootTLSSecret.Name, root, root.CAPEM())
+	f.good = secret(f.cfg.ClientTLSSecret.Name, issue("cluster-1"), root.CAPEM())
+	f.otherCluster = secret(f.cfg.ClientTLSSecret.Name, issue("cluster-2"), root.CAPEM())
+	return f
+}
+
+// raw is obj as JSON (obj itself when a string).
+func raw(t *testing.T, obj any) string {
+	t.Helper()
+	if s, ok := obj.(string); ok {
+		return s
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// review is an AdmissionReview (apiVersion, none when empty) of an
+// operation on the client secret with obj and old (none when nil) as its
+// objects.
+func (f *reviewFixture) review(t *testing.T, apiVersion string, op admissionv1.Operation, obj, old any) string {
+	t.Helper()
+	req := map[string]any{"uid": "u-1", "kind": map[string]string{"version": "v1", "kind": "Secret"},
+		"resource": map[string]string{"version": "v1", "resource": "secrets"}, "namespace": f.cfg.Namespace,
+		"name": f.cfg.ClientTLSSecret.Name, "operation": op, "userInfo": map[string]any{"username": "alice"}}
+	if obj != nil {
+		req["object"] = json.RawMessage(raw(t, obj))
+	}
+	if old != nil {
+		req["oldObject"] = json.RawMessage(raw(t, old))
+	}
+	ar := map[string]any{"request": req}
+	if apiVersion != "" {
+		ar["apiVersion"], ar["kind"] = apiVersion, "AdmissionReview"
+	}
+	return raw(t, ar)
+}
+
+// post sends body to h as the API server does (Content-Type
+// application/json unless contentType) and returns the answer.
+func post(h http.Handler, body, contentType string) (int, string) {
+	req := httptest.NewRequest(http.MethodPost, SecretsPath, http.NoBody)
+	if body != "" {
+		req = httptest.NewRequest(http.MethodPost, SecretsPath, strings.NewReader(body))
+	}
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	req.Header.Set("Content-Type", contentType)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+// TestSecretReviewsAnswerAsControllerRuntime sends the same reviews to
+// secretReviews and to controller-runtime's admission.WithValidator around
+// the same validator, over HTTP and to Handle: every answer is the same,
+// byte for byte.
+func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
+	f := newReviewFixture(t)
+	s, cfg, good, otherCluster := f.s, f.cfg, f.good, f.otherCluster
 	noCA := good.DeepCopy()
 	delete(noCA.Data, relaysecret.KeyCACert)
 	broken := good.DeepCopy()
@@ -84,32 +149,8 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 	configMap := fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"namespace":%q,"name":%q}}`, cfg.Namespace, cfg.ClientTLSSecret.Name)
 	v2 := fmt.Sprintf(`{"apiVersion":"v2","kind":"Secret","metadata":{"namespace":%q,"name":%q}}`, cfg.Namespace, cfg.ClientTLSSecret.Name)
 	bare := fmt.Sprintf(`{"metadata":{"namespace":%q,"name":%q},"data":{"tls.crt":"eA=="}}`, cfg.Namespace, cfg.ClientTLSSecret.Name)
-
-	raw := func(obj any) string {
-		if s, ok := obj.(string); ok {
-			return s
-		}
-		b, err := json.Marshal(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
 	review := func(apiVersion string, op admissionv1.Operation, obj, old any) string {
-		req := map[string]any{"uid": "u-1", "kind": map[string]string{"version": "v1", "kind": "Secret"},
-			"resource": map[string]string{"version": "v1", "resource": "secrets"}, "namespace": cfg.Namespace,
-			"name": cfg.ClientTLSSecret.Name, "operation": op, "userInfo": map[string]any{"username": "alice"}}
-		if obj != nil {
-			req["object"] = json.RawMessage(raw(obj))
-		}
-		if old != nil {
-			req["oldObject"] = json.RawMessage(raw(old))
-		}
-		ar := map[string]any{"request": req}
-		if apiVersion != "" {
-			ar["apiVersion"], ar["kind"] = apiVersion, "AdmissionReview"
-		}
-		return raw(ar)
+		return f.review(t, apiVersion, op, obj, old)
 	}
 	v1 := "admission.k8s.io/v1"
 	// Two refusals of what no API server sends (a Secret of another
@@ -140,40 +181,23 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 		{"a review without request", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, "", false},
 		{"text that is not JSON", `{"apiVersion":`, "", true},
 		{"an empty body", "", "", false},
+		{"fields unknown here, as a newer API server may add", withField(t, withField(t, review(v1, admissionv1.Update, withField(t, raw(t, good), "futureField", `{"a":[1,2]}`), withField(t, raw(t, good), "futureField", "1")), "futureField", `"x"`), "request.futureField", "{}"), "", false},
+		{"create of a Secret of apiVersion a/b/c", review(v1, admissionv1.Create, strings.Replace(raw(t, good), `"apiVersion":"v1"`, `"apiVersion":"a/b/c"`, 1), nil), "", false},
+		{"a review of apiVersion a/b/c", review("admission.k8s.io/v1/x", admissionv1.Create, good, nil), "", false},
 		{"another content type", review(v1, admissionv1.Create, good, nil), "text/plain", false},
 	}
 	for _, r := range []struct {
 		name   string
 		reader client.Reader
 	}{
-		{"with the root secret", fake.NewClientBuilder().WithScheme(s).WithObjects(rootSecret).Build()},
+		{"with the root secret", fake.NewClientBuilder().WithScheme(s).WithObjects(f.rootSecret).Build()},
 		{"with a reader that fails", errReader{}},
 	} {
-		newSecrets := func() *secrets {
-			return &secrets{cfg: &cfg, reader: r.reader, now: time.Now, roots: &rootCache{}}
-		}
-		ref := admission.WithValidator[*corev1.Secret](s, &secretValidator{s: newSecrets()})
-		ours := &secretReviews{v: &secretValidator{s: newSecrets()}}
+		ref, ours := f.handlers(r.reader)
 		for _, b := range bodies {
 			t.Run(r.name+"/"+b.name, func(t *testing.T) {
-				post := func(h http.Handler) (int, string) {
-					var body *bytes.Reader
-					req := httptest.NewRequest(http.MethodPost, SecretsPath, http.NoBody)
-					if b.body != "" {
-						body = bytes.NewReader([]byte(b.body))
-						req = httptest.NewRequest(http.MethodPost, SecretsPath, body)
-					}
-					ct := b.contentType
-					if ct == "" {
-						ct = "application/json"
-					}
-					req.Header.Set("Content-Type", ct)
-					rec := httptest.NewRecorder()
-					h.ServeHTTP(rec, req)
-					return rec.Code, rec.Body.String()
-				}
-				wantCode, want := post(ref)
-				gotCode, got := post(ours)
+				wantCode, want := post(ref, b.body, b.contentType)
+				gotCode, got := post(ours, b.body, b.contentType)
 				if b.otherMessage {
 					want, got = withoutMessage(t, want), withoutMessage(t, got)
 				}
@@ -198,6 +222,120 @@ func TestSecretReviewsAnswerAsControllerRuntime(t *testing.T) {
 			})
 		}
 	}
+}
+
+// withField is the JSON object obj with one more field, key (at path
+// "request.key" when key has that prefix), of JSON value val, after its
+// others: a second one when obj has one already.
+func withField(t *testing.T, obj, key, val string) string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(obj), &m); err != nil {
+		t.Fatal(err)
+	}
+	if sub, ok := strings.CutPrefix(key, "request."); ok {
+		i := strings.Index(obj, `"request":`+string(m["request"]))
+		if i < 0 {
+			t.Fatalf("no request in %s", obj)
+		}
+		i += len(`"request":`)
+		return obj[:i] + withField(t, string(m["request"]), sub, val) + obj[i+len(m["request"]):]
+	}
+	return strings.TrimSuffix(obj, "}") + fmt.Sprintf(",%q:%s}", key, val)
+}
+
+// TestSecretReviewsRefuseAmbiguousBodies sends bodies no API server
+// produces, whose meaning depends on how they are read: a field twice
+// (encoding/json merges the second object into the first, or keeps the
+// last) or a kind or apiVersion twice in different cases (controller-runtime
+// looks the kind up without regard to case, the fields with). Each is
+// refused as a bad request naming the field, not reviewed.
+func TestSecretReviewsRefuseAmbiguousBodies(t *testing.T) {
+	f := newReviewFixture(t)
+	v1 := "admission.k8s.io/v1"
+	good := raw(t, f.good)
+	// partial is the client secret without its data: reviewed alone, it
+	// is refused; merged into good, good.
+	partial := fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","metadata":{"namespace":%q,"name":%q},"type":"kubernetes.io/tls","data":{}}`, f.cfg.Namespace, f.cfg.ClientTLSSecret.Name)
+	goodReview := f.review(t, v1, admissionv1.Create, good, nil)
+	var second map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(f.review(t, v1, admissionv1.Create, partial, nil)), &second); err != nil {
+		t.Fatal(err)
+	}
+	manyUnknown := goodReview
+	for i := range 100 {
+		manyUnknown = withField(t, manyUnknown, fmt.Sprintf("request.futureField%d", i), "1")
+	}
+	for _, c := range []struct {
+		name, body, field string
+		// refRefuses: controller-runtime refuses it too (it reads the
+		// kind that is not a Secret's).
+		refRefuses bool
+	}{
+		{"the object twice, a good secret then one without data",
+			withField(t, goodReview, "request.object", partial), `duplicate field "request.object"`, true},
+		{"the request twice",
+			withField(t, goodReview, "request", string(second["request"])), `duplicate field "request"`, false},
+		{"the object's data twice",
+			f.review(t, v1, admissionv1.Create, withField(t, good, "data", "{}"), nil), `duplicate field "request.object.data"`, false},
+		{"a key of the data twice",
+			f.review(t, v1, admissionv1.Create, strings.Replace(good, `"data":{`, `"data":{"tls.crt":"eA==",`, 1), nil), `duplicate field "request.object.data.tls.crt"`, false},
+		{"Kind ConfigMap beside kind Secret",
+			f.review(t, v1, admissionv1.Create, withField(t, good, "Kind", `"ConfigMap"`), nil), `"request.object.Kind"`, true},
+		{"kind ConfigMap with a Kelvin sign beside kind Secret",
+			f.review(t, v1, admissionv1.Create, withField(t, good, "\u212aind", `"ConfigMap"`), nil), `"request.object.\u212aind"`, true},
+		{"APIVERSION v2 beside apiVersion v1 in the old object",
+			f.review(t, v1, admissionv1.Update, good, withField(t, good, "APIVERSION", `"v2"`)), `"request.oldObject.APIVERSION"`, true},
+		{"Kind beside kind in the review",
+			withField(t, goodReview, "Kind", `"ConfigMap"`), `"Kind"`, false},
+		{"the object twice after 100 unknown fields, which could hide it",
+			withField(t, manyUnknown, "request.object", partial), "100 or more", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ref, ours := f.handlers(fake.NewClientBuilder().WithScheme(f.s).WithObjects(f.rootSecret).Build())
+			answer := func(h http.Handler) *admissionv1.AdmissionResponse {
+				t.Helper()
+				_, body := post(h, c.body, "")
+				var ar admissionv1.AdmissionReview
+				if err := json.Unmarshal([]byte(body), &ar); err != nil || ar.Response == nil {
+					t.Fatalf("answer %s (%v)", body, err)
+				}
+				return ar.Response
+			}
+			got := answer(ours)
+			if got.Allowed || got.Result == nil || got.Result.Code != http.StatusBadRequest || !strings.Contains(got.Result.Message, c.field) {
+				t.Errorf("answer %+v, want a bad request naming %s", got, c.field)
+			}
+			if want := answer(ref); c.refRefuses && want.Allowed {
+				t.Errorf("controller-runtime allows it: %+v", want)
+			}
+			// Handle, given the review as encoding/json reads it (the last
+			// of two objects or requests), refuses an object that is
+			// ambiguous itself.
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal([]byte(c.body), &ar); err != nil || ar.Request == nil {
+				t.Fatalf("review %v", err)
+			}
+			for _, object := range []string{`"request.object.`, `"request.oldObject.`} {
+				if _, field, ok := strings.Cut(c.field, object); ok {
+					resp := ours.Handle(context.Background(), admission.Request{AdmissionRequest: *ar.Request})
+					if field = `"` + field; resp.Allowed || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, field) {
+						t.Errorf("Handle: %+v, want a bad request naming %s", resp.AdmissionResponse, field)
+					}
+				}
+			}
+		})
+	}
+}
+
+// handlers are controller-runtime's validating webhook and secretReviews
+// around validators of f's configuration reading secrets from reader.
+func (f *reviewFixture) handlers(reader client.Reader) (ref *admission.Webhook, ours *secretReviews) {
+	newSecrets := func() *secrets {
+		return &secrets{cfg: &f.cfg, reader: reader, now: time.Now, roots: &rootCache{}}
+	}
+	return admission.WithValidator[*corev1.Secret](f.s, &secretValidator{s: newSecrets()}),
+		&secretReviews{v: &secretValidator{s: newSecrets()}}
 }
 
 // withoutMessage is an answer's JSON without its status message, which
@@ -229,7 +367,7 @@ func TestSecretReviewsDecodeTheObjectOnce(t *testing.T) {
 			Object: runtime.RawExtension{Raw: obj}},
 	})
 	var review secretReview
-	if err := kjson.Unmarshal(body, &review); err != nil {
+	if err := decodeStrict(body, &review, "", "request.object", "request.oldObject"); err != nil {
 		t.Fatal(err)
 	}
 	if got := review.Request.Object; got == nil || got.Name != sec.Name || string(got.Data["token"]) != "t0ken" || got.Kind != "Secret" {
