@@ -168,9 +168,12 @@ func onlyExtensions(cert *x509.Certificate, oids []asn1.ObjectIdentifier) bool {
 //   - below the CA, x509.Verify itself, with the CA as the anchor: the
 //     leaf's signature, validity, usages and names, the CA's validity and
 //     constraints;
-//   - the root: what x509 checks of a root (valid now, path length,
-//     no unhandled critical extension, its subject the CA's issuer, not in
-//     the chain already), and the CA's signature by it, from c;
+//   - the root: the one x509 would end the chain at (see linkedRoot: the
+//     first, in x509's order, of the roots whose subject is the CA's issuer
+//     that is valid now and whose path length allows the chain), and the
+//     CA's signature by it, from c; no root named as the leaf's issuer
+//     (x509 tries those before the intermediate), the intermediate not the
+//     leaf itself;
 //   - only when nothing else in the root or the chain would change x509's
 //     answer: the root carries only basic constraints, key usage and key
 //     identifiers (no name constraints, extended key usages or policies
@@ -189,7 +192,8 @@ func (c *LinkCache) verifyLinked(cert *x509.Certificate, intermediates, roots []
 	case len(intermediates) == 1:
 		ca = intermediates[0]
 		below = append(below, ca)
-		if !ca.BasicConstraintsValid || !ca.IsCA {
+		if !ca.BasicConstraintsValid || !ca.IsCA || bytes.Equal(ca.Raw, cert.Raw) {
+			// (x509 does not chain a certificate through itself)
 			return nil, false
 		}
 	case len(intermediates) == 0 && role == RoleSigningCA:
@@ -203,6 +207,15 @@ func (c *LinkCache) verifyLinked(cert *x509.Certificate, intermediates, roots []
 		}
 		for _, r := range roots {
 			if bytes.Equal(b.Raw, r.Raw) {
+				return nil, false
+			}
+		}
+	}
+	if ca != cert {
+		// x509 tries the roots named as the leaf's issuer before the
+		// intermediate, and may end the chain at one of them.
+		for _, r := range roots {
+			if bytes.Equal(r.RawSubject, cert.RawIssuer) {
 				return nil, false
 			}
 		}
@@ -234,33 +247,52 @@ func (c *LinkCache) verifyLinked(cert *x509.Certificate, intermediates, roots []
 	return []*x509.Certificate{cert, ca, root}, true
 }
 
-// linkedRoot returns the first of roots that x509 would accept as the
-// issuer of ca, the last of chain (nearest the root): its subject is ca's
-// issuer, it is not in chain already, it has no constraint that reaches
-// below it, it is valid now, its path length allows the intermediates of
-// chain, and its key signed ca (through c).
+// linkedRoot returns the root x509 would end the chain at as the issuer of
+// ca, the last of chain (nearest the root), or nil when it is not sure to
+// tell. x509 tries the roots whose subject is ca's issuer in the order of
+// keyIDOrder, and takes the first that is valid now, whose path length
+// allows the intermediates of chain and whose key signed ca (through c); a
+// root it would try that the short way does not model (in chain already,
+// with an unhandled critical extension or a constraint that reaches below
+// it) gives nil, for the full way.
 func (c *LinkCache) linkedRoot(ca *x509.Certificate, chain, roots []*x509.Certificate, now time.Time) *x509.Certificate {
-	for _, r := range roots {
-		if len(r.Raw) == 0 || r.PublicKey == nil || !bytes.Equal(r.RawSubject, ca.RawIssuer) {
-			continue
+	for order := range 3 {
+		for _, r := range roots {
+			if len(r.Raw) == 0 || r.PublicKey == nil || !bytes.Equal(r.RawSubject, ca.RawIssuer) || keyIDOrder(r, ca) != order {
+				continue
+			}
+			for _, b := range chain {
+				if bytes.Equal(r.RawSubject, b.RawSubject) {
+					return nil
+				}
+			}
+			if len(r.UnhandledCriticalExtensions) > 0 || !onlyExtensions(r, plainRootExtensions) {
+				return nil
+			}
+			if now.Before(r.NotBefore) || now.After(r.NotAfter) {
+				continue
+			}
+			if r.BasicConstraintsValid && r.MaxPathLen >= 0 && len(chain)-1 > r.MaxPathLen {
+				continue
+			}
+			if c.checkSignature(ca, r) != nil {
+				continue
+			}
+			return r
 		}
-		inChain := false
-		for _, b := range chain {
-			inChain = inChain || bytes.Equal(r.RawSubject, b.RawSubject)
-		}
-		if inChain || len(r.UnhandledCriticalExtensions) > 0 || !onlyExtensions(r, plainRootExtensions) {
-			continue
-		}
-		if now.Before(r.NotBefore) || now.After(r.NotAfter) {
-			continue
-		}
-		if r.BasicConstraintsValid && r.MaxPathLen >= 0 && len(chain)-1 > r.MaxPathLen {
-			continue
-		}
-		if c.checkSignature(ca, r) != nil {
-			continue
-		}
-		return r
 	}
 	return nil
+}
+
+// keyIDOrder is the rank x509 tries parent at as the issuer of child:
+// 0 when parent's key identifier is child's authority key identifier, 1
+// when only one of them is present, 2 when they differ.
+func keyIDOrder(parent, child *x509.Certificate) int {
+	switch {
+	case bytes.Equal(parent.SubjectKeyId, child.AuthorityKeyId):
+		return 0
+	case len(parent.SubjectKeyId) == 0 != (len(child.AuthorityKeyId) == 0):
+		return 1
+	}
+	return 2
 }
