@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -81,7 +80,7 @@ type clientAnnotations struct {
 }
 
 func (a clientAnnotations) patchAnnotations(ctx context.Context, cluster, resourceVersion string, changes map[string]*string) error {
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion, "annotations": changes}})
+	body, err := annotationPatch(resourceVersion, changes)
 	if err != nil {
 		return err
 	}

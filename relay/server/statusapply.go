@@ -77,11 +77,17 @@ func (a *rawClusters) patchAnnotations(ctx context.Context, cluster, resourceVer
 	if resourceVersion == "" {
 		return fmt.Errorf("refusing to write the annotations of KubernetesCluster %s without a resourceVersion: the write must be conditional", cluster)
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion, "annotations": changes}})
+	body, err := annotationPatch(resourceVersion, changes)
 	if err != nil {
 		return fmt.Errorf("failed to encode the annotations of KubernetesCluster %s: %w", cluster, err)
 	}
 	return a.rest.Patch(types.MergePatchType).Namespace(a.ns).Resource("kubernetesclusters").Name(cluster).Body(body).Do(ctx).Error()
+}
+
+// annotationPatch is the JSON merge patch that makes changes to an
+// object's annotations only if it is still at resourceVersion.
+func annotationPatch(resourceVersion string, changes map[string]*string) ([]byte, error) {
+	return json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion, "annotations": changes}})
 }
 
 // annotationChanges is what turns the annotations before into after: the
