@@ -10,8 +10,11 @@ import (
 
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/procstat"
+	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 	"github.com/meshrelay/meshrelay/pkg/config"
 	"github.com/meshrelay/meshrelay/pkg/pki"
 	relayv1 "github.com/meshrelay/meshrelay/relay/api/v1"
@@ -60,6 +63,9 @@ type bootstrapTarget struct {
 	rounds  []time.Duration // CPU per bootstrap in each round
 	tail    time.Duration   // how long the windows went on after the last answer
 	kex     string
+	// writes counts the writes to the bootstrapped clusters'
+	// KubernetesClusters over the windows (relay-server only).
+	writes int
 }
 
 func (t *bootstrapTarget) perBootstrap() time.Duration { return t.cpu / time.Duration(max(t.count, 1)) }
@@ -194,6 +200,16 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 			if profile > 0 && r == 0 && t == server {
 				prof = e.cpuProfile(ctx, "bootstrap-cpu.pprof", profile)
 			}
+			var writes func() int
+			if t == server {
+				names := map[string]bool{}
+				for i := range per {
+					names[agentName(first+i)] = true
+				}
+				if writes, err = e.countWrites(ctx, names); err != nil {
+					return nil, err
+				}
+			}
 			start := time.Now()
 			err = forEach(ctx, per, concurrency, func(i int) error { return t.once(first + i) })
 			elapsed := time.Since(start)
@@ -217,6 +233,9 @@ func measureBootstrap(ctx context.Context, e *environment, floor *floorProcess, 
 			t.cpu += cpu1 - cpu0
 			t.elapsed += elapsed
 			t.count += per
+			if writes != nil {
+				t.writes += writes()
+			}
 			t.rounds = append(t.rounds, (cpu1-cpu0)/time.Duration(per))
 			if prof != nil {
 				if err := <-prof; err != nil {
@@ -247,11 +266,37 @@ func (r *bootstrapResult) print(issuance time.Duration) {
 		ms(s.loadCPU/time.Duration(s.count)), float64(s.loadCPU)/float64(f.cpu/time.Duration(f.count))/float64(s.count), ms((s.cpu-s.loadCPU)/time.Duration(s.count)))
 	excess := s.cpu - time.Duration(float64(r.idle)*(s.elapsed+s.tail).Seconds())
 	fmt.Printf("  relay-server less its idle CPU over the same windows: %.3f ms per bootstrap\n", ms(excess/time.Duration(s.count)))
+	fmt.Printf("  writes to each bootstrapped cluster's KubernetesCluster over the windows: %.2f (the token spent, the replica's status entry, the leader's status fields)\n",
+		float64(s.writes)/float64(max(s.count, 1)))
 	fmt.Printf("  ratio relay-server/floor: %.2f (goal <= 1.25)\n", float64(s.cpu)/float64(s.count)/(float64(f.cpu)/float64(f.count)))
 	fmt.Printf("  of which pkg/pki signing (in this process, one core): %.3f ms per certificate\n", ms(issuance))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// countWrites counts, from now until the returned function is called, the
+// writes to the KubernetesClusters of names, as a watch sees them.
+func (e *environment) countWrites(ctx context.Context, names map[string]bool) (func() int, error) {
+	var list meshv1alpha1.KubernetesClusterList
+	w, err := e.client.Watch(ctx, &list, client.InNamespace(namespace))
+	if err != nil {
+		return nil, fmt.Errorf("failed to watch KubernetesClusters: %w", err)
+	}
+	n := make(chan int, 1)
+	go func() {
+		count := 0
+		for ev := range w.ResultChan() {
+			if kc, ok := ev.Object.(*meshv1alpha1.KubernetesCluster); ok && ev.Type == watch.Modified && names[kc.Name] {
+				count++
+			}
+		}
+		n <- count
+	}()
+	return func() int {
+		w.Stop()
+		return <-n
+	}, nil
+}
 
 // keyExchange returns the TLS version and key exchange a full handshake with
 // addr negotiates.

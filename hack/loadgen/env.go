@@ -29,7 +29,7 @@ const namespace = "gloo-mesh"
 type environment struct {
 	dir     string
 	api     *envtest.Environment
-	client  client.Client
+	client  client.WithWatch
 	server  *testenv.Process
 	addr    string
 	metrics string
@@ -90,7 +90,7 @@ func startEnvironment(ctx context.Context, serverBin string) (*environment, erro
 	}
 	cfg := admin.Config()
 	cfg.QPS, cfg.Burst = 1000, 2000
-	if e.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+	if e.client, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
 		e.stop()
 		return nil, err
 	}
