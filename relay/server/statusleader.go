@@ -386,7 +386,7 @@ func (s *Server) setupStatus(mgr manager.Manager) error {
 // The status writes have a client of their own, reading from the
 // manager's cache, with a rate limit of its own: a storm of stream changes
 // (every agent reconnecting) queues status writes, never the reads and
-// writes a bootstrap makes. The applies of status (statusApplier) are
+// writes a bootstrap makes. The applies of status (rawClusters) are
 // limited to statusQPS together, the rest of the status client's requests
 // (Leases, removals of entries) to statusQPS for each kind.
 const (

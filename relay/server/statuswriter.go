@@ -74,7 +74,8 @@ type statusWriter struct {
 	replica, ns string
 	conns       *connections
 	// client writes (its own rate limit) and reads from the cache; api
-	// reads past it; applier applies entries, at client's rate limit.
+	// reads past it; applier applies entries, at a rate limit of its own
+	// of statusQPS that the leader's applies share.
 	client  client.Client
 	api     client.Reader
 	applier *rawClusters
