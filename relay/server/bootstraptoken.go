@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"maps"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -159,7 +158,7 @@ func tokenExpired(cluster string, rec *bootstraptoken.Record) error {
 // consumeBootstrapToken spends cred for cached, the cluster's
 // KubernetesCluster as the cache holds it, with a conditional write: it
 // checks that the token is still unused in the object it writes, and
-// patches its annotations at that object's resourceVersion, removing the token's record
+// updates it at that object's resourceVersion, removing the token's record
 // and marking the cluster bootstrapped. The first write is made at the
 // cached resourceVersion, which saves a read in the usual case; a Conflict
 // means the cache was behind or someone else wrote first: it reads the
@@ -186,16 +185,15 @@ func (s *service) consumeBootstrapToken(ctx context.Context, cached *meshv1alpha
 		if reason, err := s.stillUnused(kc, cred); err != nil {
 			return reason, err
 		}
-		after := maps.Clone(kc.Annotations)
-		if after == nil {
-			after = map[string]string{}
+		if kc.Annotations == nil {
+			kc.Annotations = map[string]string{}
 		}
 		if cred.shared {
-			bootstraptoken.MarkBootstrapped(after, s.now())
+			bootstraptoken.MarkBootstrapped(kc.Annotations, s.now())
 		} else {
-			bootstraptoken.Consume(after, s.now())
+			bootstraptoken.Consume(kc.Annotations, s.now())
 		}
-		err := s.annotations.patchAnnotations(ctx, cluster, kc.ResourceVersion, annotationChanges(kc.Annotations, after))
+		err := s.clusters.update(ctx, kc)
 		switch {
 		case err == nil:
 			return "", nil

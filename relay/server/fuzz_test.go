@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -66,26 +65,18 @@ func serviceWith(t testing.TB, cfg *config.Server, reader client.Client) *servic
 	tr := newTestTrust(cfg, conns, m, clock.RealClock{})
 	tr.State.setPolicy(&trustPolicy{name: "p", signer: root, rootPEM: root.CAPEM(), rootSHA256: pki.Fingerprint(root.Cert), ttl: time.Hour})
 	return &service{
-		cfg: cfg, keys: keys, reader: reader, api: reader, annotations: clientAnnotations{c: reader, ns: cfg.Namespace}, metrics: m, clock: clock.RealClock{}, log: logr.Discard(),
+		cfg: cfg, keys: keys, reader: reader, api: reader, clusters: clientUpdater{reader}, metrics: m, clock: clock.RealClock{}, log: logr.Discard(),
 		limiter: newSigningLimiter(1<<20, 1e9, 1<<20, time.Now), conns: conns, trust: tr,
 		bounds: newAgentBounds(prometheus.NewRegistry(), cfg, time.Now, logr.Discard()),
 	}
 }
 
-// clientAnnotations is annotationPatcher over a controller-runtime client,
-// for the tests whose clusters live in a fake client.
-type clientAnnotations struct {
-	c  client.Client
-	ns string
-}
+// clientUpdater is clusterUpdater over a controller-runtime client, for
+// the tests whose clusters live in a fake client.
+type clientUpdater struct{ c client.Writer }
 
-func (a clientAnnotations) patchAnnotations(ctx context.Context, cluster, resourceVersion string, changes map[string]*string) error {
-	body, err := annotationPatch(resourceVersion, changes)
-	if err != nil {
-		return err
-	}
-	kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: a.ns, Name: cluster}}
-	return a.c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, body))
+func (u clientUpdater) update(ctx context.Context, kc *meshv1alpha1.KubernetesCluster) error {
+	return u.c.Update(ctx, kc)
 }
 
 // newTestTrust is a trust with nothing loaded, discarding its log.

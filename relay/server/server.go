@@ -190,7 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.svc.reader = mgr.GetClient()
 	s.svc.api = mgr.GetAPIReader()
-	if s.svc.annotations, err = newRawClusters(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetScheme(), s.cfg.Namespace); err != nil {
+	if s.svc.clusters, err = newRawClusters(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetScheme(), s.cfg.Namespace); err != nil {
 		return err
 	}
 	s.svc.events = newEvents(mgr.GetEventRecorder("relay-server"), s.replica)

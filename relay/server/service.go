@@ -43,10 +43,10 @@ const (
 	reasonRevoked      = "revoked"
 )
 
-// annotationPatcher changes a KubernetesCluster's annotations only if it
-// is still at resourceVersion (rawClusters).
-type annotationPatcher interface {
-	patchAnnotations(ctx context.Context, cluster, resourceVersion string, changes map[string]*string) error
+// clusterUpdater writes a KubernetesCluster only if it is still at the
+// resourceVersion it was read at (rawClusters).
+type clusterUpdater interface {
+	update(ctx context.Context, kc *meshv1alpha1.KubernetesCluster) error
 }
 
 // service implements the Relay gRPC API.
@@ -56,14 +56,13 @@ type service struct {
 	cfg    *config.Server
 	keys   *keyring
 	reader client.Reader
-	// api reads without the cache and annotations writes
-	// KubernetesClusters' annotations, to consume bootstrap tokens with a
-	// conditional write.
-	api         client.Reader
-	annotations annotationPatcher
-	limiter     *signingLimiter
-	conns       *connections
-	trust       *trust
+	// api reads without the cache and clusters writes KubernetesClusters,
+	// to consume bootstrap tokens with a conditional write.
+	api      client.Reader
+	clusters clusterUpdater
+	limiter  *signingLimiter
+	conns    *connections
+	trust    *trust
 	// bounds limit what one cluster's agent costs: push rate, open
 	// streams, the names it may send.
 	bounds  *agentBounds

@@ -17,7 +17,7 @@ import (
 // rawClusters writes KubernetesClusters over a REST client of its own that
 // does not decode the object the API server answers with. Status is
 // applied at every change of a cluster's streams, by every replica and
-// then by the leader, and a bootstrap spends its token with a write; the
+// then by the leader, and a bootstrap spends its token with an update; the
 // answer is the whole object, which none of these writes reads, and
 // decoding it costs about as much CPU as making the request (make bench).
 // A refusal is the API server's Status, as apierrors reads it.
@@ -69,40 +69,20 @@ func (a *rawClusters) applyStatus(ctx context.Context, cluster, manager string, 
 		Param("fieldManager", manager).Param("force", "true").Body(body).Do(ctx).Error()
 }
 
-// patchAnnotations makes changes to cluster's annotations (a nil value
-// removes one) only if the cluster is still at resourceVersion: a JSON
-// merge patch that names the resourceVersion is refused with a Conflict
-// when the object moved on.
-func (a *rawClusters) patchAnnotations(ctx context.Context, cluster, resourceVersion string, changes map[string]*string) error {
-	if resourceVersion == "" {
-		return fmt.Errorf("refusing to write the annotations of KubernetesCluster %s without a resourceVersion: the write must be conditional", cluster)
+// update writes kc, as it was read at its resourceVersion, with a PUT
+// that the API server refuses with a Conflict when the object has moved on
+// since; it is refused here without a resourceVersion, which would make the
+// write unconditional. kc's managedFields may be left out: the API server
+// keeps them when a request omits them.
+func (a *rawClusters) update(ctx context.Context, kc *meshv1alpha1.KubernetesCluster) error {
+	if kc.ResourceVersion == "" {
+		return fmt.Errorf("refusing to write KubernetesCluster %s without a resourceVersion: the write must be conditional", kc.Name)
 	}
-	body, err := annotationPatch(resourceVersion, changes)
+	obj := *kc
+	obj.APIVersion, obj.Kind = meshv1alpha1.GroupVersion.String(), "KubernetesCluster"
+	body, err := json.Marshal(&obj)
 	if err != nil {
-		return fmt.Errorf("failed to encode the annotations of KubernetesCluster %s: %w", cluster, err)
+		return fmt.Errorf("failed to encode KubernetesCluster %s: %w", kc.Name, err)
 	}
-	return a.rest.Patch(types.MergePatchType).Namespace(a.ns).Resource("kubernetesclusters").Name(cluster).Body(body).Do(ctx).Error()
-}
-
-// annotationPatch is the JSON merge patch that makes changes to an
-// object's annotations only if it is still at resourceVersion.
-func annotationPatch(resourceVersion string, changes map[string]*string) ([]byte, error) {
-	return json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion, "annotations": changes}})
-}
-
-// annotationChanges is what turns the annotations before into after: the
-// values added or changed, and nil for those removed.
-func annotationChanges(before, after map[string]string) map[string]*string {
-	changes := map[string]*string{}
-	for k := range before {
-		if _, ok := after[k]; !ok {
-			changes[k] = nil
-		}
-	}
-	for k, v := range after {
-		if b, ok := before[k]; !ok || b != v {
-			changes[k] = &v
-		}
-	}
-	return changes
+	return a.rest.Put().Namespace(a.ns).Resource("kubernetesclusters").Name(kc.Name).Body(body).Do(ctx).Error()
 }

@@ -15,37 +15,10 @@ import (
 	meshv1alpha1 "github.com/meshrelay/meshrelay/pkg/apis/v1alpha1"
 )
 
-func TestAnnotationChangesTurnBeforeIntoAfter(t *testing.T) {
-	before := map[string]string{"keep": "1", "change": "old", "remove": "x"}
-	after := map[string]string{"keep": "1", "change": "new", "add": "y"}
-	got := annotationChanges(before, after)
-	if len(got) != 3 || got["remove"] != nil || got["change"] == nil || *got["change"] != "new" || got["add"] == nil || *got["add"] != "y" {
-		t.Fatalf("changes %v: want remove=nil, change=new, add=y and nothing else", got)
-	}
-	if _, ok := got["keep"]; ok {
-		t.Error("an unchanged annotation is in the patch")
-	}
-	// Applying the changes to before gives after.
-	applied := maps.Clone(before)
-	for k, v := range got {
-		if v == nil {
-			delete(applied, k)
-		} else {
-			applied[k] = *v
-		}
-	}
-	if !maps.Equal(applied, after) {
-		t.Errorf("before with the changes is %v, want %v", applied, after)
-	}
-	if got := annotationChanges(nil, map[string]string{"a": "1"}); len(got) != 1 || *got["a"] != "1" {
-		t.Errorf("from no annotations: %v", got)
-	}
-}
-
 // TestRawClustersWritesAreConditionalAndReportTheAPIServersRefusals runs
-// rawClusters against a real API server: annotations change only at the
-// resourceVersion named, never without one, and status applies land, with
-// NotFound for a cluster that does not exist.
+// rawClusters against a real API server: a cluster is updated only at the
+// resourceVersion it was read at, never without one, and status applies
+// land, with NotFound for a cluster that does not exist.
 func TestRawClustersWritesAreConditionalAndReportTheAPIServersRefusals(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{Names: []string{"mgmt"}})
 	c := env.Clusters[0]
@@ -75,25 +48,30 @@ func TestRawClustersWritesAreConditionalAndReportTheAPIServersRefusals(t *testin
 		return &got
 	}
 
-	spent := map[string]string{meshv1alpha1.BootstrappedAnnotation: "2026-01-01T00:00:00Z", "team": "a"}
-	if err := raw.patchAnnotations(ctx, "cluster-1", "", annotationChanges(kc.Annotations, spent)); err == nil {
+	// A spend, as consumeBootstrapToken makes it, of the object as read.
+	spend := kc.DeepCopy()
+	spend.Annotations = map[string]string{meshv1alpha1.BootstrappedAnnotation: "2026-01-01T00:00:00Z", "team": "a"}
+	unconditional := spend.DeepCopy()
+	unconditional.ResourceVersion = ""
+	if err := raw.update(ctx, unconditional); err == nil {
 		t.Fatal("a write without a resourceVersion was made: it must be conditional")
 	}
-	if err := raw.patchAnnotations(ctx, "cluster-1", kc.ResourceVersion, annotationChanges(kc.Annotations, spent)); err != nil {
-		t.Fatalf("patch at the current resourceVersion: %v", err)
+	if err := raw.update(ctx, spend); err != nil {
+		t.Fatalf("update at the current resourceVersion: %v", err)
 	}
 	now := get()
-	if !maps.Equal(now.Annotations, spent) {
-		t.Fatalf("annotations %v, want %v", now.Annotations, spent)
+	if !maps.Equal(now.Annotations, spend.Annotations) {
+		t.Fatalf("annotations %v, want %v", now.Annotations, spend.Annotations)
 	}
 	// The same write again, at the version it was checked in: another
 	// bootstrap with the same token must lose.
-	err = raw.patchAnnotations(ctx, "cluster-1", kc.ResourceVersion, map[string]*string{"team": new("b")})
-	if !apierrors.IsConflict(err) {
-		t.Fatalf("patch at a stale resourceVersion: %v, want Conflict", err)
+	again := kc.DeepCopy()
+	again.Annotations["team"] = "b"
+	if err := raw.update(ctx, again); !apierrors.IsConflict(err) {
+		t.Fatalf("update at a stale resourceVersion: %v, want Conflict", err)
 	}
-	if got := get().Annotations["team"]; got != "a" {
-		t.Errorf("the refused patch changed team to %q", got)
+	if got := get().Annotations; !maps.Equal(got, spend.Annotations) {
+		t.Errorf("the refused update changed the annotations to %v", got)
 	}
 
 	entry := map[string]any{"replicas": []any{map[string]any{"replica": "r", "pushStreams": int64(1), "pullStreams": int64(1)}}}
