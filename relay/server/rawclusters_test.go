@@ -32,14 +32,7 @@ func TestRawClustersWritesAreConditionalAndReportTheAPIServersRefusals(t *testin
 	if err := c.Client.Create(ctx, kc); err != nil {
 		t.Fatal(err)
 	}
-	hc, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := newRawClusters(c.Config, hc, c.Client.Scheme(), ns)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := rawClustersOf(t, c, ns)
 	get := func() *meshv1alpha1.KubernetesCluster {
 		var got meshv1alpha1.KubernetesCluster
 		if err := c.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "cluster-1"}, &got); err != nil {
@@ -89,4 +82,18 @@ func TestRawClustersWritesAreConditionalAndReportTheAPIServersRefusals(t *testin
 	if err := raw.applyStatus(ctx, "cluster-1", replicaFieldManager("r"), bad); !apierrors.IsInvalid(err) {
 		t.Errorf("apply of an agentVersion longer than the schema allows: %v, want Invalid", err)
 	}
+}
+
+// rawClustersOf is a rawClusters of ns on c, as an administrator.
+func rawClustersOf(t *testing.T, c *testenv.Cluster, ns string) *rawClusters {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := newRawClusters(c.Config, hc, c.Client.Scheme(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,13 +62,7 @@ func TestRestartedReplicaWritesOverItsAgentsEntriesAndRemovesTheRest(t *testing.
 	conns.open("back", connectStream, nil, nil)
 	w := newStatusWriter(replica, ns, conns, time.Now, testr.New(t))
 	w.client, w.api, w.staleGrace = c.Client, c.Client, grace
-	hc, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.applier, err = newRawClusters(c.Config, hc, c.Client.Scheme(), ns); err != nil {
-		t.Fatal(err)
-	}
+	w.applier = rawClustersOf(t, c, ns)
 	conns.onChange = w.changed
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
