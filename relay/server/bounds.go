@@ -48,6 +48,10 @@ type agentBounds struct {
 	push       *buckets
 	maxStreams int
 	now        func() time.Time
+	// sendTimeout, when not 0, replaces sendTimeout: how long one send
+	// of an instruction may wait on an agent that does not read (tests
+	// shorten it).
+	sendTimeout atomic.Int64
 
 	ignored  *prometheus.CounterVec
 	exceeded *prometheus.CounterVec

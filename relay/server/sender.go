@@ -16,6 +16,24 @@ import (
 // takes longer closes the connection.
 const sendTimeout = 30 * time.Second
 
+// sendWithin sends in and calls expired, which closes the stream's
+// connection and so ends the send, if the send takes longer than timeout.
+// A send that returns after expired ran is reported as failed even when
+// gRPC took its message: the connection is closing.
+func sendWithin(send func(*relayv1.Instruction) error, in *relayv1.Instruction, timeout time.Duration, expired func()) error {
+	if expired == nil {
+		// The connection is not known (a test's fake stream): nothing
+		// could end a blocked send.
+		return send(in)
+	}
+	watchdog := time.AfterFunc(timeout, expired)
+	err := send(in)
+	if !watchdog.Stop() && err == nil {
+		err = fmt.Errorf("the agent read no instruction for %s", timeout)
+	}
+	return err
+}
+
 // sender sends a connect stream's instructions from the stream's queue. Its
 // goroutine is started when an instruction is queued and ends when the
 // queue is empty, so that an idle stream holds no goroutine for sending:
@@ -91,12 +109,7 @@ func (q *sender) sendOne(in *relayv1.Instruction) bool {
 	if timeout == 0 {
 		timeout = sendTimeout
 	}
-	watchdog := time.AfterFunc(timeout, q.fail)
-	err := q.send(in)
-	if !watchdog.Stop() && err == nil {
-		err = fmt.Errorf("the agent read no instruction for %s", timeout)
-	}
-	if err != nil {
+	if err := sendWithin(q.send, in, timeout, q.fail); err != nil {
 		q.sendErr.Store(&err)
 		q.fail()
 		return false

@@ -80,6 +80,17 @@ type service struct {
 	status *statusWriter
 }
 
+// sendTimeout bounds one send of an instruction on a pull or Connect
+// stream (sender.go).
+func (s *service) sendTimeout() time.Duration {
+	if s.bounds != nil {
+		if d := time.Duration(s.bounds.sendTimeout.Load()); d > 0 {
+			return d
+		}
+	}
+	return sendTimeout
+}
+
 var _ relayv1.RelayServer = (*service)(nil)
 
 // now is the time on s.clock.

@@ -218,8 +218,13 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 		return err
 	}
 	defer o.close()
-	if err := stream.Send(s.firstInstruction()); err != nil {
-		return err
+	// A send the agent does not read within the send timeout closes the
+	// connection, as a Connect stream's does (sender): an agent that
+	// stops reading would otherwise hold this stream, counted as
+	// connected, for good.
+	timeout, closeConn := s.sendTimeout(), connCloser(stream.Context())
+	if err := sendWithin(stream.Send, s.firstInstruction(), timeout, closeConn); err != nil {
+		return fmt.Errorf("failed to send the trust bundle to %s: %w", o.cluster, err)
 	}
 	s.trust.check(o.cluster)
 	done := stream.Context().Done()
@@ -230,7 +235,7 @@ func (s *service) Pull(req *relayv1.PullRequest, stream relayv1.Relay_PullServer
 		case <-o.dropped:
 			return o.droppedStatus()
 		case in := <-o.instructions:
-			if err := stream.Send(in); err != nil {
+			if err := sendWithin(stream.Send, in, timeout, closeConn); err != nil {
 				return fmt.Errorf("failed to send instruction to %s: %w", o.cluster, err)
 			}
 		}
@@ -256,7 +261,7 @@ func (s *service) firstInstruction() *relayv1.Instruction {
 // (sender), so that an idle agent holds one goroutine of its own here, not
 // two.
 func (s *service) Connect(stream relayv1.Relay_ConnectServer) error {
-	out := &sender{send: stream.Send}
+	out := &sender{send: stream.Send, timeout: s.sendTimeout()}
 	// Held until the trust bundle is sent: an instruction queued as soon
 	// as the stream is recorded waits for it.
 	out.mu.Lock()
@@ -270,8 +275,8 @@ func (s *service) Connect(stream relayv1.Relay_ConnectServer) error {
 		return fail(err)
 	}
 	defer o.close()
-	if err := stream.Send(s.firstInstruction()); err != nil {
-		return fail(err)
+	if err := sendWithin(stream.Send, s.firstInstruction(), out.timeout, out.fail); err != nil {
+		return fail(fmt.Errorf("failed to send the trust bundle to %s: %w", o.cluster, err))
 	}
 	out.mu.Unlock()
 	defer out.stop()
