@@ -1,8 +1,9 @@
 // Command chartdiff fails when the Helm chart (charts/meshrelay) and the
 // kustomize overlays (manifests/overlays/management and .../workload, each
-// also with components/monitoring) differ in substance, printing each
-// difference, or when the chart's copies of the CRDs and the monitoring
-// component drifted from manifests/. make verify runs it.
+// also with components/monitoring, and each with webhook/cert-manager in
+// place of webhook/base) differ in substance, printing each difference, or
+// when the chart's copies of the CRDs and the monitoring component drifted
+// from manifests/. make verify runs it.
 //
 //	HELM=bin/tools/helm go run ./hack/chartdiff
 package main
@@ -50,6 +51,7 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("%d differences between charts/meshrelay and manifests/: change both so that they make the same objects "+
 			"(a chart value's default must give what the overlay has)", len(diffs))
 	}
-	fmt.Println("chartdiff: charts/meshrelay renders what manifests/overlays/management and manifests/overlays/workload do, with components/monitoring too; its CRDs and monitoring files are current")
+	fmt.Println("chartdiff: charts/meshrelay renders what manifests/overlays/management and manifests/overlays/workload do, " +
+		"with components/monitoring and with webhook/cert-manager too; its CRDs and monitoring files are current")
 	return nil
 }

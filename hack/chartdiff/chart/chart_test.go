@@ -221,6 +221,8 @@ func TestCompareFindsDrift(t *testing.T) {
 	edit("charts/meshrelay/crds/meshrelay.dev_roottrustpolicies.yaml", "kind: CustomResourceDefinition", "kind: CustomResourceDefinition\n# edited")
 	// And the part-of label of the monitoring objects (six on each side).
 	edit("charts/meshrelay/templates/monitoring.yaml", `"app.kubernetes.io/part-of" "meshrelay"`, `"app.kubernetes.io/part-of" "other"`)
+	// And the renewal of relay-webhook's certificate from cert-manager.
+	edit("charts/meshrelay/templates/webhook.yaml", "renewBefore: 720h", "renewBefore: 721h")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -235,14 +237,53 @@ func TestCompareFindsDrift(t *testing.T) {
 		"management: Role.rbac.authorization.k8s.io gloo-mesh/relay-server: rules[7].verbs: overlay [get update patch], chart [get update patch delete]",
 		"workload with monitoring: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
 		"management with monitoring: PrometheusRule.monitoring.coreos.com gloo-mesh/meshrelay: metadata.labels.app.kubernetes.io/part-of: overlay meshrelay, chart other",
+		"management with the webhook's certificate from cert-manager: Certificate.cert-manager.io meshrelay-system/relay-webhook: spec.renewBefore: overlay 720h, chart 721h",
+		"workload with the webhook's certificate from cert-manager: Deployment.apps gloo-mesh/relay-agent: spec.replicas: overlay 2, chart 3",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Compare did not report %q; it reported:\n%s", want, all)
 		}
 	}
-	// The copy; the replicas and the verb in the plain and the monitoring
-	// install each; the label on the six monitoring objects of each.
-	if want := 1 + 2 + 2 + 2*6; len(diffs) != want {
+	// The copy; the replicas and the verb in the plain, the monitoring and
+	// the cert-manager install each; the label on the six monitoring
+	// objects of each; the renewal in both cert-manager installs.
+	if want := 1 + 3 + 3 + 2*6 + 2; len(diffs) != want {
 		t.Errorf("Compare reported %d differences, want %d:\n%s", len(diffs), want, all)
 	}
+}
+
+func TestSwapWebhook(t *testing.T) {
+	write := func(t *testing.T, kustomization string) (root, overlay string) {
+		t.Helper()
+		root, overlay = t.TempDir(), filepath.Join("manifests", "overlays", "management")
+		if err := os.MkdirAll(filepath.Join(root, overlay), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return root, overlay
+	}
+
+	t.Run("webhook/base is replaced by the variant and nothing else changes", func(t *testing.T) {
+		root, overlay := write(t, "resources:\n  - ../../crds\n  - ../../webhook/base\n  - ../../webhook/base-extra\n")
+		if err := swapWebhook(root, overlay, "cert-manager"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(root, overlay, "kustomization.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "resources:\n  - ../../crds\n  - ../../webhook/cert-manager\n  - ../../webhook/base-extra\n"; string(got) != want {
+			t.Errorf("kustomization after the swap:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
+	t.Run("an overlay without webhook/base fails, naming it", func(t *testing.T) {
+		root, overlay := write(t, "resources:\n  - ../../webhook/cert-manager\n")
+		err := swapWebhook(root, overlay, "cert-manager")
+		if err == nil || !strings.Contains(err.Error(), overlay) || !strings.Contains(err.Error(), "0 times") {
+			t.Errorf("swapWebhook: %v, want an error naming %s and that it lists webhook/base 0 times", err, overlay)
+		}
+	})
 }

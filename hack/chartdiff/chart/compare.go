@@ -17,7 +17,7 @@ func Compare(ctx context.Context, helm, kubectl, root string) ([]string, error) 
 		return nil, err
 	}
 	for _, in := range installs {
-		k, err := Kustomize(ctx, kubectl, root, in.Overlay, in.Components...)
+		k, err := Kustomize(ctx, kubectl, root, in)
 		if err != nil {
 			return nil, err
 		}

@@ -17,10 +17,15 @@ const ReleaseName = "meshrelay"
 // Install is one kind of install: a kustomize overlay and the chart values
 // that make the same objects.
 type Install struct {
-	// Name is "management" or "workload".
+	// Name says which install it is ("management", "workload with
+	// monitoring").
 	Name string
 	// Overlay is the overlay's folder under the repository.
 	Overlay string
+	// Webhook, when set, is the relay-webhook variant (a folder under
+	// manifests/webhook) the overlay takes in place of webhook/base, as
+	// the cert-manager and vault overlays take webhook/cert-manager.
+	Webhook string
 	// Set lists helm --set values.
 	Set []string
 	// CRDs says whether the overlay installs the CRDs; the README has
@@ -53,6 +58,7 @@ func Installs(root string) ([]Install, error) {
 		set = append(set, value+"="+v)
 	}
 	monitoring := []string{"monitoring.enabled=true"}
+	certManager := []string{"webhook.certManager.enabled=true"}
 	return []Install{
 		{Name: "management", Overlay: "manifests/overlays/management", CRDs: true},
 		{Name: "workload", Overlay: "manifests/overlays/workload", Set: set},
@@ -60,6 +66,10 @@ func Installs(root string) ([]Install, error) {
 			Set: monitoring, Components: []string{"monitoring"}},
 		{Name: "workload with monitoring", Overlay: "manifests/overlays/workload",
 			Set: append(slices.Clone(set), monitoring...), Components: []string{"monitoring"}},
+		{Name: "management with the webhook's certificate from cert-manager", Overlay: "manifests/overlays/management", CRDs: true,
+			Set: certManager, Webhook: "cert-manager"},
+		{Name: "workload with the webhook's certificate from cert-manager", Overlay: "manifests/overlays/workload",
+			Set: append(slices.Clone(set), certManager...), Webhook: "cert-manager"},
 	}, nil
 }
 
@@ -102,24 +112,36 @@ func Template(ctx context.Context, helm, root string, crds bool, set, valuesFile
 	return run(ctx, helm, args...)
 }
 
-// Kustomize renders an overlay with kubectl kustomize, with components
-// (names under manifests/components) added by a kustomization of its own.
-func Kustomize(ctx context.Context, kubectl, root, overlay string, components ...string) (string, error) {
-	if len(components) == 0 {
-		return run(ctx, kubectl, "kustomize", filepath.Join(root, overlay))
-	}
+// Kustomize renders an install's overlay with kubectl kustomize: from a
+// copy of manifests/ whose overlay takes in.Webhook in place of
+// webhook/base when that is set, and with in.Components (names under
+// manifests/components) added by a kustomization of its own.
+func Kustomize(ctx context.Context, kubectl, root string, in Install) (string, error) {
 	dir, err := os.MkdirTemp("", "chartdiff-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
+	if in.Webhook != "" {
+		tree := filepath.Join(dir, "tree")
+		if err := os.CopyFS(filepath.Join(tree, "manifests"), os.DirFS(filepath.Join(root, "manifests"))); err != nil {
+			return "", fmt.Errorf("failed to copy manifests: %w", err)
+		}
+		if err := swapWebhook(tree, in.Overlay, in.Webhook); err != nil {
+			return "", err
+		}
+		root = tree
+	}
+	if len(in.Components) == 0 {
+		return run(ctx, kubectl, "kustomize", filepath.Join(root, in.Overlay))
+	}
 	rel := func(path string) (string, error) { return filepath.Rel(dir, filepath.Join(root, path)) }
-	base, err := rel(overlay)
+	base, err := rel(in.Overlay)
 	if err != nil {
 		return "", err
 	}
 	k := fmt.Sprintf("resources:\n  - %s\ncomponents:\n", base)
-	for _, c := range components {
+	for _, c := range in.Components {
 		p, err := rel(filepath.Join("manifests", "components", c))
 		if err != nil {
 			return "", err
@@ -130,4 +152,37 @@ func Kustomize(ctx context.Context, kubectl, root, overlay string, components ..
 		return "", err
 	}
 	return run(ctx, kubectl, "kustomize", dir)
+}
+
+// swapWebhook rewrites the kustomization of overlay, a folder under the
+// repository root, so that it lists manifests/webhook/<variant> where it
+// listed manifests/webhook/base. root is a copy of the repository.
+func swapWebhook(root, overlay, variant string) error {
+	dir := filepath.Join(root, overlay)
+	path := filepath.Join(dir, "kustomization.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read overlay: %w", err)
+	}
+	webhooks := filepath.Join(root, "manifests", "webhook")
+	base, err := filepath.Rel(dir, filepath.Join(webhooks, "base"))
+	if err != nil {
+		return err
+	}
+	swapped, err := filepath.Rel(dir, filepath.Join(webhooks, variant))
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(data), "\n")
+	found := 0
+	for i, line := range lines {
+		if strings.TrimSpace(line) == "- "+base {
+			lines[i] = strings.Replace(line, base, swapped, 1)
+			found++
+		}
+	}
+	if found != 1 {
+		return fmt.Errorf("failed to put webhook/%s in place of webhook/base: %s lists %s %d times, want once", variant, overlay, base, found)
+	}
+	return os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644)
 }
