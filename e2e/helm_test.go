@@ -200,11 +200,15 @@ func TestHelmChartAcceptsProductValues(t *testing.T) {
 // way the installed Deployments say, as their ServiceAccounts: relayctl
 // registers the workload cluster and its KubernetesCluster becomes
 // Connected=True. A missing RBAC rule or a wrong flag in the chart fails it.
+// The management install has cert-manager's controller issue relay-webhook's
+// serving certificate (webhook.certManager.enabled), which relay-webhook
+// serves from the mounted secret without its serving-certificate rights;
+// the workload install's relay-webhook makes its own.
 func TestHelmInstall(t *testing.T) {
 	helm := helmBinary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
-	mesh, env := startMesh(ctx, t, testenv.Options{Names: []string{"mgmt", "cluster-1"}})
+	mesh, env := startMesh(ctx, t, testenv.Options{Names: []string{"mgmt", "cluster-1"}, CertManager: true})
 	var err error
 	if mesh.ServerAddr, err = testenv.FreeAddr(); err != nil {
 		t.Fatal(err)
@@ -263,8 +267,14 @@ func TestHelmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	install("mgmt", mgmtHook, "-f", productManagementValues)
+	install("mgmt", mgmtHook, "-f", productManagementValues, "--set", "webhook.certManager.enabled=true")
+	// StartWebhook waits for the secret the Deployment mounts, which
+	// cert-manager writes from the chart's Certificate.
 	must(mesh.StartWebhook(ctx, "mgmt", "", mgmtHook))
+	if out := env.MustKubectl(ctx, t, "", "--context", "mgmt", "-n", "meshrelay-system", "get", "certificate", "relay-webhook",
+		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); out != "True" {
+		t.Errorf("Certificate meshrelay-system/relay-webhook on mgmt: Ready=%q, want True", out)
+	}
 	must(mesh.StartServer(ctx, "mgmt"))
 
 	// The workload install: the product's agent values, this cluster's
