@@ -32,8 +32,9 @@ type replicaFixture struct {
 	stop func()
 }
 
-// startReplica runs a relay-server replica named name in ns on c.
-func startReplica(t *testing.T, c *testenv.Cluster, ns, name string) *replicaFixture {
+// startReplica runs a relay-server replica named name in ns on c, after
+// before, if any, has set up what the test changes.
+func startReplica(t *testing.T, c *testenv.Cluster, ns, name string, before ...func(*Server)) *replicaFixture {
 	t.Helper()
 	cfg := config.DefaultServer()
 	cfg.Namespace, cfg.ReplicaName = ns, name
@@ -49,6 +50,9 @@ func startReplica(t *testing.T, c *testenv.Cluster, ns, name string) *replicaFix
 	srv, err := New(Options{Config: cfg, RESTConfig: c.Config, Log: testr.New(t).WithValues("replica", name), Listener: lis, MetricsListener: mlis})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range before {
+		f(srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -369,7 +373,7 @@ func TestDeriveStatusCountsOnlyLiveReplicasAndKeepsTheNewestCertificate(t *testi
 		{Replica: "gone", PushStreams: 1, PullStreams: 1, ClientCertificate: newer, AgentVersion: "v2", LastSeen: seen(-time.Minute)},
 		{Replica: "live", PushStreams: 1, PullStreams: 0, ClientCertificate: older, AgentVersion: "v1", LastSeen: seen(-2 * time.Minute)},
 	}
-	live := func(r string) bool { return r == "live" }
+	live := func(r meshv1alpha1.ReplicaStatus) bool { return r.Replica == "live" }
 	st := deriveStatus(kc, live, now)
 	if st.ClientCertificate.Serial != "2" || st.AgentVersion != "v2" || !st.LastSeen.Equal(seen(-time.Minute)) {
 		t.Errorf("newest certificate %s, agent %s, last seen %v; want 2, v2 and a minute ago", st.ClientCertificate.Serial, st.AgentVersion, st.LastSeen)
@@ -396,7 +400,7 @@ func TestDeriveStatusCountsOnlyLiveReplicasAndKeepsTheNewestCertificate(t *testi
 		t.Errorf("after expiry CertificateValid %s/%s, want False/Expired", c.Status, c.Reason)
 	}
 	kc.Spec.Revocation = &meshv1alpha1.Revocation{IssuedBefore: seen(-30 * time.Minute)}
-	st = deriveStatus(kc, func(string) bool { return true }, now)
+	st = deriveStatus(kc, func(meshv1alpha1.ReplicaStatus) bool { return true }, now)
 	if c := meta.FindStatusCondition(st.Conditions, meshv1alpha1.ConditionCertificateValid); c.Reason != "Revoked" {
 		t.Errorf("with issuedBefore after the newest certificate's issue, reason %s, want Revoked", c.Reason)
 	}

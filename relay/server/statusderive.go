@@ -37,8 +37,9 @@ func nextLook(cert *meshv1alpha1.CertificateSummary, now time.Time) time.Duratio
 }
 
 // deriveStatus is kc's status as the leader derives it at now from the
-// entries of replicas live says are live.
-func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, now time.Time) *meshv1alpha1.KubernetesClusterStatus {
+// entries of replicas: the streams count only of the entries current says
+// are of a live replica's current process.
+func deriveStatus(kc *meshv1alpha1.KubernetesCluster, current func(meshv1alpha1.ReplicaStatus) bool, now time.Time) *meshv1alpha1.KubernetesClusterStatus {
 	st := &meshv1alpha1.KubernetesClusterStatus{
 		ObservedGeneration: kc.Generation,
 		Replicas:           kc.Status.Replicas,
@@ -70,7 +71,7 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 		if r.TrustBundleSHA256 != "" {
 			st.TrustBundleSHA256 = r.TrustBundleSHA256
 		}
-		if live(r.Replica) && r.PushStreams > 0 && r.PullStreams > 0 {
+		if r.PushStreams > 0 && r.PullStreams > 0 && current(r) {
 			holders = append(holders, r.Replica)
 		}
 	}
@@ -86,6 +87,29 @@ func deriveStatus(kc *meshv1alpha1.KubernetesCluster, live func(string) bool, no
 		st.Conditions[i].ObservedGeneration = kc.Generation
 	}
 	return st
+}
+
+// ofEarlierProcess reports whether entry r was written by a process of its
+// replica before the one that took the replica's Lease at acquired: a
+// restarted container's previous process, whose streams ended with it. Its
+// entry is left in place for a while (staleEntryGrace), for the agent coming
+// back to write over it.
+//
+// startedAt and acquireTime are both a process's start, to the microsecond,
+// from the replica's own clock. lastSeen would not do: it is to the second,
+// so an agent the new process saw in the second it took the Lease could not
+// be told from one the previous process saw in that second (one of the two
+// would be judged wrongly), and it moves only when streams open or close, so
+// a wrong judgement would stay. A replica's name is its pod's, so its
+// processes ran one after the other on one node: each took the Lease later
+// than the one before it by at least a container restart, far more than a
+// synchronized clock steps. An entry that started after acquired is of a
+// process that took the Lease since the leader last read it, and counts. An
+// entry without startedAt is of a relay-server that does not record it, and
+// is judged by the Lease alone, as before; so is every entry of a replica
+// whose Lease has no acquireTime.
+func ofEarlierProcess(r meshv1alpha1.ReplicaStatus, acquired time.Time) bool {
+	return r.StartedAt != nil && !acquired.IsZero() && r.StartedAt.Time.Before(acquired)
 }
 
 func seenTime(r meshv1alpha1.ReplicaStatus) time.Time {

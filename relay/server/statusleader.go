@@ -64,8 +64,10 @@ type statusLeader struct {
 	clock   clock.WithTicker
 	log     logr.Logger
 	mu      sync.Mutex
-	// live is the set of live replicas at the last sweep; nil before it.
-	live map[string]bool
+	// live is, for each replica live at the last sweep, when the process
+	// that holds its Lease took it (the Lease's acquireTime, zero when it
+	// has none); nil before the first sweep.
+	live map[string]time.Time
 	// observed is, for each replica Lease, the renewal last seen and when
 	// this leader saw it change: a Lease is judged on this clock, not by
 	// comparing its renewTime with it (the replicas' clocks may differ).
@@ -178,27 +180,31 @@ func (l *statusLeader) sweep(ctx context.Context) error {
 
 // sweepOnce finds the live replicas, deletes the Leases of the others
 // (each only if it has not been renewed since it was read), then removes
-// the entries of every replica that is not live.
+// the entries of every replica that is not live. When a replica comes or
+// goes, or another process of it takes its Lease, every cluster is derived
+// again.
 func (l *statusLeader) sweepOnce(ctx context.Context) error {
 	var leases coordinationv1.LeaseList
 	if err := l.api.List(ctx, &leases, client.InNamespace(l.ns), client.HasLabels{replicaLeaseLabel}); err != nil {
 		return fmt.Errorf("failed to list the replica Leases: %w", err)
 	}
 	now := l.clock.Now()
-	live := map[string]bool{}
+	live := map[string]time.Time{}
 	seen := map[string]bool{}
 	for i := range leases.Items {
 		lease := &leases.Items[i]
 		replica := strings.TrimPrefix(lease.Name, replicaLeasePrefix)
 		seen[lease.Name] = true
 		if l.leaseLive(lease, now) {
-			live[replica] = true
+			live[replica] = acquiredAt(lease)
 			continue
 		}
 		err := l.client.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
 		switch {
 		case apierrors.IsConflict(err):
-			live[replica] = true // renewed since it was read
+			// Renewed since it was read; the next sweep reads which
+			// process holds it.
+			live[replica] = acquiredAt(lease)
 		case client.IgnoreNotFound(err) != nil:
 			return fmt.Errorf("failed to delete the expired Lease %s: %w", lease.Name, err)
 		default:
@@ -222,12 +228,12 @@ func (l *statusLeader) sweepOnce(ctx context.Context) error {
 	}
 	for i := range clusters.Items {
 		kc := &clusters.Items[i]
-		if !slices.ContainsFunc(kc.Status.Replicas, func(r meshv1alpha1.ReplicaStatus) bool { return !live[r.Replica] }) {
+		if !slices.ContainsFunc(kc.Status.Replicas, func(r meshv1alpha1.ReplicaStatus) bool { _, ok := live[r.Replica]; return !ok }) {
 			continue
 		}
 		kc = kc.DeepCopy()
 		for _, r := range slices.Clone(kc.Status.Replicas) {
-			if live[r.Replica] {
+			if _, ok := live[r.Replica]; ok {
 				continue
 			}
 			if err := removeEntry(ctx, l.client, kc, r.Replica, leaderFieldManager); err != nil {
@@ -239,7 +245,7 @@ func (l *statusLeader) sweepOnce(ctx context.Context) error {
 		}
 	}
 	l.mu.Lock()
-	changed := l.live == nil || !maps.Equal(l.live, live)
+	changed := l.live == nil || !maps.EqualFunc(l.live, live, time.Time.Equal)
 	l.live = live
 	l.mu.Unlock()
 	if changed {
@@ -276,12 +282,27 @@ func (l *statusLeader) leaseLive(lease *coordinationv1.Lease, now time.Time) boo
 	return now.Sub(o.seenAt) < time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second
 }
 
-// isLive reports whether replica is live; before the first sweep every
-// replica with an entry counts.
-func (l *statusLeader) isLive(replica string) bool {
+// acquiredAt is when the process that holds lease took it, zero when the
+// Lease does not say.
+func acquiredAt(lease *coordinationv1.Lease) time.Time {
+	if lease.Spec.AcquireTime == nil {
+		return time.Time{}
+	}
+	return lease.Spec.AcquireTime.Time
+}
+
+// current reports whether entry r is of the process that holds a live
+// replica's Lease (or of one that took it since the last sweep). Before
+// the first sweep, as on a leader that has just started, every entry
+// counts; the first sweep, at once, derives every cluster again.
+func (l *statusLeader) current(r meshv1alpha1.ReplicaStatus) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.live == nil || l.live[replica]
+	if l.live == nil {
+		return true
+	}
+	acquired, ok := l.live[r.Replica]
+	return ok && !ofEarlierProcess(r, acquired)
 }
 
 // Reconcile derives kc's status from its live replicas' entries.
@@ -298,7 +319,7 @@ func (l *statusLeader) Reconcile(ctx context.Context, req reconcile.Request) (re
 		return reconcile.Result{}, err
 	}
 	now := l.clock.Now()
-	want := deriveStatus(&kc, l.isLive, now)
+	want := deriveStatus(&kc, l.current, now)
 	if l.expiringSoon(&kc, want.ClientCertificate, now) {
 		l.events.expiring(&kc, want.ClientCertificate, now)
 	}

@@ -89,6 +89,12 @@ type statusWriter struct {
 	written map[string]writtenEntry
 	// staleGrace is staleEntryGrace, shorter in tests.
 	staleGrace time.Duration
+	// since is when this process began to keep the Lease, to the
+	// microsecond (a Lease's acquireTime holds no finer): the Lease's
+	// acquireTime and every entry's startedAt, so that the leader tells
+	// this process's entries from those a previous process under the same
+	// name left. Set by run before the first write.
+	since time.Time
 }
 
 type writtenEntry struct {
@@ -114,18 +120,20 @@ func (w *statusWriter) changed(cluster string) {
 
 // run keeps this replica's Lease and writes entries until ctx ends. It
 // writes nothing until the Lease exists, so that the leader never sees an
-// entry of a replica it cannot tell is live. It then queues, staleGrace
+// entry of a replica it cannot tell is live; the Lease's acquireTime and the
+// entries' startedAt name this process (since). It then queues, staleGrace
 // later, the clusters whose status holds an entry of this replica's name:
 // those a process that ran under the same name before it left (a restarted
-// container). By then an entry whose agent is back was written over; the
-// others are removed (write). They go through the queue, one worker per
-// cluster at a time, at the status client's rate, while the Lease is
-// renewed: with thousands of clusters the removals take longer than the
-// Lease lives, and the entries of the agents coming back do not wait for
-// them.
+// container), whose streams the leader no longer counts. By then an entry
+// whose agent is back was written over; the others are removed (write). They
+// go through the queue, one worker per cluster at a time, at the status
+// client's rate, while the Lease is renewed: with thousands of clusters the
+// removals take longer than the Lease lives, and the entries of the agents
+// coming back do not wait for them.
 func (w *statusWriter) run(ctx context.Context, clk clock.WithTicker) error {
 	defer w.queue.ShutDown()
-	lease := &replicaLease{client: w.client, api: w.api, ns: w.ns, replica: w.replica}
+	w.since = clk.Now().UTC().Truncate(time.Microsecond)
+	lease := &replicaLease{client: w.client, api: w.api, ns: w.ns, replica: w.replica, since: w.since}
 	for {
 		_, err := lease.renew(ctx, clk.Now())
 		if err == nil {
@@ -270,6 +278,9 @@ func (w *statusWriter) write(ctx context.Context, cluster string) error {
 		return nil
 	}
 	entry := map[string]any{"replica": w.replica, "pushStreams": int64(v.push), "pullStreams": int64(v.pull)}
+	if !w.since.IsZero() {
+		entry["startedAt"] = w.since.Format(metav1.RFC3339Micro)
+	}
 	if v.lastSeen > 0 {
 		entry["lastSeen"] = time.Unix(v.lastSeen, 0).UTC().Format(time.RFC3339)
 	}
@@ -368,17 +379,21 @@ func removeEntry(ctx context.Context, c client.Client, kc *meshv1alpha1.Kubernet
 	return nil
 }
 
-// replicaLease is a replica's own Lease, which says it is live.
+// replicaLease is a replica's own Lease, which says it is live, and which
+// process of it holds the Lease: the one that started at acquireTime.
 type replicaLease struct {
 	client      client.Client
 	api         client.Reader
 	ns, replica string
+	// since is this process's acquireTime.
+	since time.Time
 }
 
 func (l *replicaLease) name() string { return replicaLeasePrefix + l.replica }
 
-// renew creates the Lease, or renews it at now; created says it did not
-// exist (first start, or the leader removed it as expired).
+// renew creates the Lease, or renews it at now, with this process's start
+// as its acquireTime; created says it did not exist (first start, or the
+// leader removed it as expired).
 func (l *replicaLease) renew(ctx context.Context, now time.Time) (created bool, err error) {
 	var lease coordinationv1.Lease
 	err = l.api.Get(ctx, types.NamespacedName{Namespace: l.ns, Name: l.name()}, &lease)
@@ -389,7 +404,7 @@ func (l *replicaLease) renew(ctx context.Context, now time.Time) (created bool, 
 			Spec: coordinationv1.LeaseSpec{
 				HolderIdentity:       ptr.To(l.replica),
 				LeaseDurationSeconds: ptr.To(int32(replicaLeaseDuration / time.Second)),
-				AcquireTime:          &metav1.MicroTime{Time: now},
+				AcquireTime:          &metav1.MicroTime{Time: l.since},
 				RenewTime:            &metav1.MicroTime{Time: now},
 			},
 		}
@@ -402,6 +417,7 @@ func (l *replicaLease) renew(ctx context.Context, now time.Time) (created bool, 
 	}
 	lease.Spec.HolderIdentity = ptr.To(l.replica)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32(replicaLeaseDuration / time.Second))
+	lease.Spec.AcquireTime = &metav1.MicroTime{Time: l.since}
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: now}
 	if err := l.client.Update(ctx, &lease); err != nil {
 		return false, fmt.Errorf("failed to renew Lease %s/%s: %w", l.ns, l.name(), err)

@@ -171,6 +171,14 @@ type ReplicaStatus struct {
 	// LastSeen is when this replica last heard from the cluster.
 	// +optional
 	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+	// StartedAt names the replica's process that wrote the entry: when it
+	// took the replica's Lease, whose acquireTime it also sets. The leader
+	// counts the streams of an entry whose startedAt is before the Lease's
+	// acquireTime as closed: a previous process under the same name (a
+	// restarted container) left it. Absent from the entries of a
+	// relay-server that does not record it.
+	// +optional
+	StartedAt *metav1.MicroTime `json:"startedAt,omitempty"`
 	// AgentVersion is the relay-agent version its newest stream reported.
 	// +kubebuilder:validation:MaxLength=128
 	// +optional

@@ -467,6 +467,10 @@ func (in *ReplicaStatus) DeepCopyInto(out *ReplicaStatus) {
 		in, out := &in.LastSeen, &out.LastSeen
 		*out = (*in).DeepCopy()
 	}
+	if in.StartedAt != nil {
+		in, out := &in.StartedAt, &out.StartedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.ClientCertificate != nil {
 		in, out := &in.ClientCertificate, &out.ClientCertificate
 		*out = new(CertificateSummary)
