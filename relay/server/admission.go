@@ -129,7 +129,9 @@ func (s *service) admitHandshake(cluster string, cert *x509.Certificate) error {
 	if err := checkAdmitted(&kc, cert); err != nil {
 		s.clientRefused.WithLabelValues("handshake", reasonOf(err)).Inc()
 		s.events.refused(&kc, "handshake", reasonOf(err), "unknown", err)
-		s.log.Info("refused a client certificate at the handshake", "cluster", cluster, "serial", serialOf(cert), "error", err.Error())
+		// Anyone holding a refused certificate can make handshakes in a
+		// loop: the lines share the rate of the other refusals' logs.
+		s.logRefusal("refused a client certificate at the handshake", "cluster", cluster, "serial", serialOf(cert), "error", err.Error())
 		return err
 	}
 	return nil
@@ -224,4 +226,15 @@ func (s *service) awaitRevocation(ctx context.Context, kc *meshv1alpha1.Kubernet
 	return &refusal{reason: reasonRevoked, code: codes.Unavailable, msg: fmt.Sprintf(
 		"cluster %s's certificates issued before %s are revoked (spec.revocation.issuedBefore), later than this server's clock: retry after it, or correct the revocation or the clock",
 		kc.Name, rev.IssuedBefore.UTC().Format(time.RFC3339))}
+}
+
+// logRefusal logs a refused client certificate at the rate the keyring's
+// refusals allow (all of it when the service has none: tests that build
+// one alone).
+func (s *service) logRefusal(msg string, keysAndValues ...any) {
+	if s.keys == nil || s.keys.refusals == nil {
+		s.log.Info(msg, keysAndValues...)
+		return
+	}
+	s.keys.refusals.info(s.log, msg, keysAndValues...)
 }
