@@ -134,17 +134,29 @@ type holder struct {
 	notAfter time.Time
 }
 
-// anchoredBy returns the clusters whose newest client certificate, by
-// their status, chains to root and has not expired at now, by name.
+// anchoredBy returns the clusters with a live client certificate, by
+// their status, that chains to root, by name: the newest, or one their
+// streams presented (LiveClientCertificates). A holder's expiry is the
+// latest of its certificates under root.
 func anchoredBy(root *x509.Certificate, clusters []meshv1alpha1.KubernetesCluster, now time.Time) []holder {
 	fp := pki.Fingerprint(root)
 	var out []holder
 	for _, kc := range clusters {
-		cc := kc.Status.ClientCertificate
-		if cc == nil || !strings.EqualFold(cc.RootSHA256, fp) || !now.Before(cc.NotAfter.Time) {
-			continue
+		var h *holder
+		for _, cc := range kc.LiveClientCertificates(now) {
+			if !strings.EqualFold(cc.RootSHA256, fp) {
+				continue
+			}
+			if h == nil {
+				h = &holder{cluster: kc.Name}
+			}
+			if cc.NotAfter.After(h.notAfter) {
+				h.notAfter = cc.NotAfter.Time
+			}
 		}
-		out = append(out, holder{cluster: kc.Name, notAfter: cc.NotAfter.Time})
+		if h != nil {
+			out = append(out, *h)
+		}
 	}
 	slices.SortFunc(out, func(a, b holder) int { return strings.Compare(a.cluster, b.cluster) })
 	return out
@@ -155,7 +167,7 @@ func anchoredBy(root *x509.Certificate, clusters []meshv1alpha1.KubernetesCluste
 func unrecorded(clusters []meshv1alpha1.KubernetesCluster, now time.Time) int {
 	n := 0
 	for _, kc := range clusters {
-		if cc := kc.Status.ClientCertificate; cc != nil && cc.RootSHA256 == "" && now.Before(cc.NotAfter.Time) {
+		if slices.ContainsFunc(kc.LiveClientCertificates(now), func(cc *meshv1alpha1.CertificateSummary) bool { return cc.RootSHA256 == "" }) {
 			n++
 		}
 	}

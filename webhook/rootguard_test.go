@@ -112,6 +112,64 @@ func TestTheManagementClusterKeepsRootsTheFleetStillChainsTo(t *testing.T) {
 	})
 }
 
+// TestTheRootGuardCountsTheCertificateInUseAndNoRevokedOne: a root that
+// only the certificate a cluster's streams presented chains to (its newest,
+// issued but not stored by its agent, chains to another) is kept; a root
+// that only a revoked certificate chains to is removed.
+func TestTheRootGuardCountsTheCertificateInUseAndNoRevokedOne(t *testing.T) {
+	e := startWebhookFor(t, false, "")
+	now := time.Now()
+	roots := map[string]*pki.Certified{}
+	for _, name := range []string{"root-new", "root-old", "root-revoked"} {
+		r, err := pki.NewRootCA(pki.Options{CommonName: name, TTL: year, Now: now.Add(-time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots[name] = r
+	}
+	liveUntil := now.Add(2 * time.Hour).Truncate(time.Second)
+	summary := func(serial string, root string, issued time.Time) *meshv1alpha1.CertificateSummary {
+		return &meshv1alpha1.CertificateSummary{Serial: serial, NotBefore: metav1.NewTime(issued), NotAfter: metav1.NewTime(liveUntil),
+			RootSHA256: pki.Fingerprint(roots[root].Cert)}
+	}
+	// cluster-1's newest certificate chains to root-new, the one its
+	// streams on replica a presented to root-old. cluster-2 was revoked
+	// after its certificate under root-revoked was issued.
+	e.registerClusterStatus(t, "cluster-1", nil, meshv1alpha1.KubernetesClusterStatus{
+		ClientCertificate: summary("2", "root-new", now.Add(-time.Minute).Truncate(time.Second)),
+		Replicas: []meshv1alpha1.ReplicaStatus{{Replica: "a", PushStreams: 1, PullStreams: 1,
+			StreamCertificate: summary("1", "root-old", now.Add(-time.Hour).Truncate(time.Second))}},
+	})
+	cut := metav1.NewTime(now.Truncate(time.Second))
+	e.registerClusterStatus(t, "cluster-2", &meshv1alpha1.Revocation{IssuedBefore: &cut}, meshv1alpha1.KubernetesClusterStatus{
+		ClientCertificate: summary("3", "root-revoked", now.Add(-time.Hour).Truncate(time.Second)),
+	})
+	secret := func(names ...string) string { return toYAML(t, rootsSecret(t, false, names, roots)) }
+	e.mustApply(t, secret("root-new", "root-old", "root-revoked"))
+
+	t.Run("a root the streams' certificate chains to is kept", func(t *testing.T) {
+		e.wantDenied(t, secret("root-new", "root-revoked"), nil, `removes root "root-old"`, "cluster-1 (expires")
+	})
+	t.Run("a root only a revoked certificate chains to is removed", func(t *testing.T) {
+		e.mustApply(t, secret("root-new", "root-old"))
+	})
+}
+
+// registerClusterStatus creates KubernetesCluster name, revoked as
+// revocation says, with status st, as relay-server writes it.
+func (e *webhookEnv) registerClusterStatus(t *testing.T, name string, revocation *meshv1alpha1.Revocation, st meshv1alpha1.KubernetesClusterStatus) {
+	t.Helper()
+	kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: config.DefaultNamespace, Name: name},
+		Spec: meshv1alpha1.KubernetesClusterSpec{Revocation: revocation}}
+	if err := e.cluster.Client.Create(e.ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+	kc.Status = st
+	if err := e.cluster.Client.Status().Update(e.ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // registerCluster creates KubernetesCluster name with a newest client
 // certificate that chains to root (none recorded when nil) and expires at
 // notAfter, as relay-server records it.

@@ -261,6 +261,12 @@ type replicaView struct {
 	agentVersion string
 	trustBundle  string
 	cert         *certSummary
+	// streamCert is the oldest client certificate (by NotBefore) that
+	// the cluster's open streams here presented: the one in use that a
+	// rotation must wait for, which cert, the newest issued or seen, may
+	// not be (a renewed certificate its agent did not store). Nil
+	// without a stream with a certificate.
+	streamCert *certSummary
 }
 
 // view returns what this replica knows of cluster.
@@ -272,12 +278,26 @@ func (c *connections) view(cluster string) replicaView {
 		return replicaView{}
 	}
 	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, trustBundle: st.trustBundle, cert: st.cert}
+	var oldest *stream
 	for _, s := range st.streams {
 		if s.kind.pushes() {
 			v.push++
 		}
 		if s.kind.pulls() {
 			v.pull++
+		}
+		if s.cert != nil && !s.ended && (oldest == nil || s.cert.NotBefore.Before(oldest.cert.NotBefore)) {
+			oldest = s
+		}
+	}
+	if oldest != nil {
+		var chain []*x509.Certificate
+		if len(oldest.chains) > 0 {
+			chain = oldest.chains[0]
+		}
+		v.streamCert = summarize(oldest.cert, chain)
+		if st.cert != nil && *st.cert == *v.streamCert {
+			v.streamCert = st.cert
 		}
 	}
 	return v

@@ -105,8 +105,17 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 		if err := p.clusters.Get(ctx, types.NamespacedName{Namespace: p.ns, Name: cluster}, &kc, client.UnsafeDisableDeepCopy); err != nil {
 			continue
 		}
-		cert := liveCert(&kc, now)
-		if cert == nil || cert.IssuerSHA256 != previous {
+		issuer := ""
+		if cert := liveCert(&kc, now); cert != nil {
+			issuer = cert.IssuerSHA256
+		}
+		// The certificate the cluster's streams here presented counts
+		// too: an agent that could not store its renewed certificate is
+		// still on the previous CA's, and is told again.
+		if c := p.conns.view(cluster).streamCert; c != nil && c.notAfter.After(now) && c.issuerSHA256 == previous {
+			issuer = previous
+		}
+		if issuer != previous {
 			delete(p.sent, cluster)
 			continue
 		}
@@ -124,7 +133,7 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 		}
 		p.sent[cluster] = sentRenewal{ca: current, slot: slot}
 		p.metrics.directed.Inc()
-		p.log.V(1).Info("told an agent when to renew", "cluster", cluster, "at", slot.UTC(), "issuer", cert.IssuerSHA256[:12])
+		p.log.V(1).Info("told an agent when to renew", "cluster", cluster, "at", slot.UTC(), "issuer", issuer[:12])
 	}
 	for cluster := range p.sent {
 		if !seen[cluster] {

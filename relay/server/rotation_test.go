@@ -41,6 +41,9 @@ type rotatingAgent struct {
 	cert    *tls.Certificate
 	bundle  []byte
 	renewed int
+	// storeFails makes renew keep the certificate it got unused, as an
+	// agent whose cluster refuses the client secret's write does.
+	storeFails bool
 	// failures are fresh handshakes or renewals that failed; drops the
 	// streams the server ended.
 	failures []string
@@ -182,11 +185,29 @@ func (a *rotatingAgent) renew() {
 		return
 	}
 	a.mu.Lock()
+	if a.storeFails {
+		a.renewed++
+		a.mu.Unlock()
+		return
+	}
 	a.cert, a.renewed = &cert, a.renewed+1
 	a.mu.Unlock()
 	if err := a.connect(); err != nil {
 		a.fail("moving the streams to the new certificate: %v", err)
 	}
+}
+
+func (a *rotatingAgent) setStoreFails(fails bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.storeFails = fails
+}
+
+// renewals counts the certificates renew got, stored or not.
+func (a *rotatingAgent) renewals() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.renewed
 }
 
 // probe makes a fresh mutual TLS handshake and a call on it.

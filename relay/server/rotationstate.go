@@ -205,21 +205,25 @@ func unacknowledged(sha string) func(*meshv1alpha1.KubernetesCluster) bool {
 	}
 }
 
-// chainsToRoots holds clusters whose live client certificate chains to
-// one of the roots (by SHA-256), or whose root is unknown.
+// chainsToRoots holds clusters with a live client certificate (neither
+// expired nor revoked) that chains to one of the roots (by SHA-256), or
+// whose root is unknown: the newest, or one the cluster's streams
+// presented (LiveClientCertificates).
 func chainsToRoots(shas map[string]bool, now time.Time) func(*meshv1alpha1.KubernetesCluster) bool {
 	return func(kc *meshv1alpha1.KubernetesCluster) bool {
-		c := liveCert(kc, now)
-		return c != nil && (c.RootSHA256 == "" || shas[c.RootSHA256])
+		return slices.ContainsFunc(kc.LiveClientCertificates(now), func(c *meshv1alpha1.CertificateSummary) bool {
+			return c.RootSHA256 == "" || shas[c.RootSHA256]
+		})
 	}
 }
 
-// issuedBy holds clusters whose live client certificate was issued by the
-// CA with SHA-256 sha.
+// issuedBy holds clusters with a live client certificate issued by the CA
+// with SHA-256 sha: the newest, or one the cluster's streams presented.
 func issuedBy(sha string, now time.Time) func(*meshv1alpha1.KubernetesCluster) bool {
 	return func(kc *meshv1alpha1.KubernetesCluster) bool {
-		c := liveCert(kc, now)
-		return c != nil && sha != "" && c.IssuerSHA256 == sha
+		return sha != "" && slices.ContainsFunc(kc.LiveClientCertificates(now), func(c *meshv1alpha1.CertificateSummary) bool {
+			return c.IssuerSHA256 == sha
+		})
 	}
 }
 

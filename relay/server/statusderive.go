@@ -207,18 +207,7 @@ func certificateCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1
 
 // revokedSummary reports whether spec.revocation refuses cert.
 func revokedSummary(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.CertificateSummary) bool {
-	r := kc.Spec.Revocation
-	if r == nil {
-		return false
-	}
-	if slices.Contains(r.Serials, cert.Serial) {
-		return true
-	}
-	issued := cert.NotBefore.Time
-	if cert.IssuedAt != nil {
-		issued = cert.IssuedAt.Time
-	}
-	return r.IssuedBefore != nil && issued.Before(r.IssuedBefore.Time)
+	return kc.Spec.Revocation.Refuses(cert)
 }
 
 // statusEqual reports whether the leader's fields of a and b agree, with

@@ -294,6 +294,9 @@ func (w *statusWriter) write(ctx context.Context, cluster string) error {
 	if c := v.cert; c != nil {
 		entry["clientCertificate"] = certFields(c)
 	}
+	if c := v.streamCert; c != nil {
+		entry["streamCertificate"] = certFields(c)
+	}
 	err := w.apply(ctx, cluster, entry)
 	if apierrors.IsInvalid(err) {
 		// What the agent reported or its certificate holds did not pass
@@ -333,7 +336,14 @@ func (w *statusWriter) forget(cluster string) {
 }
 
 func sameView(a, b replicaView) bool {
-	return a.push == b.push && a.pull == b.pull && a.lastSeen == b.lastSeen && a.agentVersion == b.agentVersion && a.trustBundle == b.trustBundle && a.cert == b.cert
+	return a.push == b.push && a.pull == b.pull && a.lastSeen == b.lastSeen && a.agentVersion == b.agentVersion && a.trustBundle == b.trustBundle && a.cert == b.cert &&
+		sameSummary(a.streamCert, b.streamCert)
+}
+
+// sameSummary reports whether a and b describe the same certificate, as
+// status would say it: a view's streamCert is made anew at every view.
+func sameSummary(a, b *certSummary) bool {
+	return a == b || a != nil && b != nil && *a == *b
 }
 
 func certFields(c *certSummary) map[string]any {

@@ -187,6 +187,14 @@ type ReplicaStatus struct {
 	// this replica issued or saw at a handshake.
 	// +optional
 	ClientCertificate *CertificateSummary `json:"clientCertificate,omitempty"`
+	// StreamCertificate is the oldest client certificate (by notBefore)
+	// that the cluster's open streams on this replica presented: the one
+	// in use, which clientCertificate is not when the agent could not
+	// store a certificate issued to it. A root rotation or an
+	// intermediate renewal waits for it as for clientCertificate. Absent
+	// while the replica holds no stream of the cluster.
+	// +optional
+	StreamCertificate *CertificateSummary `json:"streamCertificate,omitempty"`
 	// TrustBundleSHA256 is the trust bundle the cluster's agent last
 	// acknowledged on this replica's streams: the hex SHA-256 of the PEM
 	// roots it wrote into its own cluster.
