@@ -205,7 +205,7 @@ func serveWithCache(t *testing.T, f *relayFixture, cache client.Reader) *relayFi
 	t.Helper()
 	svc := *f.srv.svc
 	svc.reader = cache
-	gs := grpc.NewServer(grpc.Creds(tlsCreds{f.srv.keys.tlsConfig()}))
+	gs := grpc.NewServer(grpc.Creds(tlsCreds{config: f.srv.keys.tlsConfig()}))
 	relayv1.RegisterRelayServer(gs, &svc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

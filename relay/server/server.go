@@ -108,6 +108,7 @@ func New(opts Options) (*Server, error) {
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now).perCluster(cfg.ClusterRenewRate, cfg.ClusterRenewBurst),
 		conns:   conns,
 		bounds:  newAgentBounds(reg, &cfg, opts.Clock.Now, s.log.WithName("bounds")),
+		calls:   newCallLimits(cfg.MaxStreamsPerCluster),
 		trust: newTrust(trustOptions{
 			State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
 			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
@@ -386,22 +387,26 @@ func (s *Server) grpcServer() *grpc.Server {
 	// a second buffer would hold 4 KiB per agent for nothing. gRPC returns
 	// the write buffer to a pool after each flush by default.
 	readBuffer := 0
-	if s.cfg.Insecure {
-		readBuffer = connBufferBytes
-	} else {
-		creds = tlsCreds{s.keys.tlsConfig()}
-	}
-	gs := grpc.NewServer(
-		grpc.Creds(creds),
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMessageBytes),
-		grpc.ReadBufferSize(readBuffer),
+		grpc.MaxHeaderListSize(maxHeaderListBytes),
+		grpc.MaxConcurrentStreams(maxStreamsPerConnection),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.WriteBufferSize(connBufferBytes),
-		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(s.metrics.grpc.unary),
 		grpc.ChainStreamInterceptor(s.metrics.grpc.stream),
-	)
+	}
+	if s.cfg.Insecure {
+		// No caller has a certificate here (tests only): the bounds on
+		// callers without one would cut every agent off.
+		readBuffer = connBufferBytes
+	} else {
+		creds = tlsCreds{config: s.keys.tlsConfig(), limits: s.svc.calls}
+		opts = append(opts, grpc.InTapHandle(s.svc.calls.tap))
+	}
+	gs := grpc.NewServer(append(opts, grpc.Creds(creds), grpc.ReadBufferSize(readBuffer))...)
 	relayv1.RegisterRelayServer(gs, s.svc)
 	s.metrics.grpc.initialize(gs)
 	return gs

@@ -65,7 +65,10 @@ type service struct {
 	trust    *trust
 	// bounds limit what one cluster's agent costs: push rate, open
 	// streams, the names it may send.
-	bounds  *agentBounds
+	bounds *agentBounds
+	// calls bounds what callers hold before their calls' handlers run
+	// (calllimits.go).
+	calls   *callLimits
 	metrics *metrics
 	// clock tells the time and waits (awaitRevocation).
 	clock clock.Clock

@@ -27,6 +27,9 @@ type closableCreds struct {
 // offers only h2 and TLS 1.2 or later (see make bench).
 type tlsCreds struct {
 	config *tls.Config
+	// limits, when set, bound the connections without a client
+	// certificate (admitAnonymous).
+	limits *callLimits
 }
 
 func (c tlsCreds) ServerHandshake(raw net.Conn) (net.Conn, grpccreds.AuthInfo, error) {
@@ -42,7 +45,14 @@ func (c tlsCreds) ServerHandshake(raw net.Conn) (net.Conn, grpccreds.AuthInfo, e
 		return nil, nil, errors.New("the client did not negotiate h2 by ALPN: connect with a gRPC client")
 	}
 	info := grpccreds.TLSInfo{State: state, CommonAuthInfo: grpccreds.CommonAuthInfo{SecurityLevel: grpccreds.PrivacyAndIntegrity}}
-	return conn, closableInfo{AuthInfo: info, conn: conn}, nil
+	var out net.Conn = conn
+	if len(state.PeerCertificates) == 0 && c.limits != nil {
+		var err error
+		if out, err = c.limits.admitAnonymous(conn); err != nil {
+			return nil, nil, err
+		}
+	}
+	return out, closableInfo{AuthInfo: info, conn: out}, nil
 }
 
 func (tlsCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, grpccreds.AuthInfo, error) {
