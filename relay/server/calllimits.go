@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
