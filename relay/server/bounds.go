@@ -29,6 +29,11 @@ const (
 const (
 	limitPushRate   = "push_rate"
 	limitMaxStreams = "max_streams"
+	// The bounds on what callers hold before a handler runs
+	// (calllimits.go).
+	limitClusterCalls        = "cluster_calls"
+	limitAnonymousCalls      = "anonymous_calls"
+	limitAnonymousConnection = "anonymous_connections"
 )
 
 // boundsLogEvery and boundsLogBurst bound the log lines about ignored
@@ -71,7 +76,7 @@ func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() ti
 		}, []string{"reason"}),
 		exceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_stream_limits_exceeded_total",
-			Help: "Streams refused or ended because a cluster exceeded a limit, by limit (push_rate: clusterPushRate; max_streams: maxStreamsPerCluster).",
+			Help: "Streams refused or ended because a cluster exceeded a limit, by limit (push_rate: clusterPushRate; max_streams: maxStreamsPerCluster; cluster_calls: a cluster's calls in flight; anonymous_calls: calls in flight without a client certificate; anonymous_connections: connections without one, closed after the handshake).",
 		}, []string{"limit"}),
 		logs: newLimitedLog(boundsLogEvery, boundsLogBurst, now),
 		log:  log,
@@ -80,7 +85,7 @@ func newAgentBounds(reg prometheus.Registerer, cfg *config.Server, now func() ti
 	for _, r := range []string{ignoredUnknownPolicy, ignoredOversized} {
 		b.ignored.WithLabelValues(r)
 	}
-	for _, l := range []string{limitPushRate, limitMaxStreams} {
+	for _, l := range []string{limitPushRate, limitMaxStreams, limitClusterCalls, limitAnonymousCalls, limitAnonymousConnection} {
 		b.exceeded.WithLabelValues(l)
 	}
 	reg.MustRegister(b.ignored, b.exceeded)

@@ -66,14 +66,17 @@ type callLimits struct {
 	maxClusterCalls       atomic.Int64
 
 	anonymousConns atomic.Int64
+	// bounds count the refusals in relay_stream_limits_exceeded_total
+	// and log them at their limited rate; nil in tests that need neither.
+	bounds *agentBounds
 
 	mu             sync.Mutex
 	anonymousCalls int64
 	clusterCalls   map[string]int64
 }
 
-func newCallLimits(maxStreamsPerCluster int) *callLimits {
-	l := &callLimits{clusterCalls: map[string]int64{}}
+func newCallLimits(maxStreamsPerCluster int, bounds *agentBounds) *callLimits {
+	l := &callLimits{clusterCalls: map[string]int64{}, bounds: bounds}
 	l.maxAnonymousCalls.Store(defaultMaxAnonymousCalls)
 	l.anonymousCallTimeout.Store(int64(defaultAnonymousCallTimeout))
 	l.maxAnonymousConns.Store(defaultMaxAnonymousConns)
@@ -93,6 +96,7 @@ func (l *callLimits) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 		l.mu.Lock()
 		if l.anonymousCalls >= l.maxAnonymousCalls.Load() {
 			l.mu.Unlock()
+			l.refused(limitAnonymousCalls, "refused a call without a client certificate: the most such calls are in flight", "limit", l.maxAnonymousCalls.Load())
 			return nil, status.Error(codes.ResourceExhausted, "relay-server has too many calls without a client certificate in flight: retry with backoff")
 		}
 		l.anonymousCalls++
@@ -109,6 +113,7 @@ func (l *callLimits) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 	l.mu.Lock()
 	if l.clusterCalls[cluster] >= l.maxClusterCalls.Load() {
 		l.mu.Unlock()
+		l.refused(limitClusterCalls, "refused a call: the cluster has the most calls in flight it may", "cluster", cluster, "limit", l.maxClusterCalls.Load())
 		return nil, status.Errorf(codes.ResourceExhausted, "cluster %s has %d calls in flight, the most relay-server allows one cluster: close the streams it does not use", cluster, l.maxClusterCalls.Load())
 	}
 	l.clusterCalls[cluster]++
@@ -121,6 +126,15 @@ func (l *callLimits) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 		l.mu.Unlock()
 	})
 	return ctx, nil
+}
+
+// refused counts a refusal under limit and logs msg at the bounds' rate.
+func (l *callLimits) refused(limit, msg string, keysAndValues ...any) {
+	if l.bounds == nil {
+		return
+	}
+	l.bounds.exceeded.WithLabelValues(limit).Inc()
+	l.bounds.logLimited(msg, keysAndValues...)
 }
 
 // inFlight returns the calls counted: without a client certificate, and
@@ -152,6 +166,7 @@ func tapCluster(ctx context.Context) (string, bool) {
 func (l *callLimits) admitAnonymous(conn net.Conn) (net.Conn, error) {
 	if l.anonymousConns.Add(1) > l.maxAnonymousConns.Load() {
 		l.anonymousConns.Add(-1)
+		l.refused(limitAnonymousConnection, "closed a connection without a client certificate after its handshake: the most such connections are open", "limit", l.maxAnonymousConns.Load())
 		_ = conn.Close()
 		return nil, errTooManyAnonymousConns
 	}

@@ -261,6 +261,9 @@ func TestCallsWithoutACertificateAreBounded(t *testing.T) {
 		if grew > 48<<20 {
 			t.Errorf("%d calls holding unfinished messages of 64 KiB: the process holds %d MiB more, want under 48 (at most %d calls admitted)", conns*perConn, grew>>20, maxCalls)
 		}
+		if m := f.metric(`relay_stream_limits_exceeded_total{limit="anonymous_calls"}`); testenv.MetricValue(m) < 1 {
+			t.Errorf("%q: the refusals are not counted", m)
+		}
 		if moreGoroutines > int(maxCalls)+conns*8 {
 			t.Errorf("%d goroutines more, want at most the %d calls admitted and a few per connection", moreGoroutines, maxCalls)
 		}
@@ -305,6 +308,9 @@ func TestCallsWithoutACertificateAreBounded(t *testing.T) {
 			if r.isClosed() {
 				t.Fatalf("admitted connection %d was closed before its lifetime", i)
 			}
+		}
+		if m := f.metric(`relay_stream_limits_exceeded_total{limit="anonymous_connections"}`); testenv.MetricValue(m) != 1 {
+			t.Errorf("%q, want the one connection closed counted", m)
 		}
 		testenv.Eventually(t, "the admitted connections are closed after their lifetime", 30*time.Second, func() error {
 			for i, r := range raws {
@@ -370,6 +376,9 @@ func TestOneClustersCallsAreBounded(t *testing.T) {
 		}
 		return nil
 	})
+	if m, want := f.metric(`relay_stream_limits_exceeded_total{limit="cluster_calls"}`), float64(conns*perConn-int(bound)); testenv.MetricValue(m) != want {
+		t.Errorf("%q, want %v refusals counted", m, want)
+	}
 	key, _ := pki.GenerateKey(pki.ECDSAP256)
 	csr, _ := pki.NewCSR(key, "bystander")
 	if _, err := f.dial(bystander).Renew(t.Context(), &relayv1.RenewRequest{Csr: csr}); err != nil {

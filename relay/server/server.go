@@ -108,7 +108,6 @@ func New(opts Options) (*Server, error) {
 		limiter: newSigningLimiter(cfg.MaxConcurrentSigning, cfg.PeerSigningRate, cfg.PeerSigningBurst, opts.Clock.Now).perCluster(cfg.ClusterRenewRate, cfg.ClusterRenewBurst),
 		conns:   conns,
 		bounds:  newAgentBounds(reg, &cfg, opts.Clock.Now, s.log.WithName("bounds")),
-		calls:   newCallLimits(cfg.MaxStreamsPerCluster),
 		trust: newTrust(trustOptions{
 			State: newTrustState(), Results: newPendingResults(), Queue: newPolicyQueue(cfg.Namespace),
 			Conns: conns, Metrics: m, Clock: opts.Clock, Log: s.log.WithName("trust"),
@@ -117,6 +116,7 @@ func New(opts Options) (*Server, error) {
 		clock:   opts.Clock,
 		log:     s.log.WithName("relay"),
 	}
+	s.svc.calls = newCallLimits(cfg.MaxStreamsPerCluster, s.svc.bounds)
 	reg.MustRegister(s.svc.limiter.collectors()...)
 	s.svc.clientRefused = newClientRefused(reg)
 	s.svc.status = newStatusWriter(s.replica, cfg.Namespace, conns, opts.Clock.Now, s.log.WithName("status"))
