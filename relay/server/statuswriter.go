@@ -294,7 +294,9 @@ func (w *statusWriter) write(ctx context.Context, cluster string) error {
 	if c := v.cert; c != nil {
 		entry["clientCertificate"] = certFields(c)
 	}
-	if c := v.streamCert; c != nil {
+	if c := v.streamCert; c != nil && !sameSummary(c, v.cert) {
+		// Written only when it is not clientCertificate: a bootstrap or a
+		// renewal whose agent moved its streams writes nothing more.
 		entry["streamCertificate"] = certFields(c)
 	}
 	err := w.apply(ctx, cluster, entry)

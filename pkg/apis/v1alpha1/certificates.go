@@ -7,11 +7,11 @@ import (
 
 // LiveClientCertificates returns the cluster's client certificates that
 // have neither expired at now nor been revoked (spec.revocation): its
-// newest (status.clientCertificate), and the one each replica's entry says
-// its streams there presented (status.replicas[].streamCertificate),
-// which is older than the newest when the agent could not store a
-// certificate issued to it. A root or a signing CA is in use by the
-// cluster while any of them chains to it.
+// newest (status.clientCertificate), and the one in use on each replica
+// that holds streams of the cluster (its entry's streamCertificate, or its
+// clientCertificate when that is the one), which is older than the newest
+// when the agent could not store a certificate issued to it. A root or a
+// signing CA is in use by the cluster while any of them chains to it.
 func (kc *KubernetesCluster) LiveClientCertificates(now time.Time) []*CertificateSummary {
 	var out []*CertificateSummary
 	add := func(c *CertificateSummary) {
@@ -27,7 +27,13 @@ func (kc *KubernetesCluster) LiveClientCertificates(now time.Time) []*Certificat
 	}
 	add(kc.Status.ClientCertificate)
 	for i := range kc.Status.Replicas {
-		add(kc.Status.Replicas[i].StreamCertificate)
+		r := &kc.Status.Replicas[i]
+		switch {
+		case r.StreamCertificate != nil:
+			add(r.StreamCertificate)
+		case r.PushStreams > 0 || r.PullStreams > 0:
+			add(r.ClientCertificate)
+		}
 	}
 	return out
 }

@@ -188,11 +188,12 @@ type ReplicaStatus struct {
 	// +optional
 	ClientCertificate *CertificateSummary `json:"clientCertificate,omitempty"`
 	// StreamCertificate is the oldest client certificate (by notBefore)
-	// that the cluster's open streams on this replica presented: the one
-	// in use, which clientCertificate is not when the agent could not
-	// store a certificate issued to it. A root rotation or an
-	// intermediate renewal waits for it as for clientCertificate. Absent
-	// while the replica holds no stream of the cluster.
+	// that the cluster's open streams on this replica presented, when it
+	// is not clientCertificate: the one in use, older than the newest
+	// when the agent could not store a certificate issued to it. A root
+	// rotation or an intermediate renewal waits for the certificate in
+	// use as for clientCertificate: this one, or clientCertificate while
+	// the replica holds streams of the cluster and this is absent.
 	// +optional
 	StreamCertificate *CertificateSummary `json:"streamCertificate,omitempty"`
 	// TrustBundleSHA256 is the trust bundle the cluster's agent last
