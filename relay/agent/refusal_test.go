@@ -123,38 +123,59 @@ func TestAFreshTokenReplacesAValidCertificateAtOnceAndARefusedOneDoesNotBlockRen
 			t.Error("the issuer was not told the token is fresh")
 		}
 	})
-	t.Run("a refused fresh token is not retried while the certificate is valid, and renewal goes on", func(t *testing.T) {
+	refused := fmt.Errorf("relay server refused: %w", status.Error(codes.Unauthenticated, "the bootstrap token of cluster cluster-1 expired unused"))
+	t.Run("a fresh token refused as often as it may be tried is not tried again while the certificate is valid, and renewal goes on", func(t *testing.T) {
 		r := newRotatorRig(t, valid)
 		logs := &recordedLog{}
 		r.opts.Log = logr.New(logs)
-		r.renewer.failNext(fmt.Errorf("relay server refused: %w", status.Error(codes.Unauthenticated, "the bootstrap token of cluster cluster-1 expired unused")))
+		r.renewer.failNext(refused, refused, refused)
 		r.start(t)
-		if got := r.clock.fire(t); got != time.Second {
-			t.Fatalf("after the refusal the rotator waits %s, want the first backoff, 1s", got)
+		var backoffs []time.Duration
+		for range freshTokenTries {
+			backoffs = append(backoffs, r.clock.fire(t))
+		}
+		if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}; !equalDurations(backoffs, want) {
+			t.Fatalf("after the refusals the rotator waits %v, want the backoff %v", backoffs, want)
 		}
 		// Due at 30 of the certificate's 60 minutes: looked at every ten.
 		var waits []time.Duration
 		for range 3 {
 			waits = append(waits, r.clock.fire(t))
 		}
-		if want := []time.Duration{10 * time.Minute, 10 * time.Minute, 10*time.Minute - time.Second}; !equalDurations(waits, want) {
+		if want := []time.Duration{10 * time.Minute, 10 * time.Minute, 10*time.Minute - 7*time.Second}; !equalDurations(waits, want) {
 			t.Fatalf("waits %v, want %v: the schedule, not retries of the refused token", waits, want)
 		}
 		if got := r.clock.next(t); got != 0 {
 			t.Fatalf("after the renewal the rotator waits %s, want 0", got)
 		}
 		calls := r.renewer.obtained()
-		if len(calls) != 2 {
-			t.Fatalf("obtain called %d times (%v), want 2: the refused fresh token, then the renewal", len(calls), calls)
+		if len(calls) != freshTokenTries+1 {
+			t.Fatalf("obtain called %d times (%v), want %d: the refused fresh token, then the renewal", len(calls), calls, freshTokenTries+1)
 		}
 		r.renewer.mu.Lock()
-		renewal := r.renewer.given[1]
+		renewal := r.renewer.given[freshTokenTries]
 		r.renewer.mu.Unlock()
 		if renewal.freshToken {
 			t.Error("the renewal was asked to use the refused token again")
 		}
-		if errs := logs.errorLines(); len(errs) != 1 || !strings.Contains(errs[0], "expired unused") {
-			t.Errorf("error lines %q, want the one refusal", errs)
+		if errs := logs.errorLines(); len(errs) != freshTokenTries || !strings.Contains(errs[0], "expired unused") {
+			t.Errorf("error lines %q, want the %d refusals", errs, freshTokenTries)
+		}
+	})
+	t.Run("a fresh token refused once, by a server whose cache is behind the registration, is tried again and used", func(t *testing.T) {
+		r := newRotatorRig(t, valid)
+		r.renewer.failNext(refused)
+		r.start(t)
+		if got := r.clock.fire(t); got != time.Second {
+			t.Fatalf("after the refusal the rotator waits %s, want the first backoff, 1s", got)
+		}
+		if got := r.clock.next(t); got != 0 {
+			t.Fatalf("after the second try the rotator waits %s, want 0: it obtained a certificate", got)
+		}
+		r.renewer.mu.Lock()
+		defer r.renewer.mu.Unlock()
+		if len(r.renewer.given) != 2 || !r.renewer.given[1].freshToken {
+			t.Fatalf("obtain given %d materials, the second fresh: %v; want the fresh token tried again", len(r.renewer.given), len(r.renewer.given) == 2 && r.renewer.given[1].freshToken)
 		}
 	})
 }

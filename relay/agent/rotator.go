@@ -92,11 +92,20 @@ type rotator struct {
 	// in use, so that it is reported once.
 	foreignSerial string
 	// refusedToken is the hash of a fresh bootstrap token the server
-	// refused while the certificate was still valid: it is not tried again
-	// before the certificate needs replacing, so that it does not block
-	// renewals.
+	// refused freshTokenTries times while the certificate was still
+	// valid: it is not tried again before the certificate needs
+	// replacing, so that it does not block renewals. refusing and
+	// refusals count the refusals of the token tried last.
 	refusedToken string
+	refusing     string
+	refusals     int
 }
+
+// freshTokenTries is how many refusals a fresh token gets, a backoff apart,
+// before the agent keeps its certificate instead: relay-server judges a
+// token by its cache, which can be a moment behind the registration that
+// wrote the token's record.
+const freshTokenTries = 3
 
 // newRotator returns a rotator; opts.Jitter and opts.Random must be set.
 func newRotator(opts rotatorOptions) *rotator {
@@ -211,7 +220,12 @@ func (r *rotator) step(ctx context.Context, force string) (time.Duration, error)
 	if err != nil {
 		o.Rotations.WithLabelValues("failed").Inc()
 		if t.freshToken && t.client != nil && t.clientOK == nil && refusedByServer(err) {
-			r.refusedToken = t.tokenHash
+			if r.refusing != t.tokenHash {
+				r.refusing, r.refusals = t.tokenHash, 0
+			}
+			if r.refusals++; r.refusals >= freshTokenTries {
+				r.refusedToken = t.tokenHash
+			}
 		}
 		return 0, err
 	}
