@@ -265,7 +265,7 @@ type replicaView struct {
 	// the cluster's open streams here presented: the one in use that a
 	// rotation must wait for, which cert, the newest issued or seen, may
 	// not be (a renewed certificate its agent did not store). Nil
-	// without a stream with a certificate.
+	// without a stream with a certificate. Only entryView sets it.
 	streamCert *certSummary
 }
 
@@ -278,7 +278,6 @@ func (c *connections) view(cluster string) replicaView {
 		return replicaView{}
 	}
 	v := replicaView{known: true, lastSeen: st.lastSeen, agentVersion: st.agentVersion, trustBundle: st.trustBundle, cert: st.cert}
-	var oldest *stream
 	for _, s := range st.streams {
 		if s.kind.pushes() {
 			v.push++
@@ -286,21 +285,48 @@ func (c *connections) view(cluster string) replicaView {
 		if s.kind.pulls() {
 			v.pull++
 		}
+	}
+	return v
+}
+
+// entryView is view with streamCert, for cluster's status entry.
+func (c *connections) entryView(cluster string) replicaView {
+	v := c.view(cluster)
+	if v.known {
+		v.streamCert = c.inUse(cluster)
+	}
+	return v
+}
+
+// inUse returns the oldest client certificate (by NotBefore) that
+// cluster's open streams here presented, nil without one. It fingerprints
+// the certificate's chain: the renewal planner calls it only while a
+// replaced CA is still admitted.
+func (c *connections) inUse(cluster string) *certSummary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.clusters[cluster]
+	if st == nil {
+		return nil
+	}
+	var oldest *stream
+	for _, s := range st.streams {
 		if s.cert != nil && !s.ended && (oldest == nil || s.cert.NotBefore.Before(oldest.cert.NotBefore)) {
 			oldest = s
 		}
 	}
-	if oldest != nil {
-		var chain []*x509.Certificate
-		if len(oldest.chains) > 0 {
-			chain = oldest.chains[0]
-		}
-		v.streamCert = summarize(oldest.cert, chain)
-		if st.cert != nil && *st.cert == *v.streamCert {
-			v.streamCert = st.cert
-		}
+	if oldest == nil {
+		return nil
 	}
-	return v
+	var chain []*x509.Certificate
+	if len(oldest.chains) > 0 {
+		chain = oldest.chains[0]
+	}
+	sum := summarize(oldest.cert, chain)
+	if st.cert != nil && *st.cert == *sum {
+		return st.cert
+	}
+	return sum
 }
 
 // names returns the clusters this replica has a record of.

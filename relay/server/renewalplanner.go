@@ -112,7 +112,7 @@ func (p *renewalPlanner) plan(ctx context.Context) {
 		// The certificate the cluster's streams here presented counts
 		// too: an agent that could not store its renewed certificate is
 		// still on the previous CA's, and is told again.
-		if c := p.conns.view(cluster).streamCert; c != nil && c.notAfter.After(now) && c.issuerSHA256 == previous {
+		if c := p.conns.inUse(cluster); c != nil && c.notAfter.After(now) && c.issuerSHA256 == previous {
 			issuer = previous
 		}
 		if issuer != previous {

@@ -262,7 +262,7 @@ func (w *statusWriter) next(ctx context.Context) bool {
 // queued for when that time is up). Of a cluster this replica has no record
 // of, it removes the entry a previous process under its name left.
 func (w *statusWriter) write(ctx context.Context, cluster string) error {
-	v := w.conns.view(cluster)
+	v := w.conns.entryView(cluster)
 	if !v.known {
 		return w.removeStale(ctx, cluster)
 	}
