@@ -193,7 +193,7 @@ func certificateCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1
 		c.Status = metav1.ConditionUnknown
 	case !now.Before(cert.NotAfter.Time):
 		c.Reason, c.Message = "Expired", fmt.Sprintf("client certificate %s expired at %s: %s", cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339), fix)
-	case revokedSummary(kc, cert):
+	case kc.Spec.Revocation.Refuses(cert):
 		c.Reason, c.Message = "Revoked", fmt.Sprintf("client certificate %s is revoked by spec.revocation: %s", cert.Serial, fix)
 	case !now.Before(thirdLeft(cert)) && !connected:
 		c.Status = metav1.ConditionTrue
@@ -203,11 +203,6 @@ func certificateCondition(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1
 		c.Reason, c.Message = "Valid", fmt.Sprintf("client certificate %s expires %s", cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return c
-}
-
-// revokedSummary reports whether spec.revocation refuses cert.
-func revokedSummary(kc *meshv1alpha1.KubernetesCluster, cert *meshv1alpha1.CertificateSummary) bool {
-	return kc.Spec.Revocation.Refuses(cert)
 }
 
 // statusEqual reports whether the leader's fields of a and b agree, with
