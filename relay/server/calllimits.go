@@ -96,7 +96,7 @@ func (l *callLimits) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 		l.mu.Lock()
 		if l.anonymousCalls >= l.maxAnonymousCalls.Load() {
 			l.mu.Unlock()
-			l.refused(limitAnonymousCalls, "refused a call without a client certificate: the most such calls are in flight", "limit", l.maxAnonymousCalls.Load())
+			l.refused(limitAnonymousCalls, "refused a call without a client certificate: the most such calls are in flight", "peer", peerHost(ctx), "limit", l.maxAnonymousCalls.Load())
 			return nil, status.Error(codes.ResourceExhausted, "relay-server has too many calls without a client certificate in flight: retry with backoff")
 		}
 		l.anonymousCalls++
@@ -166,7 +166,7 @@ func tapCluster(ctx context.Context) (string, bool) {
 func (l *callLimits) admitAnonymous(conn net.Conn) (net.Conn, error) {
 	if l.anonymousConns.Add(1) > l.maxAnonymousConns.Load() {
 		l.anonymousConns.Add(-1)
-		l.refused(limitAnonymousConnection, "closed a connection without a client certificate after its handshake: the most such connections are open", "limit", l.maxAnonymousConns.Load())
+		l.refused(limitAnonymousConnection, "closed a connection without a client certificate after its handshake: the most such connections are open", "peer", conn.RemoteAddr().String(), "limit", l.maxAnonymousConns.Load())
 		_ = conn.Close()
 		return nil, errTooManyAnonymousConns
 	}
