@@ -165,12 +165,21 @@ func (f *relayFixture) dialWith(roots *x509.CertPool, cert *tls.Certificate) rel
 	return relayv1.NewRelayClient(conn)
 }
 
+// register creates KubernetesCluster name and waits until the server's
+// cache holds it: a call right after would otherwise race the cache, and
+// be refused as from an unregistered cluster on a loaded machine.
 func (f *relayFixture) register(name string) {
 	f.t.Helper()
 	kc := &meshv1alpha1.KubernetesCluster{ObjectMeta: metav1.ObjectMeta{Namespace: f.cfg.Namespace, Name: name}}
 	if err := f.cluster.Client.Create(f.t.Context(), kc); err != nil {
 		f.t.Fatalf("register %s: %v", name, err)
 	}
+	f.eventually("relay-server's cache holds KubernetesCluster "+name, func() error {
+		if m := f.metric(`relay_cluster_registered{cluster="` + name + `"}`); testenv.MetricValue(m) != 1 {
+			return fmt.Errorf("%q", m)
+		}
+		return nil
+	})
 }
 
 func (f *relayFixture) token() string {
@@ -436,7 +445,19 @@ func TestRelayServerBootstrapsSignsAndServesStreams(t *testing.T) {
 		if err := f.cluster.Client.Delete(ctx, kc); err != nil {
 			t.Fatal(err)
 		}
-		_, err := pull.Recv()
+		// The agent renewed above without moving its streams, which still
+		// present a certificate of the replaced signing CA: the renewal
+		// planner may have told it to renew again.
+		var err error
+		for {
+			var in *relayv1.Instruction
+			if in, err = pull.Recv(); err != nil {
+				break
+			}
+			if in.GetRenewAt() == nil {
+				t.Fatalf("instruction %v after deregistration, want the stream ended", in)
+			}
+		}
 		wantStatus(t, err, codes.PermissionDenied, "cluster cluster-1 was deregistered")
 		// The push stream ends with the reason, or, once the server has
 		// closed the dropped cluster's connection (closeGrace later), with it.
